@@ -1,0 +1,43 @@
+//! The one set of host bindings for `wit/plugin.wit`.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "plugin",
+    imports: { default: trappable },
+    exports: { default: async },
+});
+
+pub use self::toolhost::plugin::types::{
+    CallContext, Delivery, DuplicatePolicy, DuplicateScope, LogLevel, ToolError, ToolSpec,
+};
+
+impl DuplicatePolicy {
+    /// The name used in manifests and listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DuplicatePolicy::Allow => "allow",
+            DuplicatePolicy::Reject => "reject",
+            DuplicatePolicy::Replace => "replace",
+            DuplicatePolicy::Confirm => "confirm",
+            DuplicatePolicy::Queue => "queue",
+        }
+    }
+}
+
+impl DuplicateScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DuplicateScope::Name => "name",
+            DuplicateScope::NameAndArguments => "name-and-arguments",
+        }
+    }
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Conversational => "conversational",
+            Delivery::FireAndForget => "fire-and-forget",
+        }
+    }
+}

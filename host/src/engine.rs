@@ -1,0 +1,110 @@
+//! The one place that narrows wasmtime's flexibility to the choices toolhost makes.
+//!
+//! Every call is fuel-metered and yields to the async runtime at a fixed fuel
+//! interval, so a spinning plugin never blocks a runtime thread and can be
+//! stopped at its next yield. Instances come from a pooling allocator sized by
+//! [`EngineConfig`].
+
+use anyhow::{Context, Result};
+use std::hash::{Hash, Hasher};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+/// How much fuel a call burns between two yields to the async runtime.
+///
+/// One unit of fuel is roughly one WebAssembly instruction, so 100 000 units
+/// are tens of microseconds of work: small enough that a cancelled or timed-out
+/// spinning call stops within a millisecond, large enough that the yields cost
+/// about 1% of the run time.
+pub const FUEL_YIELD_INTERVAL: u64 = 100_000;
+
+/// The engine-wide settings.
+///
+/// Defaults:
+/// - `instances`: 1000 plugin instances alive at once across all plugins
+///   (each running call and each `describe()` holds one).
+/// - `max_memory`: 1 GiB, the largest linear memory any plugin may be granted.
+/// - `pooling`: true; false uses on-demand allocation (no fixed slot count,
+///   slower to instantiate).
+/// - `fuel`: true. False turns fuel metering off, and with it the fuel
+///   budget and the yields; it exists to measure what metering costs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub instances: u32,
+    pub max_memory: u64,
+    pub pooling: bool,
+    pub fuel: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            instances: 1000,
+            max_memory: 1 << 30,
+            pooling: true,
+            fuel: true,
+        }
+    }
+}
+
+/// Build the engine all plugins of a host share.
+pub fn build(config: &EngineConfig) -> Result<Engine> {
+    let mut c = Config::new();
+    c.wasm_component_model(true)
+        .consume_fuel(config.fuel)
+        .cranelift_opt_level(OptLevel::Speed)
+        .parallel_compilation(true)
+        // 1 MiB of wasm stack: deep enough for interpreters, small enough
+        // that unbounded recursion traps quickly.
+        .max_wasm_stack(1 << 20)
+        .async_stack_size(2 << 20);
+    if config.pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        // Python and JavaScript components hold dozens of core instances,
+        // several memories and tables of tens of thousands of entries.
+        pool.total_component_instances(config.instances)
+            .total_core_instances(config.instances * 4)
+            .total_memories(config.instances * 2)
+            .total_tables(config.instances * 4)
+            .total_stacks(config.instances)
+            .total_gc_heaps(config.instances)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(16)
+            .max_memories_per_module(2)
+            .max_tables_per_module(4)
+            .table_elements(100_000)
+            .max_core_instance_size(4 << 20)
+            .max_component_instance_size(1 << 20)
+            .max_memory_size(config.max_memory as usize)
+            .linear_memory_keep_resident(64 << 10)
+            .table_keep_resident(64 << 10)
+            .max_unused_warm_slots(100);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&c)
+        .map_err(anyhow::Error::from)
+        .context("configuring the WebAssembly engine")
+}
+
+/// A short hex fingerprint of everything in the engine that a compiled
+/// component depends on, for keying the compile cache.
+pub fn fingerprint(engine: &Engine) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    env!("CARGO_PKG_VERSION").hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// Give a fresh store its fuel budget and its yield interval (when the
+/// engine meters fuel).
+pub(crate) fn meter<T>(
+    store: &mut wasmtime::Store<T>,
+    fuel: u64,
+    metered: bool,
+) -> wasmtime::Result<()> {
+    if metered {
+        store.set_fuel(fuel)?;
+        store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))?;
+    }
+    Ok(())
+}

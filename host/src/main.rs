@@ -1,0 +1,299 @@
+//! The `toolhost` command: list, call and check plugins of a folder.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use toolhost::{Host, HostConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "toolhost",
+    version,
+    about = "Run WebAssembly component tools for LLM agents"
+)]
+struct Cli {
+    /// The plugin folder: every `*.wasm` in it, with its optional `NAME.toml`.
+    #[arg(
+        long,
+        global = true,
+        env = "TOOLHOST_PLUGINS",
+        default_value = "dist/plugins"
+    )]
+    plugins: PathBuf,
+    /// Where compiled plugins are cached (default: ~/.cache/toolhost).
+    #[arg(long, global = true, env = "TOOLHOST_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Do not read or write the compile cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
+    /// Log more (-v: info, -vv: debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the tools of the plugin folder.
+    List {
+        /// Print JSON: every tool with its plugin and schemas.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call a tool and print its result; exits non-zero on error.
+    Call {
+        /// The tool name.
+        tool: String,
+        /// The arguments, a JSON object.
+        #[arg(default_value = "{}")]
+        arguments: String,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a plugin file: what it provides and asks for, or why it is refused.
+    Check {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let mut config = HostConfig::default();
+    if cli.no_cache {
+        config.cache_dir = None;
+    } else if let Some(dir) = cli.cache_dir {
+        config.cache_dir = Some(dir);
+    }
+    let host = Host::new(config)?;
+    match cli.command {
+        Command::Check { file, json } => check(&host, &file, json).await,
+        Command::List { json } => {
+            load(&host, &cli.plugins).await?;
+            list(&host, json)
+        }
+        Command::Call {
+            tool,
+            arguments,
+            json,
+        } => {
+            // Start loading; the call waits only for the plugins it needs.
+            host.start_loading(&cli.plugins)
+                .with_context(|| format!("loading plugins from {}", cli.plugins.display()))?;
+            let outcome = host.call(&tool, &arguments).await;
+            if json {
+                let (text, error) = match &outcome.result {
+                    Ok(o) => (o.text.clone(), None),
+                    Err(e) => (None, Some(e.model_message())),
+                };
+                let value = serde_json::json!({
+                    "call_id": outcome.call_id,
+                    "tool": outcome.tool,
+                    "ok": outcome.result.is_ok(),
+                    "text": text,
+                    "data": outcome.result.as_ref().ok().and_then(|o| o.data.clone()),
+                    "error": error,
+                    "fuel_used": outcome.fuel_used,
+                    "elapsed_ms": outcome.elapsed.as_secs_f64() * 1e3,
+                });
+                println!("{value}");
+            } else {
+                match &outcome.result {
+                    Ok(_) => println!("{}", outcome.model_text()),
+                    Err(e) => eprintln!("{}", e.model_message()),
+                }
+            }
+            Ok(if outcome.result.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+async fn load(host: &Host, dir: &std::path::Path) -> Result<()> {
+    host.load_dir(dir)
+        .await
+        .with_context(|| format!("loading plugins from {}", dir.display()))?;
+    Ok(())
+}
+
+fn list(host: &Host, json: bool) -> Result<ExitCode> {
+    let tools = host.tools();
+    if json {
+        let all: Vec<_> = tools.iter().map(|t| t.to_json()).collect();
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if tools.is_empty() {
+        eprintln!("no tools");
+    }
+    let width = tools.iter().map(|t| t.tool.name.len()).max().unwrap_or(0);
+    for t in &tools {
+        let first_line = t.tool.description.lines().next().unwrap_or_default();
+        println!(
+            "{:width$}  {:14}  {first_line}",
+            t.tool.name,
+            t.plugin.name()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check(host: &Host, file: &std::path::Path, json: bool) -> Result<ExitCode> {
+    let plugin = match host.check(file).await {
+        Ok(p) => p,
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": false, "file": file, "reason": e.reason })
+                );
+            } else {
+                println!("refused: {e}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let limits = plugin.limits();
+    let perms = &plugin.manifest().permissions;
+    if json {
+        let tools: Vec<_> = plugin
+            .tools()
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "name": t.name, "description": t.description,
+                    "input_schema": t.input_schema, "output_schema": t.output_schema,
+                    "on_duplicate": t.on_duplicate.as_str(), "cancellable": t.cancellable,
+                    "delivery": t.delivery.as_str(), "enabled": t.enabled,
+                })
+            })
+            .collect();
+        let value = serde_json::json!({
+            "ok": true,
+            "file": plugin.path(),
+            "plugin": plugin.name(),
+            "manifest": plugin.manifest_path(),
+            "imports": plugin.imports(),
+            "permissions": {
+                "env": perms.env,
+                "dirs": perms.dirs.iter().map(|d| serde_json::json!({"host": d.host, "guest": d.guest, "write": d.write})).collect::<Vec<_>>(),
+                "network": perms.network.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            },
+            "limits": {
+                "fuel": limits.fuel, "memory": limits.memory,
+                "timeout_ms": limits.timeout.as_millis() as u64,
+                "max_concurrency": limits.max_concurrency,
+                "cancel_grace_ms": limits.cancel_grace.as_millis() as u64,
+            },
+            "tools": tools,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("plugin   {} ({})", plugin.name(), plugin.path().display());
+    match plugin.manifest_path() {
+        Some(m) => println!("manifest {}", m.display()),
+        None => println!("manifest none (no files, no environment, no network)"),
+    }
+    println!("tools");
+    for t in plugin.tools() {
+        let mut notes = vec![t.on_duplicate.as_str().to_owned()];
+        if t.cancellable {
+            notes.push("cancellable".into());
+        }
+        if !t.enabled {
+            notes.push("disabled".into());
+        }
+        notes.push(t.delivery.as_str().into());
+        println!(
+            "  {}  [{}]  {}",
+            t.name,
+            notes.join(", "),
+            t.description.lines().next().unwrap_or_default()
+        );
+        println!("    arguments: {}", t.input_schema);
+    }
+    println!("asks for");
+    for i in plugin.imports() {
+        println!("  {i}");
+    }
+    println!("granted");
+    println!(
+        "  env:     {}",
+        if perms.env.is_empty() {
+            "none".into()
+        } else {
+            perms.env.join(", ")
+        }
+    );
+    if perms.dirs.is_empty() {
+        println!("  dirs:    none");
+    }
+    for d in &perms.dirs {
+        println!(
+            "  dir:     {} as {} ({})",
+            d.host.display(),
+            d.guest,
+            if d.write { "read-write" } else { "read-only" }
+        );
+    }
+    let net: Vec<String> = perms.network.iter().map(|n| n.to_string()).collect();
+    println!(
+        "  network: {}",
+        if net.is_empty() {
+            "none".into()
+        } else {
+            net.join(", ")
+        }
+    );
+    println!(
+        "limits   fuel {}, memory {}, timeout {}, {} calls at once, cancel grace {}",
+        limits.fuel,
+        toolhost::format_bytes(limits.memory),
+        humantime::format_duration(limits.timeout),
+        limits.max_concurrency,
+        humantime::format_duration(limits.cancel_grace)
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,366 @@
+//! The sandbox of one call: the store's data, its WASI context built from the
+//! plugin's grants, and the host functions a plugin imports.
+//!
+//! Deny-by-default: stdin is closed, no environment, no preopened
+//! directories, no sockets, no outgoing HTTP, unless the manifest grants them.
+//! The plugin's stdout and stderr become log lines.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::mpsc;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreLimits};
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::bindings::{self, CallContext, LogLevel};
+use crate::manifest::{NetworkGrant, Permissions};
+use crate::output::LogStream;
+
+/// Who a call is, for the plugin's `call-info()` and for every log line.
+#[derive(Debug, Clone, Default)]
+pub struct CallIdentity {
+    pub plugin: Arc<str>,
+    pub tool: String,
+    pub call_id: String,
+    pub session_id: String,
+}
+
+/// Shared between a running call and whoever controls it: the flag that
+/// `cancelled()` reads, and the forced stop that ends the call at its next
+/// fuel yield or host-call await (B21).
+#[derive(Debug, Default)]
+pub struct CallControl {
+    cancelled: AtomicBool,
+    forced: AtomicBool,
+    force: tokio::sync::Notify,
+}
+
+impl CallControl {
+    /// Ask the call to stop: `cancelled()` returns true from now on.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Stop the call by force; it ends as cancelled.
+    pub fn force_stop(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.forced.store(true, Ordering::Release);
+        self.force.notify_waiters();
+    }
+
+    /// Resolves once [`force_stop`](Self::force_stop) has been called.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping it loses nothing.
+    pub async fn force_stopped(&self) {
+        let notified = self.force.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.forced.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// The data of one call's store.
+pub struct CallState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: HttpGrants,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    pub(crate) identity: CallIdentity,
+    pub(crate) control: Arc<CallControl>,
+    updates: Option<mpsc::UnboundedSender<String>>,
+}
+
+impl CallState {
+    /// A fresh sandbox for one call (or one `describe()`).
+    pub(crate) fn new(
+        grants: &Grants,
+        identity: CallIdentity,
+        memory: u64,
+        control: Arc<CallControl>,
+        updates: Option<mpsc::UnboundedSender<String>>,
+    ) -> Self {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(LogStream::new(identity.clone(), "stdout"))
+            .stderr(LogStream::new(identity.clone(), "stderr"))
+            .envs(&grants.env);
+        for dir in &grants.dirs {
+            let perms = if dir.write {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            if let Err(e) = wasi.preopened_dir(&dir.host, &dir.guest, perms) {
+                // The folder existed when the manifest was checked; report
+                // and run without it rather than fail the call.
+                tracing::warn!(plugin = %identity.plugin, dir = %dir.host.display(), error = %e, "granted directory is gone");
+            }
+        }
+        if !grants.network.is_empty() {
+            let network = grants.network.clone();
+            wasi.allow_tcp(true)
+                .allow_udp(true)
+                .allow_ip_name_lookup(true)
+                .socket_addr_check(move |addr, use_| {
+                    let network = network.clone();
+                    Box::pin(async move { outgoing_allowed(&network, addr, use_).await })
+                });
+        }
+        Self {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            hooks: HttpGrants {
+                network: grants.network.clone(),
+            },
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limits: wasmtime::StoreLimitsBuilder::new()
+                    .memory_size(usize::try_from(memory).unwrap_or(usize::MAX))
+                    .table_elements(1_000_000)
+                    .instances(1000)
+                    .build(),
+                memory,
+                hit: false,
+            },
+            identity,
+            control,
+            updates,
+        }
+    }
+
+    pub(crate) fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limiter
+    }
+
+    /// Whether the call was refused more memory than its limit.
+    pub(crate) fn memory_limit_hit(&self) -> bool {
+        self.limiter.hit
+    }
+}
+
+/// Network grants are for outgoing traffic: connecting and sending to a
+/// granted address, and the implicit bind to an ephemeral port that comes
+/// with it. Listening, accepting and binding to a chosen port are denied.
+async fn outgoing_allowed(
+    network: &[NetworkGrant],
+    addr: std::net::SocketAddr,
+    use_: SocketAddrUse,
+) -> bool {
+    match use_ {
+        SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
+            addr.ip().is_unspecified() && addr.port() == 0
+        }
+        SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => {
+            for g in network {
+                if g.allows(addr).await {
+                    return true;
+                }
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+/// A plugin's grants, resolved once at load and shared by all its calls.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    env: Vec<(String, String)>,
+    dirs: Vec<crate::manifest::DirGrant>,
+    network: Arc<[NetworkGrant]>,
+}
+
+impl Grants {
+    /// Resolve a manifest's permissions: environment values are read from the
+    /// host's environment now; a granted variable that is unset is skipped.
+    pub fn resolve(plugin: &str, p: &Permissions) -> Self {
+        let env = p
+            .env
+            .iter()
+            .filter_map(|k| match std::env::var(k) {
+                Ok(v) => Some((k.clone(), v)),
+                Err(_) => {
+                    tracing::warn!(plugin, variable = %k, "granted environment variable is not set");
+                    None
+                }
+            })
+            .collect();
+        Self {
+            env,
+            dirs: p.dirs.clone(),
+            network: p.network.clone().into(),
+        }
+    }
+}
+
+/// Memory limits, remembering whether one was hit so that the call can be
+/// reported as "memory limit" rather than as a crash (B23).
+struct MemoryLimiter {
+    limits: StoreLimits,
+    memory: u64,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let ok = desired as u64 <= self.memory
+            && self.limits.memory_growing(current, desired, maximum)?;
+        if !ok {
+            self.hit = true;
+        }
+        Ok(ok)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// Outgoing HTTP is allowed only to granted `host:port` pairs.
+struct HttpGrants {
+    network: Arc<[NetworkGrant]>,
+}
+
+impl WasiHttpHooks for HttpGrants {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        let uri = request.uri();
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let allowed = uri.host().is_some_and(|host| {
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            self.network.iter().any(|g| g.allows_authority(host, port))
+        });
+        if !allowed {
+            tracing::warn!(uri = %uri, "outgoing HTTP request denied: not in the plugin's network grants");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        _ = fut;
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl bindings::toolhost::plugin::types::Host for CallState {}
+
+impl bindings::toolhost::plugin::host::Host for CallState {
+    fn update(&mut self, message: String) -> wasmtime::Result<()> {
+        let id = &self.identity;
+        tracing::debug!(plugin = %id.plugin, tool = %id.tool, call_id = %id.call_id, %message, "update");
+        if let Some(tx) = &self.updates {
+            // The receiver is gone only when nobody waits for this call any
+            // more; the update has nowhere to go.
+            let _ = tx.send(message);
+        }
+        Ok(())
+    }
+
+    fn cancelled(&mut self) -> wasmtime::Result<bool> {
+        Ok(self.control.is_cancelled())
+    }
+
+    fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        let id = &self.identity;
+        let message = crate::output::clip(&message);
+        macro_rules! at {
+            ($lvl:ident) => {
+                tracing::$lvl!(target: "toolhost::plugin", plugin = %id.plugin, tool = %id.tool, call_id = %id.call_id, "{message}")
+            };
+        }
+        match level {
+            LogLevel::Trace => at!(trace),
+            LogLevel::Debug => at!(debug),
+            LogLevel::Info => at!(info),
+            LogLevel::Warn => at!(warn),
+            LogLevel::Error => at!(error),
+        }
+        Ok(())
+    }
+
+    fn call_info(&mut self) -> wasmtime::Result<CallContext> {
+        Ok(CallContext {
+            call_id: self.identity.call_id.clone(),
+            session_id: self.identity.session_id.clone(),
+            tool: self.identity.tool.clone(),
+        })
+    }
+}
+
+/// The linker every plugin is instantiated with: all of WASI preview 2,
+/// `wasi:http`, and the `toolhost:plugin/host` interface.
+pub fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<CallState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    bindings::Plugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
