@@ -1,0 +1,261 @@
+//! The call path of tools that return without updates: B1, B5, B7, B8, B23,
+//! and the fuel every call reports.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use toolhost::{CallError, Limit};
+
+#[tokio::test]
+async fn b1_result_is_the_output_under_the_call_id() {
+    let (host, _f) = host_with(&["behave"]).await;
+    let o = host.call("ok", "{}").await;
+    assert_eq!(text(&o), "ok");
+    assert!(o.call_id.starts_with("call_"));
+    assert!(o.fuel_used > 0, "fuel is reported");
+
+    let o = host.call("data", r#"{"n": 21}"#).await;
+    let out = o.result.expect("data");
+    assert_eq!(out.data, Some(json!({"n": 21, "double": 42})));
+    assert_eq!(out.text, None);
+    assert_eq!(out.model_text().as_deref(), Some(r#"{"double":42,"n":21}"#));
+
+    let out = host.call("nothing", "{}").await.result.expect("nothing");
+    assert_eq!(out.model_text(), None);
+}
+
+#[tokio::test]
+async fn b1_call_ids_are_distinct() {
+    let (host, _f) = host_with(&["behave"]).await;
+    let a = host.call("ok", "{}").await;
+    let b = host.call("ok", "{}").await;
+    assert_ne!(a.call_id, b.call_id);
+}
+
+#[tokio::test]
+async fn b5_tool_errors_reach_the_model_as_written() {
+    let (host, _f) = host_with(&["behave"]).await;
+    let o = host.call("fail", "{}").await;
+    assert!(matches!(&o.result, Err(CallError::ToolFailed(m)) if m == "it failed on purpose"));
+    assert!(o.model_text().contains("it failed on purpose"));
+
+    let o = host.call("bad_args", "{}").await;
+    assert!(matches!(&o.result, Err(CallError::ToolInvalidArguments(m)) if m == "n must be even"));
+}
+
+#[tokio::test]
+async fn b5_a_panic_reaches_the_model_as_a_short_generic_message() {
+    let (host, _f) = host_with(&["panic", "behave"]).await;
+    let o = host.call("panic", "{}").await;
+    let Err(CallError::Crashed { detail }) = &o.result else {
+        panic!("expected a crash, got {:?}", o.result)
+    };
+    assert!(!detail.is_empty(), "the detail is kept for the log");
+    let msg = o.model_text();
+    assert!(msg.contains("crashed"), "{msg}");
+    assert!(!msg.contains("wasm"), "no trap detail for the model: {msg}");
+    assert!(
+        !msg.contains("panic"),
+        "no panic detail for the model: {msg}"
+    );
+    // The host goes on serving.
+    assert_eq!(text(&host.call("ok", "{}").await), "ok");
+}
+
+#[tokio::test]
+async fn b5_unbounded_recursion_is_a_crash_not_a_host_failure() {
+    let (host, _f) = host_with(&["recurse", "behave"]).await;
+    let o = host.call("recurse", "{}").await;
+    assert!(
+        matches!(o.result, Err(CallError::Crashed { .. })),
+        "{:?}",
+        o.result
+    );
+    assert_eq!(text(&host.call("ok", "{}").await), "ok");
+}
+
+#[tokio::test]
+async fn b7_arguments_are_validated_before_the_plugin_runs() {
+    let (host, _f) = host_with(&["behave"]).await;
+    let ok = host.call("typed", r#"{"name": "a", "count": 2}"#).await;
+    assert!(ok.result.is_ok(), "{:?}", ok.result);
+
+    let cases = [
+        (r#"{"count": 2}"#, "name"),
+        (r#"{"name": "a", "count": "two"}"#, "count"),
+        (r#"{"name": "a", "count": 2, "flag": 3}"#, "flag"),
+        (r#"{"name": "a", "count": 2"#, "not valid JSON"),
+        (r#"[1, 2]"#, "JSON object"),
+    ];
+    for (args, field) in cases {
+        let o = host.call("typed", args).await;
+        let Err(CallError::InvalidArguments { tool, message }) = &o.result else {
+            panic!("{args}: expected invalid arguments, got {:?}", o.result)
+        };
+        assert_eq!(tool, "typed");
+        assert!(
+            message.contains(field),
+            "{args}: {message:?} should name {field}"
+        );
+        let model = o.model_text();
+        assert!(model.contains("typed") && model.contains(field), "{model}");
+        assert_eq!(o.fuel_used, 0, "{args}: the plugin was not entered");
+    }
+}
+
+#[tokio::test]
+async fn b8_unknown_tool_answers_an_error_listing_nothing() {
+    let (host, _f) = host_with(&["behave"]).await;
+    let o = host.call("no_such_tool", "{}").await;
+    assert!(matches!(&o.result, Err(CallError::UnknownTool { name }) if name == "no_such_tool"));
+    let msg = o.model_text();
+    assert!(msg.contains("no_such_tool"));
+    for other in ["typed", "sleep", "progress", "behave"] {
+        assert!(!msg.contains(other), "lists nothing: {msg}");
+    }
+}
+
+#[tokio::test]
+async fn b23_fuel_budget_ends_the_call_with_the_limit_and_its_value() {
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &test_plugin("spin"),
+        "spin",
+        "[limits]\nfuel = 50_000_000\n",
+    );
+    folder.add(&test_plugin("behave"), "behave");
+    let (host, report) = host_for(&folder).await;
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let o = host.call("spin", "{}").await;
+    assert!(
+        matches!(o.result, Err(CallError::Limit(Limit::Fuel(50_000_000)))),
+        "{:?}",
+        o.result
+    );
+    let msg = o.model_text();
+    assert!(msg.contains("fuel") && msg.contains("50000000"), "{msg}");
+    assert!(o.fuel_used >= 50_000_000);
+}
+
+#[tokio::test]
+async fn b23_memory_limit_ends_the_call_with_the_limit_and_its_value() {
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &test_plugin("membomb"),
+        "membomb",
+        "[limits]\nmemory = \"32MiB\"\n",
+    );
+    let (host, report) = host_for(&folder).await;
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let o = host.call("membomb", "{}").await;
+    assert!(
+        matches!(o.result, Err(CallError::Limit(Limit::Memory(m))) if m == 32 << 20),
+        "{:?}",
+        o.result
+    );
+    assert!(
+        o.model_text().contains("memory limit of 32 MiB"),
+        "{}",
+        o.model_text()
+    );
+}
+
+#[tokio::test]
+async fn b23_timeout_ends_the_call_with_the_limit_and_its_value() {
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &test_plugin("behave"),
+        "behave",
+        "[limits]\ntimeout = \"200ms\"\n",
+    );
+    let (host, _) = host_for(&folder).await;
+    let o = host.call("sleep", r#"{"ms": 10000}"#).await;
+    assert!(
+        matches!(o.result, Err(CallError::Limit(Limit::Timeout(d))) if d.as_millis() == 200),
+        "{:?}",
+        o.result
+    );
+    assert!(o.model_text().contains("200ms"), "{}", o.model_text());
+    assert!(
+        o.elapsed.as_secs() < 5,
+        "stopped at the timeout, not at the end of the sleep"
+    );
+}
+
+#[tokio::test]
+async fn b23_timeout_stops_a_loop_that_never_calls_the_host() {
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &test_plugin("spin"),
+        "spin",
+        "[limits]\ntimeout = \"300ms\"\n",
+    );
+    let (host, _) = host_for(&folder).await;
+    let o = host.call("spin", "{}").await;
+    assert!(
+        matches!(o.result, Err(CallError::Limit(Limit::Timeout(_)))),
+        "{:?}",
+        o.result
+    );
+}
+
+#[tokio::test]
+async fn fuel_used_grows_with_the_work_done() {
+    let (host, _f) = host_with(&["behave"]).await;
+    let small = host.call("spin_once", r#"{"iterations": 1000}"#).await;
+    let large = host.call("spin_once", r#"{"iterations": 1000000}"#).await;
+    assert!(small.result.is_ok() && large.result.is_ok());
+    assert!(
+        large.fuel_used > small.fuel_used + 900_000,
+        "{} vs {}",
+        large.fuel_used,
+        small.fuel_used
+    );
+}
+
+#[tokio::test]
+async fn call_info_names_the_call() {
+    let (host, _f) = host_with(&["behave"]).await;
+    let o = host.call("info", "{}").await;
+    let data = o.result.clone().expect("info").data.expect("data");
+    assert_eq!(data["call_id"], json!(o.call_id));
+    assert_eq!(data["tool"], json!("info"));
+}
+
+#[tokio::test]
+async fn concurrent_calls_each_get_their_own_sandbox() {
+    let (host, _f) = host_with(&["behave"]).await;
+    let calls = (0..32).map(|n| {
+        let host = host.clone();
+        async move { host.call("data", &format!(r#"{{"n": {n}}}"#)).await }
+    });
+    let outcomes = futures::future::join_all(calls).await;
+    for (n, o) in outcomes.iter().enumerate() {
+        let data = o.result.as_ref().expect("ok").data.clone().expect("data");
+        assert_eq!(data["double"], json!(2 * n));
+    }
+}
+
+#[tokio::test]
+async fn max_concurrency_makes_calls_wait_their_turn() {
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &test_plugin("behave"),
+        "behave",
+        "[limits]\nmax-concurrency = 1\n",
+    );
+    let (host, _) = host_for(&folder).await;
+    let started = std::time::Instant::now();
+    let (a, b) = tokio::join!(
+        host.call("sleep", r#"{"ms": 150}"#),
+        host.call("sleep", r#"{"ms": 150}"#)
+    );
+    assert!(a.result.is_ok() && b.result.is_ok());
+    // With one slot the second sleep starts after the first has ended.
+    assert!(
+        started.elapsed().as_millis() >= 300,
+        "{:?}",
+        started.elapsed()
+    );
+}

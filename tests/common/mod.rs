@@ -1,0 +1,111 @@
+//! Shared by the integration tests: where the built plugins are, and hosts
+//! set up for tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use toolhost::{EngineConfig, Host, HostConfig};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_owned()
+}
+
+fn built(dir: &str, name: &str) -> PathBuf {
+    let path = root().join("dist").join(dir).join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run tools/build-plugins first",
+        path.display()
+    );
+    path
+}
+
+/// A built example plugin, `dist/plugins/NAME.wasm`.
+pub fn example(name: &str) -> PathBuf {
+    built("plugins", name)
+}
+
+/// A built test plugin, `dist/test-plugins/NAME.wasm`.
+pub fn test_plugin(name: &str) -> PathBuf {
+    built("test-plugins", name)
+}
+
+/// Host settings for tests: a small instance pool and a compile cache
+/// shared by all test runs.
+pub fn config() -> HostConfig {
+    HostConfig {
+        engine: EngineConfig {
+            instances: 64,
+            ..Default::default()
+        },
+        cache_dir: Some(root().join("target").join("toolhost-test-cache")),
+        ..Default::default()
+    }
+}
+
+/// A folder holding copies of the given plugins (and manifests given as
+/// `(name, toml)`), so a test controls exactly what a host loads.
+pub struct Folder {
+    pub dir: tempfile::TempDir,
+}
+
+impl Folder {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Copy `wasm` in as `NAME.wasm`.
+    pub fn add(&self, wasm: &Path, name: &str) -> PathBuf {
+        let to = self.path().join(format!("{name}.wasm"));
+        std::fs::copy(wasm, &to).expect("copy plugin");
+        to
+    }
+
+    /// Copy `wasm` in as `NAME.wasm` with the manifest text `toml`.
+    pub fn add_with_manifest(&self, wasm: &Path, name: &str, toml: &str) -> PathBuf {
+        std::fs::write(self.path().join(format!("{name}.toml")), toml).expect("write manifest");
+        self.add(wasm, name)
+    }
+
+    pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let to = self.path().join(name);
+        std::fs::write(&to, bytes).expect("write file");
+        to
+    }
+}
+
+/// A host that has loaded `folder`, and the refusals.
+pub async fn host_for(folder: &Folder) -> (Host, toolhost::LoadReport) {
+    let host = Host::new(config()).expect("host");
+    let report = host.load_dir(folder.path()).await.expect("load");
+    (host, report)
+}
+
+/// A host serving the given test plugins, each under its own name.
+pub async fn host_with(test_plugins: &[&str]) -> (Host, Folder) {
+    let folder = Folder::new();
+    for name in test_plugins {
+        folder.add(&test_plugin(name), name);
+    }
+    let (host, report) = host_for(&folder).await;
+    assert!(report.refused.is_empty(), "refused: {:?}", report.refused);
+    (host, folder)
+}
+
+/// The text of a successful call, or a panic with the error.
+pub fn text(outcome: &toolhost::CallOutcome) -> String {
+    match &outcome.result {
+        Ok(o) => o.model_text().unwrap_or_default(),
+        Err(e) => panic!("{} failed: {e:?}", outcome.tool),
+    }
+}

@@ -1,0 +1,210 @@
+//! Loading a plugin folder: what is refused and why, the compile cache, and
+//! the good plugins that keep serving beside bad ones.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use toolhost::Host;
+
+fn refusal<'a>(report: &'a toolhost::LoadReport, file: &str) -> &'a str {
+    report
+        .refused
+        .iter()
+        .find(|e| e.path.file_name().is_some_and(|n| n == file))
+        .map(|e| e.reason.as_str())
+        .unwrap_or_else(|| panic!("{file} was not refused; refused: {:?}", report.refused))
+}
+
+#[tokio::test]
+async fn the_zoo_is_refused_with_one_clear_line_each_and_the_rest_loads() {
+    let folder = Folder::new();
+    folder.add(&example("rust-compute"), "rust-compute");
+    for bad in [
+        "describe-loop",
+        "describe-trap",
+        "bad-schema",
+        "not-object",
+        "bad-name",
+        "other-world",
+    ] {
+        folder.add(&test_plugin(bad), bad);
+    }
+    // A core module (the smallest valid one), a random file, an empty file.
+    folder.write("core.wasm", b"\0asm\x01\0\0\0");
+    folder.write("garbage.wasm", b"this is not wasm at all");
+    folder.write("empty.wasm", b"");
+    // A manifest with an unknown key and one with a missing directory.
+    folder.add_with_manifest(&test_plugin("behave"), "typo", "[limits]\nfule = 10\n");
+    folder.add_with_manifest(
+        &test_plugin("behave"),
+        "nodir",
+        "[permissions]\ndirs = [{ host = \"./no/such/dir\", guest = \"/data\" }]\n",
+    );
+
+    let mut cfg = config();
+    cfg.describe_timeout = Duration::from_millis(500);
+    cfg.describe_fuel = u64::MAX / 2;
+    let host = Host::new(cfg).expect("host");
+    let report = host.load_dir(folder.path()).await.expect("load");
+
+    assert!(
+        refusal(&report, "describe-loop.wasm").contains("describe() did not return within 500ms")
+    );
+    let trap = refusal(&report, "describe-trap.wasm");
+    assert!(trap.contains("describe() failed: trap:"), "{trap}");
+    assert!(refusal(&report, "bad-schema.wasm").contains("input schema: not a valid JSON Schema"));
+    assert!(refusal(&report, "not-object.wasm").contains("must describe an object"));
+    assert!(refusal(&report, "bad-name.wasm").contains("invalid tool name \"has space\""));
+    assert!(
+        refusal(&report, "other-world.wasm").contains("does not export toolhost:plugin/tool@0.1.0")
+    );
+    assert!(refusal(&report, "core.wasm").contains("core WebAssembly module, not a component"));
+    assert!(refusal(&report, "garbage.wasm").contains("not a WebAssembly file"));
+    assert!(refusal(&report, "empty.wasm").contains("not a WebAssembly file"));
+    let typo = refusal(&report, "typo.wasm");
+    assert!(
+        typo.contains("typo.toml") && typo.contains("fule"),
+        "{typo}"
+    );
+    let nodir = refusal(&report, "nodir.wasm");
+    assert!(
+        nodir.contains("nodir.toml") && nodir.contains("permissions.dirs[0].host"),
+        "{nodir}"
+    );
+    for e in &report.refused {
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
+    }
+    assert_eq!(report.refused.len(), 11, "{:?}", report.refused);
+
+    // The good plugin serves.
+    assert_eq!(report.loaded.len(), 1);
+    let o = host
+        .call("word_count", r#"{"text": "one two three"}"#)
+        .await;
+    assert!(text(&o).contains('3'), "{}", text(&o));
+}
+
+#[tokio::test]
+async fn a_tool_name_clash_names_both_files_and_one_keeps_serving() {
+    let folder = Folder::new();
+    folder.add(&example("rust-compute"), "rust-compute");
+    folder.add(&test_plugin("clash"), "clash");
+    let (host, report) = host_for(&folder).await;
+    assert_eq!(report.refused.len(), 1, "{:?}", report.refused);
+    let e = report.refused[0].to_string();
+    assert!(
+        e.contains("clash.wasm") && e.contains("rust-compute.wasm"),
+        "{e}"
+    );
+    assert!(e.contains("`word_count`"), "{e}");
+    assert!(
+        host.call("word_count", r#"{"text": "a b"}"#)
+            .await
+            .result
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_second_start_compiles_nothing() {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let folder = Folder::new();
+    folder.add(&test_plugin("behave"), "behave");
+    folder.add(&example("rust-compute"), "rust-compute");
+    let start = || async {
+        let mut cfg = config();
+        cfg.cache_dir = Some(cache.path().to_owned());
+        let host = Host::new(cfg).expect("host");
+        host.load_dir(folder.path()).await.expect("load")
+    };
+    let cold = start().await;
+    assert_eq!(cold.loaded.len(), 2);
+    assert!(cold.loaded.iter().all(|p| !p.from_cache()));
+    let warm = start().await;
+    assert_eq!(warm.loaded.len(), 2);
+    assert!(
+        warm.loaded.iter().all(|p| p.from_cache()),
+        "every plugin came from the cache"
+    );
+
+    // A changed file is compiled again, not served from a stale entry.
+    let changed = Folder::new();
+    changed.add(&example("rust-files"), "behave");
+    let mut cfg = config();
+    cfg.cache_dir = Some(cache.path().to_owned());
+    let host = Host::new(cfg).expect("host");
+    let report = host.load_dir(changed.path()).await.expect("load");
+    assert!(!report.loaded[0].from_cache());
+}
+
+#[tokio::test]
+async fn fast_plugins_serve_while_slow_ones_load() {
+    let folder = Folder::new();
+    folder.add(&test_plugin("behave"), "behave");
+    folder.add(&test_plugin("describe-loop"), "describe-loop");
+    let mut cfg = config();
+    cfg.describe_timeout = Duration::from_secs(5);
+    let host = Host::new(cfg).expect("host");
+    host.start_loading(folder.path()).expect("start");
+    // `ok` answers long before the looping describe() is given up on.
+    let o = tokio::time::timeout(Duration::from_secs(4), async {
+        loop {
+            if host.tools().iter().any(|t| t.tool.name == "ok") {
+                return host.call("ok", "{}").await;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("behave serves before describe-loop is refused");
+    assert_eq!(text(&o), "ok");
+    let report = host.ready().await;
+    assert_eq!(report.refused.len(), 1);
+}
+
+#[tokio::test]
+async fn manifest_tool_overrides_apply_and_unknown_tools_are_refused() {
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &test_plugin("behave"),
+        "behave",
+        "[tools.ok]\nenabled = false\n[tools.sleep]\non-duplicate = \"queue\"\n",
+    );
+    folder.add_with_manifest(
+        &test_plugin("behave"),
+        "ghost",
+        "[tools.nope]\nenabled = false\n",
+    );
+    let (host, report) = host_for(&folder).await;
+    assert!(refusal(&report, "ghost.wasm").contains("[tools.nope]"));
+    let names: Vec<String> = host.tools().iter().map(|t| t.tool.name.clone()).collect();
+    assert!(!names.contains(&"ok".to_owned()));
+    let sleep = host
+        .tools()
+        .into_iter()
+        .find(|t| t.tool.name == "sleep")
+        .expect("sleep");
+    assert_eq!(sleep.tool.on_duplicate, toolhost::DuplicatePolicy::Queue);
+    assert!(matches!(
+        host.call("ok", "{}").await.result,
+        Err(toolhost::CallError::UnknownTool { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_describe_that_spins_is_stopped_by_its_fuel_budget() {
+    let folder = Folder::new();
+    folder.add(&test_plugin("describe-loop"), "describe-loop");
+    let mut cfg = config();
+    cfg.describe_fuel = 10_000_000;
+    cfg.describe_timeout = Duration::from_secs(600);
+    let host = Host::new(cfg).expect("host");
+    let report = host.load_dir(folder.path()).await.expect("load");
+    let reason = refusal(&report, "describe-loop.wasm");
+    assert!(
+        reason.contains("describe() used more than its 10000000 units of fuel"),
+        "{reason}"
+    );
+}

@@ -1,0 +1,23 @@
+//! Hostile test plugin: `describe` returns a tool whose input schema is
+//! valid JSON but not a valid JSON Schema (`{"type": 12}`); the host must
+//! refuse to load it.
+
+use toolhost_guest::{Plugin, ToolError, ToolOutput, ToolSpec, spec};
+
+struct BadSchema;
+
+impl Plugin for BadSchema {
+    fn describe() -> Vec<ToolSpec> {
+        vec![spec(
+            "bad_schema",
+            "Has an unusable input schema.",
+            serde_json::json!({ "type": 12 }),
+        )]
+    }
+
+    fn call(_tool: String, _arguments: String) -> Result<ToolOutput, ToolError> {
+        Ok(ToolOutput::text("bad_schema"))
+    }
+}
+
+toolhost_guest::export_plugin!(BadSchema);
