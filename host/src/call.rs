@@ -58,24 +58,31 @@ impl CallOutcome {
     }
 }
 
-/// Check `arguments` (JSON text) against the tool's input schema (B7).
-pub(crate) fn validate(tool: &Tool, arguments: &str) -> Result<Value, CallError> {
+/// Parse `arguments` (JSON text) as a JSON object (B7).
+pub(crate) fn parse_arguments(tool: &Tool, arguments: &str) -> Result<Value, CallError> {
     let invalid = |message: String| CallError::InvalidArguments {
         tool: tool.name.clone(),
         message,
     };
-    let value: Value = serde_json::from_str(if arguments.trim().is_empty() {
+    let text = if arguments.trim().is_empty() {
         "{}"
     } else {
         arguments
-    })
-    .map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+    };
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
     if !value.is_object() {
         return Err(invalid("the arguments must be a JSON object".into()));
     }
+    Ok(value)
+}
+
+/// Check parsed arguments against the tool's input schema (B7); the message
+/// names each offending field.
+pub(crate) fn check_arguments(tool: &Tool, value: &Value) -> Result<(), CallError> {
     let problems: Vec<String> = tool
         .validator
-        .iter_errors(&value)
+        .iter_errors(value)
         .take(5)
         .map(|e| {
             let at = e.instance_path.to_string();
@@ -87,9 +94,12 @@ pub(crate) fn validate(tool: &Tool, arguments: &str) -> Result<Value, CallError>
         })
         .collect();
     if problems.is_empty() {
-        Ok(value)
+        Ok(())
     } else {
-        Err(invalid(problems.join("; ")))
+        Err(CallError::InvalidArguments {
+            tool: tool.name.clone(),
+            message: problems.join("; "),
+        })
     }
 }
 

@@ -17,6 +17,7 @@ use crate::error::{CallError, LoadError};
 use crate::limits::Limits;
 use crate::plugin::{self, Plugin, Tool};
 use crate::sandbox::{CallControl, CallIdentity, CallState};
+use crate::templates::Templates;
 
 /// Host-wide settings.
 ///
@@ -26,9 +27,11 @@ use crate::sandbox::{CallControl, CallIdentity, CallState};
 /// - `cache_dir`: [`CompileCache::default_dir`]; `None` disables the cache
 /// - `describe_fuel`: 2 000 000 000 units for a plugin's `describe()`
 /// - `describe_timeout`: 10 seconds for a plugin's `describe()`
+/// - `templates`: [`Templates::default`], the texts sessions answer with
 #[derive(Debug, Clone)]
 pub struct HostConfig {
     pub limits: Limits,
+    pub templates: Templates,
     pub engine: EngineConfig,
     pub cache_dir: Option<PathBuf>,
     pub describe_fuel: u64,
@@ -39,6 +42,7 @@ impl Default for HostConfig {
     fn default() -> Self {
         Self {
             limits: Limits::default(),
+            templates: Templates::default(),
             engine: EngineConfig::default(),
             cache_dir: CompileCache::default_dir(),
             describe_fuel: 2_000_000_000,
@@ -324,39 +328,62 @@ impl Host {
     /// in here), controlled by `control`, sending updates to `updates`.
     pub async fn run_call(
         &self,
-        mut identity: CallIdentity,
+        identity: CallIdentity,
         arguments: &str,
         control: Arc<CallControl>,
         updates: Option<mpsc::UnboundedSender<String>>,
     ) -> CallOutcome {
         let started = Instant::now();
-        let outcome = |result, fuel_used, identity: &CallIdentity| CallOutcome {
+        let refused = |e: CallError| CallOutcome {
             call_id: identity.call_id.clone(),
             tool: identity.tool.clone(),
-            result,
-            fuel_used,
+            result: Err(e),
+            fuel_used: 0,
             elapsed: started.elapsed(),
         };
         let Some(entry) = self.tool(&identity.tool).await else {
             let name = identity.tool.clone();
-            return outcome(Err(CallError::UnknownTool { name }), 0, &identity);
+            return refused(CallError::UnknownTool { name });
         };
-        let arguments = match call::validate(&entry.tool, arguments) {
+        let arguments = match call::parse_arguments(&entry.tool, arguments)
+            .and_then(|v| call::check_arguments(&entry.tool, &v).map(|()| v))
+        {
             Ok(v) => v,
-            Err(e) => return outcome(Err(e), 0, &identity),
+            Err(e) => return refused(e),
         };
+        self.run_validated(&entry, identity, &arguments, control, updates)
+            .await
+    }
+
+    /// Run one call with arguments already validated against the tool's
+    /// schema.
+    pub(crate) async fn run_validated(
+        &self,
+        entry: &ToolEntry,
+        mut identity: CallIdentity,
+        arguments: &serde_json::Value,
+        control: Arc<CallControl>,
+        updates: Option<mpsc::UnboundedSender<String>>,
+    ) -> CallOutcome {
+        let started = Instant::now();
         identity.plugin = entry.plugin.name.clone();
-        let (result, fuel) = call::run(
+        let (result, fuel_used) = call::run(
             &self.shared,
             &entry.plugin,
             &entry.tool,
-            &arguments,
+            arguments,
             identity.clone(),
             control,
             updates,
         )
         .await;
-        let o = outcome(result, fuel, &identity);
+        let o = CallOutcome {
+            call_id: identity.call_id,
+            tool: identity.tool,
+            result,
+            fuel_used,
+            elapsed: started.elapsed(),
+        };
         call::log_outcome(&entry.plugin.name, &o);
         o
     }

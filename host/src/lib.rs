@@ -24,6 +24,7 @@
 mod bindings;
 mod cache;
 mod call;
+mod config;
 mod engine;
 mod error;
 mod host;
@@ -31,11 +32,15 @@ mod limits;
 mod manifest;
 mod output;
 mod plugin;
+mod records;
 mod sandbox;
+mod session;
+mod templates;
 
 pub use self::bindings::{Delivery, DuplicatePolicy, DuplicateScope};
 pub use self::cache::CompileCache;
 pub use self::call::{CallOutcome, Output};
+pub use self::config::ConfigError;
 pub use self::engine::{EngineConfig, FUEL_YIELD_INTERVAL};
 pub use self::error::{CallError, Limit, LoadError, format_bytes};
 pub use self::host::{Host, HostConfig, LoadReport, ToolEntry};
@@ -45,4 +50,10 @@ pub use self::manifest::{
 };
 pub use self::output::{MAX_LINE, OUTPUT_BUDGET};
 pub use self::plugin::{Plugin, TOOL_INTERFACE, Tool, valid_tool_name};
+pub use self::records::{CallEvent, CallRecord, CallStatus, EventKind, UpdateRecord};
 pub use self::sandbox::{CallControl, CallIdentity};
+pub use self::session::{
+    Answer, AnswerKind, CANCEL_TASK_TOOL, CONFIRM_ARGUMENT, CancelError, Item, RUNNING_TASKS_TOOL,
+    ReplyRequest, Session, SessionOptions, TASK_STATUS_TOOL, ToolView,
+};
+pub use self::templates::Templates;

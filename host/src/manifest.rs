@@ -123,23 +123,7 @@ impl Manifest {
     /// Parse manifest text; relative host paths are resolved against `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
         let raw: raw::Manifest = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
-        let limits = LimitOverrides {
-            fuel: raw.limits.fuel,
-            memory: raw
-                .limits
-                .memory
-                .map(|m| m.bytes().map_err(|e| format!("limits.memory: {e}")))
-                .transpose()?,
-            timeout: duration("limits.timeout", raw.limits.timeout)?,
-            max_concurrency: raw.limits.max_concurrency,
-            cancel_grace: duration("limits.cancel-grace", raw.limits.cancel_grace)?,
-        };
-        if limits.fuel == Some(0) {
-            return Err("limits.fuel: must be more than 0".into());
-        }
-        if limits.max_concurrency == Some(0) {
-            return Err("limits.max-concurrency: must be at least 1".into());
-        }
+        let limits = limit_overrides(raw.limits)?;
         let mut dirs = Vec::new();
         for (i, d) in raw.permissions.dirs.into_iter().enumerate() {
             let host = base.join(&d.host);
@@ -204,8 +188,29 @@ impl Manifest {
     }
 }
 
+/// Check the `[limits]` table of a manifest or of the host's configuration.
+pub(crate) fn limit_overrides(raw: raw::Limits) -> Result<LimitOverrides, String> {
+    let limits = LimitOverrides {
+        fuel: raw.fuel,
+        memory: raw
+            .memory
+            .map(|m| m.bytes().map_err(|e| format!("limits.memory: {e}")))
+            .transpose()?,
+        timeout: duration("limits.timeout", raw.timeout)?,
+        max_concurrency: raw.max_concurrency,
+        cancel_grace: duration("limits.cancel-grace", raw.cancel_grace)?,
+    };
+    if limits.fuel == Some(0) {
+        return Err("limits.fuel: must be more than 0".into());
+    }
+    if limits.max_concurrency == Some(0) {
+        return Err("limits.max-concurrency: must be at least 1".into());
+    }
+    Ok(limits)
+}
+
 /// A TOML error on one line, with where it is.
-fn toml_error(text: &str, e: &toml::de::Error) -> String {
+pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
     let message = e.message().trim().replace('\n', " ");
     match e.span() {
         Some(span) => {
@@ -243,7 +248,7 @@ fn parse_grant(s: &str) -> Result<NetworkGrant, String> {
 }
 
 /// The manifest as written, before checking.
-mod raw {
+pub(crate) mod raw {
     use serde::Deserialize;
     use std::collections::BTreeMap;
 
@@ -300,7 +305,7 @@ mod raw {
 /// A size written as bytes (`1048576`) or with a unit (`"64MiB"`).
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Size {
+pub(crate) enum Size {
     Bytes(u64),
     Text(String),
 }
@@ -319,7 +324,7 @@ impl Size {
 
 #[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "kebab-case")]
-enum Policy {
+pub(crate) enum Policy {
     Allow,
     Reject,
     Replace,
@@ -341,7 +346,7 @@ impl From<Policy> for DuplicatePolicy {
 
 #[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "kebab-case")]
-enum Scope {
+pub(crate) enum Scope {
     Name,
     NameAndArguments,
 }

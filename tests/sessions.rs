@@ -1,0 +1,767 @@
+//! Background calls through the session API, one test per behaviour:
+//! B2–B4, B6, B9–B16, B20–B31 (B31's records are kept in memory).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use toolhost::{
+    AnswerKind, CANCEL_TASK_TOOL, CONFIRM_ARGUMENT, CallStatus, EventKind, Host,
+    RUNNING_TASKS_TOOL, Session, SessionOptions, TASK_STATUS_TOOL, Templates,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn behave_host(manifest: Option<&str>) -> (Host, Folder) {
+    let folder = Folder::new();
+    match manifest {
+        Some(m) => folder.add_with_manifest(&test_plugin("behave"), "behave", m),
+        None => folder.add(&test_plugin("behave"), "behave"),
+    };
+    let (host, report) = host_for(&folder).await;
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    (host, folder)
+}
+
+async fn session(manifest: Option<&str>) -> (Session, Folder) {
+    let (host, folder) = behave_host(manifest).await;
+    (host.open_session(SessionOptions::default()), folder)
+}
+
+/// Wait until the call's record says it ended.
+async fn ended(s: &Session, call_id: &str) -> toolhost::CallRecord {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(r) = s.record(call_id)
+                && !r.status.is_live()
+            {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{call_id} did not end"))
+}
+
+/// Wait until the call is listed as running (or queued).
+async fn live(s: &Session, call_id: &str, status: CallStatus) {
+    tokio::time::timeout(WAIT, async {
+        while !s
+            .running()
+            .iter()
+            .any(|r| r.call_id == call_id && r.status == status)
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{call_id} never became {status:?}"))
+}
+
+/// Start a call in the background; its answer arrives on the handle.
+fn spawn_call(
+    s: &Session,
+    id: &str,
+    tool: &str,
+    args: &str,
+) -> tokio::task::JoinHandle<toolhost::Answer> {
+    let (s, id, tool, args) = (s.clone(), id.to_owned(), tool.to_owned(), args.to_owned());
+    tokio::spawn(async move { s.call(&id, &tool, &args).await })
+}
+
+#[tokio::test]
+async fn b2_the_first_update_answers_at_once_and_the_tool_goes_on() {
+    let (s, _f) = session(None).await;
+    let a = s
+        .call("c1", "progress", r#"{"n": 3, "sleep_ms": 100}"#)
+        .await;
+    assert_eq!(a.kind, AnswerKind::Released);
+    assert_eq!(a.call_id, "c1");
+    assert!(a.output.contains("step 1 of 3"), "{}", a.output);
+    assert!(a.output.contains("c1"), "B30: names the call: {}", a.output);
+    assert!(!a.is_error);
+    assert_eq!(s.record("c1").expect("record").status, CallStatus::Running);
+    let r = ended(&s, "c1").await;
+    assert_eq!(r.status, CallStatus::Done);
+}
+
+#[tokio::test]
+async fn b3_later_updates_become_numbered_pairs_with_the_same_name_and_arguments() {
+    let (s, _f) = session(None).await;
+    let args = r#"{"n": 3, "sleep_ms": 20}"#;
+    s.call("c1", "progress", args).await;
+    ended(&s, "c1").await;
+    let reply = s.next_reply().await.expect("reply");
+    let ids: Vec<&str> = reply.items.iter().map(|i| i.call_id.as_str()).collect();
+    assert_eq!(ids, ["c1_update_1", "c1_update_2", "c1_final"]);
+    for item in &reply.items {
+        assert_eq!(item.tool, "progress");
+        assert_eq!(item.arguments, json!({"n": 3, "sleep_ms": 20}));
+        assert_eq!(item.origin, "c1");
+    }
+    assert!(
+        reply.items[0].output.contains("step 2 of 3"),
+        "{}",
+        reply.items[0].output
+    );
+    assert!(reply.items[1].output.contains("step 3 of 3"));
+    reply.ack();
+}
+
+#[tokio::test]
+async fn b4_a_released_call_result_becomes_the_final_pair() {
+    let (s, _f) = session(None).await;
+    s.call("c1", "progress", r#"{"n": 1, "sleep_ms": 0}"#).await;
+    ended(&s, "c1").await;
+    let reply = s.next_reply().await.expect("reply");
+    assert_eq!(reply.items.len(), 1);
+    assert_eq!(reply.items[0].call_id, "c1_final");
+    assert!(
+        reply.items[0].output.contains("done after 1 steps"),
+        "{}",
+        reply.items[0].output
+    );
+    assert!(!reply.items[0].is_error);
+}
+
+#[tokio::test]
+async fn b4_a_result_with_neither_text_nor_data_adds_nothing() {
+    let (s, _f) = session(None).await;
+    let a = s.call("c1", "update_then_nothing", "{}").await;
+    assert_eq!(a.kind, AnswerKind::Released);
+    ended(&s, "c1").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!s.has_pending());
+    assert!(s.try_reply().is_none());
+}
+
+#[tokio::test]
+async fn b6_an_error_after_the_first_update_is_the_final_pair_marked_as_error() {
+    let (s, _f) = session(None).await;
+    let a = s.call("c1", "update_then_fail", "{}").await;
+    assert_eq!(a.kind, AnswerKind::Released);
+    assert!(a.output.contains("about to fail"));
+    ended(&s, "c1").await;
+    let reply = s.next_reply().await.expect("reply");
+    assert_eq!(reply.items.len(), 1);
+    let item = &reply.items[0];
+    assert_eq!(item.call_id, "c1_final");
+    assert!(item.is_error);
+    assert!(
+        item.output.contains("it failed after an update"),
+        "{}",
+        item.output
+    );
+    assert_eq!(s.record("c1").expect("record").status, CallStatus::Error);
+}
+
+#[tokio::test]
+async fn b9_fire_and_forget_answers_at_once_and_stays_out_of_the_conversation() {
+    let (s, _f) = session(None).await;
+    let a = s.call("c1", "fire", r#"{"ms": 100, "update": true}"#).await;
+    assert_eq!(a.kind, AnswerKind::Started);
+    assert!(
+        a.output.contains("c1") && a.output.contains("fire"),
+        "{}",
+        a.output
+    );
+    let r = ended(&s, "c1").await;
+    assert_eq!(r.status, CallStatus::Done);
+    assert_eq!(r.updates.len(), 1, "updates go to the record");
+    assert_eq!(r.result.and_then(|o| o.text).as_deref(), Some("fired"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!s.has_pending(), "nothing enters the conversation");
+}
+
+#[tokio::test]
+async fn b10_allow_runs_both() {
+    let (s, _f) = session(None).await;
+    let first = spawn_call(&s, "c1", "sleep", r#"{"ms": 200}"#);
+    live(&s, "c1", CallStatus::Running).await;
+    let second = s.call("c2", "sleep", r#"{"ms": 10}"#).await;
+    assert_eq!(second.kind, AnswerKind::Result);
+    assert_eq!(second.output, "slept");
+    assert_eq!(first.await.expect("join").output, "slept");
+}
+
+#[tokio::test]
+async fn b11_reject_does_not_start_the_duplicate_and_names_the_running_call() {
+    let (s, _f) = session(None).await;
+    let first = spawn_call(&s, "c1", "reject_me", r#"{"ms": 300}"#);
+    live(&s, "c1", CallStatus::Running).await;
+    let a = s.call("c2", "reject_me", r#"{"ms": 1}"#).await;
+    assert_eq!(a.kind, AnswerKind::Duplicate);
+    assert!(!a.is_error, "a duplicate notice is not an error");
+    assert!(
+        a.output.contains("c1") && a.output.contains(CANCEL_TASK_TOOL),
+        "{}",
+        a.output
+    );
+    assert!(s.record("c2").is_none(), "the duplicate was not started");
+    assert_eq!(first.await.expect("join").output, "done");
+}
+
+#[tokio::test]
+async fn b12_confirm_holds_a_duplicate_until_the_model_confirms() {
+    let (s, _f) = session(None).await;
+    let tool = s
+        .tools()
+        .into_iter()
+        .find(|t| t.name == "confirm_me")
+        .expect("confirm_me");
+    assert_eq!(
+        tool.input_schema["properties"][CONFIRM_ARGUMENT]["type"],
+        "boolean"
+    );
+    assert_eq!(
+        tool.input_schema["properties"][CONFIRM_ARGUMENT]["default"],
+        false
+    );
+
+    let first = spawn_call(&s, "c1", "confirm_me", r#"{"ms": 300}"#);
+    live(&s, "c1", CallStatus::Running).await;
+    let a = s.call("c2", "confirm_me", r#"{"ms": 1}"#).await;
+    assert_eq!(a.kind, AnswerKind::Duplicate);
+    assert!(
+        a.output.contains("c1") && a.output.contains(CONFIRM_ARGUMENT),
+        "{}",
+        a.output
+    );
+    let a = s
+        .call(
+            "c3",
+            "confirm_me",
+            r#"{"ms": 1, "confirm_duplicate": false}"#,
+        )
+        .await;
+    assert_eq!(a.kind, AnswerKind::Duplicate);
+    let a = s
+        .call(
+            "c4",
+            "confirm_me",
+            r#"{"ms": 1, "confirm_duplicate": true}"#,
+        )
+        .await;
+    assert_eq!(a.kind, AnswerKind::Result);
+    assert_eq!(a.output, "done");
+    assert_eq!(
+        s.record("c4").expect("record").arguments,
+        json!({"ms": 1}),
+        "removed before the plugin"
+    );
+    first.await.expect("join");
+}
+
+#[tokio::test]
+async fn b12_the_confirm_argument_is_removed_before_validation() {
+    // `typed` forbids unknown properties; with confirm it still accepts the flag.
+    let (s, _f) = session(Some("[tools.typed]\non-duplicate = \"confirm\"\n")).await;
+    let a = s
+        .call(
+            "c1",
+            "typed",
+            r#"{"name": "x", "count": 1, "confirm_duplicate": true}"#,
+        )
+        .await;
+    assert!(!a.is_error, "{}", a.output);
+    assert!(a.output.contains("name=x"), "{}", a.output);
+}
+
+#[tokio::test]
+async fn b13_replace_cancels_the_running_duplicate_then_starts() {
+    let (s, _f) = session(Some("[limits]\ncancel-grace = \"2s\"\n")).await;
+    let first = spawn_call(&s, "c1", "replace_me", "{}");
+    live(&s, "c1", CallStatus::Running).await;
+    let second = spawn_call(&s, "c2", "replace_me", "{}");
+    let r1 = ended(&s, "c1").await;
+    assert_eq!(r1.status, CallStatus::Cancelled);
+    assert_eq!(
+        r1.result.and_then(|o| o.text).as_deref(),
+        Some("cleaned up"),
+        "it saw cancelled()"
+    );
+    assert_eq!(first.await.expect("join").kind, AnswerKind::Cancelled);
+    live(&s, "c2", CallStatus::Running).await;
+    s.cancel("c2").expect("cancel");
+    assert_eq!(second.await.expect("join").kind, AnswerKind::Cancelled);
+}
+
+#[tokio::test]
+async fn b13_replace_on_a_tool_that_is_not_cancellable_is_refused() {
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &test_plugin("behave"),
+        "behave",
+        "[tools.sleep]\non-duplicate = \"replace\"\n",
+    );
+    let (_host, report) = host_for(&folder).await;
+    assert_eq!(report.refused.len(), 1);
+    assert!(
+        report.refused[0].reason.contains("replace")
+            && report.refused[0].reason.contains("cancellable")
+    );
+}
+
+#[tokio::test]
+async fn b14_queue_waits_for_the_running_duplicate_and_is_listed_as_queued() {
+    let (s, _f) = session(None).await;
+    let first = spawn_call(&s, "c1", "queue_me", r#"{"ms": 300}"#);
+    live(&s, "c1", CallStatus::Running).await;
+    let a = s.call("c2", "queue_me", r#"{"ms": 1}"#).await;
+    assert_eq!(a.kind, AnswerKind::Queued);
+    assert!(
+        a.output.contains("c1") && a.output.contains("c2"),
+        "{}",
+        a.output
+    );
+    let queued = s.running();
+    assert!(
+        queued
+            .iter()
+            .any(|r| r.call_id == "c2" && r.status == CallStatus::Queued),
+        "{queued:?}"
+    );
+    let r1 = ended(&s, "c1").await;
+    let r2 = ended(&s, "c2").await;
+    assert!(r2.started_at >= r1.ended_at, "c2 ran after c1 ended");
+    first.await.expect("join");
+    let reply = s.next_reply().await.expect("reply");
+    assert_eq!(reply.items.len(), 1);
+    assert_eq!(reply.items[0].call_id, "c2_final");
+}
+
+#[tokio::test]
+async fn b15_name_and_arguments_compares_canonical_json_with_defaults() {
+    let (s, _f) = session(None).await;
+    let first = spawn_call(&s, "c1", "reject_same", r#"{"ms": 300}"#);
+    live(&s, "c1", CallStatus::Running).await;
+    // Equal once defaults are filled in and 300 == 300.0.
+    let a = s
+        .call("c2", "reject_same", r#"{"key": "a", "ms": 300.0}"#)
+        .await;
+    assert_eq!(a.kind, AnswerKind::Duplicate, "{}", a.output);
+    // Different arguments are not duplicates.
+    let a = s
+        .call("c3", "reject_same", r#"{"ms": 300, "key": "b"}"#)
+        .await;
+    assert_eq!(a.kind, AnswerKind::Result, "{}", a.output);
+    first.await.expect("join");
+}
+
+#[tokio::test]
+async fn b16_concurrent_calls_cannot_both_pass_reject() {
+    let (s, _f) = session(None).await;
+    let calls: Vec<_> = (0..24)
+        .map(|i| spawn_call(&s, &format!("c{i}"), "reject_me", r#"{"ms": 200}"#))
+        .collect();
+    let mut started = 0;
+    let mut rejected = 0;
+    for c in calls {
+        match c.await.expect("join").kind {
+            AnswerKind::Result => started += 1,
+            AnswerKind::Duplicate => rejected += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((started, rejected), (1, 23));
+}
+
+#[tokio::test]
+async fn b20_only_cancellable_tools_can_be_cancelled() {
+    let (s, _f) = session(None).await;
+    let first = spawn_call(&s, "c1", "sleep", r#"{"ms": 200}"#);
+    live(&s, "c1", CallStatus::Running).await;
+    let e = s.cancel("c1").expect_err("not cancellable");
+    assert!(e.to_string().contains("not cancellable"), "{e}");
+    let a = s.call("x", CANCEL_TASK_TOOL, r#"{"call_id": "c1"}"#).await;
+    assert!(
+        a.is_error && a.output.contains("not cancellable"),
+        "{}",
+        a.output
+    );
+    assert_eq!(
+        first.await.expect("join").output,
+        "slept",
+        "it ran to the end"
+    );
+    assert!(s.cancel("nope").is_err());
+}
+
+#[tokio::test]
+async fn b21_cancel_sets_the_flag_the_tool_reads() {
+    let (s, _f) = session(None).await;
+    let call = spawn_call(&s, "c1", "wait_cancel", "{}");
+    live(&s, "c1", CallStatus::Running).await;
+    s.cancel("c1").expect("cancel");
+    let a = call.await.expect("join");
+    assert_eq!(a.kind, AnswerKind::Cancelled);
+    let r = s.record("c1").expect("record");
+    assert_eq!(r.status, CallStatus::Cancelled);
+    assert_eq!(r.result.and_then(|o| o.text).as_deref(), Some("cleaned up"));
+}
+
+#[tokio::test]
+async fn b21_a_loop_that_never_calls_the_host_is_stopped_after_the_grace_period() {
+    let (s, _f) = session(Some("[limits]\ncancel-grace = \"100ms\"\n")).await;
+    let call = spawn_call(&s, "c1", "spin_cancellable", "{}");
+    live(&s, "c1", CallStatus::Running).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.cancel("c1").expect("cancel");
+    let a = tokio::time::timeout(WAIT, call)
+        .await
+        .expect("stopped")
+        .expect("join");
+    assert_eq!(a.kind, AnswerKind::Cancelled);
+    let r = s.record("c1").expect("record");
+    assert_eq!(r.status, CallStatus::Cancelled);
+    assert!(r.fuel_used > 0);
+}
+
+#[tokio::test]
+async fn b21_a_call_blocked_in_a_host_sleep_is_stopped() {
+    let (s, _f) = session(Some(
+        "[limits]\ncancel-grace = \"0s\"\n[tools.sleep]\nenabled = true\n",
+    ))
+    .await;
+    // `progress` sleeps in WASI between updates.
+    let a = s
+        .call("c1", "progress", r#"{"n": 2, "sleep_ms": 60000}"#)
+        .await;
+    assert_eq!(a.kind, AnswerKind::Released);
+    s.cancel("c1").expect("cancel");
+    let r = ended(&s, "c1").await;
+    assert_eq!(r.status, CallStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn b22_cancelled_before_the_first_update_answers_cancelled() {
+    let (s, _f) = session(None).await;
+    let call = spawn_call(&s, "c1", "wait_cancel", "{}");
+    live(&s, "c1", CallStatus::Running).await;
+    s.call("x", CANCEL_TASK_TOOL, r#"{"call_id": "c1"}"#).await;
+    let a = call.await.expect("join");
+    assert_eq!(a.kind, AnswerKind::Cancelled);
+    assert!(a.output.contains("cancelled"), "{}", a.output);
+    assert!(!a.output.contains("cleaned up"));
+}
+
+#[tokio::test]
+async fn b22_cancelled_after_release_gets_a_final_pair_saying_so() {
+    let (s, _f) = session(Some("[limits]\ncancel-grace = \"0s\"\n")).await;
+    let a = s
+        .call("c1", "progress", r#"{"n": 5, "sleep_ms": 60000}"#)
+        .await;
+    assert_eq!(a.kind, AnswerKind::Released);
+    s.cancel("c1").expect("cancel");
+    ended(&s, "c1").await;
+    let reply = s.next_reply().await.expect("reply");
+    let last = reply.items.last().expect("an item");
+    assert_eq!(last.call_id, "c1_final");
+    assert!(last.output.contains("cancelled"), "{}", last.output);
+}
+
+#[tokio::test]
+async fn b24_closing_cancels_waits_then_stops_and_delivers_nothing() {
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &test_plugin("behave"),
+        "behave",
+        "[limits]\ncancel-grace = \"50ms\"\n",
+    );
+    folder.add(&test_plugin("spin"), "spin");
+    let (host, _) = host_for(&folder).await;
+    let s = host.open_session(SessionOptions {
+        close_timeout: Duration::from_millis(300),
+        ..Default::default()
+    });
+    s.call("c1", "progress", r#"{"n": 3, "sleep_ms": 60000}"#)
+        .await;
+    let spin = spawn_call(&s, "c2", "spin", "{}");
+    let cancellable = spawn_call(&s, "c3", "wait_cancel", "{}");
+    live(&s, "c2", CallStatus::Running).await;
+    live(&s, "c3", CallStatus::Running).await;
+    tokio::time::timeout(WAIT, s.close())
+        .await
+        .expect("close ends");
+    assert!(s.running().is_empty(), "nothing runs on");
+    assert_eq!(s.record("c1").expect("c1").status, CallStatus::Cancelled);
+    assert_eq!(
+        s.record("c2").expect("c2").status,
+        CallStatus::Cancelled,
+        "stopped by force"
+    );
+    assert_eq!(s.record("c3").expect("c3").status, CallStatus::Cancelled);
+    spin.await.expect("join");
+    cancellable.await.expect("join");
+    assert!(
+        s.next_reply().await.is_none(),
+        "nothing is delivered after close"
+    );
+    let a = s.call("c4", "ok", "{}").await;
+    assert!(a.is_error, "a closed session starts nothing");
+}
+
+#[tokio::test]
+async fn b24_dropping_the_last_handle_stops_its_calls() {
+    // One slot: while the dropped session's call ran, nothing else could.
+    let (host, _f) = behave_host(Some("[limits]\nmax-concurrency = 1\n")).await;
+    let s = host.open_session(SessionOptions::default());
+    let a = s
+        .call("c1", "progress", r#"{"n": 2, "sleep_ms": 60000}"#)
+        .await;
+    assert_eq!(a.kind, AnswerKind::Released);
+    drop(s);
+    let other = host.open_session(SessionOptions::default());
+    let a = tokio::time::timeout(WAIT, other.call("c1", "ok", "{}"))
+        .await
+        .expect("the dropped session's call no longer holds the slot");
+    assert_eq!(a.output, "ok");
+}
+
+#[tokio::test]
+async fn b25_companion_tools_list_status_and_cancel() {
+    let (s, _f) = session(None).await;
+    let names: Vec<String> = s.tools().into_iter().map(|t| t.name).collect();
+    for companion in [RUNNING_TASKS_TOOL, TASK_STATUS_TOOL, CANCEL_TASK_TOOL] {
+        assert!(names.contains(&companion.to_owned()), "{names:?}");
+    }
+    s.call("c1", "progress", r#"{"n": 3, "sleep_ms": 60000}"#)
+        .await;
+    let a = s.call("x1", RUNNING_TASKS_TOOL, "{}").await;
+    let task = &a.data.expect("data")["tasks"][0];
+    assert_eq!(task["call_id"], "c1");
+    assert_eq!(task["tool"], "progress");
+    assert_eq!(task["arguments"], json!({"n": 3, "sleep_ms": 60000}));
+    assert_eq!(task["status"], "running");
+    assert_eq!(task["last_update"], "step 1 of 3");
+    assert!(task["started_at"].is_string() && task["elapsed_seconds"].is_number());
+
+    let a = s.call("x2", TASK_STATUS_TOOL, r#"{"call_id": "c1"}"#).await;
+    let status = a.data.expect("data");
+    assert_eq!(status["status"], "running");
+    assert_eq!(status["updates"][0]["message"], "step 1 of 3");
+
+    let a = s.call("x3", CANCEL_TASK_TOOL, r#"{"call_id": "c1"}"#).await;
+    assert!(!a.is_error, "{}", a.output);
+    ended(&s, "c1").await;
+    let a = s.call("x4", TASK_STATUS_TOOL, r#"{"call_id": "c1"}"#).await;
+    assert_eq!(a.data.expect("data")["status"], "cancelled");
+    let a = s
+        .call("x5", TASK_STATUS_TOOL, r#"{"call_id": "nope"}"#)
+        .await;
+    assert!(a.is_error);
+}
+
+#[tokio::test]
+async fn b26_results_finishing_together_are_one_reply_request() {
+    let (s, _f) = session(None).await;
+    for id in ["a", "b", "c"] {
+        let a = s.call(id, "progress", r#"{"n": 2, "sleep_ms": 30}"#).await;
+        assert_eq!(a.kind, AnswerKind::Released);
+    }
+    for id in ["a", "b", "c"] {
+        ended(&s, id).await;
+    }
+    let reply = s.next_reply().await.expect("reply");
+    assert_eq!(reply.items.len(), 6, "{:?}", reply.items);
+    assert!(!reply.maybe_told);
+    assert_eq!(
+        reply.instructions,
+        Templates::default().reply.replace("{count}", "6")
+    );
+    reply.ack();
+    assert!(s.try_reply().is_none(), "nothing more");
+}
+
+#[tokio::test]
+async fn b27_if_the_agent_spoke_since_the_items_arrived_the_instructions_say_so() {
+    let (s, _f) = session(None).await;
+    s.call("c1", "progress", r#"{"n": 2, "sleep_ms": 0}"#).await;
+    ended(&s, "c1").await;
+    s.agent_spoke();
+    let reply = s.next_reply().await.expect("reply");
+    assert!(reply.maybe_told);
+    assert!(
+        reply.instructions.contains("empty reply"),
+        "{}",
+        reply.instructions
+    );
+}
+
+#[tokio::test]
+async fn b28_a_reply_that_is_not_acknowledged_is_offered_again() {
+    let (s, _f) = session(None).await;
+    s.call("c1", "progress", r#"{"n": 2, "sleep_ms": 0}"#).await;
+    ended(&s, "c1").await;
+    let first = s.next_reply().await.expect("reply");
+    let items = first.items.clone();
+    assert!(s.try_reply().is_none(), "one reply at a time");
+    drop(first); // interrupted
+    let again = s.next_reply().await.expect("offered again");
+    assert_eq!(again.items, items);
+    again.ack();
+    assert!(s.try_reply().is_none());
+}
+
+#[tokio::test]
+async fn b29_every_call_emits_started_updated_and_exactly_one_ended_in_order() {
+    let (s, _f) = session(None).await;
+    let mut events = s.subscribe();
+    s.call("c1", "progress", r#"{"n": 3, "sleep_ms": 5}"#).await;
+    s.call("c2", "fail", "{}").await;
+    let mut seen = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        let mut ends = 0;
+        while ends < 2 {
+            let e = events.recv().await.expect("event");
+            if matches!(e.kind, EventKind::Ended { .. }) {
+                ends += 1;
+            }
+            seen.push(e);
+        }
+    })
+    .await
+    .expect("events");
+    let c1: Vec<&toolhost::CallEvent> = seen.iter().filter(|e| e.call_id == "c1").collect();
+    assert!(matches!(c1[0].kind, EventKind::Started));
+    for (i, e) in c1[1..4].iter().enumerate() {
+        assert!(
+            matches!(&e.kind, EventKind::Updated { n, .. } if *n == i + 1),
+            "{e:?}"
+        );
+    }
+    assert!(matches!(
+        c1[4].kind,
+        EventKind::Ended {
+            status: CallStatus::Done,
+            ..
+        }
+    ));
+    assert_eq!(c1.len(), 5);
+    assert!(c1.windows(2).all(|w| w[0].at <= w[1].at));
+    assert!(
+        c1.iter()
+            .all(|e| e.session_id == s.id() && e.tool == "progress")
+    );
+    let c2: Vec<&toolhost::CallEvent> = seen.iter().filter(|e| e.call_id == "c2").collect();
+    assert_eq!(c2.len(), 2);
+    assert!(matches!(
+        c2[1].kind,
+        EventKind::Ended {
+            status: CallStatus::Error,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn b30_the_embedder_replaces_templates() {
+    let (host, _f) = behave_host(None).await;
+    let templates = Templates {
+        update: "UPDATE {call_id}: {message}".into(),
+        reject: "BUSY {running}".into(),
+        ..Default::default()
+    };
+    let s = host.open_session(SessionOptions {
+        templates: Some(Arc::new(templates)),
+        ..Default::default()
+    });
+    let a = s
+        .call("c1", "progress", r#"{"n": 2, "sleep_ms": 200}"#)
+        .await;
+    assert_eq!(a.output, "UPDATE c1: step 1 of 2");
+    let first = spawn_call(&s, "r1", "reject_me", r#"{"ms": 300}"#);
+    live(&s, "r1", CallStatus::Running).await;
+    let a = s.call("r2", "reject_me", r#"{"ms": 1}"#).await;
+    assert_eq!(a.output, "BUSY `r1`");
+    first.await.expect("join");
+}
+
+#[tokio::test]
+async fn b30_the_host_configuration_file_replaces_templates() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("toolhost.toml");
+    std::fs::write(&file, "[templates]\nstarted = \"GO {tool} {call_id}\"\n").expect("write");
+    let mut config = toolhost::HostConfig::load_file(&file).expect("config");
+    config.engine = common::config().engine;
+    config.cache_dir = common::config().cache_dir;
+    let host = Host::new(config).expect("host");
+    host.load_file(test_plugin("behave")).await.expect("load");
+    let s = host.open_session(SessionOptions::default());
+    let a = s.call("c1", "fire", r#"{"ms": 1}"#).await;
+    assert_eq!(a.output, "GO fire c1");
+
+    std::fs::write(&file, "[templates]\nstarted = \"GO {nope}\"\n").expect("write");
+    let e = toolhost::HostConfig::load_file(&file).expect_err("unknown field");
+    assert!(
+        e.to_string().contains("toolhost.toml") && e.to_string().contains("{nope}"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn b31_every_call_has_a_record() {
+    let (s, _f) = session(None).await;
+    s.call("c1", "progress", r#"{"n": 2, "sleep_ms": 5}"#).await;
+    let r = ended(&s, "c1").await;
+    assert_eq!(r.call_id, "c1");
+    assert_eq!(r.session_id, s.id());
+    assert_eq!(r.tool, "progress");
+    assert_eq!(r.arguments, json!({"n": 2, "sleep_ms": 5}));
+    assert_eq!(r.status, CallStatus::Done);
+    assert_eq!(r.updates.len(), 2);
+    assert!(r.updates[0].at <= r.updates[1].at);
+    assert_eq!(
+        r.result.as_ref().and_then(|o| o.text.as_deref()),
+        Some("done after 2 steps")
+    );
+    assert!(r.fuel_used > 0);
+    assert!(r.started_at.is_some() && r.ended_at >= r.started_at);
+    let json = serde_json::to_value(&r).expect("serializes");
+    assert_eq!(json["status"], "done");
+    assert!(json["started_at"].as_str().expect("time").ends_with('Z'));
+
+    s.call("c2", "fail", "{}").await;
+    let r = s.record("c2").expect("record");
+    assert_eq!(r.status, CallStatus::Error);
+    assert!(r.error.expect("error").contains("it failed on purpose"));
+}
+
+#[tokio::test]
+async fn many_sessions_and_many_calls_at_once() {
+    let (host, _f) = behave_host(Some("[limits]\nmax-concurrency = 64\n")).await;
+    let sessions: Vec<Session> = (0..8)
+        .map(|_| host.open_session(SessionOptions::default()))
+        .collect();
+    let mut calls = Vec::new();
+    for s in &sessions {
+        for i in 0..6 {
+            calls.push(spawn_call(
+                s,
+                &format!("c{i}"),
+                "progress",
+                r#"{"n": 2, "sleep_ms": 20}"#,
+            ));
+        }
+    }
+    for c in calls {
+        assert_eq!(c.await.expect("join").kind, AnswerKind::Released);
+    }
+    for s in &sessions {
+        for i in 0..6 {
+            assert_eq!(ended(s, &format!("c{i}")).await.status, CallStatus::Done);
+        }
+        let reply = s.next_reply().await.expect("reply");
+        assert_eq!(
+            reply.items.len(),
+            12,
+            "each session gets only its own items"
+        );
+        assert!(reply.items.iter().all(|i| i.call_id.starts_with('c')));
+        reply.ack();
+    }
+}
