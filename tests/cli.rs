@@ -77,7 +77,7 @@ fn call_prints_the_result_and_fails_on_error() {
 }
 
 #[test]
-fn call_json_reports_fuel() {
+fn call_json_prints_the_events_as_json_lines() {
     let (ok, out, err) = toolhost(&[
         "call",
         "--json",
@@ -87,9 +87,82 @@ fn call_json_reports_fuel() {
         r#"{"text": "x"}"#,
     ]);
     assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
-    assert_eq!(v["ok"], true);
-    assert!(v["fuel_used"].as_u64().expect("fuel") > 0);
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    let call_events: Vec<&str> = kinds.iter().copied().filter(|k| *k != "answer").collect();
+    assert_eq!(call_events, ["started", "ended"], "{out}");
+    assert_eq!(kinds.iter().filter(|k| **k == "answer").count(), 1, "{out}");
+    let end = events
+        .iter()
+        .find(|e| e["event"] == "ended")
+        .expect("ended");
+    assert_eq!(end["status"], "done");
+    assert!(end["fuel_used"].as_u64().expect("fuel") > 0);
+}
+
+fn behave_folder() -> Folder {
+    let folder = Folder::new();
+    folder.add(&test_plugin("behave"), "behave");
+    folder
+}
+
+#[test]
+fn call_shows_each_update_on_its_own_line_then_the_result() {
+    let folder = behave_folder();
+    let dir = folder.path().display().to_string();
+    let (ok, out, err) = toolhost(&[
+        "call",
+        "--plugins",
+        &dir,
+        "progress",
+        r#"{"n": 3, "sleep_ms": 10}"#,
+    ]);
+    assert!(ok, "{err}");
+    for step in ["step 1 of 3", "step 2 of 3", "step 3 of 3"] {
+        assert_eq!(
+            err.lines().filter(|l| l.contains(step)).count(),
+            1,
+            "{step}: {err}"
+        );
+    }
+    assert_eq!(out.trim(), "done after 3 steps");
+}
+
+#[test]
+fn ctrl_c_cancels_a_running_call() {
+    let folder = behave_folder();
+    let child = Command::new(env!("CARGO_BIN_EXE_toolhost"))
+        .args([
+            "call",
+            "--plugins",
+            &folder.path().display().to_string(),
+            "wait_cancel",
+            "{}",
+        ])
+        .env(
+            "TOOLHOST_CACHE_DIR",
+            root().join("target").join("toolhost-test-cache"),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("cancelling") && stderr.contains("cancelled"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! The `toolhost` command: list, call and check plugins of a folder.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use toolhost::{Host, HostConfig};
+
+mod cli;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +27,9 @@ struct Cli {
     /// Where compiled plugins are cached (default: ~/.cache/toolhost).
     #[arg(long, global = true, env = "TOOLHOST_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// The host configuration file (default: ./toolhost.toml when it exists).
+    #[arg(long, global = true, env = "TOOLHOST_CONFIG")]
+    config: Option<PathBuf>,
     /// Do not read or write the compile cache.
     #[arg(long, global = true)]
     no_cache: bool,
@@ -43,14 +48,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Call a tool and print its result; exits non-zero on error.
+    /// Call a tool: shows its progress while it runs, prints its result,
+    /// exits non-zero on error. Ctrl-C cancels it (twice: stops it at once).
     Call {
         /// The tool name.
         tool: String,
         /// The arguments, a JSON object.
         #[arg(default_value = "{}")]
         arguments: String,
-        /// Print the outcome as JSON.
+        /// Print the call's events as JSON lines.
         #[arg(long)]
         json: bool,
     },
@@ -97,7 +103,11 @@ fn init_logging(verbose: u8) {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let mut config = HostConfig::default();
+    let mut config = match &cli.config {
+        Some(path) => HostConfig::load_file(path)?,
+        None if Path::new("toolhost.toml").exists() => HostConfig::load_file("toolhost.toml")?,
+        None => HostConfig::default(),
+    };
     if cli.no_cache {
         config.cache_dir = None;
     } else if let Some(dir) = cli.cache_dir {
@@ -115,37 +125,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             arguments,
             json,
         } => {
-            // Start loading; the call waits only for the plugins it needs.
+            // Start loading; the call waits only until its tool is there.
             host.start_loading(&cli.plugins)
                 .with_context(|| format!("loading plugins from {}", cli.plugins.display()))?;
-            let outcome = host.call(&tool, &arguments).await;
-            if json {
-                let (text, error) = match &outcome.result {
-                    Ok(o) => (o.text.clone(), None),
-                    Err(e) => (None, Some(e.model_message())),
-                };
-                let value = serde_json::json!({
-                    "call_id": outcome.call_id,
-                    "tool": outcome.tool,
-                    "ok": outcome.result.is_ok(),
-                    "text": text,
-                    "data": outcome.result.as_ref().ok().and_then(|o| o.data.clone()),
-                    "error": error,
-                    "fuel_used": outcome.fuel_used,
-                    "elapsed_ms": outcome.elapsed.as_secs_f64() * 1e3,
-                });
-                println!("{value}");
-            } else {
-                match &outcome.result {
-                    Ok(_) => println!("{}", outcome.model_text()),
-                    Err(e) => eprintln!("{}", e.model_message()),
-                }
-            }
-            Ok(if outcome.result.is_ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            cli::call(&host, &tool, &arguments, json).await
         }
     }
 }

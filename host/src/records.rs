@@ -77,6 +77,7 @@ pub enum EventKind {
         result: Option<Output>,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        fuel_used: u64,
     },
 }
 

@@ -1038,6 +1038,7 @@ impl Task {
                     status,
                     result,
                     error: error_text,
+                    fuel_used: outcome.fuel_used,
                 },
             );
             inner.call_ended.notify_waiters();
