@@ -185,3 +185,101 @@ fn check_says_why_a_plugin_is_refused() {
         "{out}"
     );
 }
+
+#[test]
+fn schema_prints_the_tools_for_each_api() {
+    let dir = examples();
+    let (ok, out, err) = toolhost(&["schema", "--format", "openai", "--plugins", &dir]);
+    assert!(ok, "{err}");
+    let tools: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let wc = tools
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|t| t["function"]["name"] == "word_count")
+        .expect("word_count");
+    assert_eq!(wc["type"], "function");
+    assert_eq!(wc["function"]["parameters"]["type"], "object");
+    let (ok, out, _) = toolhost(&["schema", "--format", "anthropic", "--plugins", &dir]);
+    assert!(ok);
+    assert!(out.contains("\"input_schema\""));
+    let (ok, out, _) = toolhost(&["schema", "--plugins", &dir]);
+    assert!(ok);
+    let mcp: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let names: Vec<&str> = mcp["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"toolhost_cancel_task") && names.contains(&"search_text"),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn a_profile_serves_a_subset_of_the_tools() {
+    let dir = examples();
+    let config = tempfile::tempdir().expect("dir");
+    let file = config.path().join("toolhost.toml");
+    std::fs::write(
+        &file,
+        "[profiles.read-only]\nexclude = [\"build_report\", \"audit_log\"]\n\n[profiles.search]\ntools = [\"search_text\", \"find_files\"]\n",
+    )
+    .expect("write");
+    let file = file.display().to_string();
+    let list = |profile: &str| {
+        let (ok, out, err) = toolhost(&[
+            "list",
+            "--config",
+            &file,
+            "--profile",
+            profile,
+            "--plugins",
+            &dir,
+        ]);
+        assert!(ok, "{err}");
+        out.lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    let read_only = list("read-only");
+    assert!(
+        read_only.contains(&"search_text".to_owned())
+            && read_only.contains(&"word_count".to_owned())
+    );
+    assert!(
+        !read_only.contains(&"build_report".to_owned())
+            && !read_only.contains(&"audit_log".to_owned())
+    );
+    assert_eq!(list("search"), ["find_files", "search_text"]);
+
+    let (ok, _, err) = toolhost(&[
+        "call",
+        "--config",
+        &file,
+        "--profile",
+        "search",
+        "--plugins",
+        &dir,
+        "word_count",
+        r#"{"text": "a"}"#,
+    ]);
+    assert!(!ok, "a tool outside the profile cannot be called");
+    assert!(err.contains("no tool named `word_count`"), "{err}");
+    let (ok, _, err) = toolhost(&[
+        "list",
+        "--config",
+        &file,
+        "--profile",
+        "nope",
+        "--plugins",
+        &dir,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("no profile `nope`") && err.contains("read-only"),
+        "{err}"
+    );
+}

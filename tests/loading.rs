@@ -208,3 +208,76 @@ async fn a_describe_that_spins_is_stopped_by_its_fuel_budget() {
         "{reason}"
     );
 }
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !f() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+fn has_tool(host: &Host, name: &str) -> bool {
+    host.tools().iter().any(|t| t.tool.name == name)
+}
+
+#[tokio::test]
+async fn the_live_folder_follows_added_replaced_broken_and_removed_plugins() {
+    let folder = Folder::new();
+    let (host, _) = host_for(&folder).await;
+    let _watch = host.watch_folder(folder.path()).expect("watch");
+    let mut changed = host.tools_changed();
+
+    // Added.
+    folder.add(&test_plugin("behave"), "live");
+    until("behave's tools", || has_tool(&host, "ok")).await;
+    assert!(changed.has_changed().expect("open"), "tools_changed moved");
+    changed.mark_unchanged();
+
+    // A call running on the old version finishes on it while the file is replaced.
+    let running = tokio::spawn({
+        let host = host.clone();
+        async move { host.call("sleep", r#"{"ms": 600}"#).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    folder.add(&example("rust-compute"), "live");
+    until("the replacement", || {
+        has_tool(&host, "word_count") && !has_tool(&host, "ok")
+    })
+    .await;
+    assert_eq!(text(&running.await.expect("join")), "slept");
+
+    // A broken new version is refused and the serving one goes on.
+    folder.write("live.wasm", b"\0asm\x01\0\0\0");
+    until("the refusal", || !host.report().refused.is_empty()).await;
+    assert!(
+        has_tool(&host, "word_count"),
+        "the loaded version still serves"
+    );
+    assert!(
+        host.call("word_count", r#"{"text": "a b"}"#)
+            .await
+            .result
+            .is_ok()
+    );
+
+    // A manifest change reloads the plugin.
+    folder.add(&example("rust-compute"), "live");
+    until("the good version again", || {
+        host.report().refused.is_empty()
+    })
+    .await;
+    std::fs::write(
+        folder.path().join("live.toml"),
+        "[tools.sha256]\nenabled = false\n",
+    )
+    .expect("manifest");
+    until("the manifest to apply", || !has_tool(&host, "sha256")).await;
+    assert!(has_tool(&host, "word_count"));
+
+    // Removed.
+    std::fs::remove_file(folder.path().join("live.wasm")).expect("remove");
+    until("the removal", || host.tools().is_empty()).await;
+}

@@ -3,13 +3,18 @@
 //! Run with `tools/build-plugins && cargo bench -p toolhost --bench host`.
 //! Figures: compile time per example plugin, cold and warm start of the
 //! example folder, latency and throughput of a trivial tool, and the cost of
-//! fuel metering on a compute-heavy tool.
+//! fuel metering on a compute-heavy tool; background calls: 10 000
+//! concurrent sleeping calls, cancellation latency of a spinning call, and
+//! updates per second from one call.
+//!
+//! `cargo bench -p toolhost --bench host -- background` runs only the
+//! background figures.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use toolhost::{EngineConfig, Host, HostConfig};
+use toolhost::{AnswerKind, EngineConfig, EventKind, Host, HostConfig, SessionOptions};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -42,6 +47,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
+    let only_background = std::env::args().any(|a| a == "background");
+    if !only_background {
+        core().await?;
+    }
+    background().await
+}
+
+async fn core() -> anyhow::Result<()> {
     let plugins = root().join("dist").join("plugins");
     anyhow::ensure!(plugins.exists(), "run tools/build-plugins first");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&plugins)?
@@ -153,6 +166,148 @@ async fn run() -> anyhow::Result<()> {
         ms(best[0]),
         ms(best[1]),
         (best[0].as_secs_f64() / best[1].as_secs_f64() - 1.0) * 100.0
+    );
+    Ok(())
+}
+
+/// Peak resident memory of this process since the last reset, in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn reset_peak_rss() {
+    // Writing 5 resets VmHWM to the current RSS (Linux 4.0+).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+async fn background() -> anyhow::Result<()> {
+    let behave = root().join("dist").join("test-plugins").join("behave.wasm");
+    anyhow::ensure!(behave.exists(), "run tools/build-plugins first");
+    let cache = root().join("target").join("toolhost-bench-cache");
+
+    println!("\n## 10 000 concurrent calls that sleep in WASI and update twice");
+    let n = 10_000usize;
+    let folder = tempfile::tempdir()?;
+    std::fs::copy(&behave, folder.path().join("behave.wasm"))?;
+    std::fs::write(
+        folder.path().join("behave.toml"),
+        format!("[limits]\nmax-concurrency = {n}\nmemory = \"8MiB\"\n"),
+    )?;
+    let host = Host::new(HostConfig {
+        engine: EngineConfig {
+            instances: n as u32 + 16,
+            max_memory: 16 << 20,
+            ..Default::default()
+        },
+        ..config(Some(cache.clone()))
+    })?;
+    host.load_dir(folder.path()).await?;
+    let session = host.open_session(SessionOptions::default());
+    let mut events = session.subscribe();
+    reset_peak_rss();
+    let base = peak_rss_mib();
+    let t = Instant::now();
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let s = session.clone();
+            tokio::spawn(async move {
+                s.call(
+                    &format!("c{i}"),
+                    "progress",
+                    r#"{"n": 2, "sleep_ms": 1000}"#,
+                )
+                .await
+            })
+        })
+        .collect();
+    for c in calls {
+        anyhow::ensure!(
+            c.await?.kind == AnswerKind::Released,
+            "every call is released"
+        );
+    }
+    let released = t.elapsed();
+    let mut ended = 0;
+    while ended < n {
+        if let EventKind::Ended { status, .. } = events.recv().await?.kind {
+            anyhow::ensure!(status == toolhost::CallStatus::Done, "{status:?}");
+            ended += 1;
+        }
+    }
+    let total = t.elapsed();
+    println!(
+        "all released in {}, all done in {} (each: update, sleep 1 s in WASI, update); host peak RSS {:.0} MiB (+{:.0} MiB over idle)",
+        ms(released),
+        ms(total),
+        peak_rss_mib(),
+        peak_rss_mib() - base
+    );
+    drop(session);
+
+    println!("\n## Cancellation latency of a call spinning without host calls (grace 0)");
+    let folder = tempfile::tempdir()?;
+    std::fs::copy(&behave, folder.path().join("behave.wasm"))?;
+    std::fs::write(
+        folder.path().join("behave.toml"),
+        "[limits]\ncancel-grace = \"0s\"\n",
+    )?;
+    let host = Host::new(config(Some(cache.clone())))?;
+    host.load_dir(folder.path()).await?;
+    let session = host.open_session(SessionOptions::default());
+    let mut lat = Vec::new();
+    for i in 0..300 {
+        let id = format!("s{i}");
+        let call = tokio::spawn({
+            let (s, id) = (session.clone(), id.clone());
+            async move { s.call(&id, "spin_cancellable", "{}").await }
+        });
+        while session.record(&id).is_none_or(|r| r.started_at.is_none()) {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let t = Instant::now();
+        session.cancel(&id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let a = call.await?;
+        lat.push(t.elapsed());
+        anyhow::ensure!(a.kind == AnswerKind::Cancelled, "{a:?}");
+    }
+    lat.sort();
+    println!(
+        "cancel to answer: p50 {}  p99 {}  max {} ({} calls)",
+        us(percentile(&lat, 0.50)),
+        us(percentile(&lat, 0.99)),
+        us(*lat.last().unwrap_or(&Duration::ZERO)),
+        lat.len()
+    );
+
+    println!("\n## Updates per second from one call");
+    let updates = 100_000;
+    let t = Instant::now();
+    let a = session
+        .call(
+            "u",
+            "progress",
+            &format!(r#"{{"n": {updates}, "sleep_ms": 0}}"#),
+        )
+        .await;
+    anyhow::ensure!(a.kind == AnswerKind::Released);
+    while session.record("u").is_some_and(|r| r.status.is_live()) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let total = t.elapsed();
+    let r = session
+        .record("u")
+        .ok_or_else(|| anyhow::anyhow!("record"))?;
+    anyhow::ensure!(r.updates.len() == updates, "{} updates", r.updates.len());
+    println!(
+        "{updates} updates in {} = {:.0} updates/s (each recorded, evented and queued for delivery)",
+        ms(total),
+        updates as f64 / total.as_secs_f64()
     );
     Ok(())
 }

@@ -10,8 +10,15 @@
 //!
 //! [templates]              # any of the texts in `Templates`
 //! started = "Started {tool} as {call_id}."
+//!
+//! [profiles.read-only]     # chosen with `--profile read-only`
+//! exclude = ["build_report", "audit_log"]
+//!
+//! [profiles.search]        # only these tools
+//! tools = ["find_files", "search_text"]
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -35,6 +42,27 @@ struct File {
     limits: raw::Limits,
     #[serde(default)]
     templates: Templates,
+    #[serde(default)]
+    profiles: BTreeMap<String, Profile>,
+}
+
+/// A named subset of the tools: only `tools` when given, never `exclude`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub tools: Option<Vec<String>>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+impl Profile {
+    /// Whether the profile serves the tool `name`.
+    pub fn allows(&self, name: &str) -> bool {
+        self.tools
+            .as_ref()
+            .is_none_or(|t| t.iter().any(|n| n == name))
+            && !self.exclude.iter().any(|n| n == name)
+    }
 }
 
 impl HostConfig {
@@ -55,6 +83,25 @@ impl HostConfig {
             .limits
             .with(&limit_overrides(file.limits).map_err(err)?);
         config.templates = file.templates;
+        config.profiles = file.profiles;
         Ok(config)
+    }
+
+    /// Serve only the tools of the profile `name`.
+    pub fn use_profile(&mut self, name: &str) -> Result<(), String> {
+        match self.profiles.get(name) {
+            Some(p) => {
+                self.profile = Some(p.clone());
+                Ok(())
+            }
+            None => Err(format!(
+                "there is no profile `{name}` in the configuration (profiles: {})",
+                if self.profiles.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+                }
+            )),
+        }
     }
 }

@@ -12,6 +12,7 @@ use wasmtime::component::Linker;
 
 use crate::cache::CompileCache;
 use crate::call::{self, CallOutcome};
+use crate::config::Profile;
 use crate::engine::EngineConfig;
 use crate::error::{CallError, LoadError};
 use crate::limits::Limits;
@@ -28,10 +29,15 @@ use crate::templates::Templates;
 /// - `describe_fuel`: 2 000 000 000 units for a plugin's `describe()`
 /// - `describe_timeout`: 10 seconds for a plugin's `describe()`
 /// - `templates`: [`Templates::default`], the texts sessions answer with
+/// - `profiles`: none; `profile`: none (every enabled tool is served)
 #[derive(Debug, Clone)]
 pub struct HostConfig {
     pub limits: Limits,
     pub templates: Templates,
+    /// The profiles defined in the configuration file.
+    pub profiles: BTreeMap<String, Profile>,
+    /// The profile in use: only its tools are listed and callable.
+    pub profile: Option<Profile>,
     pub engine: EngineConfig,
     pub cache_dir: Option<PathBuf>,
     pub describe_fuel: u64,
@@ -43,6 +49,8 @@ impl Default for HostConfig {
         Self {
             limits: Limits::default(),
             templates: Templates::default(),
+            profiles: BTreeMap::new(),
+            profile: None,
             engine: EngineConfig::default(),
             cache_dir: CompileCache::default_dir(),
             describe_fuel: 2_000_000_000,
@@ -90,7 +98,18 @@ struct Registry {
     plugins: BTreeMap<PathBuf, Arc<Plugin>>,
     /// Every tool of every loaded plugin, enabled or not, by name.
     tools: HashMap<String, ToolEntry>,
-    refused: Vec<LoadError>,
+    /// The latest refusal of each file that is not serving that version.
+    refused: BTreeMap<PathBuf, LoadError>,
+}
+
+impl Registry {
+    fn remove(&mut self, path: &Path) -> bool {
+        let Some(old) = self.plugins.remove(path) else {
+            return false;
+        };
+        self.tools.retain(|_, e| !Arc::ptr_eq(&e.plugin, &old));
+        true
+    }
 }
 
 /// What loading a folder gave.
@@ -121,6 +140,8 @@ pub struct Host {
     registry: Arc<RwLock<Registry>>,
     /// Number of plugin files still loading.
     pending: watch::Sender<usize>,
+    /// Bumped on every change of the tool list.
+    changed: watch::Sender<u64>,
     next_call: Arc<AtomicU64>,
 }
 
@@ -145,6 +166,7 @@ impl Host {
             }),
             registry: Arc::default(),
             pending: watch::Sender::new(0),
+            changed: watch::Sender::new(0),
             next_call: Arc::new(AtomicU64::new(1)),
         })
     }
@@ -158,6 +180,9 @@ impl Host {
     /// waits for all of them.
     pub fn start_loading(&self, dir: impl AsRef<Path>) -> anyhow::Result<()> {
         let dir = dir.as_ref();
+        let dir = &dir
+            .canonicalize()
+            .map_err(|e| anyhow::anyhow!("cannot read the plugin folder {}: {e}", dir.display()))?;
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| anyhow::anyhow!("cannot read the plugin folder {}: {e}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -211,19 +236,28 @@ impl Host {
         plugin::load(&self.shared, path.as_ref()).await
     }
 
+    /// Put a loaded plugin into service, or record why it was refused. A
+    /// plugin replacing an earlier version of the same file takes over its
+    /// tools; when the new version is refused the old one goes on serving.
     fn register(
         &self,
         path: &Path,
         result: Result<Plugin, LoadError>,
     ) -> Result<Arc<Plugin>, LoadError> {
         let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
+        let serving = reg.plugins.contains_key(path);
+        let refuse = |reg: &mut Registry, e: LoadError| {
+            if serving {
+                tracing::error!(file = %path.display(), reason = %e.reason, "new version refused; the loaded version goes on serving");
+            } else {
+                tracing::error!(file = %path.display(), reason = %e.reason, "plugin refused");
+            }
+            reg.refused.insert(path.to_owned(), e.clone());
+            Err(e)
+        };
         let plugin = match result {
             Ok(p) => p,
-            Err(e) => {
-                tracing::error!(file = %path.display(), reason = %e.reason, "plugin refused");
-                reg.refused.push(e.clone());
-                return Err(e);
-            }
+            Err(e) => return refuse(&mut reg, e),
         };
         for tool in &plugin.tools {
             if let Some(other) = reg.tools.get(&tool.name)
@@ -237,12 +271,11 @@ impl Host {
                         other.plugin.path.display()
                     ),
                 );
-                tracing::error!(file = %path.display(), reason = %e.reason, "plugin refused");
-                reg.refused.push(e.clone());
-                return Err(e);
+                return refuse(&mut reg, e);
             }
         }
         let plugin = Arc::new(plugin);
+        reg.remove(path);
         for tool in &plugin.tools {
             reg.tools.insert(
                 tool.name.clone(),
@@ -255,10 +288,33 @@ impl Host {
         tracing::info!(
             plugin = %plugin.name, file = %path.display(), tools = plugin.tools.len(),
             cached = plugin.from_cache(), load_ms = plugin.load_time.as_millis() as u64,
-            "plugin loaded"
+            replaced = serving, "plugin loaded"
         );
-        reg.plugins.insert(plugin.path.clone(), plugin.clone());
+        reg.plugins.insert(path.to_owned(), plugin.clone());
+        reg.refused.remove(path);
+        drop(reg);
+        self.changed.send_modify(|g| *g += 1);
         Ok(plugin)
+    }
+
+    /// Take the plugin of `path` out of service. Calls already running on
+    /// it finish on the version they started with.
+    pub fn unload(&self, path: &Path) -> bool {
+        let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
+        reg.refused.remove(path);
+        let removed = reg.remove(path);
+        drop(reg);
+        if removed {
+            tracing::info!(file = %path.display(), "plugin unloaded");
+            self.changed.send_modify(|g| *g += 1);
+        }
+        removed
+    }
+
+    /// A counter that goes up whenever the tool list changes (a plugin
+    /// loaded, replaced or unloaded).
+    pub fn tools_changed(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// What is loaded and what was refused so far.
@@ -266,7 +322,7 @@ impl Host {
         let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
         LoadReport {
             loaded: reg.plugins.values().cloned().collect(),
-            refused: reg.refused.clone(),
+            refused: reg.refused.values().cloned().collect(),
         }
     }
 
@@ -276,7 +332,7 @@ impl Host {
         let mut tools: Vec<ToolEntry> = reg
             .tools
             .values()
-            .filter(|e| e.tool.enabled)
+            .filter(|e| self.serves(e))
             .cloned()
             .collect();
         tools.sort_by(|a, b| a.tool.name.cmp(&b.tool.name));
@@ -298,7 +354,18 @@ impl Host {
 
     fn find(&self, name: &str) -> Option<ToolEntry> {
         let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
-        reg.tools.get(name).filter(|e| e.tool.enabled).cloned()
+        reg.tools.get(name).filter(|e| self.serves(e)).cloned()
+    }
+
+    /// Enabled, and in the profile when there is one.
+    fn serves(&self, e: &ToolEntry) -> bool {
+        e.tool.enabled
+            && self
+                .shared
+                .config
+                .profile
+                .as_ref()
+                .is_none_or(|p| p.allows(&e.tool.name))
     }
 
     /// A new call id, unique within this host.

@@ -27,6 +27,7 @@ mod call;
 mod config;
 mod engine;
 mod error;
+mod folder;
 mod host;
 mod limits;
 mod manifest;
@@ -34,15 +35,17 @@ mod output;
 mod plugin;
 mod records;
 mod sandbox;
+mod schema;
 mod session;
 mod templates;
 
 pub use self::bindings::{Delivery, DuplicatePolicy, DuplicateScope};
 pub use self::cache::CompileCache;
 pub use self::call::{CallOutcome, Output};
-pub use self::config::ConfigError;
+pub use self::config::{ConfigError, Profile};
 pub use self::engine::{EngineConfig, FUEL_YIELD_INTERVAL};
 pub use self::error::{CallError, Limit, LoadError, format_bytes};
+pub use self::folder::FolderWatch;
 pub use self::host::{Host, HostConfig, LoadReport, ToolEntry};
 pub use self::limits::Limits;
 pub use self::manifest::{
@@ -52,6 +55,7 @@ pub use self::output::{MAX_LINE, OUTPUT_BUDGET};
 pub use self::plugin::{Plugin, TOOL_INTERFACE, Tool, valid_tool_name};
 pub use self::records::{CallEvent, CallRecord, CallStatus, EventKind, UpdateRecord};
 pub use self::sandbox::{CallControl, CallIdentity};
+pub use self::schema::{SchemaFormat, export as export_schema, title};
 pub use self::session::{
     Answer, AnswerKind, CANCEL_TASK_TOOL, CONFIRM_ARGUMENT, CancelError, Item, RUNNING_TASKS_TOOL,
     ReplyRequest, Session, SessionOptions, TASK_STATUS_TOOL, ToolView,

@@ -33,6 +33,9 @@ struct Cli {
     /// Do not read or write the compile cache.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Serve only the tools of this profile of the configuration file.
+    #[arg(long, global = true)]
+    profile: Option<String>,
     /// Log more (-v: info, -vv: debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -59,6 +62,12 @@ enum Command {
         /// Print the call's events as JSON lines.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the tool list in the shape an LLM API expects.
+    Schema {
+        /// mcp, openai or anthropic.
+        #[arg(long, default_value = "mcp")]
+        format: toolhost::SchemaFormat,
     },
     /// Check a plugin file: what it provides and asks for, or why it is refused.
     Check {
@@ -108,6 +117,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         None if Path::new("toolhost.toml").exists() => HostConfig::load_file("toolhost.toml")?,
         None => HostConfig::default(),
     };
+    if let Some(name) = &cli.profile {
+        config.use_profile(name).map_err(anyhow::Error::msg)?;
+    }
     if cli.no_cache {
         config.cache_dir = None;
     } else if let Some(dir) = cli.cache_dir {
@@ -116,6 +128,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let host = Host::new(config)?;
     match cli.command {
         Command::Check { file, json } => check(&host, &file, json).await,
+        Command::Schema { format } => {
+            load(&host, &cli.plugins).await?;
+            let tools = host.open_session(Default::default()).tools();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&toolhost::export_schema(&tools, format))?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::List { json } => {
             load(&host, &cli.plugins).await?;
             list(&host, json)
