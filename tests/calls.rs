@@ -259,3 +259,14 @@ async fn max_concurrency_makes_calls_wait_their_turn() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn integral_floats_reach_the_plugin_as_integers() {
+    // JSON Schema calls 2.0 an integer; the plugin's decoder gets 2.
+    let (host, _f) = host_with(&["behave"]).await;
+    let o = host.call("data", r#"{"n": 21.0}"#).await;
+    assert_eq!(
+        o.result.expect("ok").data,
+        Some(json!({"n": 21, "double": 42}))
+    );
+}

@@ -1,30 +1,43 @@
-//! Write toolhost plugins in Rust: the bindings of `wit/plugin.wit` and a
-//! few conveniences.
+//! Write toolhost plugins in Rust: a plain typed function becomes a tool.
+//!
+//! The arguments are a struct deriving `Deserialize` and `JsonSchema`, so the
+//! input schema is generated from the type; `update`, `cancelled`, `log` and
+//! `call_info` are plain functions; any error that converts into
+//! [`ToolError`] ends the call as a tool error; `describe()` is assembled
+//! from the registered tools.
 //!
 //! ```ignore
-//! use toolhost_guest::{Plugin, ToolError, ToolOutput, ToolSpec, spec};
+//! use schemars::JsonSchema;
+//! use serde::Deserialize;
+//! use toolhost_guest::{Tool, ToolError, ToolOutput, Tools};
+//!
+//! /// Arguments of `greet`.
+//! #[derive(Deserialize, JsonSchema)]
+//! struct Greet {
+//!     /// Who to greet.
+//!     name: String,
+//! }
+//!
+//! fn greet(args: Greet) -> Result<ToolOutput, ToolError> {
+//!     Ok(ToolOutput::text(format!("Hello, {}!", args.name)))
+//! }
 //!
 //! struct Hello;
 //!
-//! impl Plugin for Hello {
-//!     fn describe() -> Vec<ToolSpec> {
-//!         vec![spec("hello", "Greets someone.", serde_json::json!({
-//!             "type": "object",
-//!             "properties": { "name": { "type": "string" } },
-//!             "required": ["name"]
-//!         }))]
-//!     }
-//!
-//!     fn call(_tool: String, arguments: String) -> Result<ToolOutput, ToolError> {
-//!         #[derive(serde::Deserialize)]
-//!         struct Args { name: String }
-//!         let args: Args = toolhost_guest::args(&arguments)?;
-//!         Ok(ToolOutput::text(format!("Hello, {}!", args.name)))
+//! impl Tools for Hello {
+//!     fn tools() -> Vec<Tool> {
+//!         vec![Tool::new("greet", "Greets someone by name.", greet)]
 //!     }
 //! }
 //!
-//! toolhost_guest::export_plugin!(Hello);
+//! toolhost_guest::export_tools!(Hello);
 //! ```
+//!
+//! The raw bindings are there too: implement [`Plugin`] and call
+//! [`export_plugin!`] to write `describe` and `call` by hand.
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -40,9 +53,130 @@ pub use self::toolhost::plugin::types::{
     CallContext, Delivery, DuplicatePolicy, DuplicateScope, LogLevel, ToolError, ToolOutput,
     ToolSpec,
 };
+pub use schemars;
+
+/// A set of tools, exported with [`export_tools!`].
+pub trait Tools {
+    fn tools() -> Vec<Tool>;
+}
+
+type Handler = Box<dyn Fn(&str) -> Result<ToolOutput, ToolError>>;
+
+/// One tool: its spec and the function that runs it.
+pub struct Tool {
+    spec: ToolSpec,
+    handler: Handler,
+}
+
+impl Tool {
+    /// A tool whose input schema is generated from `A`. Defaults: duplicates
+    /// allowed (by name), not cancellable, conversational delivery.
+    pub fn new<A, E>(
+        name: &str,
+        description: &str,
+        run: impl Fn(A) -> Result<ToolOutput, E> + 'static,
+    ) -> Self
+    where
+        A: DeserializeOwned + JsonSchema,
+        E: Into<ToolError>,
+    {
+        Self {
+            spec: ToolSpec {
+                name: name.to_owned(),
+                description: description.to_owned(),
+                input_schema: schema_of::<A>().to_string(),
+                output_schema: None,
+                on_duplicate: DuplicatePolicy::Allow,
+                duplicate_scope: DuplicateScope::Name,
+                cancellable: false,
+                delivery: Delivery::Conversational,
+            },
+            handler: Box::new(move |arguments| {
+                let args: A = self::args(arguments)?;
+                run(args).map_err(Into::into)
+            }),
+        }
+    }
+
+    /// Declare the schema of the data the tool returns, generated from `T`.
+    pub fn output<T: JsonSchema>(mut self) -> Self {
+        self.spec.output_schema = Some(schema_of::<T>().to_string());
+        self
+    }
+
+    /// The tool checks [`cancelled`] and may be cancelled.
+    pub fn cancellable(mut self) -> Self {
+        self.spec.cancellable = true;
+        self
+    }
+
+    /// What happens when the tool is called while a call of it runs.
+    pub fn on_duplicate(mut self, policy: DuplicatePolicy, scope: DuplicateScope) -> Self {
+        self.spec.on_duplicate = policy;
+        self.spec.duplicate_scope = scope;
+        self
+    }
+
+    /// The call answers at once; its outcome is logged, never told.
+    pub fn fire_and_forget(mut self) -> Self {
+        self.spec.delivery = Delivery::FireAndForget;
+        self
+    }
+
+    pub fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+}
+
+/// The JSON Schema of `T`, without the `$schema` and `title` keys that say
+/// nothing to a model.
+pub fn schema_of<T: JsonSchema>() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(T).to_value();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.remove("$schema");
+        obj.remove("title");
+    }
+    schema
+}
+
+#[doc(hidden)]
+pub fn describe<T: Tools>() -> Vec<ToolSpec> {
+    T::tools().into_iter().map(|t| t.spec).collect()
+}
+
+#[doc(hidden)]
+pub fn dispatch<T: Tools>(name: &str, arguments: &str) -> Result<ToolOutput, ToolError> {
+    match T::tools().into_iter().find(|t| t.spec.name == name) {
+        Some(tool) => (tool.handler)(arguments),
+        None => Err(ToolError::Failed(format!("no tool named `{name}`"))),
+    }
+}
+
+/// Export a [`Tools`] type as the plugin.
+#[macro_export]
+macro_rules! export_tools {
+    ($tools:ty) => {
+        struct __ToolhostExports;
+
+        impl $crate::Plugin for __ToolhostExports {
+            fn describe() -> ::std::vec::Vec<$crate::ToolSpec> {
+                $crate::describe::<$tools>()
+            }
+
+            fn call(
+                name: ::std::string::String,
+                arguments: ::std::string::String,
+            ) -> ::std::result::Result<$crate::ToolOutput, $crate::ToolError> {
+                $crate::dispatch::<$tools>(&name, &arguments)
+            }
+        }
+
+        $crate::export_plugin!(__ToolhostExports);
+    };
+}
 
 /// A tool spec with the usual defaults: duplicates allowed (by name), not
-/// cancellable, conversational delivery. Change the fields that differ.
+/// cancellable, conversational delivery. For hand-written schemas.
 pub fn spec(name: &str, description: &str, input_schema: serde_json::Value) -> ToolSpec {
     ToolSpec {
         name: name.to_owned(),
@@ -57,7 +191,7 @@ pub fn spec(name: &str, description: &str, input_schema: serde_json::Value) -> T
 }
 
 /// Parse the (already validated) arguments into `T`.
-pub fn args<T: serde::de::DeserializeOwned>(arguments: &str) -> Result<T, ToolError> {
+pub fn args<T: DeserializeOwned>(arguments: &str) -> Result<T, ToolError> {
     serde_json::from_str(arguments).map_err(|e| ToolError::InvalidArguments(e.to_string()))
 }
 
@@ -91,5 +225,28 @@ impl ToolError {
     /// The tool failed; the message is for the model.
     pub fn failed(message: impl std::fmt::Display) -> Self {
         ToolError::Failed(message.to_string())
+    }
+
+    /// The arguments were unusable; the message is for the model.
+    pub fn invalid(message: impl std::fmt::Display) -> Self {
+        ToolError::InvalidArguments(message.to_string())
+    }
+}
+
+impl From<std::io::Error> for ToolError {
+    fn from(e: std::io::Error) -> Self {
+        ToolError::Failed(e.to_string())
+    }
+}
+
+impl From<String> for ToolError {
+    fn from(message: String) -> Self {
+        ToolError::Failed(message)
+    }
+}
+
+impl From<&str> for ToolError {
+    fn from(message: &str) -> Self {
+        ToolError::Failed(message.to_owned())
     }
 }

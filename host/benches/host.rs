@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use toolhost::{AnswerKind, EngineConfig, EventKind, Host, HostConfig, SessionOptions};
+use toolhost::{AnswerKind, EngineConfig, Host, HostConfig, SessionOptions};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -144,29 +144,43 @@ async fn core() -> anyhow::Result<()> {
 
     println!("\n## Fuel metering on a compute-heavy tool (count_primes below 20 000 000)");
     let heavy = r#"{"limit": 20000000}"#;
-    let unmetered = Host::new(HostConfig {
-        engine: EngineConfig {
-            fuel: false,
-            ..Default::default()
-        },
-        ..config(Some(cache.path().to_owned()))
-    })?;
-    unmetered.load_dir(&plugins).await?;
-    let mut best = [Duration::MAX; 2];
-    for _ in 0..5 {
-        for (i, h) in [&host, &unmetered].into_iter().enumerate() {
+    let engine = |fuel: bool, yield_interval: u64| EngineConfig {
+        fuel,
+        yield_interval,
+        ..Default::default()
+    };
+    let mut hosts = Vec::new();
+    for (label, e) in [
+        ("unmetered", engine(false, 1)),
+        ("metered, yield every 100 000", engine(true, 100_000)),
+        (
+            "metered, yield every 1 000 000 (default)",
+            engine(true, 1_000_000),
+        ),
+        ("metered, yield every 10 000 000", engine(true, 10_000_000)),
+    ] {
+        let h = Host::new(HostConfig {
+            engine: e,
+            ..config(Some(cache.path().to_owned()))
+        })?;
+        h.load_dir(&plugins).await?;
+        hosts.push((label, h, Duration::MAX));
+    }
+    for _ in 0..7 {
+        for (_, h, best) in &mut hosts {
             let t = Instant::now();
-            let o = h.call("count_primes", heavy).await;
-            o.result?;
-            best[i] = best[i].min(t.elapsed());
+            h.call("count_primes", heavy).await.result?;
+            *best = (*best).min(t.elapsed());
         }
     }
-    println!(
-        "metered {}  unmetered {}  overhead {:.1}% (best of 5)",
-        ms(best[0]),
-        ms(best[1]),
-        (best[0].as_secs_f64() / best[1].as_secs_f64() - 1.0) * 100.0
-    );
+    let base = hosts[0].2;
+    for (label, _, best) in &hosts {
+        println!(
+            "{label:<42} {}  {:+.1}% (best of 7)",
+            ms(*best),
+            (best.as_secs_f64() / base.as_secs_f64() - 1.0) * 100.0
+        );
+    }
     Ok(())
 }
 
@@ -208,7 +222,6 @@ async fn background() -> anyhow::Result<()> {
     })?;
     host.load_dir(folder.path()).await?;
     let session = host.open_session(SessionOptions::default());
-    let mut events = session.subscribe();
     reset_peak_rss();
     let base = peak_rss_mib();
     let t = Instant::now();
@@ -226,19 +239,22 @@ async fn background() -> anyhow::Result<()> {
         })
         .collect();
     for c in calls {
+        let a = c.await?;
         anyhow::ensure!(
-            c.await?.kind == AnswerKind::Released,
-            "every call is released"
+            a.kind == AnswerKind::Released,
+            "every call is released: {a:?}"
         );
     }
     let released = t.elapsed();
-    let mut ended = 0;
-    while ended < n {
-        if let EventKind::Ended { status, .. } = events.recv().await?.kind {
-            anyhow::ensure!(status == toolhost::CallStatus::Done, "{status:?}");
-            ended += 1;
-        }
+    while !session.running().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let done = session
+        .records()
+        .iter()
+        .filter(|r| r.status == toolhost::CallStatus::Done)
+        .count();
+    anyhow::ensure!(done == n, "{done} of {n} calls done");
     let total = t.elapsed();
     println!(
         "all released in {}, all done in {} (each: update, sleep 1 s in WASI, update); host peak RSS {:.0} MiB (+{:.0} MiB over idle)",

@@ -103,6 +103,25 @@ pub(crate) fn check_arguments(tool: &Tool, value: &Value) -> Result<(), CallErro
     }
 }
 
+/// The value with integral floats written as integers. JSON Schema counts
+/// `2.0` as an integer; most languages' JSON decoders do not, so plugins get
+/// `2`.
+pub(crate) fn integral_numbers(v: &Value) -> Value {
+    match v {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            _ => v.clone(),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(integral_numbers).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), integral_numbers(v)))
+                .collect(),
+        ),
+        _ => v.clone(),
+    }
+}
+
 /// Run one call of `tool` with validated `arguments` in a fresh sandbox.
 ///
 /// Waits for a free slot under the plugin's concurrency cap first; the
@@ -138,7 +157,7 @@ pub(crate) async fn run(
     );
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|s| s.limiter());
-    if let Err(e) = crate::engine::meter(&mut store, limits.fuel, shared.config.engine.fuel) {
+    if let Err(e) = crate::engine::meter(&mut store, limits.fuel, &shared.config.engine) {
         return (
             Err(CallError::Unavailable {
                 detail: format!("{e:#}"),
@@ -147,7 +166,7 @@ pub(crate) async fn run(
         );
     }
 
-    let arguments = arguments.to_string();
+    let arguments = integral_numbers(arguments).to_string();
     let run = async {
         let instance = plugin
             .pre

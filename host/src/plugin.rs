@@ -238,7 +238,7 @@ async fn describe(
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|s| s.limiter());
     let fuel = shared.config.describe_fuel;
-    crate::engine::meter(&mut store, fuel, shared.config.engine.fuel).map_err(|e| e.to_string())?;
+    crate::engine::meter(&mut store, fuel, &shared.config.engine).map_err(|e| e.to_string())?;
     let timeout = shared.config.describe_timeout;
     let run = async {
         let plugin = pre.instantiate_async(&mut store).await?;

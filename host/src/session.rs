@@ -1156,17 +1156,11 @@ pub(crate) fn canonical_json(v: &Value) -> String {
                 }
                 out.push(']');
             }
-            Value::Number(n) => match n.as_f64() {
-                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
-                    out.push_str(&(f as i64).to_string());
-                }
-                _ => out.push_str(&n.to_string()),
-            },
             other => out.push_str(&other.to_string()),
         }
     }
     let mut out = String::new();
-    write(v, &mut out);
+    write(&call::integral_numbers(v), &mut out);
     out
 }
 

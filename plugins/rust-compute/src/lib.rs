@@ -2,40 +2,39 @@
 //! use it to measure the host's per-call overhead), `count_primes` is
 //! compute-heavy (for the fuel-metering overhead), `sha256` hashes text.
 
-use serde::Deserialize;
-use serde::de::{Deserializer, Error as _};
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use toolhost_guest::{Plugin, ToolError, ToolOutput, ToolSpec, spec};
+use toolhost_guest::{Tool, ToolError, ToolOutput, Tools};
 
 /// The largest `limit` that `count_primes` accepts: the sieve needs
 /// `limit / 16` bytes, about 6 MiB here.
 const MAX_LIMIT: u64 = 100_000_000;
 
-struct Compute;
-
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct Text {
+    /// The text.
     text: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct Limit {
-    #[serde(deserialize_with = "int")]
+    /// Count the primes below this number (at most 100,000,000).
+    #[schemars(range(max = 100_000_000))]
     limit: u64,
 }
 
-/// A non-negative integer argument. JSON Schema counts 2.0 as an integer,
-/// serde does not.
-fn int<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let n = serde_json::Number::deserialize(d)?;
-    n.as_u64()
-        .or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && (0.0..=9.0e15).contains(f))
-                .map(|f| f as u64)
-        })
-        .ok_or_else(|| D::Error::custom(format!("{n} is not a non-negative integer")))
+#[derive(Serialize, JsonSchema)]
+struct Counts {
+    words: usize,
+    lines: usize,
+    chars: usize,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct Primes {
+    limit: u64,
+    primes: u64,
 }
 
 /// The number of primes below `limit`, by a sieve of Eratosthenes over the
@@ -71,14 +70,32 @@ fn count_primes(limit: u64) -> u64 {
     odd_primes + 1 // and 2
 }
 
-fn word_count(text: &str) -> ToolOutput {
-    let words = text.split_whitespace().count();
-    let lines = text.lines().count();
-    let chars = text.chars().count();
-    ToolOutput::text_and_data(
-        format!("{words} words, {lines} lines, {chars} characters"),
-        &json!({ "words": words, "lines": lines, "chars": chars }),
-    )
+fn word_count(Text { text }: Text) -> Result<ToolOutput, ToolError> {
+    let counts = Counts {
+        words: text.split_whitespace().count(),
+        lines: text.lines().count(),
+        chars: text.chars().count(),
+    };
+    Ok(ToolOutput::text_and_data(
+        format!(
+            "{} words, {} lines, {} characters",
+            counts.words, counts.lines, counts.chars
+        ),
+        &counts,
+    ))
+}
+
+fn primes(Limit { limit }: Limit) -> Result<ToolOutput, ToolError> {
+    if limit > MAX_LIMIT {
+        return Err(ToolError::invalid(format!(
+            "limit must be at most {MAX_LIMIT}"
+        )));
+    }
+    let primes = count_primes(limit);
+    Ok(ToolOutput::text_and_data(
+        format!("There are {primes} primes below {limit}."),
+        &Primes { limit, primes },
+    ))
 }
 
 fn sha256(text: &str) -> String {
@@ -88,94 +105,33 @@ fn sha256(text: &str) -> String {
         .collect()
 }
 
-impl Plugin for Compute {
-    fn describe() -> Vec<ToolSpec> {
-        let text_arg = json!({
-            "type": "object",
-            "properties": { "text": { "type": "string" } },
-            "required": ["text"]
-        });
+struct Compute;
+
+impl Tools for Compute {
+    fn tools() -> Vec<Tool> {
         vec![
-            ToolSpec {
-                output_schema: Some(
-                    json!({
-                        "type": "object",
-                        "properties": {
-                            "words": { "type": "integer" },
-                            "lines": { "type": "integer" },
-                            "chars": { "type": "integer" }
-                        },
-                        "required": ["words", "lines", "chars"]
-                    })
-                    .to_string(),
-                ),
-                ..spec(
-                    "word_count",
-                    "Counts the words, lines and characters of a text.",
-                    text_arg.clone(),
-                )
-            },
-            ToolSpec {
-                output_schema: Some(
-                    json!({
-                        "type": "object",
-                        "properties": {
-                            "limit": { "type": "integer" },
-                            "primes": { "type": "integer" }
-                        },
-                        "required": ["limit", "primes"]
-                    })
-                    .to_string(),
-                ),
-                ..spec(
-                    "count_primes",
-                    "Counts the prime numbers below a limit (at most 100,000,000).",
-                    json!({
-                        "type": "object",
-                        "properties": {
-                            "limit": { "type": "integer", "minimum": 0, "maximum": MAX_LIMIT }
-                        },
-                        "required": ["limit"]
-                    }),
-                )
-            },
-            spec(
+            Tool::new(
+                "word_count",
+                "Counts the words, lines and characters of a text.",
+                word_count,
+            )
+            .output::<Counts>(),
+            Tool::new(
+                "count_primes",
+                "Counts the prime numbers below a limit (at most 100,000,000).",
+                primes,
+            )
+            .output::<Primes>(),
+            Tool::new(
                 "sha256",
                 "The SHA-256 digest of a text (its UTF-8 bytes), in hex.",
-                text_arg,
+                |Text { text }| Ok::<_, ToolError>(ToolOutput::text(sha256(&text))),
             ),
         ]
     }
-
-    fn call(tool: String, arguments: String) -> Result<ToolOutput, ToolError> {
-        match tool.as_str() {
-            "word_count" => {
-                let Text { text } = toolhost_guest::args(&arguments)?;
-                Ok(word_count(&text))
-            }
-            "count_primes" => {
-                let Limit { limit } = toolhost_guest::args(&arguments)?;
-                if limit > MAX_LIMIT {
-                    return Err(ToolError::InvalidArguments(format!(
-                        "limit must be at most {MAX_LIMIT}"
-                    )));
-                }
-                let primes = count_primes(limit);
-                Ok(ToolOutput::text_and_data(
-                    format!("There are {primes} primes below {limit}."),
-                    &json!({ "limit": limit, "primes": primes }),
-                ))
-            }
-            "sha256" => {
-                let Text { text } = toolhost_guest::args(&arguments)?;
-                Ok(ToolOutput::text(sha256(&text)))
-            }
-            other => Err(ToolError::failed(format!("no tool named {other}"))),
-        }
-    }
 }
 
-toolhost_guest::export_plugin!(Compute);
+toolhost_guest::export_tools!(Compute);
 
 #[cfg(test)]
 mod tests {
