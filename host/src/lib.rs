@@ -31,6 +31,7 @@ mod folder;
 mod host;
 mod limits;
 mod manifest;
+pub mod mcp;
 mod output;
 mod plugin;
 mod records;

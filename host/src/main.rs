@@ -75,6 +75,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the tools over MCP: on stdio, or over streamable HTTP with
+    /// --http. The plugin folder is followed live.
+    Serve {
+        /// Serve streamable HTTP on this address (default 127.0.0.1:8700),
+        /// at /mcp, instead of stdio.
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8700")]
+        http: Option<std::net::SocketAddr>,
+        /// Accept this Host header too (HTTP; loopback names are always
+        /// accepted). Repeat for more.
+        #[arg(long, value_name = "HOST")]
+        allow_host: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -150,6 +162,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             host.start_loading(&cli.plugins)
                 .with_context(|| format!("loading plugins from {}", cli.plugins.display()))?;
             cli::call(&host, &tool, &arguments, json).await
+        }
+        Command::Serve { http, allow_host } => {
+            cli::serve(&host, &cli.plugins, http, allow_host).await?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -1,0 +1,155 @@
+//! One MCP connection's state: its session, its call ids, its tasks, and the
+//! background work that lives exactly as long as it does.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rmcp::{Peer, RoleServer};
+use tokio::sync::watch;
+
+use super::McpOptions;
+use super::tasks::Tasks;
+use crate::host::Host;
+use crate::session::Session;
+
+/// A session and what the MCP layer keeps beside it.
+pub(crate) struct Connection {
+    host: Host,
+    session: Session,
+    options: Arc<McpOptions>,
+    next_call: AtomicU64,
+    tasks: Tasks,
+    /// True once [`close`](Self::close) began; background work stops on it.
+    closed: watch::Sender<bool>,
+    /// Counts the open connections of an HTTP server, which waits for them
+    /// on shutdown.
+    open: Option<Arc<watch::Sender<usize>>>,
+}
+
+impl Connection {
+    pub(crate) fn open(host: &Host, options: Arc<McpOptions>) -> Arc<Self> {
+        Self::open_counted(host, options, None)
+    }
+
+    pub(crate) fn open_counted(
+        host: &Host,
+        options: Arc<McpOptions>,
+        open: Option<Arc<watch::Sender<usize>>>,
+    ) -> Arc<Self> {
+        let mut session_options = options.session.clone();
+        session_options.id = None;
+        let session = host.open_session(session_options);
+        if let Some(open) = &open {
+            open.send_modify(|n| *n += 1);
+        }
+        let connection = Arc::new(Self {
+            host: host.clone(),
+            tasks: Tasks::new(options.task_poll_interval, options.task_ttl),
+            session,
+            options,
+            next_call: AtomicU64::new(1),
+            closed: watch::Sender::new(false),
+            open,
+        });
+        tracing::info!(session = %connection.session.id(), "MCP connection opened");
+        tokio::spawn(discard_deliveries(connection.session.clone()));
+        connection
+    }
+
+    pub(crate) fn host(&self) -> &Host {
+        &self.host
+    }
+
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
+    }
+
+    pub(crate) fn options(&self) -> &McpOptions {
+        &self.options
+    }
+
+    pub(crate) fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
+    /// A call id unique in this connection's session.
+    pub(crate) fn new_call_id(&self) -> String {
+        format!("call_{}", self.next_call.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Resolves once the connection is closing.
+    pub(crate) async fn closing(&self) {
+        let mut rx = self.closed.subscribe();
+        let _ = rx.wait_for(|closed| *closed).await;
+    }
+
+    /// Close the session (B24): cancel its cancellable calls, wait for the
+    /// others up to the session's bound. Later calls of `close` return at once.
+    pub(crate) async fn close(&self) {
+        if self.closed.send_replace(true) {
+            return;
+        }
+        tracing::info!(session = %self.session.id(), "MCP connection closing");
+        self.session.close().await;
+        if let Some(open) = &self.open {
+            open.send_modify(|n| *n = n.saturating_sub(1));
+        }
+        tracing::info!(session = %self.session.id(), "MCP connection closed");
+    }
+
+    /// Tell a legacy (`initialize`) client whenever the tool list changes,
+    /// until the connection closes or the client goes.
+    pub(crate) fn follow_tool_list(self: &Arc<Self>, peer: Peer<RoleServer>) {
+        let connection = self.clone();
+        let mut changed = self.host.tools_changed();
+        changed.mark_unchanged();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = connection.closing() => return,
+                    result = changed.changed() => {
+                        if result.is_err() {
+                            return;
+                        }
+                    }
+                }
+                if let Err(e) = peer.notify_tool_list_changed().await {
+                    tracing::debug!(session = %connection.session.id(), error = %e, "the client is gone; no more list_changed");
+                    return;
+                }
+                tracing::info!(session = %connection.session.id(), "sent tools/list_changed");
+            }
+        });
+    }
+}
+
+/// Updates and results that come after a call was answered have no way to
+/// the model over MCP (the client asks with the companion tools, or follows
+/// a task), so the session's deliveries are taken and dropped to keep its
+/// pending list from growing; the records keep everything.
+async fn discard_deliveries(session: Session) {
+    while let Some(delivery) = session.next_reply().await {
+        tracing::debug!(session = %session.id(), items = delivery.items.len(), "later results left to the records");
+        delivery.ack();
+    }
+}
+
+/// A connection that belongs to one rmcp service (an HTTP session): closed
+/// when the service is dropped, which rmcp does when the session ends.
+pub(crate) struct Owned(pub(crate) Arc<Connection>);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let connection = self.0.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { connection.close().await });
+            }
+            // No runtime left: the process is ending, and dropping the
+            // session stops its calls (B24).
+            Err(_) => {
+                tracing::debug!(session = %connection.session.id(), "closed without a runtime")
+            }
+        }
+    }
+}

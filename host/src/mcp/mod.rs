@@ -1,0 +1,169 @@
+//! The MCP server: a host's tools served over the Model Context Protocol,
+//! on stdio or streamable HTTP, built on the official Rust SDK (`rmcp`).
+//!
+//! One MCP connection is one [`Session`](crate::Session): a stdio process,
+//! or one HTTP session of a client that opened it with `initialize`. The
+//! 2026-07-28 revision has no sessions over HTTP (each request stands
+//! alone), so its requests share one session of the HTTP server, closed
+//! when the server stops. A closed connection closes its session (B24).
+//!
+//! What a client sees:
+//! - `tools/list`: every served tool with its input schema (with the
+//!   `confirm_duplicate` argument of B12), its output schema, a title, and
+//!   the companion tools of B25; `notifications/tools/list_changed` when
+//!   the tool list changes (legacy sessions directly, 2026-07-28 clients on
+//!   `subscriptions/listen`).
+//! - `tools/call`: the session's answer (B1, B2, B5, B7–B16), its data as
+//!   `structuredContent` plus the JSON text, `isError` for errors; each
+//!   update of the call as `notifications/progress` while the request is
+//!   open, when the client sent a progress token; `notifications/cancelled`
+//!   cancels the call (B20–B22).
+//! - Tasks (`io.modelcontextprotocol/tasks`, SEP-2663): to a client that
+//!   declares the extension, a call that goes on in the background (released
+//!   by an update, queued, or still running after
+//!   [`McpOptions::task_after`]) answers with a task; `tasks/get` reports
+//!   `working` with the latest update as its status message, then
+//!   `completed` with the result, or `cancelled`; `tasks/cancel` cancels the
+//!   call. Tasks need the 2026-07-28 revision (older results carry no
+//!   `resultType` to tell a task by). Task status notifications are not
+//!   pushed: rmcp 3.11 cannot route `notifications/tasks` on
+//!   `subscriptions/listen` (its filter has no `taskIds`), so clients poll
+//!   `tasks/get` as `pollIntervalMs` suggests. Without the extension,
+//!   released calls are followed up with the companion tools.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use toolhost::mcp::{McpOptions, serve_stdio};
+//!
+//! let host = toolhost::Host::new(toolhost::HostConfig::default())?;
+//! host.start_loading("dist/plugins")?;
+//! // Until the client closes stdin or Ctrl-C.
+//! let ctrl_c = async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! };
+//! serve_stdio(&host, McpOptions::default(), ctrl_c).await?;
+//! # Ok(()) }
+//! ```
+
+mod connection;
+mod convert;
+mod http;
+mod server;
+mod tasks;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rmcp::ServiceExt;
+
+use crate::host::Host;
+use crate::session::SessionOptions;
+
+use self::connection::Connection;
+use self::server::ToolServer;
+
+pub use self::http::{HttpServer, bind_http};
+
+/// How the MCP server behaves.
+///
+/// Defaults:
+/// - `session`: [`SessionOptions::default`] for the session of each
+///   connection (its `id` is ignored: every connection gets its own)
+/// - `tasks`: true: answer with tasks when the client declares the tasks
+///   extension
+/// - `task_after`: 500 ms: a call still running this long after it was made
+///   answers with a task (a call released by an update or queued does so at
+///   once)
+/// - `task_poll_interval`: 500 ms, suggested to clients that poll `tasks/get`
+/// - `task_ttl`: 1 hour that a task is kept from its creation, and that a
+///   finished task is kept after its end
+/// - `allowed_hosts`: `localhost`, `127.0.0.1`, `::1`: the `Host` headers
+///   the HTTP server accepts (a guard against DNS rebinding)
+/// - `http_path`: `/mcp`, where the HTTP server answers
+#[derive(Debug, Clone)]
+pub struct McpOptions {
+    pub session: SessionOptions,
+    pub tasks: bool,
+    pub task_after: Duration,
+    pub task_poll_interval: Duration,
+    pub task_ttl: Duration,
+    pub allowed_hosts: Vec<String>,
+    pub http_path: String,
+}
+
+impl Default for McpOptions {
+    fn default() -> Self {
+        Self {
+            session: SessionOptions::default(),
+            tasks: true,
+            task_after: Duration::from_millis(500),
+            task_poll_interval: Duration::from_millis(500),
+            task_ttl: Duration::from_secs(3600),
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            http_path: "/mcp".into(),
+        }
+    }
+}
+
+/// Why the MCP server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the MCP connection on stdio failed to start: {0}")]
+    Stdio(String),
+}
+
+/// Serve `host` over stdio, one connection, until the client closes it or
+/// `shutdown` resolves; then close its session (B24).
+///
+/// # Cancel safety
+/// Not cancel safe: dropping the future drops the session without waiting
+/// for its calls to end. Resolve `shutdown` instead.
+pub async fn serve_stdio(
+    host: &Host,
+    options: McpOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let connection = Connection::open(host, std::sync::Arc::new(options));
+    let server = ToolServer::for_connection(connection.clone());
+    let running = server
+        .serve(rmcp::transport::stdio_pipes())
+        .await
+        .map_err(|e| ServeError::Stdio(e.to_string()))?;
+    let cancel = running.cancellation_token();
+    tokio::pin!(shutdown);
+    let waiting = running.waiting();
+    tokio::pin!(waiting);
+    tokio::select! {
+        ended = &mut waiting => {
+            tracing::info!(session = %connection.session().id(), reason = ?ended.ok(), "MCP connection ended");
+        }
+        () = &mut shutdown => {
+            cancel.cancel();
+            let _ = waiting.await;
+            tracing::info!(session = %connection.session().id(), "MCP server shut down");
+        }
+    }
+    connection.close().await;
+    Ok(())
+}
+
+/// Serve `host` over streamable HTTP on `addr` until `shutdown` resolves.
+/// See [`bind_http`] to learn the address before serving (for port 0).
+///
+/// # Cancel safety
+/// Not cancel safe: resolve `shutdown` to stop gracefully.
+pub async fn serve_http(
+    host: &Host,
+    addr: SocketAddr,
+    options: McpOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    bind_http(host, addr, options).await?.run(shutdown).await;
+    Ok(())
+}

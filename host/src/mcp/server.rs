@@ -1,0 +1,475 @@
+//! The MCP request handler: tools, calls, tasks and change notifications
+//! for one connection's session.
+
+use std::sync::{Arc, OnceLock};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CancelTaskParams, CreateTaskResult, GetTaskParams,
+    GetTaskResult, Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ProtocolVersion,
+    ServerCapabilities, ServerConfig, SubscriptionFilter, Tool, UpdateTaskParams,
+};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
+use serde_json::Value;
+use tokio::sync::{broadcast, watch};
+
+use super::McpOptions;
+use super::connection::{Connection, Owned};
+use super::convert;
+use crate::host::Host;
+use crate::records::{CallEvent, EventKind};
+use crate::session::{AnswerKind, CancelError};
+
+const INSTRUCTIONS: &str = "Tools run as background calls. A call that takes a while answers with \
+its first progress update and its call_id, and goes on running: ask for its status with \
+toolhost_task_status, list what runs with toolhost_running_tasks, and stop a cancellable call \
+with toolhost_cancel_task. Do not assume results that an answer does not state.";
+
+/// What an HTTP server's handlers share.
+pub(crate) struct HttpLane {
+    pub(crate) host: Host,
+    pub(crate) options: Arc<McpOptions>,
+    /// The session of requests that belong to no connection (2026-07-28).
+    pub(crate) shared: Arc<Connection>,
+    pub(crate) open: Arc<watch::Sender<usize>>,
+}
+
+enum Lane {
+    /// stdio: the one connection; `serve_stdio` closes it.
+    Fixed(Arc<Connection>),
+    /// HTTP: a client that opens a session with `initialize` gets its own
+    /// connection, closed with the handler; other requests use the shared one.
+    Http {
+        lane: Arc<HttpLane>,
+        own: OnceLock<Owned>,
+    },
+}
+
+/// The `rmcp` server handler of one connection (or, over HTTP, of one
+/// stateless request).
+pub(crate) struct ToolServer {
+    lane: Lane,
+}
+
+impl ToolServer {
+    pub(crate) fn for_connection(connection: Arc<Connection>) -> Self {
+        Self {
+            lane: Lane::Fixed(connection),
+        }
+    }
+
+    pub(crate) fn for_http(lane: Arc<HttpLane>) -> Self {
+        Self {
+            lane: Lane::Http {
+                lane,
+                own: OnceLock::new(),
+            },
+        }
+    }
+
+    fn connection(&self) -> &Arc<Connection> {
+        match &self.lane {
+            Lane::Fixed(c) => c,
+            Lane::Http { lane, own } => own.get().map_or(&lane.shared, |o| &o.0),
+        }
+    }
+
+    fn tool_list(&self) -> Vec<Tool> {
+        self.connection()
+            .session()
+            .tools()
+            .iter()
+            .map(convert::tool)
+            .collect()
+    }
+
+    /// Answer with a task that follows `call_id` until it ends.
+    fn task(
+        &self,
+        call_id: &str,
+        status_message: Option<String>,
+        events: broadcast::Receiver<CallEvent>,
+    ) -> CallToolResponse {
+        let connection = self.connection().clone();
+        let task = connection.tasks().create(call_id, status_message);
+        tracing::info!(session = %connection.session().id(), call_id, task_id = %task.task_id, "call answered with a task");
+        tokio::spawn(follow_task(
+            connection,
+            task.task_id.clone(),
+            call_id.to_owned(),
+            events,
+        ));
+        CallToolResponse::Task(CreateTaskResult::new(task))
+    }
+}
+
+impl ServerHandler for ToolServer {
+    fn get_info(&self) -> ServerConfig {
+        let mut capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed();
+        if self.connection().options().tasks {
+            capabilities = capabilities.enable_tasks();
+        }
+        ServerConfig::new(capabilities.build())
+            .with_server_info(
+                Implementation::new("toolhost", env!("CARGO_PKG_VERSION")).with_title("toolhost"),
+            )
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        if let Lane::Http { lane, own } = &self.lane {
+            own.get_or_init(|| {
+                Owned(Connection::open_counted(
+                    &lane.host,
+                    lane.options.clone(),
+                    Some(lane.open.clone()),
+                ))
+            });
+        }
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        // Only sessions opened with `initialize` get here; 2026-07-28
+        // clients ask for changes with `subscriptions/listen` instead.
+        self.connection().follow_tool_list(context.peer);
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        // Right after start the folder may still be loading; list it whole.
+        self.connection().host().ready().await;
+        Ok(ListToolsResult::with_all_items(self.tool_list()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.connection()
+            .session()
+            .tools()
+            .iter()
+            .find(|t| t.name == name)
+            .map(convert::tool)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let connection = self.connection().clone();
+        let session = connection.session().clone();
+        let call_id = connection.new_call_id();
+        let tool = request.name.to_string();
+        let arguments = request
+            .arguments
+            .map(|a| Value::Object(a).to_string())
+            .unwrap_or_else(|| "{}".into());
+        // Tasks are an extension of the 2026-07-28 revision: older peers
+        // cannot tell a task from a result (their results carry no
+        // `resultType`), whatever they declare.
+        let tasks = connection.options().tasks
+            && context
+                .protocol_version()
+                .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
+            && context
+                .client_capabilities()
+                .is_some_and(|c| c.supports_tasks());
+        let mut progress = Progress::new(context.peer.clone(), context.meta.get_progress_token());
+        tracing::debug!(session = %session.id(), %call_id, %tool, tasks, "tools/call");
+
+        // Subscribed before the call starts, so none of its events is
+        // missed; only when progress or a task needs them, since every
+        // subscriber wakes for every call of the session.
+        let mut events = (progress.wanted() || tasks).then(|| session.subscribe());
+        let mut call = tokio::spawn({
+            let session = session.clone();
+            let call_id = call_id.clone();
+            async move { session.call(&call_id, &tool, &arguments).await }
+        });
+        let task_after = connection.options().task_after;
+        let task_after = async move {
+            if tasks {
+                tokio::time::sleep(task_after).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::pin!(task_after);
+        let mut cancel_asked = false;
+        let answer = loop {
+            tokio::select! {
+                biased;
+                joined = &mut call => {
+                    break joined.map_err(|e| ErrorData::internal_error(format!("the call failed: {e}"), None))?;
+                }
+                () = context.ct.cancelled(), if !cancel_asked => {
+                    cancel_asked = true;
+                    cancel_for_client(&connection, &call_id);
+                }
+                () = &mut task_after => {
+                    // Still running: follow it as a task; the call goes on.
+                    if let Some(events) = events {
+                        return Ok(self.task(&call_id, None, events));
+                    }
+                }
+                event = next_event(&mut events) => progress.forward(&call_id, event).await,
+            }
+        };
+        match (answer.kind, events) {
+            (AnswerKind::Released | AnswerKind::Queued, Some(events)) if tasks => {
+                let message = match answer.kind {
+                    AnswerKind::Released => session
+                        .record(&call_id)
+                        .and_then(|r| r.updates.last().map(|u| u.message.clone())),
+                    _ => Some(answer.output.clone()),
+                };
+                return Ok(self.task(&call_id, message, events));
+            }
+            // The first update answered the call; its progress notification
+            // goes out before the answer, while the request is still open.
+            (AnswerKind::Released, Some(mut events)) => {
+                progress.flush_first(&call_id, &mut events).await;
+            }
+            _ => {}
+        }
+        Ok(CallToolResponse::Complete(convert::answer(&answer)))
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        self.connection()
+            .tasks()
+            .get(&request.task_id)
+            .map(GetTaskResult::new)
+            .ok_or_else(|| unknown_task(&request.task_id))
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        // toolhost's tools never ask the client for input, so there is
+        // nothing to deliver; responses to unknown keys are ignored (SEP-2663).
+        match self.connection().tasks().call_id(&request.task_id) {
+            Some(_) => Ok(()),
+            None => Err(unknown_task(&request.task_id)),
+        }
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let connection = self.connection();
+        let call_id = connection
+            .tasks()
+            .call_id(&request.task_id)
+            .ok_or_else(|| unknown_task(&request.task_id))?;
+        match connection.session().cancel(&call_id) {
+            Ok(()) => {
+                tracing::info!(session = %connection.session().id(), %call_id, task_id = %request.task_id, "task cancelled by the client");
+                Ok(())
+            }
+            // Already ended: its task shows how.
+            Err(CancelError::NotFound(_)) => Ok(()),
+            // B20: only cancellable tools can be cancelled.
+            Err(e @ CancelError::NotCancellable { .. }) => {
+                Err(ErrorData::invalid_params(e.to_string(), None))
+            }
+        }
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(SubscriptionFilter::builder().tools_list_changed().build())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let connection = self.connection().clone();
+        let mut changed = connection.host().tools_changed();
+        changed.mark_unchanged();
+        if context.accepted().tools_list_changed != Some(true) {
+            context.cancelled().await;
+            return Ok(());
+        }
+        loop {
+            tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                () = connection.closing() => return Ok(()),
+                result = changed.changed() => {
+                    if result.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            if let Err(e) = context.sink().notify_tool_list_changed().await {
+                tracing::debug!(error = %e, "subscription gone");
+                return Ok(());
+            }
+            tracing::info!(session = %connection.session().id(), "sent tools/list_changed on a subscription");
+        }
+    }
+}
+
+/// `notifications/cancelled` for an open call: cancel it (B20–B22). A call
+/// that is not cancellable runs on; the client has stopped waiting for it.
+fn cancel_for_client(connection: &Connection, call_id: &str) {
+    let session = connection.session();
+    match session.cancel(call_id) {
+        Ok(()) => tracing::info!(session = %session.id(), call_id, "call cancelled by the client"),
+        Err(e) => {
+            tracing::info!(session = %session.id(), call_id, reason = %e, "the client cancelled a call that goes on")
+        }
+    }
+}
+
+fn unknown_task(task_id: &str) -> ErrorData {
+    ErrorData::invalid_params(format!("unknown task `{task_id}`"), None)
+}
+
+/// Follow a call answered with a task until it ends, keeping the task's
+/// status message on the latest update.
+async fn follow_task(
+    connection: Arc<Connection>,
+    task_id: String,
+    call_id: String,
+    mut events: broadcast::Receiver<CallEvent>,
+) {
+    let tasks = connection.tasks();
+    loop {
+        match events.recv().await {
+            Ok(event) if event.call_id == call_id => match event.kind {
+                EventKind::Updated { message, .. } => tasks.set_message(&task_id, message),
+                EventKind::Ended {
+                    status,
+                    result,
+                    error,
+                    ..
+                } => {
+                    let (payload, message) =
+                        convert::task_end(status, result.as_ref(), error.as_deref());
+                    tasks.finish(&task_id, payload, message);
+                    return;
+                }
+                EventKind::Started => {}
+            },
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(%call_id, missed, "task fell behind the session's events");
+                if let Some(record) = connection.session().record(&call_id)
+                    && !record.status.is_live()
+                {
+                    let (payload, message) = convert::task_end(
+                        record.status,
+                        record.result.as_ref(),
+                        record.error.as_deref(),
+                    );
+                    tasks.finish(&task_id, payload, message);
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                let (payload, message) =
+                    convert::task_end(crate::records::CallStatus::Interrupted, None, None);
+                tasks.finish(&task_id, payload, message);
+                return;
+            }
+        }
+    }
+}
+
+/// The next event, or never without a subscription.
+async fn next_event(
+    events: &mut Option<broadcast::Receiver<CallEvent>>,
+) -> Result<CallEvent, broadcast::error::RecvError> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Progress notifications of one request, when the client asked for them.
+struct Progress {
+    peer: Peer<RoleServer>,
+    token: Option<ProgressToken>,
+    sent: usize,
+}
+
+impl Progress {
+    fn new(peer: Peer<RoleServer>, token: Option<ProgressToken>) -> Self {
+        Self {
+            peer,
+            token,
+            sent: 0,
+        }
+    }
+
+    fn wanted(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Send an update of `call_id` as `notifications/progress`.
+    async fn forward(
+        &mut self,
+        call_id: &str,
+        event: Result<CallEvent, broadcast::error::RecvError>,
+    ) {
+        let Some(token) = &self.token else { return };
+        let Ok(CallEvent {
+            call_id: id,
+            kind: EventKind::Updated { n, message },
+            ..
+        }) = event
+        else {
+            return;
+        };
+        if id != call_id {
+            return;
+        }
+        let mut params = ProgressNotificationParam::new(token.clone(), n as f64);
+        params.message = Some(message);
+        if let Err(e) = self.peer.notify_progress(params).await {
+            tracing::debug!(call_id, error = %e, "progress not delivered");
+        }
+        self.sent = n;
+    }
+
+    /// The call was answered by its first update, whose event is emitted
+    /// just after the answer: send it now, unless already sent.
+    async fn flush_first(&mut self, call_id: &str, events: &mut broadcast::Receiver<CallEvent>) {
+        if self.token.is_none() || self.sent > 0 {
+            return;
+        }
+        let wait = tokio::time::sleep(std::time::Duration::from_millis(200));
+        tokio::pin!(wait);
+        while self.sent == 0 {
+            tokio::select! {
+                () = &mut wait => return,
+                event = events.recv() => {
+                    if matches!(event, Err(broadcast::error::RecvError::Closed)) {
+                        return;
+                    }
+                    self.forward(call_id, event).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,582 @@
+//! `toolhost serve` against real third-party MCP clients: the Python SDK
+//! (`mcp` from PyPI, driven by `tests/mcp/client.py`) and the MCP
+//! Inspector's CLI (from npm), over stdio and streamable HTTP.
+//!
+//! `tools/test` installs both (a venv in `target/mcp-venv`, `npm ci` in
+//! `tests/mcp`). Python scenarios run under both protocol eras: `auto`
+//! negotiates 2026-07-28, `legacy` forces the `initialize` handshake.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::{Folder, example, root, test_plugin};
+
+const TOOLHOST: &str = env!("CARGO_BIN_EXE_toolhost");
+
+/// The served folder: behave, with a manifest that lets a spinning call
+/// run long enough for a slow client to cancel it, and stops it soon after
+/// the cancel (B21).
+fn folder() -> Folder {
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &test_plugin("behave"),
+        "behave",
+        "[limits]\nfuel = 1_000_000_000_000\ncancel-grace = \"200ms\"\n",
+    );
+    folder
+}
+
+fn cache_dir() -> PathBuf {
+    root().join("target").join("toolhost-test-cache")
+}
+
+fn python() -> PathBuf {
+    let python = root().join("target/mcp-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run tools/test, which installs the MCP clients",
+        python.display()
+    );
+    python
+}
+
+fn inspector() -> PathBuf {
+    let bin = root().join("tests/mcp/node_modules/.bin/mcp-inspector");
+    assert!(
+        bin.exists(),
+        "{} is missing: run tools/test, which installs the MCP clients",
+        bin.display()
+    );
+    bin
+}
+
+fn show(what: &str, out: &Output) -> String {
+    format!(
+        "{what}: {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `toolhost serve --http 127.0.0.1:0`, its URL read from its stderr.
+struct HttpServer {
+    child: Child,
+    url: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl HttpServer {
+    fn start(folder: &Folder) -> Self {
+        let mut child = Command::new(TOOLHOST)
+            .args(["-v", "--plugins"])
+            .arg(folder.path())
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .env("TOOLHOST_CACHE_DIR", cache_dir())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start toolhost serve --http");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("toolhost: serving MCP on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+                let mut log = sink.lock().unwrap_or_else(|p| p.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("toolhost serve --http printed no URL");
+        Self { child, url, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+enum Transport<'a> {
+    Stdio(&'a Folder),
+    Http(&'a HttpServer),
+}
+
+/// Run one scenario of `tests/mcp/client.py`; it checks the behaviour itself.
+fn py(transport: Transport, mode: &str, scenario: &str, extra: &[&str]) {
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("tests/mcp/client.py"))
+        .args(["--mode", mode])
+        .env("TOOLHOST_CACHE_DIR", cache_dir());
+    match transport {
+        Transport::Stdio(folder) => {
+            cmd.args(["--stdio", TOOLHOST, "--plugins"])
+                .arg(folder.path());
+        }
+        Transport::Http(server) => {
+            cmd.args(["--url", &server.url]);
+        }
+    }
+    let out = cmd
+        .args(extra)
+        .arg(scenario)
+        .output()
+        .expect("run client.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        show(&format!("python {scenario} ({mode})"), &out)
+    );
+}
+
+fn py_stdio(mode: &str, scenario: &str) {
+    let folder = folder();
+    py(Transport::Stdio(&folder), mode, scenario, &[]);
+}
+
+fn py_http(mode: &str, scenario: &str) {
+    let folder = folder();
+    let server = HttpServer::start(&folder);
+    py(Transport::Http(&server), mode, scenario, &[]);
+}
+
+fn py_list_changed(mode: &str, http: bool) {
+    let folder = folder();
+    let drop = example("rust-compute");
+    let path = folder.path().to_string_lossy().into_owned();
+    let extra = ["--folder", &path, "--drop", &drop.to_string_lossy()];
+    if http {
+        let server = HttpServer::start(&folder);
+        py(Transport::Http(&server), mode, "list-changed", &extra);
+    } else {
+        py(Transport::Stdio(&folder), mode, "list-changed", &extra);
+    }
+}
+
+// --- The Python SDK over stdio ---
+
+#[test]
+fn python_stdio_lists_tools_with_schemas_titles_and_companions() {
+    py_stdio("auto", "list");
+    py_stdio("legacy", "list");
+}
+
+#[test]
+fn python_stdio_calls_a_tool_with_text_and_structured_data() {
+    py_stdio("auto", "call");
+}
+
+#[test]
+fn python_stdio_invalid_arguments_answer_with_is_error_naming_the_field() {
+    py_stdio("auto", "invalid-arguments");
+}
+
+#[test]
+fn python_stdio_updates_arrive_as_progress_and_the_first_answers() {
+    py_stdio("auto", "progress");
+    py_stdio("legacy", "progress");
+}
+
+#[test]
+fn python_stdio_duplicates_are_rejected_or_need_confirming() {
+    py_stdio("auto", "duplicates");
+    py_stdio("legacy", "duplicates");
+}
+
+#[test]
+fn python_stdio_cancelled_requests_cancel_their_calls() {
+    py_stdio("auto", "cancel");
+    py_stdio("legacy", "cancel");
+}
+
+#[test]
+fn python_stdio_task_followed_to_completion() {
+    py_stdio("auto", "task");
+}
+
+#[test]
+fn python_stdio_task_cancelled_while_the_tool_spins() {
+    py_stdio("auto", "task-cancel");
+}
+
+#[test]
+fn python_stdio_list_changed_after_a_plugin_is_dropped_in() {
+    py_list_changed("auto", false);
+    py_list_changed("legacy", false);
+}
+
+// --- The Python SDK over streamable HTTP ---
+
+#[test]
+fn python_http_lists_tools_with_schemas_titles_and_companions() {
+    py_http("auto", "list");
+    py_http("legacy", "list");
+}
+
+#[test]
+fn python_http_calls_a_tool_with_text_and_structured_data() {
+    py_http("auto", "call");
+}
+
+#[test]
+fn python_http_invalid_arguments_answer_with_is_error_naming_the_field() {
+    py_http("auto", "invalid-arguments");
+}
+
+#[test]
+fn python_http_updates_arrive_as_progress_and_the_first_answers() {
+    py_http("auto", "progress");
+    py_http("legacy", "progress");
+}
+
+#[test]
+fn python_http_duplicates_are_rejected_or_need_confirming() {
+    py_http("auto", "duplicates");
+    py_http("legacy", "duplicates");
+}
+
+#[test]
+fn python_http_cancelled_requests_cancel_their_calls() {
+    py_http("auto", "cancel");
+    py_http("legacy", "cancel");
+}
+
+#[test]
+fn python_http_task_followed_to_completion() {
+    py_http("auto", "task");
+}
+
+#[test]
+fn python_http_task_cancelled_while_the_tool_spins() {
+    py_http("auto", "task-cancel");
+}
+
+#[test]
+fn python_http_list_changed_after_a_plugin_is_dropped_in() {
+    py_list_changed("auto", true);
+    py_list_changed("legacy", true);
+}
+
+#[test]
+fn http_refuses_a_foreign_host_header() {
+    let folder = folder();
+    let server = HttpServer::start(&folder);
+    let addr = server
+        .url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("address")
+        .to_owned();
+    let request = "POST /mcp HTTP/1.1\r\nHost: evil.example\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("send");
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).expect("read");
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    assert!(status.contains(" 403 "), "{status}\n{}", server.log());
+}
+
+// --- The MCP Inspector's CLI ---
+
+/// One `mcp-inspector --cli --format json` run against `target`; its JSON.
+fn inspect(target: &[&str], era: &str, args: &[&str]) -> (Value, Output) {
+    let out = Command::new(inspector())
+        .args(["--cli", "--format", "json", "--protocol-era", era])
+        .args(args)
+        .args(target)
+        .env("TOOLHOST_CACHE_DIR", cache_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the inspector");
+    // The result goes to stdout; an error (or a tool's isError) also puts
+    // an error object on stderr.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let json = stdout
+        .lines()
+        .chain(stderr.lines())
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null);
+    (json, out)
+}
+
+fn inspect_ok(target: &[&str], era: &str, args: &[&str]) -> Value {
+    let (json, out) = inspect(target, era, args);
+    assert!(
+        out.status.success() && json.get("result").is_some(),
+        "{}",
+        show(&format!("inspector {args:?}"), &out)
+    );
+    json["result"].clone()
+}
+
+fn call<'a>(tool: &'a str, arguments: &'a str) -> Vec<&'a str> {
+    vec![
+        "--method",
+        "tools/call",
+        "--tool-name",
+        tool,
+        "--tool-args-json",
+        arguments,
+    ]
+}
+
+fn text(result: &Value) -> String {
+    result["content"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|b| b["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+fn stdio_target(folder: &Folder) -> Vec<String> {
+    vec![
+        TOOLHOST.to_owned(),
+        "--plugins".to_owned(),
+        folder.path().to_string_lossy().into_owned(),
+        "serve".to_owned(),
+    ]
+}
+
+/// What every transport must show the inspector: the list, a call with
+/// data, invalid arguments, and a released call's first update.
+fn inspector_basics(target: &[&str]) {
+    let tools = inspect_ok(target, "legacy", &["--method", "tools/list"]);
+    let tools = tools["tools"].as_array().expect("tools");
+    let find = |name: &str| {
+        tools
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is not listed"))
+    };
+    assert_eq!(find("typed")["title"], "Typed");
+    assert!(find("data")["outputSchema"].is_object());
+    assert!(find("confirm_me")["inputSchema"]["properties"]["confirm_duplicate"].is_object());
+    find("toolhost_cancel_task");
+
+    let data = inspect_ok(target, "legacy", &call("data", r#"{"n": 5}"#));
+    assert_eq!(
+        data["structuredContent"],
+        serde_json::json!({"n": 5, "double": 10})
+    );
+    assert_eq!(data["isError"], false);
+
+    // An isError result makes the inspector exit non-zero, with the result.
+    let (json, _) = inspect(target, "legacy", &call("typed", r#"{"name": "x"}"#));
+    assert_eq!(json["result"]["isError"], true, "{json}");
+    assert!(text(&json["result"]).contains("count"), "{json}");
+
+    let released = inspect_ok(
+        target,
+        "legacy",
+        &call("progress", r#"{"n": 2, "sleep_ms": 50}"#),
+    );
+    let answer = text(&released);
+    assert!(
+        answer.contains("step 1 of 2") && answer.contains("call_"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn inspector_stdio_lists_calls_and_reports_invalid_arguments() {
+    let folder = folder();
+    let target = stdio_target(&folder);
+    let target: Vec<&str> = target.iter().map(String::as_str).collect();
+    inspector_basics(&target);
+}
+
+#[test]
+fn inspector_http_lists_calls_and_reports_invalid_arguments() {
+    let folder = folder();
+    let server = HttpServer::start(&folder);
+    inspector_basics(&[&server.url]);
+}
+
+#[test]
+fn inspector_stdio_task_followed_to_completion() {
+    let folder = folder();
+    let target = stdio_target(&folder);
+    let target: Vec<&str> = target.iter().map(String::as_str).collect();
+    let result = inspect_ok(
+        &target,
+        "modern",
+        &call("progress", r#"{"n": 3, "sleep_ms": 300}"#),
+    );
+    assert_eq!(text(&result), "done after 3 steps");
+}
+
+#[test]
+fn inspector_http_task_followed_to_completion() {
+    let folder = folder();
+    let server = HttpServer::start(&folder);
+    let result = inspect_ok(
+        &[&server.url],
+        "modern",
+        &call("progress", r#"{"n": 3, "sleep_ms": 300}"#),
+    );
+    assert_eq!(text(&result), "done after 3 steps");
+    assert!(
+        server.log().contains("call answered with a task"),
+        "{}",
+        server.log()
+    );
+}
+
+/// The call_id of the running call of `tool`, seen through the companion
+/// tool (2026-07-28 requests over HTTP share one session).
+fn running_call(url: &str, tool: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let result = inspect_ok(&[url], "modern", &call("toolhost_running_tasks", "{}"));
+        if let Some(task) = result["structuredContent"]["tasks"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["tool"] == tool))
+        {
+            return task["call_id"].as_str().expect("call_id").to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{tool} never ran");
+}
+
+/// Run the inspector in the background; its output when it ends.
+fn inspect_in_background(url: &str, args: Vec<String>) -> std::thread::JoinHandle<(Value, Output)> {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        inspect(&[&url], "modern", &args)
+    })
+}
+
+fn owned(args: Vec<&str>) -> Vec<String> {
+    args.into_iter().map(str::to_owned).collect()
+}
+
+#[test]
+fn inspector_http_duplicates_are_rejected_or_need_confirming() {
+    let folder = folder();
+    let server = HttpServer::start(&folder);
+    let url = server.url.as_str();
+
+    let first = inspect_in_background(url, owned(call("reject_me", r#"{"ms": 8000}"#)));
+    let running = running_call(url, "reject_me");
+    let rejected = inspect_ok(&[url], "modern", &call("reject_me", r#"{"ms": 10}"#));
+    assert_eq!(rejected["isError"], false);
+    assert!(text(&rejected).contains(&running), "{rejected}");
+
+    let confirm = inspect_in_background(url, owned(call("confirm_me", r#"{"ms": 8000}"#)));
+    let running = running_call(url, "confirm_me");
+    let unconfirmed = inspect_ok(&[url], "modern", &call("confirm_me", r#"{"ms": 10}"#));
+    assert!(
+        text(&unconfirmed).contains(&running) && text(&unconfirmed).contains("confirm_duplicate"),
+        "{unconfirmed}"
+    );
+    let confirmed = inspect_ok(
+        &[url],
+        "modern",
+        &call("confirm_me", r#"{"ms": 10, "confirm_duplicate": true}"#),
+    );
+    assert_eq!(text(&confirmed), "done");
+
+    for handle in [first, confirm] {
+        let (json, out) = handle.join().expect("inspector thread");
+        assert_eq!(
+            text(&json["result"]),
+            "done",
+            "{}",
+            show("first call", &out)
+        );
+    }
+}
+
+#[test]
+fn inspector_http_task_cancelled_while_the_tool_spins() {
+    let folder = folder();
+    let server = HttpServer::start(&folder);
+    let url = server.url.as_str();
+    let spinning = inspect_in_background(url, owned(call("spin_cancellable", "{}")));
+    let call_id = running_call(url, "spin_cancellable");
+    // The CLI has no tasks/cancel; the companion tool cancels the call, and
+    // the task the inspector follows ends cancelled.
+    let args = format!(r#"{{"call_id": "{call_id}"}}"#);
+    let cancelled = inspect_ok(&[url], "modern", &call("toolhost_cancel_task", &args));
+    assert_eq!(cancelled["isError"], false, "{cancelled}");
+    let (json, out) = spinning.join().expect("inspector thread");
+    let said = format!("{json}");
+    assert!(
+        said.contains("was cancelled"),
+        "{}",
+        show("spinning call", &out)
+    );
+    let log = server.log();
+    assert!(log.contains("call answered with a task"), "{log}");
+}
+
+#[test]
+fn inspector_http_sees_the_tool_list_change_when_a_plugin_is_dropped_in() {
+    let folder = folder();
+    let server = HttpServer::start(&folder);
+    let url = server.url.as_str();
+    let init = inspect_ok(&[url], "legacy", &["--method", "initialize"]);
+    assert_eq!(init["capabilities"]["tools"]["listChanged"], true, "{init}");
+    let names = |result: Value| -> Vec<String> {
+        result["tools"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        !names(inspect_ok(&[url], "legacy", &["--method", "tools/list"]))
+            .contains(&"word_count".to_owned())
+    );
+    std::fs::copy(
+        example("rust-compute"),
+        folder.path().join("rust-compute.wasm"),
+    )
+    .expect("drop");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if names(inspect_ok(&[url], "legacy", &["--method", "tools/list"]))
+            .contains(&"word_count".to_owned())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "word_count never listed\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
