@@ -1,0 +1,170 @@
+//! Per-language figures for plugins written in Rust, Python, JavaScript and
+//! C: component size, compile time without a cache, load time from the
+//! compile cache, and the latency of a trivial tool (`word_count`: a fresh
+//! instance and one call) through `Host::call`. Prints figures, asserts
+//! nothing.
+//!
+//! Run with `tools/build-plugins && cargo bench -p toolhost --bench languages`;
+//! name languages to run only those: `… --bench languages -- python c`.
+//!
+//! The trivial tool is the same in every language: rust-compute's
+//! `word_count` and the `word_count` of the `<language>-behave` test plugins.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use toolhost::{Host, HostConfig};
+
+/// (language, plugin with the trivial tool, the language's example).
+const LANGUAGES: [(&str, &str, &str); 4] = [
+    ("rust", "plugins/rust-compute", "plugins/rust-indexer"),
+    ("python", "test-plugins/python-behave", "plugins/python-csv"),
+    ("js", "test-plugins/js-behave", "plugins/js-markdown"),
+    ("c", "test-plugins/c-behave", "plugins/c-checksum"),
+];
+const CALLS: usize = 2000;
+const LOADS: usize = 10;
+
+fn dist(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../dist")
+        .join(format!("{path}.wasm"))
+}
+
+fn config(cache: Option<PathBuf>) -> HostConfig {
+    HostConfig {
+        cache_dir: cache,
+        ..Default::default()
+    }
+}
+
+fn ms(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.2} s", d.as_secs_f64())
+    } else {
+        format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    }
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn size(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::metadata(path)?.len() as f64;
+    Ok(if bytes >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", bytes / 1024.0 / 1024.0)
+    } else {
+        format!("{:.0} KiB", bytes / 1024.0)
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let languages: Vec<_> = LANGUAGES
+        .iter()
+        .filter(|(l, ..)| wanted.is_empty() || wanted.iter().any(|w| w == l))
+        .collect();
+
+    println!("## Per language: size, compile (no cache), load from the cache");
+    println!(
+        "{:<8} {:<28} {:>9} {:>10} {:>12}",
+        "language", "plugin", "size", "compile", "cached load"
+    );
+    for (language, trivial, example) in &languages {
+        for plugin in [trivial, example] {
+            let file = dist(plugin);
+            anyhow::ensure!(
+                file.exists(),
+                "{} is missing: run tools/build-plugins",
+                file.display()
+            );
+            let (compile, load) = load_times(&file).await?;
+            println!(
+                "{language:<8} {plugin:<28} {:>9} {:>10} {:>12}",
+                size(&file)?,
+                ms(compile),
+                ms(load)
+            );
+        }
+    }
+
+    println!(
+        "\n## Trivial tool (word_count): a fresh instance and one call, {CALLS} calls in a row"
+    );
+    println!(
+        "{:<8} {:<28} {:>9} {:>9} {:>10}",
+        "language", "plugin", "p50", "p99", "calls/s"
+    );
+    let args = r#"{"text": "the quick brown fox jumps over the lazy dog"}"#;
+    let cache = tempfile::tempdir()?;
+    for (language, trivial, _) in &languages {
+        let host = Host::new(config(Some(cache.path().to_owned())))?;
+        host.load_file(dist(trivial))
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.reason))?;
+        for _ in 0..CALLS / 10 {
+            host.call("word_count", args).await.result?;
+        }
+        let mut lat = Vec::with_capacity(CALLS);
+        let started = Instant::now();
+        for _ in 0..CALLS {
+            let t = Instant::now();
+            let o = host.call("word_count", args).await;
+            lat.push(t.elapsed());
+            o.result?;
+        }
+        let total = started.elapsed();
+        lat.sort();
+        println!(
+            "{language:<8} {trivial:<28} {:>9} {:>9} {:>10.0}",
+            us(percentile(&lat, 0.50)),
+            us(percentile(&lat, 0.99)),
+            CALLS as f64 / total.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// The compile time of `file` with no cache, and the best of `LOADS` loads
+/// from a warm cache (read, deserialize, describe()).
+async fn load_times(file: &Path) -> anyhow::Result<(Duration, Duration)> {
+    let t = Instant::now();
+    Host::new(config(None))?
+        .check(file)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.reason))?;
+    let compile = t.elapsed();
+
+    let cache = tempfile::tempdir()?;
+    Host::new(config(Some(cache.path().to_owned())))?
+        .check(file)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.reason))?;
+    let mut best = Duration::MAX;
+    for _ in 0..LOADS {
+        let host = Host::new(config(Some(cache.path().to_owned())))?;
+        let t = Instant::now();
+        let plugin = host
+            .check(file)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.reason))?;
+        best = best.min(t.elapsed());
+        anyhow::ensure!(plugin.from_cache(), "{} was not cached", file.display());
+    }
+    Ok((compile, best))
+}
