@@ -69,22 +69,6 @@ fn session(host: &Host) -> Session {
     host.open_session(SessionOptions::default())
 }
 
-/// Waits until the call's record says it ended.
-async fn ended(s: &Session, call_id: &str) -> toolhost::CallRecord {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(r) = s.record(call_id)
-                && !r.status.is_live()
-            {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{call_id} did not end"))
-}
-
 /// The later items of a released call: its updates and final result.
 async fn later_items(s: &Session, call_id: &str) -> Vec<toolhost::Item> {
     ended(s, call_id).await;

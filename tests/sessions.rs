@@ -31,22 +31,6 @@ async fn session(manifest: Option<&str>) -> (Session, Folder) {
     (host.open_session(SessionOptions::default()), folder)
 }
 
-/// Wait until the call's record says it ended.
-async fn ended(s: &Session, call_id: &str) -> toolhost::CallRecord {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(r) = s.record(call_id)
-                && !r.status.is_live()
-            {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{call_id} did not end"))
-}
-
 /// Wait until the call is listed as running (or queued).
 async fn live(s: &Session, call_id: &str, status: CallStatus) {
     tokio::time::timeout(WAIT, async {

@@ -648,14 +648,7 @@ impl Session {
                 })
             })
             .collect();
-        let data = json!({ "tasks": tasks });
-        Answer {
-            call_id: call_id.to_owned(),
-            kind: AnswerKind::Result,
-            output: data.to_string(),
-            is_error: false,
-            data: Some(data),
-        }
+        data_answer(call_id, json!({ "tasks": tasks }))
     }
 
     fn task_status_answer(&self, call_id: &str, arguments: &str) -> Answer {
@@ -666,16 +659,10 @@ impl Session {
                     call_id,
                     format!("Error: there is no call `{target}` in this session."),
                 ),
-                Some(record) => {
-                    let data = serde_json::to_value(&record).unwrap_or(Value::Null);
-                    Answer {
-                        call_id: call_id.to_owned(),
-                        kind: AnswerKind::Result,
-                        output: data.to_string(),
-                        is_error: false,
-                        data: Some(data),
-                    }
-                }
+                Some(record) => data_answer(
+                    call_id,
+                    serde_json::to_value(&record).unwrap_or(Value::Null),
+                ),
             },
         }
     }
@@ -706,6 +693,17 @@ fn companion_argument(arguments: &str) -> Result<String, String> {
         .and_then(Value::as_str)
         .map(str::to_owned)
         .ok_or_else(|| "Error: invalid arguments: `call_id` (a string) is required.".to_owned())
+}
+
+/// A companion tool's data answer; the model reads the JSON text.
+fn data_answer(call_id: &str, data: Value) -> Answer {
+    Answer {
+        call_id: call_id.to_owned(),
+        kind: AnswerKind::Result,
+        output: data.to_string(),
+        is_error: false,
+        data: Some(data),
+    }
 }
 
 fn companion_error(call_id: &str, output: String) -> Answer {

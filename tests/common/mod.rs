@@ -109,3 +109,19 @@ pub fn text(outcome: &toolhost::CallOutcome) -> String {
         Err(e) => panic!("{} failed: {e:?}", outcome.tool),
     }
 }
+
+/// Wait until the call's record says it ended.
+pub async fn ended(s: &toolhost::Session, call_id: &str) -> toolhost::CallRecord {
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            if let Some(r) = s.record(call_id)
+                && !r.status.is_live()
+            {
+                return r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{call_id} did not end"))
+}
