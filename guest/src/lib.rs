@@ -62,9 +62,12 @@ pub trait Tools {
 
 type Handler = Box<dyn Fn(&str) -> Result<ToolOutput, ToolError>>;
 
-/// One tool: its spec and the function that runs it.
+/// One tool: its spec and the function that runs it. Schemas are generated
+/// only when the host asks `describe()`, never on a call.
 pub struct Tool {
     spec: ToolSpec,
+    input_schema: fn() -> serde_json::Value,
+    output_schema: Option<fn() -> serde_json::Value>,
     handler: Handler,
 }
 
@@ -84,13 +87,15 @@ impl Tool {
             spec: ToolSpec {
                 name: name.to_owned(),
                 description: description.to_owned(),
-                input_schema: schema_of::<A>().to_string(),
+                input_schema: String::new(),
                 output_schema: None,
                 on_duplicate: DuplicatePolicy::Allow,
                 duplicate_scope: DuplicateScope::Name,
                 cancellable: false,
                 delivery: Delivery::Conversational,
             },
+            input_schema: schema_of::<A>,
+            output_schema: None,
             handler: Box::new(move |arguments| {
                 let args: A = self::args(arguments)?;
                 run(args).map_err(Into::into)
@@ -100,7 +105,7 @@ impl Tool {
 
     /// Declare the schema of the data the tool returns, generated from `T`.
     pub fn output<T: JsonSchema>(mut self) -> Self {
-        self.spec.output_schema = Some(schema_of::<T>().to_string());
+        self.output_schema = Some(schema_of::<T>);
         self
     }
 
@@ -123,8 +128,13 @@ impl Tool {
         self
     }
 
-    pub fn spec(&self) -> &ToolSpec {
-        &self.spec
+    /// The spec `describe()` returns, with its schemas generated.
+    pub fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            input_schema: (self.input_schema)().to_string(),
+            output_schema: self.output_schema.map(|s| s().to_string()),
+            ..self.spec.clone()
+        }
     }
 }
 
@@ -141,7 +151,7 @@ pub fn schema_of<T: JsonSchema>() -> serde_json::Value {
 
 #[doc(hidden)]
 pub fn describe<T: Tools>() -> Vec<ToolSpec> {
-    T::tools().into_iter().map(|t| t.spec).collect()
+    T::tools().iter().map(Tool::spec).collect()
 }
 
 #[doc(hidden)]

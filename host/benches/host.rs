@@ -152,11 +152,11 @@ async fn core() -> anyhow::Result<()> {
     let mut hosts = Vec::new();
     for (label, e) in [
         ("unmetered", engine(false, 1)),
-        ("metered, yield every 100 000", engine(true, 100_000)),
         (
-            "metered, yield every 1 000 000 (default)",
-            engine(true, 1_000_000),
+            "metered, yield every 100 000 (default)",
+            engine(true, 100_000),
         ),
+        ("metered, yield every 1 000 000", engine(true, 1_000_000)),
         ("metered, yield every 10 000 000", engine(true, 10_000_000)),
     ] {
         let h = Host::new(HostConfig {
