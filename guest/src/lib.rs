@@ -200,6 +200,29 @@ pub fn spec(name: &str, description: &str, input_schema: serde_json::Value) -> T
     }
 }
 
+/// A folder `dir` under the granted folder `root`, which must not climb out
+/// of it: `"/data/notes"`, `"/notes"` and `"notes/"` all mean `root/notes`.
+/// Returns the path and its prefix relative to `root` (`"notes/"`, or `""`
+/// for `root` itself); a `..` part is invalid arguments.
+pub fn dir_under(root: &str, dir: Option<&str>) -> Result<(std::path::PathBuf, String), ToolError> {
+    let dir = dir.map(|d| {
+        let d = d
+            .strip_prefix(root)
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            .unwrap_or(d);
+        d.trim_matches('/')
+    });
+    let Some(dir) = dir.filter(|d| !d.is_empty()) else {
+        return Ok((std::path::PathBuf::from(root), String::new()));
+    };
+    if dir.split(['/', '\\']).any(|part| part == "..") {
+        return Err(ToolError::InvalidArguments(format!(
+            "dir must stay inside {root}: `..` is not allowed"
+        )));
+    }
+    Ok((std::path::Path::new(root).join(dir), format!("{dir}/")))
+}
+
 /// Parse the (already validated) arguments into `T`.
 pub fn args<T: DeserializeOwned>(arguments: &str) -> Result<T, ToolError> {
     serde_json::from_str(arguments).map_err(|e| ToolError::InvalidArguments(e.to_string()))

@@ -43,23 +43,7 @@ struct Match {
 
 /// The folder to look in: `dir` under the root, which must not climb out.
 fn start_dir(dir: Option<&str>) -> Result<(PathBuf, String), ToolError> {
-    // "/data/notes", "/notes" and "notes/" all mean the folder notes.
-    let dir = dir.map(|d| {
-        let d = d
-            .strip_prefix(ROOT)
-            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
-            .unwrap_or(d);
-        d.trim_matches('/')
-    });
-    let Some(dir) = dir.filter(|d| !d.is_empty()) else {
-        return Ok((PathBuf::from(ROOT), String::new()));
-    };
-    if dir.split(['/', '\\']).any(|part| part == "..") {
-        return Err(ToolError::InvalidArguments(format!(
-            "dir must stay inside {ROOT}: `..` is not allowed"
-        )));
-    }
-    Ok((Path::new(ROOT).join(dir), format!("{dir}/")))
+    toolhost_guest::dir_under(ROOT, dir)
 }
 
 /// Whether `name` matches `pattern`, where `*` is any run of characters and
