@@ -75,6 +75,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make a plugin folder to start from: `<LANG>-<NAME>/` with one working
+    /// tool, a manifest and a README. It builds with `tools/build-plugins`.
+    New {
+        /// The plugin name: lowercase letters, digits, - and _. The tool is
+        /// named after it (with _ for -).
+        name: String,
+        /// The language: rust, python, js or c.
+        #[arg(long, value_enum)]
+        lang: cli::Language,
+        /// The folder to make it in.
+        #[arg(long, default_value = "plugins")]
+        dir: PathBuf,
+    },
     /// Serve the tools over MCP: on stdio, or over streamable HTTP with
     /// --http. The plugin folder is followed live.
     Serve {
@@ -124,6 +137,9 @@ fn init_logging(verbose: u8) {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::New { name, lang, dir } = &cli.command {
+        return new(name, *lang, dir);
+    }
     let mut config = match &cli.config {
         Some(path) => HostConfig::load_file(path)?,
         None if Path::new("toolhost.toml").exists() => HostConfig::load_file("toolhost.toml")?,
@@ -163,11 +179,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("loading plugins from {}", cli.plugins.display()))?;
             cli::call(&host, &tool, &arguments, json).await
         }
+        Command::New { .. } => unreachable!("handled before the host starts"),
         Command::Serve { http, allow_host } => {
             cli::serve(&host, &cli.plugins, http, allow_host).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn new(name: &str, lang: cli::Language, dir: &Path) -> Result<ExitCode> {
+    let made = cli::new_plugin(name, lang, dir)?;
+    println!("created {}/", made.folder.display());
+    for file in &made.files {
+        println!("  {file}");
+    }
+    println!();
+    println!("build and try it from the toolhost checkout:");
+    println!("  tools/build-plugins {}", made.build_path);
+    println!(
+        "  tools/run call {} '{{\"text\": \"one two\\nthree\", \"delay_ms\": 500}}'",
+        made.tool
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn load(host: &Host, dir: &std::path::Path) -> Result<()> {
