@@ -10,34 +10,14 @@
 //! `cargo bench -p toolhost --bench host -- background` runs only the
 //! background figures.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use toolhost::{AnswerKind, EngineConfig, Host, HostConfig, SessionOptions};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn config(cache: Option<PathBuf>) -> HostConfig {
-    HostConfig {
-        cache_dir: cache,
-        ..Default::default()
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
+mod figures;
+use figures::{config, ms, percentile, root, us};
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()

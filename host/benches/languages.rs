@@ -10,10 +10,13 @@
 //! The trivial tool is the same in every language: rust-compute's
 //! `word_count` and the `word_count` of the `<language>-behave` test plugins.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use toolhost::{Host, HostConfig};
+use toolhost::Host;
+
+mod figures;
+use figures::{config, dist, ms, percentile, size, us};
 
 /// (language, plugin with the trivial tool, the language's example).
 const LANGUAGES: [(&str, &str, &str); 4] = [
@@ -24,44 +27,6 @@ const LANGUAGES: [(&str, &str, &str); 4] = [
 ];
 const CALLS: usize = 2000;
 const LOADS: usize = 10;
-
-fn dist(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../dist")
-        .join(format!("{path}.wasm"))
-}
-
-fn config(cache: Option<PathBuf>) -> HostConfig {
-    HostConfig {
-        cache_dir: cache,
-        ..Default::default()
-    }
-}
-
-fn ms(d: Duration) -> String {
-    if d >= Duration::from_secs(1) {
-        format!("{:.2} s", d.as_secs_f64())
-    } else {
-        format!("{:.1} ms", d.as_secs_f64() * 1e3)
-    }
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.0} µs", d.as_secs_f64() * 1e6)
-}
-
-fn size(path: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::metadata(path)?.len() as f64;
-    Ok(if bytes >= 1024.0 * 1024.0 {
-        format!("{:.1} MiB", bytes / 1024.0 / 1024.0)
-    } else {
-        format!("{:.0} KiB", bytes / 1024.0)
-    })
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()

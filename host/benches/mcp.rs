@@ -11,7 +11,7 @@
 //! `MCP_BENCH_CONCURRENCY` (default 16) the calls in flight.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,21 +22,10 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{Peer, ServiceExt};
 use serde_json::json;
 
+mod figures;
+use figures::{env_usize, percentile, root};
+
 const TOOLHOST: &str = env!("CARGO_BIN_EXE_toolhost");
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ has a parent")
-        .to_owned()
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A folder with only the compute plugin, so start-up is quick.
 fn plugin_folder() -> tempfile::TempDir {
@@ -81,11 +70,6 @@ async fn call(peer: &Peer<RoleClient>) -> Duration {
     let result = peer.call_tool(params()).await.expect("word_count");
     assert_ne!(result.is_error, Some(true), "word_count failed: {result:?}");
     started.elapsed()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 async fn measure(name: &str, client: RunningService<RoleClient, ()>) {
