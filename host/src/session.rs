@@ -345,29 +345,37 @@ impl Session {
                     message: format!("call_id `{call_id}` was already used in this session"),
                 });
             }
-            let dups: Vec<(&String, &Live)> = state
-                .live
-                .iter()
-                .filter(|(_, l)| l.tool == t.name && (key.is_none() || l.key == key))
-                .collect();
-            let running = dups
-                .iter()
-                .map(|(id, _)| format!("`{id}`"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let notice = |template: &str| Answer {
-                call_id: call_id.to_owned(),
-                kind: AnswerKind::Duplicate,
-                output: render(
-                    template,
-                    &[
-                        ("call_id", call_id),
-                        ("tool", &t.name),
-                        ("running", &running),
-                    ],
-                ),
-                is_error: false,
-                data: None,
+            // Under `allow` duplicates do not matter: no scan of the running
+            // calls, which may be thousands.
+            let dups: Vec<(&String, &Live)> = if t.on_duplicate == DuplicatePolicy::Allow {
+                Vec::new()
+            } else {
+                state
+                    .live
+                    .iter()
+                    .filter(|(_, l)| l.tool == t.name && (key.is_none() || l.key == key))
+                    .collect()
+            };
+            let notice = |template: &str| {
+                let running = dups
+                    .iter()
+                    .map(|(id, _)| format!("`{id}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                Answer {
+                    call_id: call_id.to_owned(),
+                    kind: AnswerKind::Duplicate,
+                    output: render(
+                        template,
+                        &[
+                            ("call_id", call_id),
+                            ("tool", &t.name),
+                            ("running", &running),
+                        ],
+                    ),
+                    is_error: false,
+                    data: None,
+                }
             };
             let mut wait_for = Vec::new();
             let mut answer_now = None;
