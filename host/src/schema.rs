@@ -58,7 +58,7 @@ pub fn export(tools: &[ToolView], format: SchemaFormat) -> Value {
                         "description": t.description,
                         "inputSchema": t.input_schema,
                     });
-                    if let Some(out) = &t.output_schema {
+                    if let Some(out) = t.output_schema.as_ref().filter(|_| t.answers_with_result) {
                         v["outputSchema"] = out.clone();
                     }
                     v
@@ -105,6 +105,7 @@ mod tests {
             plugin: Some("rust-files".into()),
             cancellable: false,
             background: true,
+            answers_with_result: true,
         }
     }
 
@@ -121,5 +122,15 @@ mod tests {
         let anthropic = export(&tools, SchemaFormat::Anthropic);
         assert_eq!(anthropic[0]["input_schema"]["type"], "object");
         assert!("gemini".parse::<SchemaFormat>().is_err());
+    }
+
+    #[test]
+    fn mcp_lists_an_output_schema_only_for_tools_that_answer_with_their_result() {
+        let released = ToolView {
+            answers_with_result: false,
+            ..view()
+        };
+        let mcp = export(&[released], SchemaFormat::Mcp);
+        assert!(mcp["tools"][0].get("outputSchema").is_none(), "{mcp}");
     }
 }

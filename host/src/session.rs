@@ -132,6 +132,13 @@ pub struct ToolView {
     pub plugin: Option<String>,
     pub cancellable: bool,
     pub background: bool,
+    /// Whether the answer of a call is always the tool's result: not a
+    /// duplicate notice (a policy other than `allow`), a started notice
+    /// (fire-and-forget) or, as far as the declaration says, a first update
+    /// (cancellable tools are the ones that run long and report progress).
+    /// MCP lists a tool's output schema only then: its clients check every
+    /// answer against it.
+    pub answers_with_result: bool,
 }
 
 /// Why a cancel was refused.
@@ -279,6 +286,9 @@ impl Session {
                     plugin: Some(e.plugin.name().to_owned()),
                     cancellable: t.cancellable,
                     background: true,
+                    answers_with_result: !t.cancellable
+                        && t.on_duplicate == DuplicatePolicy::Allow
+                        && t.delivery == Delivery::Conversational,
                 }
             })
             .collect();
@@ -1185,6 +1195,7 @@ fn companion_tools() -> Vec<ToolView> {
         plugin: None,
         cancellable: false,
         background: false,
+        answers_with_result: true,
     };
     vec![
         view(

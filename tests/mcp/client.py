@@ -163,6 +163,8 @@ async def scenario_list(client: Client, args: argparse.Namespace) -> None:
     check(typed.input_schema.get("required") == ["name", "count"], f"typed schema: {typed.input_schema}")
     check(typed.title == "Typed", f"typed title: {typed.title}")
     check(tools["data"].output_schema is not None, "data has no outputSchema")
+    # Its first update answers a call, without data: no outputSchema to check.
+    check(tools["progress_data"].output_schema is None, "progress_data lists an outputSchema")
     confirm = tools["confirm_me"].input_schema["properties"]
     check("confirm_duplicate" in confirm, f"confirm_me lacks confirm_duplicate: {confirm}")
 
@@ -202,6 +204,11 @@ async def scenario_progress(client: Client, args: argparse.Namespace) -> None:
     record = await wait_status(client, match.group(0), "done")
     check(len(record["updates"]) == 3, f"updates: {record['updates']}")
     check(record["result"]["text"] == "done after 3 steps", f"result: {record}")
+
+    # A tool with an output schema answered by its first update: the client,
+    # which checks answers against listed output schemas, takes it.
+    r = await client.call_tool("progress_data", {})
+    check(not r.is_error and "step 1 of 1" in text_of(r), f"progress_data: {r}")
 
 
 async def scenario_duplicates(client: Client, args: argparse.Namespace) -> None:

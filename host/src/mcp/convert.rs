@@ -19,7 +19,14 @@ pub(crate) fn tool(view: &ToolView) -> Tool {
     };
     let mut tool = Tool::new(view.name.clone(), view.description.clone(), Arc::new(input))
         .with_title(crate::schema::title(&view.name));
-    if let Some(Value::Object(output)) = &view.output_schema {
+    // A client checks every answer against a listed output schema, and a
+    // first update or a duplicate notice carries no data: list it only for
+    // tools that always answer with their result.
+    if let Some(Value::Object(output)) = view
+        .output_schema
+        .as_ref()
+        .filter(|_| view.answers_with_result)
+    {
         tool = tool.with_raw_output_schema(Arc::new(output.clone()));
     }
     tool

@@ -186,6 +186,22 @@ fn specs() -> Vec<ToolSpec> {
                 }),
             )
         },
+        ToolSpec {
+            cancellable: true,
+            output_schema: Some(
+                json!({
+                    "type": "object",
+                    "properties": { "steps": { "type": "integer" } },
+                    "required": ["steps"]
+                })
+                .to_string(),
+            ),
+            ..spec(
+                "progress_data",
+                "Sends one update, then returns {\"steps\": 1} as data.",
+                no_args(),
+            )
+        },
         spec(
             "update_then_fail",
             "Sends one update, then fails.",
@@ -338,6 +354,11 @@ impl Plugin for Behave {
                     }
                 }
                 Ok(ToolOutput::text(format!("done after {n} steps")))
+            }
+            "progress_data" => {
+                update("step 1 of 1");
+                sleep_ms(50);
+                Ok(ToolOutput::data(&json!({ "steps": 1 })))
             }
             "update_then_fail" => {
                 update("about to fail");
