@@ -533,6 +533,22 @@ impl Session {
         self.inner.state().records.get(call_id).cloned()
     }
 
+    /// The record of a call once it has ended; `None` for a call_id this
+    /// session does not know.
+    pub async fn ended(&self, call_id: &str) -> Option<CallRecord> {
+        let live = self
+            .inner
+            .state()
+            .live
+            .get(call_id)
+            .map(|l| l.ended.clone());
+        if let Some(mut ended) = live {
+            // An error means the task is gone: it ended too.
+            let _ = ended.wait_for(|ended| *ended).await;
+        }
+        self.record(call_id)
+    }
+
     /// Every call's record, in the order the calls were made.
     pub fn records(&self) -> Vec<CallRecord> {
         let state = self.inner.state();

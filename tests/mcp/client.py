@@ -165,6 +165,7 @@ async def scenario_list(client: Client, args: argparse.Namespace) -> None:
     check(tools["data"].output_schema is not None, "data has no outputSchema")
     # Its first update answers a call, without data: no outputSchema to check.
     check(tools["progress_data"].output_schema is None, "progress_data lists an outputSchema")
+    check(tools["update_then_data"].output_schema is not None, "update_then_data lists no outputSchema")
     confirm = tools["confirm_me"].input_schema["properties"]
     check("confirm_duplicate" in confirm, f"confirm_me lacks confirm_duplicate: {confirm}")
 
@@ -209,6 +210,13 @@ async def scenario_progress(client: Client, args: argparse.Namespace) -> None:
     # which checks answers against listed output schemas, takes it.
     r = await client.call_tool("progress_data", {})
     check(not r.is_error and "step 1 of 1" in text_of(r), f"progress_data: {r}")
+
+    # A tool whose output schema is listed answers with its result, its
+    # update arriving as progress.
+    seen.clear()
+    r = await client.call_tool("update_then_data", {}, progress_callback=on_progress)
+    check(not r.is_error and r.structured_content == {"steps": 1}, f"update_then_data: {r}")
+    check(seen == [(1.0, "step 1 of 1")], f"update_then_data progress: {seen}")
 
 
 async def scenario_duplicates(client: Client, args: argparse.Namespace) -> None:

@@ -6,7 +6,7 @@ use rmcp::model::{CallToolResult, ContentBlock, JsonObject, TaskPayload, Tool};
 use serde_json::{Value, json};
 
 use crate::call::Output;
-use crate::records::CallStatus;
+use crate::records::{CallRecord, CallStatus};
 use crate::session::{Answer, ToolView};
 
 /// A tool as `tools/list` shows it.
@@ -35,6 +35,23 @@ pub(crate) fn tool(view: &ToolView) -> Tool {
 /// The `tools/call` result of a session's answer.
 pub(crate) fn answer(answer: &Answer) -> CallToolResult {
     result(answer.output.clone(), answer.data.clone(), answer.is_error)
+}
+
+/// The `tools/call` result of a call that has ended: its result, its error
+/// or the cancellation (B22).
+pub(crate) fn ended(record: &CallRecord) -> CallToolResult {
+    match record.status {
+        CallStatus::Done => {
+            let output = record.result.as_ref();
+            let text = output.and_then(Output::model_text).unwrap_or_default();
+            result(text, output.and_then(|o| o.data.clone()), false)
+        }
+        CallStatus::Cancelled => result("the call was cancelled".into(), None, true),
+        _ => {
+            let error = record.error.as_deref().unwrap_or("the call failed");
+            result(error.to_owned(), None, true)
+        }
+    }
 }
 
 /// How a task ends when its call ended with `status` (B22 for

@@ -19,7 +19,7 @@ use super::connection::{Connection, Owned};
 use super::convert;
 use crate::host::Host;
 use crate::records::{CallEvent, EventKind};
-use crate::session::{AnswerKind, CancelError};
+use crate::session::{AnswerKind, CancelError, Session};
 
 const INSTRUCTIONS: &str = "Tools run as background calls. A call that takes a while answers with \
 its first progress update and its call_id, and goes on running: ask for its status with \
@@ -195,6 +195,7 @@ impl ServerHandler for ToolServer {
         let mut call = tokio::spawn({
             let session = session.clone();
             let call_id = call_id.clone();
+            let tool = tool.clone();
             async move { session.call(&call_id, &tool, &arguments).await }
         });
         let task_after = connection.options().task_after;
@@ -235,6 +236,27 @@ impl ServerHandler for ToolServer {
                     _ => Some(answer.output.clone()),
                 };
                 return Ok(self.task(&call_id, message, events));
+            }
+            // A tool whose output schema is listed answers with its result
+            // (the client checks the answer against it): the updates go out
+            // as progress while the call runs to its end.
+            (AnswerKind::Released, mut events) if lists_output_schema(&session, &tool) => {
+                let ended = session.ended(&call_id);
+                tokio::pin!(ended);
+                let record = loop {
+                    tokio::select! {
+                        biased;
+                        record = &mut ended => break record,
+                        () = context.ct.cancelled(), if !cancel_asked => {
+                            cancel_asked = true;
+                            cancel_for_client(&connection, &call_id);
+                        }
+                        event = next_event(&mut events) => progress.forward(&call_id, event).await,
+                    }
+                };
+                if let Some(record) = record {
+                    return Ok(CallToolResponse::Complete(convert::ended(&record)));
+                }
             }
             // The first update answered the call; its progress notification
             // goes out before the answer, while the request is still open.
@@ -331,6 +353,14 @@ impl ServerHandler for ToolServer {
 
 /// `notifications/cancelled` for an open call: cancel it (B20–B22). A call
 /// that is not cancellable runs on; the client has stopped waiting for it.
+/// Whether `tools/list` shows this tool's output schema.
+fn lists_output_schema(session: &Session, name: &str) -> bool {
+    session
+        .tools()
+        .iter()
+        .any(|t| t.name == name && t.output_schema.is_some() && t.answers_with_result)
+}
+
 fn cancel_for_client(connection: &Connection, call_id: &str) {
     let session = connection.session();
     match session.cancel(call_id) {

@@ -202,6 +202,21 @@ fn specs() -> Vec<ToolSpec> {
                 no_args(),
             )
         },
+        ToolSpec {
+            output_schema: Some(
+                json!({
+                    "type": "object",
+                    "properties": { "steps": { "type": "integer" } },
+                    "required": ["steps"]
+                })
+                .to_string(),
+            ),
+            ..spec(
+                "update_then_data",
+                "Sends one update, then returns {\"steps\": 1} as data. Not cancellable.",
+                no_args(),
+            )
+        },
         spec(
             "update_then_fail",
             "Sends one update, then fails.",
@@ -355,7 +370,7 @@ impl Plugin for Behave {
                 }
                 Ok(ToolOutput::text(format!("done after {n} steps")))
             }
-            "progress_data" => {
+            "progress_data" | "update_then_data" => {
                 update("step 1 of 1");
                 sleep_ms(50);
                 Ok(ToolOutput::data(&json!({ "steps": 1 })))
