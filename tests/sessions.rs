@@ -507,6 +507,22 @@ async fn b24_dropping_the_last_handle_stops_its_calls() {
 }
 
 #[tokio::test]
+async fn a_call_goes_on_when_its_caller_stops_waiting() {
+    // Session::call runs the call in the caller's task until it answers;
+    // the caller giving up hands the rest to the runtime.
+    let (s, _f) = session(None).await;
+    let waited = tokio::time::timeout(
+        Duration::from_millis(50),
+        s.call("c1", "sleep", r#"{"ms": 300}"#),
+    )
+    .await;
+    assert!(waited.is_err(), "the call answered within 50 ms");
+    assert!(s.record("c1").expect("record").status.is_live());
+    let r = ended(&s, "c1").await;
+    assert_eq!(r.status, CallStatus::Done, "{:?}", r.error);
+}
+
+#[tokio::test]
 async fn b25_companion_tools_list_status_and_cancel() {
     let (s, _f) = session(None).await;
     let names: Vec<String> = s.tools().into_iter().map(|t| t.name).collect();

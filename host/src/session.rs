@@ -20,12 +20,14 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::{Value, json};
+use tokio::sync::oneshot::error::RecvError;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 use crate::bindings::{Delivery, DuplicatePolicy, DuplicateScope};
@@ -487,15 +489,17 @@ impl Session {
             host: inner.host.clone(),
             session_id: inner.id.clone(),
         };
-        tokio::spawn(task.run(wait_for));
-        match answer_now {
-            Some(a) => a,
-            None => answer_rx.await.unwrap_or_else(|_| {
-                error(CallError::Unavailable {
+        let run = task.run(wait_for);
+        let Some(answer) = answer_now else {
+            return match Inline::new(run).until(answer_rx).await {
+                Ok(answer) => answer,
+                Err(_) => error(CallError::Unavailable {
                     detail: "the call ended without an answer".into(),
-                })
-            }),
-        }
+                }),
+            };
+        };
+        tokio::spawn(run);
+        answer
     }
 
     /// Ask a running or queued call to stop (B20–B22): `cancelled()` turns
@@ -806,6 +810,46 @@ impl Drop for ReplyRequest {
         }
         drop(state);
         self.session.pending_changed.notify_waiters();
+    }
+}
+
+/// A call's task, run by the caller until the call is answered: a call that
+/// returns without updates (most do) then costs no task spawn and no wake-up
+/// of another thread. Whatever is left of it is spawned, also when the
+/// caller stops waiting, so dropping `Session::call` never stops the call.
+struct Inline {
+    task: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Inline {
+    fn new(task: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self {
+            task: Some(Box::pin(task)),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// Runs the task until `answer` is sent, then hands the rest to the
+    /// runtime.
+    async fn until<T>(mut self, mut answer: oneshot::Receiver<T>) -> Result<T, RecvError> {
+        if let Some(task) = self.task.as_mut() {
+            tokio::select! {
+                biased;
+                () = task => self.task = None,
+                received = &mut answer => return received,
+            }
+        }
+        // The task ended, having sent the answer or dropped its sender.
+        answer.await
+    }
+}
+
+impl Drop for Inline {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            self.runtime.spawn(task);
+        }
     }
 }
 
