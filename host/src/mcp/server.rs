@@ -192,12 +192,10 @@ impl ServerHandler for ToolServer {
         // missed; only when progress or a task needs them, since every
         // subscriber wakes for every call of the session.
         let mut events = (progress.wanted() || tasks).then(|| session.subscribe());
-        let mut call = tokio::spawn({
-            let session = session.clone();
-            let call_id = call_id.clone();
-            let tool = tool.clone();
-            async move { session.call(&call_id, &tool, &arguments).await }
-        });
+        // Polled here, not spawned: the call runs in this task until it
+        // answers, and goes on by itself if this request is dropped.
+        let call = session.call(&call_id, &tool, &arguments);
+        tokio::pin!(call);
         let task_after = connection.options().task_after;
         let task_after = async move {
             if tasks {
@@ -211,9 +209,7 @@ impl ServerHandler for ToolServer {
         let answer = loop {
             tokio::select! {
                 biased;
-                joined = &mut call => {
-                    break joined.map_err(|e| ErrorData::internal_error(format!("the call failed: {e}"), None))?;
-                }
+                answer = &mut call => break answer,
                 () = context.ct.cancelled(), if !cancel_asked => {
                     cancel_asked = true;
                     cancel_for_client(&connection, &call_id);
