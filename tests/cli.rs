@@ -6,22 +6,6 @@ use std::process::Command;
 
 use common::*;
 
-fn toolhost(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_toolhost"))
-        .args(args)
-        .env(
-            "TOOLHOST_CACHE_DIR",
-            root().join("target").join("toolhost-test-cache"),
-        )
-        .output()
-        .expect("run toolhost");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn examples() -> String {
     example("rust-compute");
     root().join("dist").join("plugins").display().to_string()

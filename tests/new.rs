@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -18,20 +18,9 @@ use toolhost::{AnswerKind, CallError, CallStatus, Host, SessionOptions};
 
 const LANGUAGES: [&str; 4] = ["rust", "python", "js", "c"];
 
-fn toolhost(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_toolhost"))
-        .args(args)
-        .output()
-        .expect("run toolhost")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// `toolhost new tally --lang LANGUAGE --dir DIR`, which must succeed.
 fn new_plugin(language: &str, dir: &Path) {
-    let out = toolhost(&[
+    let (ok, stdout, stderr) = toolhost(&[
         "new",
         "tally",
         "--lang",
@@ -39,8 +28,7 @@ fn new_plugin(language: &str, dir: &Path) {
         "--dir",
         &dir.to_string_lossy(),
     ]);
-    assert!(out.status.success(), "{language}: {}", stderr(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(ok, "{language}: {stderr}");
     let folder = dir.join(format!("{language}-tally"));
     assert!(
         stdout.contains(&format!("tools/build-plugins {}", folder.display())),
@@ -142,18 +130,14 @@ async fn new_plugins_build_load_and_answer_in_every_language() {
         build.arg(dir.path().join(format!("{language}-tally")));
     }
     let built = build.output().expect("run tools/build-plugins");
-    assert!(
-        built.status.success(),
-        "tools/build-plugins failed:\n{}",
-        stderr(&built)
-    );
+    let log = String::from_utf8_lossy(&built.stderr);
+    assert!(built.status.success(), "tools/build-plugins failed:\n{log}");
     for language in LANGUAGES {
         let wasm = out.join(format!("{language}-tally.wasm"));
         assert!(
             wasm.is_file(),
-            "{language}: tools/build-plugins made no {}:\n{}",
+            "{language}: tools/build-plugins made no {}:\n{log}",
             wasm.display(),
-            stderr(&built)
         );
         check_tally(language, &wasm).await;
     }
@@ -164,21 +148,13 @@ fn new_refuses_a_bad_name_and_an_existing_folder_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let at = dir.path().to_string_lossy().into_owned();
     for bad in ["Tally", "9lives", "a/b", "tally-"] {
-        let out = toolhost(&["new", bad, "--lang", "python", "--dir", &at]);
-        assert!(!out.status.success(), "{bad}");
-        assert!(
-            stderr(&out).contains("invalid plugin name"),
-            "{bad}: {}",
-            stderr(&out)
-        );
+        let (ok, _, err) = toolhost(&["new", bad, "--lang", "python", "--dir", &at]);
+        assert!(!ok, "{bad}");
+        assert!(err.contains("invalid plugin name"), "{bad}: {err}");
     }
-    let out = toolhost(&["new", "tally", "--lang", "go", "--dir", &at]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("rust, python, js, c"),
-        "{}",
-        stderr(&out)
-    );
+    let (ok, _, err) = toolhost(&["new", "tally", "--lang", "go", "--dir", &at]);
+    assert!(!ok);
+    assert!(err.contains("rust, python, js, c"), "{err}");
     assert_eq!(
         std::fs::read_dir(dir.path()).expect("list").count(),
         0,
@@ -189,9 +165,9 @@ fn new_refuses_a_bad_name_and_an_existing_folder_and_writes_nothing() {
     let folder = dir.path().join("c-tally");
     std::fs::create_dir(&folder).expect("mkdir");
     std::fs::write(folder.join("mine.c"), "/* mine */").expect("write");
-    let out = toolhost(&["new", "tally", "--lang", "c", "--dir", &at]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    let (ok, _, err) = toolhost(&["new", "tally", "--lang", "c", "--dir", &at]);
+    assert!(!ok);
+    assert!(err.contains("already exists"), "{err}");
     let files: Vec<_> = std::fs::read_dir(&folder)
         .expect("list")
         .map(|e| e.expect("entry").file_name())
@@ -199,8 +175,8 @@ fn new_refuses_a_bad_name_and_an_existing_folder_and_writes_nothing() {
     assert_eq!(files, ["mine.c"]);
 
     // A name given with its language prefix is not prefixed twice.
-    let out = toolhost(&["new", "rust-tally", "--lang", "rust", "--dir", &at]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (ok, _, err) = toolhost(&["new", "rust-tally", "--lang", "rust", "--dir", &at]);
+    assert!(ok, "{err}");
     let cargo =
         std::fs::read_to_string(dir.path().join("rust-tally/Cargo.toml")).expect("Cargo.toml");
     assert!(cargo.contains("name = \"rust-tally\""), "{cargo}");

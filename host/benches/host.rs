@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use toolhost::{AnswerKind, EngineConfig, Host, HostConfig, SessionOptions};
 
 mod figures;
-use figures::{config, ms, percentile, root, us};
+use figures::{calls_in_a_row, config, ms, percentile, root, us};
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -76,20 +76,8 @@ async fn core() -> anyhow::Result<()> {
     let args = r#"{"text": "the quick brown fox jumps over the lazy dog"}"#;
 
     println!("\n## Trivial tool (word_count), in process");
-    for _ in 0..2000 {
-        host.call("word_count", args).await.result?;
-    }
     let n = 20_000;
-    let mut lat = Vec::with_capacity(n);
-    let t = Instant::now();
-    for _ in 0..n {
-        let c = Instant::now();
-        let o = host.call("word_count", args).await;
-        lat.push(c.elapsed());
-        o.result?;
-    }
-    let total = t.elapsed();
-    lat.sort();
+    let (lat, total) = calls_in_a_row(&host, "word_count", args, n).await?;
     println!(
         "1 caller:   p50 {}  p99 {}  {:.0} calls/s",
         us(percentile(&lat, 0.50)),

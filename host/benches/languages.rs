@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use toolhost::Host;
 
 mod figures;
-use figures::{config, dist, ms, percentile, size, us};
+use figures::{calls_in_a_row, config, dist, ms, percentile, size, us};
 
 /// (language, plugin with the trivial tool, the language's example).
 const LANGUAGES: [(&str, &str, &str); 4] = [
@@ -82,19 +82,7 @@ async fn run() -> anyhow::Result<()> {
         host.load_file(dist(trivial))
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.reason))?;
-        for _ in 0..CALLS / 10 {
-            host.call("word_count", args).await.result?;
-        }
-        let mut lat = Vec::with_capacity(CALLS);
-        let started = Instant::now();
-        for _ in 0..CALLS {
-            let t = Instant::now();
-            let o = host.call("word_count", args).await;
-            lat.push(t.elapsed());
-            o.result?;
-        }
-        let total = started.elapsed();
-        lat.sort();
+        let (lat, total) = calls_in_a_row(&host, "word_count", args, CALLS).await?;
         println!(
             "{language:<8} {trivial:<28} {:>9} {:>9} {:>10.0}",
             us(percentile(&lat, 0.50)),

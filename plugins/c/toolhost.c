@@ -320,23 +320,26 @@ const char *th_arg_json(const th_args *args, const char *key, size_t *len) {
 
 /* --- The answer --- */
 
+/* Replaces the contents of `buf` and marks it set. */
+static void set_part(th_buf *buf, bool *has, const char *format, va_list ap) {
+    buf->len = 0;
+    buf_vprintf(buf, format, ap);
+    *has = true;
+}
+
 int th_text(th_result *result, const char *format, ...) {
-    result->text.len = 0;
     va_list ap;
     va_start(ap, format);
-    buf_vprintf(&result->text, format, ap);
+    set_part(&result->text, &result->has_text, format, ap);
     va_end(ap);
-    result->has_text = true;
     return 0;
 }
 
 int th_data(th_result *result, const char *format, ...) {
-    result->data.len = 0;
     va_list ap;
     va_start(ap, format);
-    buf_vprintf(&result->data, format, ap);
+    set_part(&result->data, &result->has_data, format, ap);
     va_end(ap);
-    result->has_data = true;
     return 0;
 }
 

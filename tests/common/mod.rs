@@ -24,6 +24,24 @@ fn built(dir: &str, name: &str) -> PathBuf {
     path
 }
 
+/// Run the `toolhost` binary, with the tests' compile cache: whether it
+/// succeeded, its stdout and its stderr.
+pub fn toolhost(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"))
+        .args(args)
+        .env(
+            "TOOLHOST_CACHE_DIR",
+            root().join("target").join("toolhost-test-cache"),
+        )
+        .output()
+        .expect("run toolhost");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A built example plugin, `dist/plugins/NAME.wasm`.
 pub fn example(name: &str) -> PathBuf {
     built("plugins", name)

@@ -3,9 +3,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use toolhost::HostConfig;
+use toolhost::{Host, HostConfig};
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -63,4 +63,28 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// `n` calls of `tool` one after another, after `n / 10` to warm up: the
+/// sorted latencies and the time they took in all.
+pub async fn calls_in_a_row(
+    host: &Host,
+    tool: &str,
+    arguments: &str,
+    n: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    for _ in 0..n / 10 {
+        host.call(tool, arguments).await.result?;
+    }
+    let mut latencies = Vec::with_capacity(n);
+    let started = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        let outcome = host.call(tool, arguments).await;
+        latencies.push(t.elapsed());
+        outcome.result?;
+    }
+    let total = started.elapsed();
+    latencies.sort();
+    Ok((latencies, total))
 }

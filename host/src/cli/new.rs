@@ -86,24 +86,20 @@ pub fn new_plugin(name: &str, language: Language, parent: &Path) -> Result<NewPl
         .with_context(|| format!("resolving {}", parent.display()))?;
     let checkout = find_checkout(&parent)?;
     let folder = parent.join(&folder_name);
-    let build_path = match folder.strip_prefix(&checkout) {
-        Ok(rel) => rel.display().to_string(),
-        Err(_) => folder.display().to_string(),
-    };
-    let relative = |to: &Path| -> String {
-        pathdiff::diff_paths(to, &folder)
-            .unwrap_or_else(|| to.to_path_buf())
-            .display()
-            .to_string()
-    };
-    // How the manifest, copied to dist/plugins, names this folder: relative
-    // inside the checkout, absolute outside it.
-    let from_dist = match folder.strip_prefix(&checkout) {
-        Ok(rel) => Path::new("../..").join(rel),
-        Err(_) => folder.clone(),
+    let inside = folder.strip_prefix(&checkout).ok();
+    // The build command takes the folder relative to the checkout when it
+    // is inside; the manifest, copied to dist/plugins, names it from there.
+    let build_path = inside.unwrap_or(folder.as_path()).display().to_string();
+    let from_dist = match inside {
+        Some(rel) => Path::new("../..").join(rel),
+        None => folder.clone(),
     }
     .display()
     .to_string();
+    let guest = pathdiff::diff_paths(checkout.join("guest"), &folder)
+        .unwrap_or_else(|| checkout.join("guest"))
+        .display()
+        .to_string();
 
     let source = match language {
         Language::Rust => "src/lib.rs".to_owned(),
@@ -118,7 +114,7 @@ pub fn new_plugin(name: &str, language: Language, parent: &Path) -> Result<NewPl
         ("source", source.clone()),
         ("path", build_path.clone()),
         ("from_dist", from_dist),
-        ("guest", relative(&checkout.join("guest"))),
+        ("guest", guest),
     ];
     let render = |template: &str| -> String {
         vars.iter().fold(template.to_owned(), |text, (key, value)| {

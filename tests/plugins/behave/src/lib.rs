@@ -120,6 +120,16 @@ fn spin_once(iterations: i64) -> u64 {
     acc
 }
 
+/// The output schema of `progress_data` and `update_then_data`.
+fn steps_schema() -> String {
+    json!({
+        "type": "object",
+        "properties": { "steps": { "type": "integer" } },
+        "required": ["steps"]
+    })
+    .to_string()
+}
+
 fn specs() -> Vec<ToolSpec> {
     vec![
         spec("ok", "Returns the text \"ok\".", no_args()),
@@ -188,14 +198,7 @@ fn specs() -> Vec<ToolSpec> {
         },
         ToolSpec {
             cancellable: true,
-            output_schema: Some(
-                json!({
-                    "type": "object",
-                    "properties": { "steps": { "type": "integer" } },
-                    "required": ["steps"]
-                })
-                .to_string(),
-            ),
+            output_schema: Some(steps_schema()),
             ..spec(
                 "progress_data",
                 "Sends one update, then returns {\"steps\": 1} as data.",
@@ -203,14 +206,7 @@ fn specs() -> Vec<ToolSpec> {
             )
         },
         ToolSpec {
-            output_schema: Some(
-                json!({
-                    "type": "object",
-                    "properties": { "steps": { "type": "integer" } },
-                    "required": ["steps"]
-                })
-                .to_string(),
-            ),
+            output_schema: Some(steps_schema()),
             ..spec(
                 "update_then_data",
                 "Sends one update, then returns {\"steps\": 1} as data. Not cancellable.",
