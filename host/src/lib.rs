@@ -38,6 +38,7 @@ mod records;
 mod sandbox;
 mod schema;
 mod session;
+pub mod store;
 mod templates;
 
 pub use self::bindings::{Delivery, DuplicatePolicy, DuplicateScope};
