@@ -77,11 +77,8 @@ mod memory;
 mod sqlite;
 
 use std::fmt;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
@@ -365,9 +362,10 @@ impl TaskRecord {
     }
 }
 
-/// The answer to a write: a future that resolves to `Ok` once the write is
-/// queued (lazy) or committed and synced (durable), or to the reason it was
-/// not kept. Dropping it changes nothing.
+/// The answer to a write: await it for `Ok` once the write is queued
+/// (lazy) or committed and synced (durable), or for the reason it was not
+/// kept. Dropping it changes nothing, so a lazy write's ticket can be let go
+/// (`let _ = store.start(..)`).
 ///
 /// # Cancel safety
 /// Dropping the future before it resolves does not undo the write.
@@ -377,13 +375,13 @@ pub struct Ticket(TicketState);
 
 #[derive(Debug)]
 enum TicketState {
-    Ready(Option<Result<(), StoreError>>),
+    Ready(Result<(), StoreError>),
     Waiting(oneshot::Receiver<Result<(), StoreError>>),
 }
 
 impl Ticket {
     pub(crate) fn ready(result: Result<(), StoreError>) -> Self {
-        Ticket(TicketState::Ready(Some(result)))
+        Ticket(TicketState::Ready(result))
     }
 
     pub(crate) fn waiting() -> (oneshot::Sender<Result<(), StoreError>>, Self) {
@@ -392,18 +390,17 @@ impl Ticket {
     }
 }
 
-impl Future for Ticket {
+impl IntoFuture for Ticket {
     type Output = Result<(), StoreError>;
+    type IntoFuture = BoxFuture<'static, Result<(), StoreError>>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.0 {
-            TicketState::Ready(result) => {
-                Poll::Ready(result.take().unwrap_or(Err(StoreError::Closed)))
-            }
+    fn into_future(self) -> Self::IntoFuture {
+        match self.0 {
+            TicketState::Ready(result) => Box::pin(std::future::ready(result)),
             // A writer that went away without answering: the store closed.
-            TicketState::Waiting(rx) => Pin::new(rx)
-                .poll(cx)
-                .map(|r| r.unwrap_or(Err(StoreError::Closed))),
+            TicketState::Waiting(rx) => {
+                Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
+            }
         }
     }
 }

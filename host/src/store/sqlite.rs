@@ -391,7 +391,7 @@ fn prepare_writer(conn: &Connection, options: &StoreOptions) -> Result<(), Strin
         .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
         .map_err(sql)?;
     let ours = application_id == APPLICATION_ID;
-    if (application_id != 0 && !ours) || (!ours && tables > 0) {
+    if !ours && (application_id != 0 || tables > 0) {
         return Err("it is another program's database, not a toolhost task store".into());
     }
     if version > SCHEMA_VERSION {
