@@ -641,6 +641,7 @@ fn a_store_that_cannot_open_falls_back_to_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: prints figures"]
 async fn bench() {
+    use std::sync::Arc;
     use std::time::Instant;
     const N: u64 = 100_000;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -651,55 +652,83 @@ async fn bench() {
         ..StoreOptions::default()
     };
 
-    let store = SqliteStore::open(&path, options.clone()).expect("open");
+    let store = Arc::new(SqliteStore::open(&path, options.clone()).expect("open"));
+    // Records are made before the clock starts: what is timed is the store.
+    let calls: Vec<(TaskRecord, CallEnd)> = (0..N)
+        .map(|i| {
+            let r = record(&format!("done-{i}"), "s", "t", CallStatus::Running, i);
+            (r, done(i))
+        })
+        .collect();
     let begin = Instant::now();
-    for i in 0..N {
-        let id = format!("done-{i}");
-        let _ = store.start(
-            record(&id, "s", "t", CallStatus::Running, i),
-            Durability::Lazy,
-        );
-        let _ = store.end(&id, done(i), Durability::Lazy);
+    for (r, end) in calls {
+        let id = r.task_id.clone();
+        let _ = store.start(r, Durability::Lazy);
+        let _ = store.end(&id, end, Durability::Lazy);
     }
     let queued = begin.elapsed();
     store.flush().await.expect("flush");
     let committed = begin.elapsed();
     println!(
-        "{N} start+end pairs: queued in {queued:.2?} ({:.2?} per pair for the caller), \
-         committed in {committed:.2?} ({:.0} pairs/s)",
+        "{N} start+end pairs (lazy): queued in {queued:.2?} ({:.2?} per pair for the caller), \
+         all committed in {committed:.2?} ({:.0} pairs/s)",
         queued / N as u32,
         N as f64 / committed.as_secs_f64()
     );
 
+    let running: Vec<TaskRecord> = (0..N)
+        .map(|i| record(&format!("bg-{i}"), "s", "t", CallStatus::Running, N + i))
+        .collect();
     let begin = Instant::now();
-    for i in 0..N {
-        let _ = store.start(
-            record(&format!("bg-{i}"), "s", "t", CallStatus::Running, N + i),
-            Durability::Lazy,
-        );
+    for r in running {
+        let _ = store.start(r, Durability::Lazy);
     }
     store.flush().await.expect("flush");
-    println!("{N} running records committed in {:.2?}", begin.elapsed());
+    println!(
+        "{N} running records (lazy) committed in {:.2?}",
+        begin.elapsed()
+    );
+
+    let durable = 200;
     let begin = Instant::now();
-    let durable = 1_000;
     for i in 0..durable {
-        store
-            .start(
-                record(
-                    &format!("durable-{i}"),
+        let r = record(
+            &format!("durable-{i}"),
+            "s",
+            "t",
+            CallStatus::Running,
+            3 * N,
+        );
+        store.start(r, Durability::Durable).await.expect("durable");
+    }
+    println!(
+        "{durable} durable starts one after another: {:.2?} each (a synced commit each)",
+        begin.elapsed() / durable
+    );
+
+    let concurrent = 10_000;
+    let begin = Instant::now();
+    let tasks: Vec<_> = (0..concurrent)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let r = record(
+                    &format!("concurrent-{i}"),
                     "s",
                     "t",
                     CallStatus::Running,
-                    3 * N,
-                ),
-                Durability::Durable,
-            )
-            .await
-            .expect("durable");
+                    4 * N,
+                );
+                store.start(r, Durability::Durable).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task").expect("durable");
     }
     println!(
-        "{durable} durable starts one after another: {:.2?} each",
-        begin.elapsed() / durable
+        "{concurrent} concurrent durable starts: all committed in {:.2?}",
+        begin.elapsed()
     );
     let health = store.health();
     assert_eq!(health.lost_writes, 0, "{health}");
@@ -725,6 +754,63 @@ async fn bench() {
     println!(
         "database: {} for {} records",
         crate::format_bytes(size),
-        2 * N + u64::from(durable)
+        2 * N + u64::from(durable) + concurrent
     );
+}
+
+#[tokio::test]
+async fn the_writer_prunes_by_itself_when_it_opens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(&path, options()).expect("open");
+    let _ = store.start(
+        record("live", "s", "t", CallStatus::Running, 0),
+        Durability::Lazy,
+    );
+    for i in 0..5 {
+        let id = format!("f{i}");
+        let _ = store.start(
+            record(&id, "s", "t", CallStatus::Running, 1),
+            Durability::Lazy,
+        );
+        let _ = store.end(&id, done(100 + i), Durability::Lazy);
+    }
+    drop(store);
+
+    // Keep two finished records, pruning every hour: the first prune comes
+    // before the first write is taken.
+    let pruning = StoreOptions {
+        retention: Retention {
+            keep: Duration::from_secs(1_000 * 365 * 24 * 3600),
+            max: 2,
+        },
+        prune_every: Some(Duration::from_secs(3600)),
+        ..options()
+    };
+    let store = SqliteStore::open(&path, pruning).expect("reopen");
+    let mut ids: Vec<String> = all(&store).await.into_iter().map(|r| r.task_id).collect();
+    ids.sort();
+    assert_eq!(ids, ["f3", "f4", "live"]);
+}
+
+#[tokio::test]
+async fn the_memory_store_keeps_a_bounded_number_of_finished_records() {
+    let store = MemoryStore::new(StoreOptions {
+        memory_records: 3,
+        ..options()
+    });
+    for i in 0..6 {
+        let id = format!("f{i}");
+        let _ = store.start(
+            record(&id, "s", "t", CallStatus::Running, i),
+            Durability::Lazy,
+        );
+        let _ = store.end(&id, done(100 + i), Durability::Lazy);
+    }
+    let _ = store.start(
+        record("live", "s", "t", CallStatus::Running, 0),
+        Durability::Lazy,
+    );
+    let ids: Vec<String> = all(&store).await.into_iter().map(|r| r.task_id).collect();
+    assert_eq!(ids, ["f5", "f4", "f3", "live"]);
 }
