@@ -50,6 +50,18 @@
 //! one only says whether it was queued. Reads see committed writes: await
 //! [`TaskStore::flush`] first to read your own lazy writes.
 //!
+//! # Who reads what
+//!
+//! The task id is what lets a client read its call: random, given only to
+//! the client that started the call, so no client can guess another's.
+//! [`TaskStore::get`] is the client's read; [`TaskStore::list`] shows every
+//! session's calls and is for the operator (the CLI), or for a session's
+//! own calls when filtered by its `session_id`.
+//!
+//! A read by [`SqliteStore`] runs on the thread that polls it, on a
+//! connection of its own (WAL: it never waits for the writer): a read by
+//! task id takes microseconds, a listing of 50 records about a millisecond.
+//!
 //! # When the store fails
 //!
 //! Opening reports a clear [`StoreError::Open`] naming the file (corrupt,

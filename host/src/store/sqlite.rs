@@ -73,7 +73,11 @@ const TASK_COLUMNS: &str = "task_id, call_id, session_id, tool, arguments, statu
 
 /// Task records in a SQLite file; see the [module docs](super).
 ///
-/// Dropping the store commits what is queued and closes the file.
+/// The writer thread also prunes by [`StoreOptions::retention`]: when the
+/// store opens, then every [`StoreOptions::prune_every`].
+///
+/// Dropping the store waits for the writer to commit what is queued (at
+/// most [`StoreOptions::queue`] writes), then closes the file.
 #[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
