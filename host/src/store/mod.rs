@@ -60,7 +60,8 @@
 //!
 //! A read by [`SqliteStore`] runs on the thread that polls it, on a
 //! connection of its own (WAL: it never waits for the writer): a read by
-//! task id takes microseconds, a listing of 50 records about a millisecond.
+//! task id takes well under a millisecond, a listing of 50 records a few
+//! (see the benchmark in the tests).
 //!
 //! # When the store fails
 //!
@@ -70,7 +71,9 @@
 //! full, I/O error) is logged once with its reason; the store goes on
 //! accepting writes, drops what it cannot keep, counts it, and says so in
 //! [`TaskStore::health`] until a commit succeeds again. No write ever blocks
-//! or fails a call: a full queue drops the write (counted) rather than wait.
+//! or fails a call: a full queue drops the write (counted) rather than wait,
+//! and a durable write or a flush that meets a full queue resolves at once
+//! to [`StoreError::Full`].
 //!
 //! # Another store
 //!

@@ -745,6 +745,24 @@ async fn bench() {
         "recovery: open {opened:.2?}, {interrupted} records marked interrupted in {:.2?} total",
         begin.elapsed()
     );
+    let begin = Instant::now();
+    let reads = 1_000;
+    for i in 0..reads {
+        let id = format!("done-{}", i * 97);
+        assert!(store.get(&id).await.expect("get").is_some());
+    }
+    let per_get = begin.elapsed() / reads;
+    let begin = Instant::now();
+    for _ in 0..100 {
+        assert_eq!(
+            store.list(&Filter::default()).await.expect("list").len(),
+            50
+        );
+    }
+    println!(
+        "reads: get by task id {per_get:.2?}, a listing of 50 {:.2?}",
+        begin.elapsed() / 100
+    );
     drop(store);
     let size: u64 = ["tasks.db", "tasks.db-wal"]
         .iter()
@@ -813,4 +831,47 @@ async fn the_memory_store_keeps_a_bounded_number_of_finished_records() {
     );
     let ids: Vec<String> = all(&store).await.into_iter().map(|r| r.task_id).collect();
     assert_eq!(ids, ["f5", "f4", "f3", "live"]);
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_writes_counts_them_and_never_waits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(
+        &path,
+        StoreOptions {
+            queue: 2,
+            ..options()
+        },
+    )
+    .expect("open");
+    // Another connection holds the write lock: the writer stalls on its
+    // first batch, and the queue fills.
+    let blocker = rusqlite::Connection::open(&path).expect("second connection");
+    blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    let sent = 1_000;
+    let mut dropped = 0;
+    for i in 0..sent {
+        let r = record(&format!("t{i}"), "s", "t", CallStatus::Running, i);
+        match store.start(r, Durability::Lazy).await {
+            Ok(()) => {}
+            Err(StoreError::Full(2)) => dropped += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(dropped > 0);
+    assert_eq!(store.health().lost_writes, dropped);
+    blocker.execute_batch("COMMIT").expect("unlock");
+
+    // The writer catches up once the lock is gone; until then a flush is
+    // refused like any write.
+    loop {
+        match store.flush().await {
+            Err(StoreError::Full(_)) => tokio::task::yield_now().await,
+            flushed => break flushed.expect("flush"),
+        }
+    }
+    let kept = all(&store).await.len() as u64;
+    assert_eq!(kept + dropped, sent);
+    assert_eq!(store.health().problem, None);
 }
