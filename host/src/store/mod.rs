@@ -274,7 +274,8 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration: {e}")))
 }
 
-/// How a store behaves; every field has a documented default.
+/// How a store behaves; every field has a documented default. Build it
+/// with `..StoreOptions::default()` (tests add a field of their own).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreOptions {
     /// Writes waiting for the writer, at most. Default [`DEFAULT_QUEUE`].

@@ -579,11 +579,11 @@ impl Writer {
             }
         }
         for answer in answers {
-            // A caller that stopped waiting is fine.
-            let _ = match answer {
-                Answer::Done(reply, result) => reply.send(result).is_ok(),
-                Answer::Count(reply, result) => reply.send(result).is_ok(),
-            };
+            // A caller that stopped waiting is fine: `send` fails, unheard.
+            match answer {
+                Answer::Done(reply, result) => drop(reply.send(result)),
+                Answer::Count(reply, result) => drop(reply.send(result)),
+            }
         }
     }
 
@@ -649,22 +649,24 @@ fn apply_one(
     max_updates: usize,
     answers: &mut Vec<Answer>,
 ) -> rusqlite::Result<()> {
-    let (task_id, result, reply) = match op {
+    // A refused start or end is worth a warning; a refused update or
+    // `running` follows a start that was refused or dropped, already told.
+    let (task_id, result, reply, warn) = match op {
         Op::Start(record, reply) => {
             let result = insert(tx, &record, max_updates);
-            (record.task_id, result, reply)
+            (record.task_id, result, reply, true)
         }
         Op::Running(id, at) => {
             let result = set_running(tx, &id, at);
-            (id, result, None)
+            (id, result, None, false)
         }
         Op::Update(id, update) => {
             let result = append_update(tx, &id, &update, max_updates);
-            (id, result, None)
+            (id, result, None, false)
         }
         Op::End(id, end, reply) => {
             let result = set_end(tx, &id, &end);
-            (id, result, reply)
+            (id, result, reply, true)
         }
         Op::Flush(reply) => {
             answers.push(Answer::Done(reply, Ok(())));
@@ -678,7 +680,11 @@ fn apply_one(
     let (outcome, fatal) = match result {
         Ok(()) => (Ok(()), None),
         Err(Failure::Refused(reason)) => {
-            tracing::warn!(task_id, reason, "task store refused a write");
+            if warn {
+                tracing::warn!(task_id, reason, "task store refused a write");
+            } else {
+                tracing::debug!(task_id, reason, "task store refused a write");
+            }
             let refused = StoreError::Refused { task_id, reason };
             (Err(refused), None)
         }
