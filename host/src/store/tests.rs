@@ -771,7 +771,7 @@ async fn bench() {
         .sum();
     println!(
         "database: {} for {} records",
-        crate::format_bytes(size),
+        crate::error::format_bytes(size),
         2 * N + u64::from(durable) + concurrent
     );
 }
