@@ -767,7 +767,7 @@ async fn b31_every_call_has_a_record_in_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_sessions_and_many_calls_at_once() {
-    let (host, _f) = behave_host(Some("[limits]\nmax-concurrency = 32\n")).await;
+    let (host, _f) = behave_host(Some("[limits]\nmax-concurrency = 48\n")).await;
     let sessions: Vec<Session> = (0..8)
         .map(|_| host.open_session(SessionOptions::default()))
         .collect();

@@ -51,7 +51,7 @@ pub enum LoadErrorKind {
     #[error("limits.memory of {} is more than the host allows ({})", format_bytes(*asked), format_bytes(*allowed))]
     MemoryOverMax { asked: u64, allowed: u64 },
     #[error(
-        "limits.max-concurrency of {asked} is more than the host allows ({allowed}, half its instance pool)"
+        "limits.max-concurrency of {asked} is more than the host allows ({allowed}: the other plugins keep part of the instance pool)"
     )]
     ConcurrencyOverMax { asked: u32, allowed: u32 },
     #[error("permissions.dirs grants write access to {}, which holds the plugin's own file or manifest", dir.display())]

@@ -165,9 +165,10 @@ pub(crate) async fn load(
         }));
     }
 
-    // No plugin may hold more than half the instance pool: the others
-    // always have room.
-    let allowed = runtime.config().instances / 2;
+    // No plugin may hold the whole instance pool: the others always keep
+    // a sixteenth of it (at least 16 instances).
+    let pool = runtime.config().instances;
+    let allowed = pool.saturating_sub((pool / 16).max(16));
     if limits.max_concurrency > allowed {
         return Err(fail(LoadErrorKind::ConcurrencyOverMax {
             asked: limits.max_concurrency,
