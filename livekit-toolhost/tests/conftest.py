@@ -65,7 +65,8 @@ async def stdio_toolset(toolhost_bin: str, plugins: Path) -> AsyncIterator[Toolh
 
 @pytest.fixture
 async def http_server(toolhost_bin: str, plugins: Path) -> AsyncIterator[str]:
-    """`toolhost serve --http` on a free loopback port; yields its URL."""
+    """`toolhost serve --http` on a free loopback port, in its default
+    (`release`) answer mode: the toolset asks for `final` per call. Yields its URL."""
     process = await asyncio.create_subprocess_exec(
         toolhost_bin,
         "serve",
@@ -73,8 +74,6 @@ async def http_server(toolhost_bin: str, plugins: Path) -> AsyncIterator[str]:
         str(plugins),
         "--http",
         "127.0.0.1:0",
-        "--answer",
-        "final",
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,

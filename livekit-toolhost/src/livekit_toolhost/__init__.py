@@ -1,8 +1,9 @@
 """toolhost's WebAssembly tools as a LiveKit Agents toolset.
 
 `ToolhostToolset` is an `MCPToolset` that starts `toolhost serve --answer
-final` over stdio (or connects to a running one over streamable HTTP) and
-configures every tool from the behaviour toolhost lists for it:
+final` over stdio (or connects to a running one over streamable HTTP; each
+call asks for the `final` mode itself) and configures every tool from the
+behaviour toolhost lists for it:
 
 - cancellable tools get `ToolFlag.CANCELLABLE`, so `lk_agents_cancel_task`
   can stop them (toolhost then stops the plugin, by force after its grace
@@ -26,6 +27,7 @@ LiveKit has its own `lk_agents_get_running_tasks` and `lk_agents_cancel_task`.
 from __future__ import annotations
 
 from ._behaviour import (
+    ANSWER_KEY,
     BEHAVIOUR_KEY,
     COMPANION_TOOLS,
     Behaviour,
@@ -34,6 +36,7 @@ from ._behaviour import (
 from ._toolset import DEFAULT_CONNECT_TIMEOUT, ToolhostError, ToolhostToolset, text_result
 
 __all__ = [
+    "ANSWER_KEY",
     "BEHAVIOUR_KEY",
     "COMPANION_TOOLS",
     "DEFAULT_CONNECT_TIMEOUT",

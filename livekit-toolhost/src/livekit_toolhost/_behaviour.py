@@ -14,6 +14,9 @@ logger = logging.getLogger("livekit_toolhost")
 BEHAVIOUR_KEY = "dev.toolhost/behaviour"
 """The key of a tool's `_meta` in `tools/list` that holds its behaviour."""
 
+ANSWER_KEY = "dev.toolhost/answer"
+"""The `_meta` key of a `tools/call` that chooses toolhost's answer mode."""
+
 COMPANION_TOOLS = frozenset(
     {"toolhost_running_tasks", "toolhost_task_status", "toolhost_cancel_task"}
 )

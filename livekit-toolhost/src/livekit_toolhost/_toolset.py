@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import mcp.types
 from livekit.agents import RunContext
-from livekit.agents.llm import function_tool
+from livekit.agents.llm import ToolError, function_tool
 from livekit.agents.llm.mcp import (
     MCPServer,
     MCPServerHTTP,
@@ -24,6 +25,7 @@ from livekit.agents.llm.mcp import (
 from typing_extensions import Self
 
 from ._behaviour import (
+    ANSWER_KEY,
     COMPANION_TOOLS,
     CONFIRM_ARGUMENT,
     Behaviour,
@@ -61,6 +63,48 @@ def text_result(ctx: MCPToolResultContext) -> Any:
     return None
 
 
+# The one private method of LiveKit's MCPServer the toolset relies on: a
+# LiveKit release without it must fail here, not answer calls in `release` mode.
+if not callable(getattr(MCPServer, "_call_tool", None)):
+    raise ImportError(
+        "livekit-toolhost needs MCPServer._call_tool of livekit-agents 1.8; "
+        "install livekit-agents[mcp]>=1.8.9,<1.9"
+    )
+
+
+class _FinalAnswers(MCPServer):
+    """Asks for toolhost's `final` answer mode on every call (`_meta` ANSWER_KEY).
+
+    A call then stays open until it ends, its updates arriving as progress,
+    whatever mode the server was started in.
+    """
+
+    async def _call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        progress_callback: Any = None,
+    ) -> mcp.types.CallToolResult:
+        client = self._client
+        if client is None:
+            raise ToolError(f"Tool {name} cannot run: the toolhost connection is closed.")
+        result = await client.call_tool(
+            name, arguments, progress_callback=progress_callback, meta={ANSWER_KEY: "final"}
+        )
+        if not isinstance(result, mcp.types.CallToolResult):
+            raise ToolError(f"Tool {name} returned an unexpected MCP result.")
+        return result
+
+
+class _Stdio(_FinalAnswers, MCPServerStdio):
+    pass
+
+
+class _Http(_FinalAnswers, MCPServerHTTP):
+    pass
+
+
 def find_binary(binary: str | os.PathLike[str] | None = None) -> str:
     """The toolhost command: `binary`, else `$TOOLHOST_BIN`, else `toolhost` on PATH."""
     candidate = binary or os.environ.get("TOOLHOST_BIN") or shutil.which("toolhost")
@@ -79,8 +123,8 @@ class ToolhostToolset(MCPToolset):
     """toolhost's tools for an `AgentSession` or `Agent`, configured by toolhost.
 
     Build it with `ToolhostToolset.stdio(plugins)` (starts `toolhost serve
-    --answer final`) or `ToolhostToolset.http(url)` (a server started with
-    `--answer final`). `setup()`, which LiveKit calls when the session starts,
+    --answer final`) or `ToolhostToolset.http(url)` (any running server:
+    every call asks for the `final` mode). `setup()`, which LiveKit calls when the session starts,
     connects and lists the tools; call `setup(reload=True)` after the plugin
     folder changed.
 
@@ -121,7 +165,7 @@ class ToolhostToolset(MCPToolset):
         server's whole environment (default: the MCP SDK's safe subset, PATH
         and HOME among it); a relative `plugins` is resolved against `cwd`.
         """
-        server = MCPServerStdio(
+        server = _Stdio(
             command=find_binary(binary),
             args=["serve", "--plugins", os.fspath(plugins), "--answer", "final", *args],
             env=env,
@@ -141,12 +185,12 @@ class ToolhostToolset(MCPToolset):
         id: str = "toolhost",
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> ToolhostToolset:
-        """Connect to `toolhost serve --http ADDR --answer final` at `url` (`.../mcp`).
+        """Connect to `toolhost serve --http ADDR` at `url` (`http://ADDR/mcp`).
 
-        The server must run with `--answer final`: in its default `release`
-        mode the first update would be the call's whole answer here.
+        Every call asks for the `final` answer mode itself, so the server may
+        run in either mode.
         """
-        server = MCPServerHTTP(
+        server = _Http(
             url,
             transport_type="streamable_http",
             headers=headers,
