@@ -38,7 +38,7 @@ fn compiled(path: PathBuf) -> PathBuf {
             runtime.block_on(async {
                 let host = Host::new(config()).expect("host");
                 if let Err(e) = host.check(&file).await {
-                    panic!("{} does not load: {}", file.display(), e.reason);
+                    panic!("{} does not load: {}", file.display(), e.reason());
                 }
             });
         })
@@ -54,7 +54,7 @@ async fn host_of(files: &[PathBuf]) -> Host {
     let host = Host::new(config()).expect("host");
     for file in files {
         if let Err(e) = host.load_file(compiled(file.clone())).await {
-            panic!("{} refused: {}", file.display(), e.reason);
+            panic!("{} refused: {}", file.display(), e.reason());
         }
     }
     host

@@ -8,12 +8,12 @@ use std::time::Duration;
 use common::*;
 use toolhost::Host;
 
-fn refusal<'a>(report: &'a toolhost::LoadReport, file: &str) -> &'a str {
+fn refusal(report: &toolhost::LoadReport, file: &str) -> String {
     report
         .refused
         .iter()
         .find(|e| e.path.file_name().is_some_and(|n| n == file))
-        .map(|e| e.reason.as_str())
+        .map(|e| e.reason())
         .unwrap_or_else(|| panic!("{file} was not refused; refused: {:?}", report.refused))
 }
 

@@ -45,7 +45,7 @@ async fn check_tally(language: &str, wasm: &Path) {
     let plugin = host
         .load_file(wasm)
         .await
-        .unwrap_or_else(|e| panic!("{language}: {} refused: {}", wasm.display(), e.reason));
+        .unwrap_or_else(|e| panic!("{language}: {} refused: {}", wasm.display(), e.reason()));
     assert!(
         plugin.manifest_path().is_some(),
         "{language}: the manifest was built beside it"

@@ -285,8 +285,8 @@ async fn b13_replace_on_a_tool_that_is_not_cancellable_is_refused() {
     let (_host, report) = host_for(&folder).await;
     assert_eq!(report.refused.len(), 1);
     assert!(
-        report.refused[0].reason.contains("replace")
-            && report.refused[0].reason.contains("cancellable")
+        report.refused[0].reason().contains("replace")
+            && report.refused[0].reason().contains("cancellable")
     );
 }
 
@@ -458,10 +458,9 @@ async fn b24_closing_cancels_waits_then_stops_and_delivers_nothing() {
     );
     folder.add(&test_plugin("spin"), "spin");
     let (host, _) = host_for(&folder).await;
-    let s = host.open_session(SessionOptions {
-        close_timeout: Duration::from_millis(300),
-        ..Default::default()
-    });
+    let mut options = SessionOptions::default();
+    options.close_timeout = Duration::from_millis(300);
+    let s = host.open_session(options);
     s.call("c1", "progress", r#"{"n": 3, "sleep_ms": 60000}"#)
         .await;
     let spin = spawn_call(&s, "c2", "spin", "{}");
@@ -661,15 +660,12 @@ async fn b29_every_call_emits_started_updated_and_exactly_one_ended_in_order() {
 #[tokio::test]
 async fn b30_the_embedder_replaces_templates() {
     let (host, _f) = behave_host(None).await;
-    let templates = Templates {
-        update: "UPDATE {call_id}: {message}".into(),
-        reject: "BUSY {running}".into(),
-        ..Default::default()
-    };
-    let s = host.open_session(SessionOptions {
-        templates: Some(Arc::new(templates)),
-        ..Default::default()
-    });
+    let mut templates = Templates::default();
+    templates.update = "UPDATE {call_id}: {message}".into();
+    templates.reject = "BUSY {running}".into();
+    let mut options = SessionOptions::default();
+    options.templates = Some(Arc::new(templates));
+    let s = host.open_session(options);
     let a = s
         .call("c1", "progress", r#"{"n": 2, "sleep_ms": 200}"#)
         .await;
@@ -733,7 +729,7 @@ async fn b31_every_call_has_a_record() {
 
 #[tokio::test]
 async fn many_sessions_and_many_calls_at_once() {
-    let (host, _f) = behave_host(Some("[limits]\nmax-concurrency = 64\n")).await;
+    let (host, _f) = behave_host(Some("[limits]\nmax-concurrency = 32\n")).await;
     let sessions: Vec<Session> = (0..8)
         .map(|_| host.open_session(SessionOptions::default()))
         .collect();

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use toolhost::{AnswerKind, EngineConfig, Host, HostConfig, SessionOptions};
+use toolhost::{AnswerKind, EngineConfig, Host, SessionOptions};
 
 mod figures;
 use figures::{calls_in_a_row, config, ms, percentile, root, us};
@@ -112,10 +112,11 @@ async fn core() -> anyhow::Result<()> {
 
     println!("\n## Fuel metering on a compute-heavy tool (count_primes below 20 000 000)");
     let heavy = r#"{"limit": 20000000}"#;
-    let engine = |fuel: bool, yield_interval: u64| EngineConfig {
-        fuel,
-        yield_interval,
-        ..Default::default()
+    let engine = |fuel: bool, yield_interval: u64| {
+        let mut e = EngineConfig::default();
+        e.fuel = fuel;
+        e.yield_interval = yield_interval;
+        e
     };
     let mut hosts = Vec::new();
     for (label, e) in [
@@ -127,10 +128,9 @@ async fn core() -> anyhow::Result<()> {
         ("metered, yield every 1 000 000", engine(true, 1_000_000)),
         ("metered, yield every 10 000 000", engine(true, 10_000_000)),
     ] {
-        let h = Host::new(HostConfig {
-            engine: e,
-            ..config(Some(cache.path().to_owned()))
-        })?;
+        let mut c = config(Some(cache.path().to_owned()));
+        c.engine = e;
+        let h = Host::new(c)?;
         h.load_dir(&plugins).await?;
         hosts.push((label, h, Duration::MAX));
     }
@@ -180,14 +180,10 @@ async fn background() -> anyhow::Result<()> {
         folder.path().join("behave.toml"),
         format!("[limits]\nmax-concurrency = {n}\nmemory = \"8MiB\"\n"),
     )?;
-    let host = Host::new(HostConfig {
-        engine: EngineConfig {
-            instances: n as u32 + 16,
-            max_memory: 16 << 20,
-            ..Default::default()
-        },
-        ..config(Some(cache.clone()))
-    })?;
+    let mut c = config(Some(cache.clone()));
+    c.engine.instances = 2 * n as u32 + 16;
+    c.engine.max_memory = 16 << 20;
+    let host = Host::new(c)?;
     host.load_dir(folder.path()).await?;
     let session = host.open_session(SessionOptions::default());
     reset_peak_rss();

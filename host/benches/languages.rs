@@ -81,7 +81,7 @@ async fn run() -> anyhow::Result<()> {
         let host = Host::new(config(Some(cache.path().to_owned())))?;
         host.load_file(dist(trivial))
             .await
-            .map_err(|e| anyhow::anyhow!("{}", e.reason))?;
+            .map_err(|e| anyhow::anyhow!("{}", e.reason()))?;
         let (lat, total) = calls_in_a_row(&host, "word_count", args, CALLS).await?;
         println!(
             "{language:<8} {trivial:<28} {:>9} {:>9} {:>10.0}",
@@ -100,14 +100,14 @@ async fn load_times(file: &Path) -> anyhow::Result<(Duration, Duration)> {
     Host::new(config(None))?
         .check(file)
         .await
-        .map_err(|e| anyhow::anyhow!("{}", e.reason))?;
+        .map_err(|e| anyhow::anyhow!("{}", e.reason()))?;
     let compile = t.elapsed();
 
     let cache = tempfile::tempdir()?;
     Host::new(config(Some(cache.path().to_owned())))?
         .check(file)
         .await
-        .map_err(|e| anyhow::anyhow!("{}", e.reason))?;
+        .map_err(|e| anyhow::anyhow!("{}", e.reason()))?;
     let mut best = Duration::MAX;
     for _ in 0..LOADS {
         let host = Host::new(config(Some(cache.path().to_owned())))?;
@@ -115,7 +115,7 @@ async fn load_times(file: &Path) -> anyhow::Result<(Duration, Duration)> {
         let plugin = host
             .check(file)
             .await
-            .map_err(|e| anyhow::anyhow!("{}", e.reason))?;
+            .map_err(|e| anyhow::anyhow!("{}", e.reason()))?;
         best = best.min(t.elapsed());
         anyhow::ensure!(plugin.from_cache(), "{} was not cached", file.display());
     }

@@ -175,10 +175,8 @@ async fn http(folder: &Path) {
 /// The same call through a session in this process: what MCP adds is the
 /// difference.
 async fn in_process(folder: &Path) {
-    let config = toolhost::HostConfig {
-        cache_dir: Some(root().join("target/toolhost-test-cache")),
-        ..Default::default()
-    };
+    let mut config = toolhost::HostConfig::default();
+    config.cache_dir = Some(root().join("target/toolhost-test-cache"));
     let host = toolhost::Host::new(config).expect("host");
     host.load_dir(folder).await.expect("load");
     let session = host.open_session(Default::default());

@@ -41,3 +41,15 @@ impl Delivery {
         }
     }
 }
+
+macro_rules! serialize_as_str {
+    ($($t:ty),*) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+serialize_as_str!(DuplicatePolicy, DuplicateScope, Delivery);

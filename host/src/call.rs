@@ -7,13 +7,14 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use wasmtime::Store;
 
+use crate::arguments::integral_numbers;
 use crate::bindings::ToolError;
+use crate::engine::Runtime;
 use crate::error::{CallError, Limit};
-use crate::host::HostShared;
+use crate::ids::CallIdentity;
 use crate::plugin::{Plugin, Tool, is_out_of_fuel};
-use crate::sandbox::{CallControl, CallIdentity, CallState};
+use crate::sandbox::{CallControl, CallState};
 
 /// What a tool returned. `text` is what the model reads; `data` is the
 /// structured result.
@@ -58,163 +59,116 @@ impl CallOutcome {
     }
 }
 
-/// Parse `arguments` (JSON text) as a JSON object (B7).
-pub(crate) fn parse_arguments(tool: &Tool, arguments: &str) -> Result<Value, CallError> {
-    let invalid = |message: String| CallError::InvalidArguments {
-        tool: tool.name.clone(),
-        message,
-    };
-    let text = if arguments.trim().is_empty() {
-        "{}"
-    } else {
-        arguments
-    };
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(invalid("the arguments must be a JSON object".into()));
-    }
-    Ok(value)
-}
-
-/// Check parsed arguments against the tool's input schema (B7); the message
-/// names each offending field.
-pub(crate) fn check_arguments(tool: &Tool, value: &Value) -> Result<(), CallError> {
-    let problems: Vec<String> = tool
-        .validator
-        .iter_errors(value)
-        .take(5)
-        .map(|e| {
-            let at = e.instance_path.to_string();
-            if at.is_empty() {
-                e.to_string()
-            } else {
-                format!("at `{at}`: {e}")
-            }
-        })
-        .collect();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(CallError::InvalidArguments {
-            tool: tool.name.clone(),
-            message: problems.join("; "),
-        })
-    }
-}
-
-/// The value with integral floats written as integers. JSON Schema counts
-/// `2.0` as an integer; most languages' JSON decoders do not, so plugins get
-/// `2`.
-pub(crate) fn integral_numbers(v: &Value) -> Value {
-    match v {
-        Value::Number(n) if n.is_f64() => match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
-            _ => v.clone(),
-        },
-        Value::Array(items) => Value::Array(items.iter().map(integral_numbers).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), integral_numbers(v)))
-                .collect(),
-        ),
-        _ => v.clone(),
-    }
-}
-
-/// Run one call of `tool` with validated `arguments` in a fresh sandbox.
+/// Run one call of `tool` with validated `arguments` in a fresh sandbox,
+/// and log how it ended.
 ///
 /// Waits for a free slot under the plugin's concurrency cap first; the
 /// timeout counts from the start of the run. Updates the plugin sends go to
-/// `updates`. Returns the result and the fuel used.
+/// `updates`.
 pub(crate) async fn run(
-    shared: &HostShared,
+    runtime: &Runtime,
     plugin: &Plugin,
     tool: &Tool,
     arguments: &Value,
     identity: CallIdentity,
     control: Arc<CallControl>,
     updates: Option<mpsc::UnboundedSender<String>>,
-) -> (Result<Output, CallError>, u64) {
-    let _permit = match plugin.running.clone().acquire_owned().await {
-        Ok(p) => p,
-        Err(_) => {
-            return (
-                Err(CallError::Unavailable {
-                    detail: "the plugin was unloaded".into(),
-                }),
-                0,
-            );
-        }
-    };
-    let limits = &plugin.limits;
-    let state = CallState::new(
-        &plugin.grants,
-        identity,
-        limits.memory,
-        control.clone(),
-        updates,
-    );
-    let mut store = Store::new(&shared.engine, state);
-    store.limiter(|s| s.limiter());
-    if let Err(e) = crate::engine::meter(&mut store, limits.fuel, &shared.config.engine) {
-        return (
-            Err(CallError::Unavailable {
-                detail: format!("{e:#}"),
-            }),
-            0,
-        );
-    }
-
-    let arguments = integral_numbers(arguments).to_string();
-    let run = async {
-        let instance = plugin
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| (true, e))?;
-        instance
-            .toolhost_plugin_tool()
-            .call_call(&mut store, &tool.name, &arguments)
-            .await
-            .map_err(|e| (false, e))
-    };
-    let ended = tokio::select! {
-        r = tokio::time::timeout(limits.timeout, run) => match r {
-            Ok(r) => Ok(r),
-            Err(_) => Err(CallError::Limit(Limit::Timeout(limits.timeout))),
-        },
-        () = control.force_stopped() => Err(CallError::Cancelled),
-    };
-    let fuel_used = store
-        .get_fuel()
-        .map_or(0, |left| limits.fuel.saturating_sub(left));
-    let result = match ended {
-        Err(e) => Err(e),
-        Ok(Err((true, e))) => Err(CallError::Unavailable {
-            detail: format!("instantiating: {e:#}"),
-        }),
-        Ok(Err((false, e))) => Err(if is_out_of_fuel(&e) {
-            CallError::Limit(Limit::Fuel(limits.fuel))
-        } else if store.data().memory_limit_hit() {
-            CallError::Limit(Limit::Memory(limits.memory))
-        } else {
-            CallError::Crashed {
-                detail: format!("{e:?}"),
+) -> CallOutcome {
+    let started = std::time::Instant::now();
+    let call_id = identity.call_id.clone();
+    let (result, fuel_used) = async {
+        // A call waiting for a slot can be stopped too (B21).
+        let _permit = tokio::select! {
+            permit = plugin.running.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => {
+                    return (
+                        Err(CallError::Unavailable {
+                            detail: "the plugin was unloaded".into(),
+                        }),
+                        0,
+                    );
+                }
+            },
+            () = control.force_stopped() => return (Err(CallError::Cancelled), 0),
+        };
+        let limits = &plugin.limits;
+        let state = CallState::new(&plugin.grants, identity, limits, control.clone(), updates);
+        let mut store = match runtime.store(state, limits.fuel) {
+            Ok(s) => s,
+            Err(e) => {
+                return (
+                    Err(CallError::Unavailable {
+                        detail: format!("{e:#}"),
+                    }),
+                    0,
+                );
             }
-        }),
-        Ok(Ok(Err(ToolError::InvalidArguments(m)))) => Err(CallError::ToolInvalidArguments(m)),
-        Ok(Ok(Err(ToolError::Failed(m)))) => Err(CallError::ToolFailed(m)),
-        Ok(Ok(Ok(out))) => convert_output(tool, out.text, out.data),
+        };
+
+        let arguments = integral_numbers(arguments).to_string();
+        let run = async {
+            let instance = plugin
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| (true, e))?;
+            instance
+                .toolhost_plugin_tool()
+                .call_call(&mut store, &tool.name, &arguments)
+                .await
+                .map_err(|e| (false, e))
+        };
+        let ended = tokio::select! {
+            r = tokio::time::timeout(limits.timeout, run) => match r {
+                Ok(r) => Ok(r),
+                Err(_) => Err(CallError::Limit(Limit::Timeout(limits.timeout))),
+            },
+            () = control.force_stopped() => Err(CallError::Cancelled),
+        };
+        let fuel_used = Runtime::fuel_used(&store, limits.fuel);
+        let result = match ended {
+            Err(e) => Err(e),
+            Ok(Err((true, e))) => Err(CallError::Unavailable {
+                detail: format!("instantiating: {e:#}"),
+            }),
+            Ok(Err((false, e))) => Err(if is_out_of_fuel(&e) {
+                CallError::Limit(Limit::Fuel(limits.fuel))
+            } else if let Some(limit) = store.data().limit_hit() {
+                CallError::Limit(limit)
+            } else {
+                CallError::Crashed {
+                    detail: format!("{e:?}"),
+                }
+            }),
+            Ok(Ok(Err(ToolError::InvalidArguments(m)))) => Err(CallError::ToolInvalidArguments(m)),
+            Ok(Ok(Err(ToolError::Failed(m)))) => Err(CallError::ToolFailed(m)),
+            Ok(Ok(Ok(out))) => convert_output(tool, out.text, out.data, limits.result_size),
+        };
+        (result, fuel_used)
+    }
+    .await;
+    let outcome = CallOutcome {
+        call_id,
+        tool: tool.name.clone(),
+        result,
+        fuel_used,
+        elapsed: started.elapsed(),
     };
-    (result, fuel_used)
+    log_outcome(&plugin.name, &outcome);
+    outcome
 }
 
 fn convert_output(
     tool: &Tool,
     text: Option<String>,
     data: Option<String>,
+    max: u64,
 ) -> Result<Output, CallError> {
+    let size = text.as_ref().map_or(0, String::len) + data.as_ref().map_or(0, String::len);
+    if size as u64 > max {
+        return Err(CallError::Limit(Limit::ResultSize(max)));
+    }
     let data = match data {
         None => None,
         Some(d) => {
@@ -237,7 +191,7 @@ fn convert_output(
 }
 
 /// Log how a call ended, for the operator.
-pub(crate) fn log_outcome(plugin: &str, o: &CallOutcome) {
+fn log_outcome(plugin: &str, o: &CallOutcome) {
     let elapsed_us = o.elapsed.as_micros() as u64;
     match &o.result {
         Ok(_) => {

@@ -1,4 +1,5 @@
-//! The host's configuration file, `toolhost.toml`.
+//! The host's settings: [`HostConfig`], and the configuration file
+//! `toolhost.toml` that sets them.
 //!
 //! ```toml
 //! [limits]                 # defaults for plugins whose manifest sets none
@@ -20,19 +21,57 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::host::HostConfig;
+use crate::engine::{CompileCache, EngineConfig};
+use crate::error::FileError;
+use crate::limits::Limits;
 use crate::manifest::{limit_overrides, raw, toml_error};
 use crate::templates::Templates;
 
-/// A configuration file that cannot be used, with the file and the reason.
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {message}", path.display())]
-pub struct ConfigError {
-    pub path: PathBuf,
-    pub message: String,
+/// Host-wide settings. Start from [`HostConfig::default`] and change what
+/// you need; new settings may be added without breaking that code.
+///
+/// Defaults:
+/// - `limits`: [`Limits::default`], for plugins whose manifest sets none
+/// - `engine`: [`EngineConfig::default`]
+/// - `cache_dir`: `$TOOLHOST_CACHE_DIR`, else the user's cache folder
+///   (`~/.cache/toolhost`); `None` disables the compile cache
+/// - `describe_fuel`: 2 000 000 000 units for a plugin's `describe()`
+/// - `describe_timeout`: 10 seconds for a plugin's `describe()`
+/// - `templates`: [`Templates::default`], the texts sessions answer with
+/// - `profiles`: none; `profile`: none (every enabled tool is served)
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HostConfig {
+    pub limits: Limits,
+    pub templates: Arc<Templates>,
+    /// The profiles defined in the configuration file.
+    pub profiles: BTreeMap<String, Profile>,
+    /// The profile in use: only its tools are listed and callable.
+    pub profile: Option<Profile>,
+    pub engine: EngineConfig,
+    pub cache_dir: Option<PathBuf>,
+    pub describe_fuel: u64,
+    pub describe_timeout: Duration,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            templates: Arc::default(),
+            profiles: BTreeMap::new(),
+            profile: None,
+            engine: EngineConfig::default(),
+            cache_dir: CompileCache::default_dir(),
+            describe_fuel: 2_000_000_000,
+            describe_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -46,13 +85,17 @@ struct File {
     profiles: BTreeMap<String, Profile>,
 }
 
-/// A named subset of the tools: only `tools` when given, never `exclude`.
+/// A named subset of the tools: only `tools` when given, never `exclude`;
+/// and how its MCP calls answer (`answer`, when set: see
+/// [`AnswerMode`]).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Profile {
     pub tools: Option<Vec<String>>,
     #[serde(default)]
     pub exclude: Vec<String>,
+    pub answer: Option<AnswerMode>,
 }
 
 impl Profile {
@@ -67,9 +110,9 @@ impl Profile {
 
 impl HostConfig {
     /// The defaults with the file at `path` on top.
-    pub fn load_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+    pub fn load_file(path: impl AsRef<Path>) -> Result<Self, FileError> {
         let path = path.as_ref();
-        let err = |message: String| ConfigError {
+        let err = |message: String| FileError {
             path: path.to_owned(),
             message,
         };
@@ -82,7 +125,7 @@ impl HostConfig {
         config.limits = config
             .limits
             .with(&limit_overrides(file.limits).map_err(err)?);
-        config.templates = file.templates;
+        config.templates = Arc::new(file.templates);
         config.profiles = file.profiles;
         Ok(config)
     }
@@ -101,6 +144,33 @@ impl HostConfig {
                 } else {
                     self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
                 }
+            )),
+        }
+    }
+}
+
+/// How a call answers the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerMode {
+    /// The first update answers the call, and the call goes on in the
+    /// background (B2).
+    #[default]
+    Release,
+    /// The call answers when it ends, with its result; its updates go only
+    /// to the events (for clients that show progress while they wait).
+    Final,
+}
+
+impl std::str::FromStr for AnswerMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "release" => Ok(Self::Release),
+            "final" => Ok(Self::Final),
+            other => Err(format!(
+                "unknown answer mode `{other}`: use release or final"
             )),
         }
     }

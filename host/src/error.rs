@@ -1,24 +1,104 @@
-//! The two kinds of failure, kept apart: what the model is told, and what
-//! the operator needs to know.
+//! The two kinds of failure, kept apart: what the model is told (a
+//! [`CallError`]'s model message), and what the operator needs to know (why a
+//! plugin or a file was refused, the detail of a crash).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A plugin file that was refused, with one line saying why.
+/// The interface every plugin exports.
+pub(crate) const TOOL_INTERFACE: &str = "toolhost:plugin/tool@0.1.0";
+
+/// A plugin file that was refused, and why.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{}: {reason}", path.display())]
+#[error("{}: {kind}", path.display())]
 pub struct LoadError {
     pub path: PathBuf,
-    pub reason: String,
+    pub kind: LoadErrorKind,
 }
 
 impl LoadError {
-    pub(crate) fn new(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<PathBuf>, kind: LoadErrorKind) -> Self {
         Self {
             path: path.into(),
-            reason: reason.into(),
+            kind,
         }
     }
+
+    /// Why, in one line, without the file.
+    pub fn reason(&self) -> String {
+        self.kind.to_string()
+    }
+}
+
+/// Why a plugin was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadErrorKind {
+    #[error("cannot read: {0}")]
+    Unreadable(String),
+    #[error("the file name is not valid UTF-8")]
+    BadFileName,
+    #[error("not a WebAssembly file")]
+    NotWasm,
+    #[error(
+        "a core WebAssembly module, not a component; build for wasm32-wasip2 or run it through `wasm-tools component new`"
+    )]
+    CoreModule,
+    #[error("an unknown WebAssembly layer")]
+    UnknownLayer,
+    #[error("bad manifest {0}")]
+    BadManifest(FileError),
+    #[error("limits.memory of {} is more than the host allows ({})", format_bytes(*asked), format_bytes(*allowed))]
+    MemoryOverMax { asked: u64, allowed: u64 },
+    #[error(
+        "limits.max-concurrency of {asked} is more than the host allows ({allowed}, half its instance pool)"
+    )]
+    ConcurrencyOverMax { asked: u32, allowed: u32 },
+    #[error("permissions.dirs grants write access to {}, which holds the plugin's own file or manifest", dir.display())]
+    WritableSelf { dir: PathBuf },
+    #[error("not a valid component: {0}")]
+    NotAComponent(String),
+    #[error(
+        "does not export {TOOL_INTERFACE} (it exports: {exports}); build it against wit/plugin.wit"
+    )]
+    MissingExport { exports: String },
+    #[error("imports something the host does not provide: {0}")]
+    UnknownImport(String),
+    #[error("its {TOOL_INTERFACE} export does not match wit/plugin.wit: {0}")]
+    WrongExport(String),
+    #[error("describe() did not return within {}", humantime::format_duration(*.0))]
+    DescribeTimedOut(Duration),
+    #[error("describe() used more than its {0} units of fuel")]
+    DescribeOutOfFuel(u64),
+    #[error("describe() failed: {0}")]
+    DescribeTrapped(String),
+    #[error("describe() returned no tools")]
+    NoTools,
+    #[error("describe() returned {count} tools, more than the {max} a plugin may have")]
+    TooManyTools { count: usize, max: usize },
+    #[error("invalid tool name {0:?}: use 1-64 characters of a-z, A-Z, 0-9, _ and -")]
+    BadToolName(String),
+    #[error("describe() lists the tool `{0}` twice")]
+    ToolTwice(String),
+    /// A tool's schema or declaration cannot be used.
+    #[error("tool `{tool}`: {problem}")]
+    InvalidTool { tool: String, problem: String },
+    #[error("manifest [tools.{0}]: the plugin has no tool named `{0}`")]
+    UnknownToolOverride(String),
+    #[error("the tool name `{tool}` is already provided by {}", other.display())]
+    NameClash { tool: String, other: PathBuf },
+    /// The host failed while loading; the detail is in the message.
+    #[error("{0}")]
+    Host(String),
+}
+
+/// A file of the host or of a plugin (`toolhost.toml`, a manifest) that
+/// cannot be used: the file, and what is wrong, naming the key.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct FileError {
+    pub path: PathBuf,
+    pub message: String,
 }
 
 /// A limit that ended a call (B23).
@@ -30,6 +110,12 @@ pub enum Limit {
     Memory(u64),
     /// The wall-clock timeout.
     Timeout(Duration),
+    /// The number of updates a call may send.
+    Updates(u64),
+    /// The size of one update, in bytes.
+    UpdateSize(u64),
+    /// The size of a result (text and data), in bytes.
+    ResultSize(u64),
 }
 
 impl std::fmt::Display for Limit {
@@ -38,6 +124,9 @@ impl std::fmt::Display for Limit {
             Limit::Fuel(n) => write!(f, "fuel limit of {n} units"),
             Limit::Memory(b) => write!(f, "memory limit of {}", format_bytes(*b)),
             Limit::Timeout(d) => write!(f, "time limit of {}", humantime::format_duration(*d)),
+            Limit::Updates(n) => write!(f, "limit of {n} updates"),
+            Limit::UpdateSize(b) => write!(f, "update size limit of {}", format_bytes(*b)),
+            Limit::ResultSize(b) => write!(f, "result size limit of {}", format_bytes(*b)),
         }
     }
 }
@@ -101,7 +190,7 @@ impl CallError {
 }
 
 /// Sizes as people write them: `64 MiB`, `1 GiB`, `1.5 MiB`.
-pub fn format_bytes(bytes: u64) -> String {
+pub(crate) fn format_bytes(bytes: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
     for (size, unit) in UNITS {
         if bytes >= size {

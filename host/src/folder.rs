@@ -14,7 +14,7 @@ use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::host::Host;
+use crate::registry::Registry;
 
 /// How long the folder must be quiet before changes are applied.
 pub const SETTLE: Duration = Duration::from_millis(250);
@@ -37,35 +37,47 @@ impl Drop for FolderWatch {
     }
 }
 
-impl Host {
-    /// Keep the tools in step with `dir`: load what appears or changes,
-    /// unload what disappears. Load the folder first (for instance with
-    /// [`start_loading`](Self::start_loading)); this only follows changes.
-    pub fn watch_folder(&self, dir: impl AsRef<Path>) -> anyhow::Result<FolderWatch> {
-        let dir = dir
-            .as_ref()
-            .canonicalize()
-            .with_context(|| format!("watching {}", dir.as_ref().display()))?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Ok(event) = event {
-                    for path in event.paths {
-                        let _ = tx.send(path);
-                    }
-                }
-            })
-            .context("starting the folder watcher")?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .with_context(|| format!("watching {}", dir.display()))?;
-        let task = tokio::spawn(follow(self.clone(), rx));
-        tracing::info!(folder = %dir.display(), "watching the plugin folder");
-        Ok(FolderWatch {
-            _watcher: watcher,
-            task,
-        })
-    }
+/// Follow `dir` for the registry: load what appears or changes, unload what
+/// disappears.
+pub(crate) fn watch(registry: std::sync::Arc<Registry>, dir: &Path) -> anyhow::Result<FolderWatch> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("watching {}", dir.display()))?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && changes_content(&event.kind)
+        {
+            for path in event.paths {
+                let _ = tx.send(path);
+            }
+        }
+    })
+    .context("starting the folder watcher")?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("watching {}", dir.display()))?;
+    let task = tokio::spawn(follow(registry, rx));
+    tracing::info!(folder = %dir.display(), "watching the plugin folder");
+    Ok(FolderWatch {
+        _watcher: watcher,
+        task,
+    })
+}
+
+/// Whether an event can change what a file holds: created, written,
+/// renamed or removed. Opening and reading a file (as loading it does) are
+/// not changes, or the host would reload its own plugins in a loop.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    matches!(
+        kind,
+        EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
 }
 
 /// The plugin file a changed path belongs to.
@@ -77,7 +89,7 @@ fn plugin_file(path: &Path) -> Option<PathBuf> {
     }
 }
 
-async fn follow(host: Host, mut rx: mpsc::UnboundedReceiver<PathBuf>) {
+async fn follow(registry: std::sync::Arc<Registry>, mut rx: mpsc::UnboundedReceiver<PathBuf>) {
     while let Some(first) = rx.recv().await {
         let mut changed = BTreeSet::new();
         changed.extend(plugin_file(&first));
@@ -86,11 +98,13 @@ async fn follow(host: Host, mut rx: mpsc::UnboundedReceiver<PathBuf>) {
             changed.extend(plugin_file(&path));
         }
         for wasm in changed {
-            if wasm.is_file() {
+            if registry.is_current(&wasm) {
+                tracing::debug!(file = %wasm.display(), "unchanged; not reloaded");
+            } else if wasm.is_file() {
                 // Refusals are logged and reported by the host.
-                let _ = host.load_file(&wasm).await;
+                let _ = registry.load_file(&wasm).await;
             } else {
-                host.unload(&wasm);
+                registry.unload(&wasm);
             }
         }
     }

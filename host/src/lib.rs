@@ -2,14 +2,16 @@
 //! each call in its own sandbox under fuel, memory and time limits.
 //!
 //! A plugin is a component built against `wit/plugin.wit`; a folder of them,
-//! each with an optional `NAME.toml` manifest, is what a [`Host`] serves.
+//! each with an optional `NAME.toml` manifest, is what a [`Host`] serves. A
+//! conversation is a [`Session`]: every call in it is a background task whose
+//! first update answers the model while the work goes on.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use toolhost::{Host, HostConfig};
 //!
 //! let host = Host::new(HostConfig::default())?;
-//! let report = host.load_dir("plugins-dist").await?;
+//! let report = host.load_dir("dist/plugins").await?;
 //! for refused in &report.refused {
 //!     eprintln!("refused {refused}");
 //! }
@@ -20,45 +22,45 @@
 //! println!("{} (fuel used: {})", outcome.model_text(), outcome.fuel_used);
 //! # Ok(()) }
 //! ```
+//!
+//! The path of a call, and what each module does, is in `ARCHITECTURE.md`.
 
+mod arguments;
 mod bindings;
-mod cache;
 mod call;
+pub mod catalog;
 mod config;
 mod engine;
 mod error;
 mod folder;
 mod host;
+mod ids;
 mod limits;
-mod manifest;
+pub mod manifest;
 pub mod mcp;
 mod output;
 mod plugin;
 mod records;
+mod registry;
 mod sandbox;
 mod schema;
 mod session;
 mod templates;
 
+pub use self::arguments::CONFIRM_ARGUMENT;
 pub use self::bindings::{Delivery, DuplicatePolicy, DuplicateScope};
-pub use self::cache::CompileCache;
 pub use self::call::{CallOutcome, Output};
-pub use self::config::{ConfigError, Profile};
-pub use self::engine::{EngineConfig, FUEL_YIELD_INTERVAL};
-pub use self::error::{CallError, Limit, LoadError, format_bytes};
+pub use self::config::{HostConfig, Profile};
+pub use self::engine::EngineConfig;
+pub use self::error::{CallError, FileError, Limit, LoadError, LoadErrorKind};
 pub use self::folder::FolderWatch;
-pub use self::host::{Host, HostConfig, LoadReport, ToolEntry};
+pub use self::host::Host;
 pub use self::limits::Limits;
-pub use self::manifest::{
-    DirGrant, LimitOverrides, Manifest, ManifestError, NetworkGrant, Permissions, ToolOverride,
-};
-pub use self::output::{MAX_LINE, OUTPUT_BUDGET};
-pub use self::plugin::{Plugin, TOOL_INTERFACE, Tool, valid_tool_name};
+pub use self::plugin::{Plugin, Tool};
 pub use self::records::{CallEvent, CallRecord, CallStatus, EventKind, UpdateRecord};
-pub use self::sandbox::{CallControl, CallIdentity};
-pub use self::schema::{SchemaFormat, export as export_schema, title};
+pub use self::registry::{LoadReport, ToolEntry};
 pub use self::session::{
-    Answer, AnswerKind, CANCEL_TASK_TOOL, CONFIRM_ARGUMENT, CancelError, Item, RUNNING_TASKS_TOOL,
-    ReplyRequest, Session, SessionOptions, TASK_STATUS_TOOL, ToolView,
+    Answer, AnswerKind, AnswerMode, CANCEL_TASK_TOOL, CancelError, Item, RUNNING_TASKS_TOOL,
+    ReplyRequest, Session, SessionOptions, TASK_STATUS_TOOL,
 };
 pub use self::templates::Templates;

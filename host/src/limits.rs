@@ -13,13 +13,26 @@ use crate::manifest::LimitOverrides;
 /// - `timeout`: 5 minutes of wall clock per call
 /// - `max_concurrency`: 16 running calls per plugin; more wait their turn
 /// - `cancel_grace`: 1 second between a cancel and a forced stop
+/// - `updates`: 10 000 `update()` calls per call
+/// - `update_size`: 16 KiB per update message
+/// - `result_size`: 16 MiB of result (text and data) per call
+/// - `log`: 1 MiB of `log()` messages per call; past it they are counted
+///   and dropped (a plugin's stdout and stderr have 64 KiB each)
+///
+/// Exceeding `updates`, `update_size` or `result_size` ends the call as an
+/// error naming the limit (B23).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Limits {
     pub fuel: u64,
     pub memory: u64,
     pub timeout: Duration,
     pub max_concurrency: u32,
     pub cancel_grace: Duration,
+    pub updates: u64,
+    pub update_size: u64,
+    pub result_size: u64,
+    pub log: u64,
 }
 
 impl Default for Limits {
@@ -30,6 +43,10 @@ impl Default for Limits {
             timeout: Duration::from_secs(300),
             max_concurrency: 16,
             cancel_grace: Duration::from_secs(1),
+            updates: 10_000,
+            update_size: 16 << 10,
+            result_size: 16 << 20,
+            log: 1 << 20,
         }
     }
 }
@@ -43,6 +60,29 @@ impl Limits {
             timeout: o.timeout.unwrap_or(self.timeout),
             max_concurrency: o.max_concurrency.unwrap_or(self.max_concurrency),
             cancel_grace: o.cancel_grace.unwrap_or(self.cancel_grace),
+            updates: o.updates.unwrap_or(self.updates),
+            update_size: o.update_size.unwrap_or(self.update_size),
+            result_size: o.result_size.unwrap_or(self.result_size),
+            log: o.log.unwrap_or(self.log),
         }
+    }
+}
+
+impl std::fmt::Display for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "fuel {}, memory {}, timeout {}, {} calls at once, cancel grace {}, \
+             {} updates of {} at most, result {}, log {}",
+            self.fuel,
+            crate::error::format_bytes(self.memory),
+            humantime::format_duration(self.timeout),
+            self.max_concurrency,
+            humantime::format_duration(self.cancel_grace),
+            self.updates,
+            crate::error::format_bytes(self.update_size),
+            crate::error::format_bytes(self.result_size),
+            crate::error::format_bytes(self.log),
+        )
     }
 }

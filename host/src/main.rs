@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use toolhost::catalog::ToolView;
 use toolhost::{Host, HostConfig};
 
 mod cli;
@@ -67,7 +68,7 @@ enum Command {
     Schema {
         /// mcp, openai or anthropic.
         #[arg(long, default_value = "mcp")]
-        format: toolhost::SchemaFormat,
+        format: toolhost::catalog::SchemaFormat,
     },
     /// Check a plugin file: what it provides and asks for, or why it is refused.
     Check {
@@ -99,6 +100,11 @@ enum Command {
         /// accepted). Repeat for more.
         #[arg(long, value_name = "HOST")]
         allow_host: Vec<String>,
+        /// How calls answer: `release` (the first update answers, the call
+        /// goes on) or `final` (the request stays open until the call ends,
+        /// updates sent as progress). Default: the profile's, else release.
+        #[arg(long, value_name = "MODE")]
+        answer: Option<toolhost::AnswerMode>,
     },
 }
 
@@ -161,7 +167,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let tools = host.open_session(Default::default()).tools();
             println!(
                 "{}",
-                serde_json::to_string_pretty(&toolhost::export_schema(&tools, format))?
+                serde_json::to_string_pretty(&toolhost::catalog::render(&tools, format))?
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -180,8 +186,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             cli::call(&host, &tool, &arguments, json).await
         }
         Command::New { .. } => unreachable!("handled before the host starts"),
-        Command::Serve { http, allow_host } => {
-            cli::serve(&host, &cli.plugins, http, allow_host).await?;
+        Command::Serve {
+            http,
+            allow_host,
+            answer,
+        } => {
+            cli::serve(&host, &cli.plugins, http, allow_host, answer).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -213,7 +223,10 @@ async fn load(host: &Host, dir: &std::path::Path) -> Result<()> {
 fn list(host: &Host, json: bool) -> Result<ExitCode> {
     let tools = host.tools();
     if json {
-        let all: Vec<_> = tools.iter().map(|t| t.to_json()).collect();
+        let all: Vec<_> = tools
+            .iter()
+            .map(|t| ToolView::of(t.plugin.name(), &t.tool).to_json())
+            .collect();
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -239,7 +252,7 @@ async fn check(host: &Host, file: &std::path::Path, json: bool) -> Result<ExitCo
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({ "ok": false, "file": file, "reason": e.reason })
+                    serde_json::json!({ "ok": false, "file": file, "reason": e.reason() })
                 );
             } else {
                 println!("refused: {e}");
@@ -253,14 +266,7 @@ async fn check(host: &Host, file: &std::path::Path, json: bool) -> Result<ExitCo
         let tools: Vec<_> = plugin
             .tools()
             .iter()
-            .map(|t| {
-                serde_json::json!({
-                    "name": t.name, "description": t.description,
-                    "input_schema": t.input_schema, "output_schema": t.output_schema,
-                    "on_duplicate": t.on_duplicate.as_str(), "cancellable": t.cancellable,
-                    "delivery": t.delivery.as_str(), "enabled": t.enabled,
-                })
-            })
+            .map(|t| ToolView::of(plugin.name(), t).to_json())
             .collect();
         let value = serde_json::json!({
             "ok": true,
@@ -278,6 +284,8 @@ async fn check(host: &Host, file: &std::path::Path, json: bool) -> Result<ExitCo
                 "timeout_ms": limits.timeout.as_millis() as u64,
                 "max_concurrency": limits.max_concurrency,
                 "cancel_grace_ms": limits.cancel_grace.as_millis() as u64,
+                "updates": limits.updates, "update_size": limits.update_size,
+                "result_size": limits.result_size, "log": limits.log,
             },
             "tools": tools,
         });
@@ -340,13 +348,6 @@ async fn check(host: &Host, file: &std::path::Path, json: bool) -> Result<ExitCo
             net.join(", ")
         }
     );
-    println!(
-        "limits   fuel {}, memory {}, timeout {}, {} calls at once, cancel grace {}",
-        limits.fuel,
-        toolhost::format_bytes(limits.memory),
-        humantime::format_duration(limits.timeout),
-        limits.max_concurrency,
-        humantime::format_duration(limits.cancel_grace)
-    );
+    println!("limits   {limits}");
     Ok(ExitCode::SUCCESS)
 }

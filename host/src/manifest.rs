@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::bindings::{DuplicatePolicy, DuplicateScope};
+use crate::error::FileError;
 
 /// A parsed and checked manifest. Relative `dirs` are resolved against the
 /// manifest's folder.
@@ -30,6 +31,10 @@ pub struct LimitOverrides {
     pub timeout: Option<Duration>,
     pub max_concurrency: Option<u32>,
     pub cancel_grace: Option<Duration>,
+    pub updates: Option<u64>,
+    pub update_size: Option<u64>,
+    pub result_size: Option<u64>,
+    pub log: Option<u64>,
 }
 
 /// What a plugin may reach outside its sandbox. The default grants nothing.
@@ -100,18 +105,10 @@ pub struct ToolOverride {
     pub enabled: Option<bool>,
 }
 
-/// A manifest that cannot be used, with the file and the reason.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct ManifestError {
-    pub path: PathBuf,
-    pub message: String,
-}
-
 impl Manifest {
     /// Read and check the manifest at `path`.
-    pub fn load(path: &Path) -> Result<Self, ManifestError> {
-        let err = |message: String| ManifestError {
+    pub fn load(path: &Path) -> Result<Self, FileError> {
+        let err = |message: String| FileError {
             path: path.to_owned(),
             message,
         };
@@ -199,6 +196,10 @@ pub(crate) fn limit_overrides(raw: raw::Limits) -> Result<LimitOverrides, String
         timeout: duration("limits.timeout", raw.timeout)?,
         max_concurrency: raw.max_concurrency,
         cancel_grace: duration("limits.cancel-grace", raw.cancel_grace)?,
+        updates: raw.updates,
+        update_size: size("limits.update-size", raw.update_size)?,
+        result_size: size("limits.result-size", raw.result_size)?,
+        log: size("limits.log", raw.log)?,
     };
     if limits.fuel == Some(0) {
         return Err("limits.fuel: must be more than 0".into());
@@ -221,6 +222,12 @@ pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
         }
         None => message,
     }
+}
+
+fn size(key: &str, value: Option<Size>) -> Result<Option<u64>, String> {
+    value
+        .map(|v| v.bytes().map_err(|e| format!("{key}: {e}")))
+        .transpose()
 }
 
 fn duration(key: &str, value: Option<String>) -> Result<Option<Duration>, String> {
@@ -271,6 +278,10 @@ pub(crate) mod raw {
         pub timeout: Option<String>,
         pub max_concurrency: Option<u32>,
         pub cancel_grace: Option<String>,
+        pub updates: Option<u64>,
+        pub update_size: Option<super::Size>,
+        pub result_size: Option<super::Size>,
+        pub log: Option<super::Size>,
     }
 
     #[derive(Deserialize, Default)]

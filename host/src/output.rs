@@ -14,12 +14,12 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-use crate::sandbox::CallIdentity;
+use crate::ids::CallIdentity;
 
 /// Bytes of one stream that are logged per call; the rest is counted only.
-pub const OUTPUT_BUDGET: usize = 64 * 1024;
+pub(crate) const OUTPUT_BUDGET: usize = 64 * 1024;
 /// The longest log line; longer lines are cut.
-pub const MAX_LINE: usize = 2048;
+pub(crate) const MAX_LINE: usize = 2048;
 
 /// Cut a message to [`MAX_LINE`] bytes on a character boundary.
 pub(crate) fn clip(s: &str) -> &str {
@@ -35,7 +35,7 @@ pub(crate) fn clip(s: &str) -> &str {
 
 /// One of a call's output streams.
 #[derive(Clone)]
-pub struct LogStream(Arc<Mutex<Lines>>);
+pub(crate) struct LogStream(Arc<Mutex<Lines>>);
 
 struct Lines {
     identity: CallIdentity,
@@ -46,7 +46,7 @@ struct Lines {
 }
 
 impl LogStream {
-    pub fn new(identity: CallIdentity, stream: &'static str) -> Self {
+    pub(crate) fn new(identity: CallIdentity, stream: &'static str) -> Self {
         Self(Arc::new(Mutex::new(Lines {
             identity,
             stream,

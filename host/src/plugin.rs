@@ -6,18 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wasmtime::Store;
 
 use crate::bindings::{Delivery, DuplicatePolicy, DuplicateScope, PluginPre, ToolSpec};
-use crate::cache::CacheOutcome;
-use crate::error::{LoadError, format_bytes};
-use crate::host::HostShared;
+use crate::config::HostConfig;
+use crate::engine::{CacheOutcome, Runtime};
+use crate::error::{LoadError, LoadErrorKind, TOOL_INTERFACE};
+use crate::ids::CallIdentity;
 use crate::limits::Limits;
 use crate::manifest::Manifest;
-use crate::sandbox::{CallControl, CallIdentity, CallState, Grants};
-
-/// The interface every plugin exports.
-pub const TOOL_INTERFACE: &str = "toolhost:plugin/tool@0.1.0";
+use crate::sandbox::{CallControl, CallState, Grants};
 
 /// A loaded plugin: its compiled component ready to instantiate, its
 /// grants, limits and tools.
@@ -32,6 +29,9 @@ pub struct Plugin {
     pub(crate) tools: Vec<Arc<Tool>>,
     pub(crate) imports: Vec<String>,
     pub(crate) running: Arc<tokio::sync::Semaphore>,
+    /// The hash of the component and its manifest, to tell a changed file
+    /// from an unchanged one.
+    pub(crate) content: blake3::Hash,
     /// How the component was obtained and how long loading took.
     pub(crate) cache: CacheOutcome,
     pub(crate) load_time: Duration,
@@ -60,6 +60,21 @@ pub struct Tool {
     pub enabled: bool,
     pub(crate) validator: jsonschema::Validator,
     pub(crate) output_validator: Option<jsonschema::Validator>,
+}
+
+impl Tool {
+    /// Whether the model would see no difference between the two.
+    pub(crate) fn same_as(&self, other: &Tool) -> bool {
+        self.name == other.name
+            && self.description == other.description
+            && self.input_schema == other.input_schema
+            && self.output_schema == other.output_schema
+            && self.on_duplicate == other.on_duplicate
+            && self.duplicate_scope == other.duplicate_scope
+            && self.cancellable == other.cancellable
+            && self.delivery == other.delivery
+            && self.enabled == other.enabled
+    }
 }
 
 impl Plugin {
@@ -95,86 +110,104 @@ impl Plugin {
     }
 }
 
+/// The most tools one plugin may provide.
+pub(crate) const MAX_TOOLS: usize = 1000;
+
 /// The manifest that belongs to `wasm`: `NAME.toml` beside `NAME.wasm`.
-pub fn manifest_path_for(wasm: &Path) -> PathBuf {
+pub(crate) fn manifest_path_for(wasm: &Path) -> PathBuf {
     wasm.with_extension("toml")
 }
 
 /// Load one plugin file: check it, compile it (or take it from the cache),
 /// run its `describe()` under the describe budget, and check its tools.
-pub(crate) async fn load(shared: &HostShared, path: &Path) -> Result<Plugin, LoadError> {
+pub(crate) async fn load(
+    runtime: &Arc<Runtime>,
+    config: &HostConfig,
+    path: &Path,
+) -> Result<Plugin, LoadError> {
     let started = Instant::now();
-    let fail = |reason: String| LoadError::new(path, reason);
+    let fail = |kind: LoadErrorKind| LoadError::new(path, kind);
     let name: Arc<str> = path
         .file_stem()
         .and_then(|s| s.to_str())
-        .ok_or_else(|| fail("the file name is not valid UTF-8".into()))?
+        .ok_or_else(|| fail(LoadErrorKind::BadFileName))?
         .into();
 
     let manifest_path = manifest_path_for(path);
     let (manifest, manifest_path) = if manifest_path.exists() {
-        let m = Manifest::load(&manifest_path)
-            .map_err(|e| LoadError::new(path, format!("bad manifest {e}")))?;
+        let m = Manifest::load(&manifest_path).map_err(|e| fail(LoadErrorKind::BadManifest(e)))?;
         (m, Some(manifest_path))
     } else {
         (Manifest::default(), None)
     };
-    let limits = shared.config.limits.with(&manifest.limits);
-    if limits.memory > shared.config.engine.max_memory {
-        return Err(fail(format!(
-            "limits.memory of {} is more than the host allows ({})",
-            format_bytes(limits.memory),
-            format_bytes(shared.config.engine.max_memory)
-        )));
+    // A plugin that could rewrite its own file or manifest could grant
+    // itself anything at the next reload.
+    let own = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    let own_manifest = manifest_path
+        .as_ref()
+        .map(|m| m.canonicalize().unwrap_or_else(|_| m.clone()));
+    if let Some(dir) = manifest.permissions.dirs.iter().find(|d| {
+        d.write
+            && (own.starts_with(&d.host)
+                || own_manifest
+                    .as_ref()
+                    .is_some_and(|m| m.starts_with(&d.host)))
+    }) {
+        return Err(fail(LoadErrorKind::WritableSelf {
+            dir: dir.host.clone(),
+        }));
+    }
+    let limits = config.limits.with(&manifest.limits);
+    if limits.memory > runtime.config().max_memory {
+        return Err(fail(LoadErrorKind::MemoryOverMax {
+            asked: limits.memory,
+            allowed: runtime.config().max_memory,
+        }));
+    }
+
+    // No plugin may hold more than half the instance pool: the others
+    // always have room.
+    let allowed = runtime.config().instances / 2;
+    if limits.max_concurrency > allowed {
+        return Err(fail(LoadErrorKind::ConcurrencyOverMax {
+            asked: limits.max_concurrency,
+            allowed,
+        }));
     }
 
     let bytes = tokio::fs::read(path)
         .await
-        .map_err(|e| fail(format!("cannot read: {e}")))?;
+        .map_err(|e| fail(LoadErrorKind::Unreadable(e.to_string())))?;
     check_header(&bytes).map_err(fail)?;
+    let content = content_hash(&bytes, manifest_path.as_deref());
 
-    let engine = shared.engine.clone();
-    let cache = shared.cache.clone();
-    let (component, cache_outcome) =
-        tokio::task::spawn_blocking(move || cache.load(&engine, &bytes))
-            .await
-            .map_err(|e| fail(format!("compiling panicked: {e}")))?
-            .map_err(|e| fail(format!("not a valid component: {}", first_line(&e))))?;
+    let compiling = runtime.clone();
+    let (component, cache_outcome) = tokio::task::spawn_blocking(move || compiling.compile(&bytes))
+        .await
+        .map_err(|e| fail(LoadErrorKind::Host(format!("compiling panicked: {e}"))))?
+        .map_err(|e| fail(LoadErrorKind::NotAComponent(first_line(&e))))?;
 
+    let engine = runtime.engine();
     let ty = component.component_type();
-    let exports: Vec<String> = ty
-        .exports(&shared.engine)
-        .map(|(n, _)| n.to_owned())
-        .collect();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
     if !exports.iter().any(|e| e == TOOL_INTERFACE) {
-        return Err(fail(format!(
-            "does not export {TOOL_INTERFACE} (it exports: {}); build it against wit/plugin.wit",
-            if exports.is_empty() {
+        return Err(fail(LoadErrorKind::MissingExport {
+            exports: if exports.is_empty() {
                 "nothing".to_owned()
             } else {
                 exports.join(", ")
-            }
-        )));
+            },
+        }));
     }
-    let imports: Vec<String> = ty
-        .imports(&shared.engine)
-        .map(|(n, _)| n.to_owned())
-        .collect();
-    let instance_pre = shared.linker.instantiate_pre(&component).map_err(|e| {
-        fail(format!(
-            "imports something the host does not provide: {}",
-            first_line(&e)
-        ))
-    })?;
-    let pre = PluginPre::new(instance_pre).map_err(|e| {
-        fail(format!(
-            "its {TOOL_INTERFACE} export does not match wit/plugin.wit: {}",
-            first_line(&e)
-        ))
-    })?;
+    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
+    let instance_pre = runtime
+        .instantiate_pre(&component)
+        .map_err(|e| fail(LoadErrorKind::UnknownImport(first_line(&e))))?;
+    let pre = PluginPre::new(instance_pre)
+        .map_err(|e| fail(LoadErrorKind::WrongExport(first_line(&e))))?;
 
     let grants = Grants::resolve(&name, &manifest.permissions);
-    let specs = describe(shared, &name, &pre, &grants, &limits)
+    let specs = describe(runtime, config, &name, &pre, &grants, &limits)
         .await
         .map_err(fail)?;
     let tools = check_tools(specs, &manifest).map_err(fail)?;
@@ -190,23 +223,32 @@ pub(crate) async fn load(shared: &HostShared, path: &Path) -> Result<Plugin, Loa
         pre,
         tools,
         imports,
+        content,
         cache: cache_outcome,
         load_time: started.elapsed(),
     })
 }
 
+/// The hash of a component's bytes and of its manifest (when it has one).
+pub(crate) fn content_hash(wasm: &[u8], manifest: Option<&Path>) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(wasm);
+    if let Some(text) = manifest.and_then(|m| std::fs::read(m).ok()) {
+        h.update(&text);
+    }
+    h.finalize()
+}
+
 /// A core module or a random file gets a message that says what it is.
-fn check_header(bytes: &[u8]) -> Result<(), String> {
+fn check_header(bytes: &[u8]) -> Result<(), LoadErrorKind> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err("not a WebAssembly file".into());
+        return Err(LoadErrorKind::NotWasm);
     }
     // Bytes 4..8: version and layer. Core modules are layer 0; components 1.
     match (bytes[6], bytes[7]) {
-        (0, 0) => Err("a core WebAssembly module, not a component; \
-                       build for wasm32-wasip2 or run it through `wasm-tools component new`"
-            .into()),
+        (0, 0) => Err(LoadErrorKind::CoreModule),
         (1, 0) => Ok(()),
-        _ => Err("an unknown WebAssembly layer".into()),
+        _ => Err(LoadErrorKind::UnknownLayer),
     }
 }
 
@@ -217,12 +259,13 @@ fn first_line(e: &impl std::fmt::Display) -> String {
 
 /// Run `describe()` in a fresh sandbox under the host's describe budget.
 async fn describe(
-    shared: &HostShared,
+    runtime: &Runtime,
+    config: &HostConfig,
     plugin: &Arc<str>,
     pre: &PluginPre<CallState>,
     grants: &Grants,
     limits: &Limits,
-) -> Result<Vec<ToolSpec>, String> {
+) -> Result<Vec<ToolSpec>, LoadErrorKind> {
     let identity = CallIdentity {
         plugin: plugin.clone(),
         tool: "describe".into(),
@@ -231,15 +274,15 @@ async fn describe(
     let state = CallState::new(
         grants,
         identity,
-        limits.memory,
+        limits,
         Arc::new(CallControl::default()),
         None,
     );
-    let mut store = Store::new(&shared.engine, state);
-    store.limiter(|s| s.limiter());
-    let fuel = shared.config.describe_fuel;
-    crate::engine::meter(&mut store, fuel, &shared.config.engine).map_err(|e| e.to_string())?;
-    let timeout = shared.config.describe_timeout;
+    let fuel = config.describe_fuel;
+    let mut store = runtime
+        .store(state, fuel)
+        .map_err(|e| LoadErrorKind::Host(e.to_string()))?;
+    let timeout = config.describe_timeout;
     let run = async {
         let plugin = pre.instantiate_async(&mut store).await?;
         plugin
@@ -248,16 +291,11 @@ async fn describe(
             .await
     };
     match tokio::time::timeout(timeout, run).await {
-        Err(_) => Err(format!(
-            "describe() did not return within {}",
-            humantime::format_duration(timeout)
-        )),
-        Ok(Err(e)) if is_out_of_fuel(&e) => Err(format!(
-            "describe() used more than its {fuel} units of fuel"
-        )),
+        Err(_) => Err(LoadErrorKind::DescribeTimedOut(timeout)),
+        Ok(Err(e)) if is_out_of_fuel(&e) => Err(LoadErrorKind::DescribeOutOfFuel(fuel)),
         Ok(Err(e)) => {
             tracing::debug!(%plugin, error = ?e, "describe() failed");
-            Err(format!("describe() failed: {}", trap_message(&e)))
+            Err(LoadErrorKind::DescribeTrapped(trap_message(&e)))
         }
         Ok(Ok(specs)) => Ok(specs),
     }
@@ -277,52 +315,61 @@ pub(crate) fn is_out_of_fuel(e: &wasmtime::Error) -> bool {
 }
 
 /// 1-64 characters of `[a-zA-Z0-9_-]`.
-pub fn valid_tool_name(name: &str) -> bool {
+pub(crate) fn valid_tool_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn check_tools(specs: Vec<ToolSpec>, manifest: &Manifest) -> Result<Vec<Arc<Tool>>, String> {
+fn check_tools(specs: Vec<ToolSpec>, manifest: &Manifest) -> Result<Vec<Arc<Tool>>, LoadErrorKind> {
     if specs.is_empty() {
-        return Err("describe() returned no tools".into());
+        return Err(LoadErrorKind::NoTools);
+    }
+    if specs.len() > MAX_TOOLS {
+        return Err(LoadErrorKind::TooManyTools {
+            count: specs.len(),
+            max: MAX_TOOLS,
+        });
     }
     let mut tools: Vec<Arc<Tool>> = Vec::with_capacity(specs.len());
+    let mut names = std::collections::HashSet::with_capacity(specs.len());
     for spec in specs {
         let name = spec.name;
         if !valid_tool_name(&name) {
-            return Err(format!(
-                "invalid tool name {name:?}: use 1-64 characters of a-z, A-Z, 0-9, _ and -"
-            ));
+            return Err(LoadErrorKind::BadToolName(name));
         }
-        if tools.iter().any(|t| t.name == name) {
-            return Err(format!("describe() lists the tool `{name}` twice"));
+        if !names.insert(name.clone()) {
+            return Err(LoadErrorKind::ToolTwice(name));
         }
-        let input_schema = parse_schema(&spec.input_schema)
-            .map_err(|e| format!("tool `{name}`: input schema: {e}"))?;
-        let validator = compile_schema(&input_schema)
-            .map_err(|e| format!("tool `{name}`: input schema: {e}"))?;
+        let invalid = |problem: String| LoadErrorKind::InvalidTool {
+            tool: name.clone(),
+            problem,
+        };
+        let input_schema =
+            parse_schema(&spec.input_schema).map_err(|e| invalid(format!("input schema: {e}")))?;
+        let validator =
+            compile_schema(&input_schema).map_err(|e| invalid(format!("input schema: {e}")))?;
         if input_schema.get("type").and_then(Value::as_str) != Some("object") {
-            return Err(format!(
-                "tool `{name}`: input schema must describe an object (\"type\": \"object\")"
+            return Err(invalid(
+                "input schema must describe an object (\"type\": \"object\")".into(),
             ));
         }
         let (output_schema, output_validator) = match spec.output_schema {
             None => (None, None),
             Some(s) => {
                 let schema =
-                    parse_schema(&s).map_err(|e| format!("tool `{name}`: output schema: {e}"))?;
-                let v = compile_schema(&schema)
-                    .map_err(|e| format!("tool `{name}`: output schema: {e}"))?;
+                    parse_schema(&s).map_err(|e| invalid(format!("output schema: {e}")))?;
+                let v =
+                    compile_schema(&schema).map_err(|e| invalid(format!("output schema: {e}")))?;
                 (Some(schema), Some(v))
             }
         };
         let over = manifest.tools.get(&name).cloned().unwrap_or_default();
         let on_duplicate = over.on_duplicate.unwrap_or(spec.on_duplicate);
         if on_duplicate == DuplicatePolicy::Replace && !spec.cancellable {
-            return Err(format!(
-                "tool `{name}`: on-duplicate \"replace\" needs a cancellable tool"
+            return Err(invalid(
+                "on-duplicate \"replace\" needs a cancellable tool".into(),
             ));
         }
         tools.push(Arc::new(Tool {
@@ -341,21 +388,29 @@ fn check_tools(specs: Vec<ToolSpec>, manifest: &Manifest) -> Result<Vec<Arc<Tool
     }
     for name in manifest.tools.keys() {
         if !tools.iter().any(|t| &t.name == name) {
-            return Err(format!(
-                "manifest [tools.{name}]: the plugin has no tool named `{name}`"
-            ));
+            return Err(LoadErrorKind::UnknownToolOverride(name.clone()));
         }
     }
     Ok(tools)
 }
 
 fn parse_schema(text: &str) -> Result<Value, String> {
+    if text.len() > crate::schema::MAX_SCHEMA_BYTES {
+        return Err(format!(
+            "{} bytes, more than the {} a schema may have",
+            text.len(),
+            crate::schema::MAX_SCHEMA_BYTES
+        ));
+    }
     serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
 }
 
 fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
     if !schema.is_object() {
         return Err("not a JSON Schema object".into());
+    }
+    if let Some(problem) = crate::schema::problem(schema) {
+        return Err(problem);
     }
     jsonschema::draft202012::options()
         .should_validate_formats(true)
@@ -381,17 +436,15 @@ mod tests {
 
     #[test]
     fn headers() {
-        assert!(
-            check_header(b"\0asm\x01\0\0\0")
-                .expect_err("refused")
-                .contains("core WebAssembly module")
-        );
+        assert!(matches!(
+            check_header(b"\0asm\x01\0\0\0"),
+            Err(LoadErrorKind::CoreModule)
+        ));
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
-        assert!(
-            check_header(b"hello world")
-                .expect_err("refused")
-                .contains("not a WebAssembly file")
-        );
+        assert!(matches!(
+            check_header(b"hello world"),
+            Err(LoadErrorKind::NotWasm)
+        ));
     }
 
     #[test]

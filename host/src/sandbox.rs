@@ -16,23 +16,17 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::bindings::{self, CallContext, LogLevel};
+use crate::error::Limit;
+use crate::ids::CallIdentity;
+use crate::limits::Limits;
 use crate::manifest::{NetworkGrant, Permissions};
 use crate::output::LogStream;
-
-/// Who a call is, for the plugin's `call-info()` and for every log line.
-#[derive(Debug, Clone, Default)]
-pub struct CallIdentity {
-    pub plugin: Arc<str>,
-    pub tool: String,
-    pub call_id: String,
-    pub session_id: String,
-}
 
 /// Shared between a running call and whoever controls it: the flag that
 /// `cancelled()` reads, and the forced stop that ends the call at its next
 /// fuel yield or host-call await (B21).
 #[derive(Debug, Default)]
-pub struct CallControl {
+pub(crate) struct CallControl {
     cancelled: AtomicBool,
     forced: AtomicBool,
     force: tokio::sync::Notify,
@@ -40,16 +34,16 @@ pub struct CallControl {
 
 impl CallControl {
     /// Ask the call to stop: `cancelled()` returns true from now on.
-    pub fn cancel(&self) {
+    pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::Release);
     }
 
-    pub fn is_cancelled(&self) -> bool {
+    pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)
     }
 
     /// Stop the call by force; it ends as cancelled.
-    pub fn force_stop(&self) {
+    pub(crate) fn force_stop(&self) {
         self.cancelled.store(true, Ordering::Release);
         self.forced.store(true, Ordering::Release);
         self.force.notify_waiters();
@@ -59,7 +53,7 @@ impl CallControl {
     ///
     /// # Cancel safety
     /// Cancel safe: dropping it loses nothing.
-    pub async fn force_stopped(&self) {
+    pub(crate) async fn force_stopped(&self) {
         let notified = self.force.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -71,7 +65,7 @@ impl CallControl {
 }
 
 /// The data of one call's store.
-pub struct CallState {
+pub(crate) struct CallState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: HttpGrants,
@@ -80,6 +74,19 @@ pub struct CallState {
     pub(crate) identity: CallIdentity,
     pub(crate) control: Arc<CallControl>,
     updates: Option<mpsc::UnboundedSender<String>>,
+    bounds: Bounds,
+}
+
+/// What a call may send the host through its imports, and what it sent.
+struct Bounds {
+    max_updates: u64,
+    max_update_size: u64,
+    log_budget: u64,
+    updates: u64,
+    logged: u64,
+    log_dropped: u64,
+    /// The limit (other than memory) that ended the call.
+    hit: Option<Limit>,
 }
 
 impl CallState {
@@ -87,10 +94,11 @@ impl CallState {
     pub(crate) fn new(
         grants: &Grants,
         identity: CallIdentity,
-        memory: u64,
+        limits: &Limits,
         control: Arc<CallControl>,
         updates: Option<mpsc::UnboundedSender<String>>,
     ) -> Self {
+        let memory = limits.memory;
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(LogStream::new(identity.clone(), "stdout"))
             .stderr(LogStream::new(identity.clone(), "stderr"))
@@ -136,6 +144,15 @@ impl CallState {
             identity,
             control,
             updates,
+            bounds: Bounds {
+                max_updates: limits.updates,
+                max_update_size: limits.update_size,
+                log_budget: limits.log,
+                updates: 0,
+                logged: 0,
+                log_dropped: 0,
+                hit: None,
+            },
         }
     }
 
@@ -143,9 +160,12 @@ impl CallState {
         &mut self.limiter
     }
 
-    /// Whether the call was refused more memory than its limit.
-    pub(crate) fn memory_limit_hit(&self) -> bool {
-        self.limiter.hit
+    /// The limit that ended the call, if one did (B23).
+    pub(crate) fn limit_hit(&self) -> Option<Limit> {
+        if self.limiter.hit {
+            return Some(Limit::Memory(self.limiter.memory));
+        }
+        self.bounds.hit
     }
 }
 
@@ -175,7 +195,7 @@ async fn outgoing_allowed(
 
 /// A plugin's grants, resolved once at load and shared by all its calls.
 #[derive(Debug, Clone, Default)]
-pub struct Grants {
+pub(crate) struct Grants {
     env: Vec<(String, String)>,
     dirs: Vec<crate::manifest::DirGrant>,
     network: Arc<[NetworkGrant]>,
@@ -184,7 +204,7 @@ pub struct Grants {
 impl Grants {
     /// Resolve a manifest's permissions: environment values are read from the
     /// host's environment now; a granted variable that is unset is skipped.
-    pub fn resolve(plugin: &str, p: &Permissions) -> Self {
+    pub(crate) fn resolve(plugin: &str, p: &Permissions) -> Self {
         let env = p
             .env
             .iter()
@@ -314,6 +334,16 @@ impl bindings::toolhost::plugin::types::Host for CallState {}
 
 impl bindings::toolhost::plugin::host::Host for CallState {
     fn update(&mut self, message: String) -> wasmtime::Result<()> {
+        let b = &mut self.bounds;
+        b.updates += 1;
+        if message.len() as u64 > b.max_update_size {
+            b.hit = Some(Limit::UpdateSize(b.max_update_size));
+            wasmtime::bail!("update of {} bytes over the limit", message.len());
+        }
+        if b.updates > b.max_updates {
+            b.hit = Some(Limit::Updates(b.max_updates));
+            wasmtime::bail!("update {} over the limit", b.updates);
+        }
         let id = &self.identity;
         tracing::debug!(plugin = %id.plugin, tool = %id.tool, call_id = %id.call_id, %message, "update");
         if let Some(tx) = &self.updates {
@@ -330,7 +360,16 @@ impl bindings::toolhost::plugin::host::Host for CallState {
 
     fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
         let id = &self.identity;
+        let b = &mut self.bounds;
         let message = crate::output::clip(&message);
+        if b.logged + message.len() as u64 > b.log_budget {
+            if b.log_dropped == 0 {
+                tracing::warn!(plugin = %id.plugin, tool = %id.tool, call_id = %id.call_id, budget = b.log_budget, "log budget of the call spent; its further log messages are dropped");
+            }
+            b.log_dropped += message.len() as u64;
+            return Ok(());
+        }
+        b.logged += message.len() as u64;
         macro_rules! at {
             ($lvl:ident) => {
                 tracing::$lvl!(target: "toolhost::plugin", plugin = %id.plugin, tool = %id.tool, call_id = %id.call_id, "{message}")
@@ -357,7 +396,7 @@ impl bindings::toolhost::plugin::host::Host for CallState {
 
 /// The linker every plugin is instantiated with: all of WASI preview 2,
 /// `wasi:http`, and the `toolhost:plugin/host` interface.
-pub fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<CallState>> {
+pub(crate) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<CallState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;

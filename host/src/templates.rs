@@ -11,6 +11,7 @@ use serde::Deserialize;
 /// are set, never a surprise in a conversation.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct Templates {
     /// The answer of a call released by its first update (B2).
     /// Fields: `call_id`, `tool`, `message`.
@@ -79,6 +80,33 @@ impl Default for Templates {
 }
 
 impl Templates {
+    /// The defaults for clients that get no deliveries, such as MCP's: the
+    /// texts that answer a call which goes on say how to learn more (the
+    /// companion tools with the call_id) rather than promise a delivery.
+    pub fn for_polling() -> Self {
+        Self {
+            update: "{message}\n\n[toolhost: call {call_id} ({tool}) goes on in the background. \
+                     Its progress and result are not sent here: call toolhost_task_status with \
+                     call_id \"{call_id}\" to learn them, or toolhost_cancel_task to stop it. State \
+                     only what this message says and do not invent a result.]"
+                .into(),
+            reject: "[toolhost: not started. {tool} is already running as {running}. Ask \
+                     toolhost_task_status for its result, or stop it with toolhost_cancel_task \
+                     and call again. Do not invent its result.]"
+                .into(),
+            confirm: "[toolhost: not started. {tool} is already running as {running}. If a \
+                      second run is really wanted, call {tool} again with \
+                      \"confirm_duplicate\": true; otherwise ask toolhost_task_status for the \
+                      running call's result.]"
+                .into(),
+            queued: "[toolhost: queued as call {call_id}. {tool} will start when {running} has \
+                     ended. Ask toolhost_task_status with call_id \"{call_id}\" for its result; \
+                     do not invent it.]"
+                .into(),
+            ..Self::default()
+        }
+    }
+
     /// The fields each template may use.
     pub fn fields(name: &str) -> &'static [&'static str] {
         match name {
@@ -107,6 +135,12 @@ impl Templates {
             ("reply", &self.reply),
             ("reply_maybe_told", &self.reply_maybe_told),
         ]
+    }
+
+    /// Fill the `{name}` fields of any text written in the templates'
+    /// syntax; braces around anything else stay as they are.
+    pub fn fill(text: &str, fields: &[(&str, &str)]) -> String {
+        render(text, fields)
     }
 
     /// Check that every template uses only its own fields.
@@ -171,7 +205,15 @@ mod tests {
 
     #[test]
     fn defaults_use_only_their_fields_and_name_the_call() {
-        let t = Templates::default();
+        for t in [Templates::default(), Templates::for_polling()] {
+            check_defaults(&t);
+        }
+        for text in Templates::for_polling().all() {
+            assert!(!text.1.contains("will be delivered"), "{}", text.1);
+        }
+    }
+
+    fn check_defaults(t: &Templates) {
         t.check().expect("defaults are valid");
         // B30: every text that answers a call which goes on names the call id(s).
         for text in [&t.update, &t.started, &t.queued] {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use toolhost::{EngineConfig, Host, HostConfig};
+use toolhost::{Host, HostConfig};
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -55,14 +55,10 @@ pub fn test_plugin(name: &str) -> PathBuf {
 /// Host settings for tests: a small instance pool and a compile cache
 /// shared by all test runs.
 pub fn config() -> HostConfig {
-    HostConfig {
-        engine: EngineConfig {
-            instances: 64,
-            ..Default::default()
-        },
-        cache_dir: Some(root().join("target").join("toolhost-test-cache")),
-        ..Default::default()
-    }
+    let mut config = HostConfig::default();
+    config.engine.instances = 64;
+    config.cache_dir = Some(root().join("target").join("toolhost-test-cache"));
+    config
 }
 
 /// A folder holding copies of the given plugins (and manifests given as

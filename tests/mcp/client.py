@@ -26,7 +26,7 @@ from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from pydantic import ConfigDict
 
 TASKS = "io.modelcontextprotocol/tasks"
-CALL_ID = re.compile(r"call_\d+")
+CALL_ID = re.compile(r"call_[0-9a-f]+_\d+")
 
 
 class Failed(Exception):

@@ -22,10 +22,9 @@ pub fn dist(path: &str) -> PathBuf {
 
 /// The default host settings with this compile cache (or none).
 pub fn config(cache: Option<PathBuf>) -> HostConfig {
-    HostConfig {
-        cache_dir: cache,
-        ..Default::default()
-    }
+    let mut config = HostConfig::default();
+    config.cache_dir = cache;
+    config
 }
 
 /// Milliseconds, or seconds from one second up.

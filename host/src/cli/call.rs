@@ -17,10 +17,9 @@ const CALL_ID: &str = "call_1";
 const INTERRUPTED: u8 = 130;
 
 pub async fn call(host: &Host, tool: &str, arguments: &str, json: bool) -> Result<ExitCode> {
-    let session = host.open_session(SessionOptions {
-        close_timeout: Duration::ZERO,
-        ..Default::default()
-    });
+    let mut options = SessionOptions::default();
+    options.close_timeout = Duration::ZERO;
+    let session = host.open_session(options);
     let mut events = session.subscribe();
     let answer = tokio::spawn({
         let session = session.clone();

@@ -116,11 +116,8 @@ pub fn new_plugin(name: &str, language: Language, parent: &Path) -> Result<NewPl
         ("from_dist", from_dist),
         ("guest", guest),
     ];
-    let render = |template: &str| -> String {
-        vars.iter().fold(template.to_owned(), |text, (key, value)| {
-            text.replace(&format!("{{{{{key}}}}}"), value)
-        })
-    };
+    let fields: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let render = |template: &str| toolhost::Templates::fill(template, &fields);
 
     let mut files: Vec<(String, String)> = match language {
         Language::Rust => vec![

@@ -4,16 +4,18 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use toolhost::Host;
 use toolhost::mcp::{self, McpOptions};
+use toolhost::{AnswerMode, Host};
 
 /// Load `plugins`, follow its changes, and serve MCP until the client goes
-/// (stdio) or Ctrl-C.
+/// (stdio), or Ctrl-C, SIGTERM or SIGHUP: then every session closes as B24
+/// says (cancel, grace, clean-up) before the process exits.
 pub async fn serve(
     host: &Host,
     plugins: &Path,
     http: Option<SocketAddr>,
     allow_host: Vec<String>,
+    answer: Option<AnswerMode>,
 ) -> Result<()> {
     host.start_loading(plugins)
         .with_context(|| format!("loading plugins from {}", plugins.display()))?;
@@ -22,9 +24,10 @@ pub async fn serve(
         .with_context(|| format!("watching {}", plugins.display()))?;
     let mut options = McpOptions::default();
     options.allowed_hosts.extend(allow_host);
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    options.answer = answer
+        .or(host.config().profile.as_ref().and_then(|p| p.answer))
+        .unwrap_or_default();
+    let ctrl_c = shutdown_signal()?;
     match http {
         None => mcp::serve_stdio(host, options, ctrl_c).await?,
         Some(addr) => {
@@ -35,4 +38,21 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Resolves on Ctrl-C (SIGINT), SIGTERM or SIGHUP: process managers and
+/// clients that close a server send SIGTERM, and a terminal that goes away
+/// sends SIGHUP.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+        tracing::info!("shutting down: closing every session");
+    })
 }

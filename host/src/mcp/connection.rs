@@ -2,7 +2,6 @@
 //! background work that lives exactly as long as it does.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rmcp::{Peer, RoleServer};
 use tokio::sync::watch;
@@ -11,13 +10,13 @@ use super::McpOptions;
 use super::tasks::Tasks;
 use crate::host::Host;
 use crate::session::Session;
+use crate::templates::Templates;
 
 /// A session and what the MCP layer keeps beside it.
 pub(crate) struct Connection {
     host: Host,
     session: Session,
     options: Arc<McpOptions>,
-    next_call: AtomicU64,
     tasks: Tasks,
     /// True once [`close`](Self::close) began; background work stops on it.
     closed: watch::Sender<bool>,
@@ -38,6 +37,13 @@ impl Connection {
     ) -> Arc<Self> {
         let mut session_options = options.session.clone();
         session_options.id = None;
+        // Later updates and results reach an MCP client through tasks or
+        // the companion tools, never as deliveries: none are kept, and the
+        // default texts say so.
+        session_options.delivery = false;
+        if session_options.templates.is_none() && *host.config().templates == Templates::default() {
+            session_options.templates = Some(Arc::new(Templates::for_polling()));
+        }
         let session = host.open_session(session_options);
         if let Some(open) = &open {
             open.send_modify(|n| *n += 1);
@@ -47,12 +53,10 @@ impl Connection {
             tasks: Tasks::new(options.task_poll_interval, options.task_ttl),
             session,
             options,
-            next_call: AtomicU64::new(1),
             closed: watch::Sender::new(false),
             open,
         });
         tracing::info!(session = %connection.session.id(), "MCP connection opened");
-        tokio::spawn(discard_deliveries(connection.session.clone()));
         connection
     }
 
@@ -70,11 +74,6 @@ impl Connection {
 
     pub(crate) fn tasks(&self) -> &Tasks {
         &self.tasks
-    }
-
-    /// A call id unique in this connection's session.
-    pub(crate) fn new_call_id(&self) -> String {
-        format!("call_{}", self.next_call.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Resolves once the connection is closing.
@@ -120,17 +119,6 @@ impl Connection {
                 tracing::info!(session = %connection.session.id(), "sent tools/list_changed");
             }
         });
-    }
-}
-
-/// Updates and results that come after a call was answered have no way to
-/// the model over MCP (the client asks with the companion tools, or follows
-/// a task), so the session's deliveries are taken and dropped to keep its
-/// pending list from growing; the records keep everything.
-async fn discard_deliveries(session: Session) {
-    while let Some(delivery) = session.next_reply().await {
-        tracing::debug!(session = %session.id(), items = delivery.items.len(), "later results left to the records");
-        delivery.ack();
     }
 }
 

@@ -5,31 +5,25 @@ use std::sync::Arc;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, TaskPayload, Tool};
 use serde_json::{Value, json};
 
-use crate::call::Output;
-use crate::records::{CallRecord, CallStatus};
-use crate::session::{Answer, ToolView};
+use crate::catalog::ToolView;
+use crate::records::CallStatus;
+use crate::session::Answer;
 
 /// A tool as `tools/list` shows it.
 pub(crate) fn tool(view: &ToolView) -> Tool {
-    let input = match &view.input_schema {
-        Value::Object(o) => o.clone(),
+    match serde_json::from_value(view.to_mcp()) {
+        Ok(tool) => tool,
         // Plugins are refused unless their schema is an object; this keeps
         // a bad one from breaking the whole list.
-        _ => object(json!({ "type": "object" })),
-    };
-    let mut tool = Tool::new(view.name.clone(), view.description.clone(), Arc::new(input))
-        .with_title(crate::schema::title(&view.name));
-    // A client checks every answer against a listed output schema, and a
-    // first update or a duplicate notice carries no data: list it only for
-    // tools that always answer with their result.
-    if let Some(Value::Object(output)) = view
-        .output_schema
-        .as_ref()
-        .filter(|_| view.answers_with_result)
-    {
-        tool = tool.with_raw_output_schema(Arc::new(output.clone()));
+        Err(e) => {
+            tracing::warn!(tool = %view.name, error = %e, "tool not listable over MCP");
+            Tool::new(
+                view.name.clone(),
+                view.description.clone(),
+                Arc::new(object(json!({ "type": "object" }))),
+            )
+        }
     }
-    tool
 }
 
 /// The `tools/call` result of a session's answer.
@@ -37,46 +31,26 @@ pub(crate) fn answer(answer: &Answer) -> CallToolResult {
     result(answer.output.clone(), answer.data.clone(), answer.is_error)
 }
 
-/// The `tools/call` result of a call that has ended: its result, its error
-/// or the cancellation (B22).
-pub(crate) fn ended(record: &CallRecord) -> CallToolResult {
-    match record.status {
-        CallStatus::Done => {
-            let output = record.result.as_ref();
-            let text = output.and_then(Output::model_text).unwrap_or_default();
-            result(text, output.and_then(|o| o.data.clone()), false)
-        }
-        CallStatus::Cancelled => result("the call was cancelled".into(), None, true),
-        _ => {
-            let error = record.error.as_deref().unwrap_or("the call failed");
-            result(error.to_owned(), None, true)
-        }
-    }
-}
-
 /// How a task ends when its call ended with `status` (B22 for
-/// `cancelled`): its payload and status message. A tool error completes the
-/// task with an `isError` result, as the extension asks; `failed` is kept
-/// for faults of the host.
+/// `cancelled`), `answer` being what the call would have answered: its
+/// payload and status message. A tool error completes the task with an
+/// `isError` result, as the extension asks; `failed` is kept for faults of
+/// the host.
 pub(crate) fn task_end(
     status: CallStatus,
-    output: Option<&Output>,
-    error: Option<&str>,
+    answer: Option<&Answer>,
 ) -> (TaskPayload, Option<String>) {
-    match status {
-        CallStatus::Done => {
-            let text = output.and_then(Output::model_text).unwrap_or_default();
-            let data = output.and_then(|o| o.data.clone());
-            let result = result(text, data, false);
-            (completed(&result), Some("done".into()))
+    match (status, answer) {
+        (CallStatus::Cancelled, _) => (TaskPayload::Cancelled, Some("cancelled".into())),
+        (CallStatus::Done | CallStatus::Error, Some(a)) => {
+            let message = if a.is_error {
+                a.output.clone()
+            } else {
+                "done".into()
+            };
+            (completed(&self::answer(a)), Some(message))
         }
-        CallStatus::Error => {
-            let message = error.unwrap_or("the call failed").to_owned();
-            let result = result(message.clone(), None, true);
-            (completed(&result), Some(message))
-        }
-        CallStatus::Cancelled => (TaskPayload::Cancelled, Some("cancelled".into())),
-        other => {
+        (other, _) => {
             let message = format!("the call ended as {other:?}");
             (
                 TaskPayload::Failed {
@@ -161,23 +135,24 @@ mod tests {
 
     #[test]
     fn a_task_ends_by_the_status_of_its_call() {
-        let (p, _) = task_end(CallStatus::Cancelled, None, None);
+        let (p, _) = task_end(CallStatus::Cancelled, None);
         assert!(matches!(p, TaskPayload::Cancelled));
-        let (p, m) = task_end(CallStatus::Error, None, Some("it failed"));
+        let (p, m) = task_end(CallStatus::Error, Some(&answer_of("it failed", None, true)));
         match p {
             TaskPayload::Completed { result } => assert_eq!(result["isError"], json!(true)),
             other => panic!("{other:?}"),
         }
         assert_eq!(m.as_deref(), Some("it failed"));
-        let out = Output {
-            text: Some("done after 3 steps".into()),
-            data: None,
-        };
-        match task_end(CallStatus::Done, Some(&out), None).0 {
+        let done = answer_of("done after 3 steps", None, false);
+        match task_end(CallStatus::Done, Some(&done)).0 {
             TaskPayload::Completed { result } => {
                 assert_eq!(result["content"][0]["text"], json!("done after 3 steps"))
             }
             other => panic!("{other:?}"),
         }
+        assert!(matches!(
+            task_end(CallStatus::Interrupted, None).0,
+            TaskPayload::Failed { .. }
+        ));
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
@@ -100,6 +100,7 @@ impl HttpServer {
         } = self;
         tracing::info!(%addr, path = %lane.options.http_path, "serving MCP over HTTP");
         let path: Arc<str> = lane.options.http_path.clone().into();
+        let origins: Arc<[String]> = lane.options.allowed_hosts.clone().into();
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -114,19 +115,33 @@ impl HttpServer {
             };
             let service = service.clone();
             let path = path.clone();
+            let origins = origins.clone();
             tokio::spawn(async move {
                 let handler = hyper::service::service_fn(move |request| {
                     let service = service.clone();
                     let path = path.clone();
+                    let origins = origins.clone();
                     async move {
+                        if let Some(refusal) = refuse(&request, &origins) {
+                            return Ok(refusal);
+                        }
                         if request.uri().path() == &*path {
-                            Ok::<_, Infallible>(service.handle(request).await)
+                            let delete = request.method() == hyper::Method::DELETE;
+                            let mut response = service.handle(request).await;
+                            // Ending a session succeeded: say 200, which
+                            // clients expect (the SDK answers 202).
+                            if delete && response.status() == hyper::StatusCode::ACCEPTED {
+                                *response.status_mut() = hyper::StatusCode::OK;
+                            }
+                            Ok::<_, Infallible>(response)
                         } else {
                             Ok(not_found())
                         }
                     }
                 });
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), handler)
                     .await
                 {
@@ -149,8 +164,49 @@ impl HttpServer {
     }
 }
 
-fn not_found() -> hyper::Response<BoxBody<Bytes, Infallible>> {
-    let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"not found\n")).boxed());
-    *response.status_mut() = hyper::StatusCode::NOT_FOUND;
+/// How long a client may take to send a request's header; a client that
+/// sends half a header and waits is dropped then.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request refused before it reaches the MCP service: two `Host`
+/// headers (a smuggling attempt), or an `Origin` that is not one of the
+/// allowed hosts (a web page trying to reach a local server). Requests
+/// without `Origin` come from programs, not browsers, and pass.
+fn refuse<B>(
+    request: &hyper::Request<B>,
+    allowed: &[String],
+) -> Option<hyper::Response<BoxBody<Bytes, Infallible>>> {
+    let headers = request.headers();
+    if headers.get_all(hyper::header::HOST).iter().count() > 1 {
+        return Some(status(
+            hyper::StatusCode::BAD_REQUEST,
+            "more than one Host header\n",
+        ));
+    }
+    let origin = headers.get(hyper::header::ORIGIN)?;
+    let host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.parse::<hyper::Uri>().ok())
+        .and_then(|u| {
+            u.host()
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+        });
+    match host {
+        Some(h) if allowed.iter().any(|a| a.eq_ignore_ascii_case(&h)) => None,
+        _ => Some(status(hyper::StatusCode::FORBIDDEN, "origin not allowed\n")),
+    }
+}
+
+fn status(
+    code: hyper::StatusCode,
+    text: &'static str,
+) -> hyper::Response<BoxBody<Bytes, Infallible>> {
+    let mut response = hyper::Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed());
+    *response.status_mut() = code;
     response
+}
+
+fn not_found() -> hyper::Response<BoxBody<Bytes, Infallible>> {
+    status(hyper::StatusCode::NOT_FOUND, "not found\n")
 }

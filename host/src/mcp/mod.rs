@@ -58,18 +58,30 @@ use std::time::Duration;
 use rmcp::ServiceExt;
 
 use crate::host::Host;
-use crate::session::SessionOptions;
+use crate::session::{AnswerMode, SessionOptions};
 
 use self::connection::Connection;
 use self::server::ToolServer;
 
 pub use self::http::{HttpServer, bind_http};
 
+/// The `_meta` key of a `tools/call` request that chooses its answer mode
+/// (`"release"` or `"final"`), over the server's [`McpOptions::answer`].
+pub const ANSWER_KEY: &str = "dev.toolhost/answer";
+
 /// How the MCP server behaves.
 ///
 /// Defaults:
 /// - `session`: [`SessionOptions::default`] for the session of each
-///   connection (its `id` is ignored: every connection gets its own)
+///   connection (its `id` is ignored: every connection gets its own, and
+///   delivery is off: later results reach a client through tasks or the
+///   companion tools)
+/// - `answer`: [`AnswerMode::Release`]: the first update of a call answers
+///   it and the call goes on (B2); [`AnswerMode::Final`] holds each request
+///   open until its call ends, sending its updates as progress. A request
+///   may choose with `_meta` [`ANSWER_KEY`] (`"release"` or `"final"`).
+///   Tools whose output schema is listed always answer `final`; clients
+///   with tasks get tasks instead.
 /// - `tasks`: true: answer with tasks when the client declares the tasks
 ///   extension
 /// - `task_after`: 500 ms: a call still running this long after it was made
@@ -82,8 +94,10 @@ pub use self::http::{HttpServer, bind_http};
 ///   the HTTP server accepts (a guard against DNS rebinding)
 /// - `http_path`: `/mcp`, where the HTTP server answers
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct McpOptions {
     pub session: SessionOptions,
+    pub answer: AnswerMode,
     pub tasks: bool,
     pub task_after: Duration,
     pub task_poll_interval: Duration,
@@ -96,6 +110,7 @@ impl Default for McpOptions {
     fn default() -> Self {
         Self {
             session: SessionOptions::default(),
+            answer: AnswerMode::Release,
             tasks: true,
             task_after: Duration::from_millis(500),
             task_poll_interval: Duration::from_millis(500),

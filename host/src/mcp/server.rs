@@ -18,8 +18,8 @@ use super::McpOptions;
 use super::connection::{Connection, Owned};
 use super::convert;
 use crate::host::Host;
-use crate::records::{CallEvent, EventKind};
-use crate::session::{AnswerKind, CancelError, Session};
+use crate::records::{CallEvent, CallStatus, EventKind};
+use crate::session::{AnswerKind, AnswerMode, CancelError};
 
 const INSTRUCTIONS: &str = "Tools run as background calls. A call that takes a while answers with \
 its first progress update and its call_id, and goes on running: ask for its status with \
@@ -169,7 +169,7 @@ impl ServerHandler for ToolServer {
     ) -> Result<CallToolResponse, ErrorData> {
         let connection = self.connection().clone();
         let session = connection.session().clone();
-        let call_id = connection.new_call_id();
+        let call_id = crate::ids::call_id();
         let tool = request.name.to_string();
         let arguments = request
             .arguments
@@ -188,13 +188,30 @@ impl ServerHandler for ToolServer {
         let mut progress = Progress::new(context.peer.clone(), context.meta.get_progress_token());
         tracing::debug!(session = %session.id(), %call_id, %tool, tasks, "tools/call");
 
+        // In the final mode the request stays open until the call ends, its
+        // updates going out as progress. A tool whose output schema is
+        // listed always answers so (the client checks the answer against
+        // it). A client with tasks gets a task instead.
+        let mode = if tasks {
+            AnswerMode::Release
+        } else {
+            match connection.host().tool(&tool).await {
+                Some(e) if crate::catalog::lists_output_schema(&e.tool) => AnswerMode::Final,
+                _ => context
+                    .meta
+                    .get(super::ANSWER_KEY)
+                    .and_then(Value::as_str)
+                    .and_then(|m| m.parse().ok())
+                    .unwrap_or(connection.options().answer),
+            }
+        };
         // Subscribed before the call starts, so none of its events is
         // missed; only when progress or a task needs them, since every
         // subscriber wakes for every call of the session.
         let mut events = (progress.wanted() || tasks).then(|| session.subscribe());
         // Polled here, not spawned: the call runs in this task until it
         // answers, and goes on by itself if this request is dropped.
-        let call = session.call(&call_id, &tool, &arguments);
+        let call = session.call_in(mode, &call_id, &tool, &arguments);
         tokio::pin!(call);
         let task_after = connection.options().task_after;
         let task_after = async move {
@@ -223,6 +240,14 @@ impl ServerHandler for ToolServer {
                 event = next_event(&mut events) => progress.forward(&call_id, event).await,
             }
         };
+        // The call's updates were all emitted before its answer: send the
+        // ones not yet sent while the request is open. (A task follows
+        // its call's events itself.)
+        if let Some(rx) = events.as_mut().filter(|_| !tasks) {
+            while let Ok(event) = rx.try_recv() {
+                progress.forward(&call_id, Ok(event)).await;
+            }
+        }
         match (answer.kind, events) {
             (AnswerKind::Released | AnswerKind::Queued, Some(events)) if tasks => {
                 let message = match answer.kind {
@@ -232,27 +257,6 @@ impl ServerHandler for ToolServer {
                     _ => Some(answer.output.clone()),
                 };
                 return Ok(self.task(&call_id, message, events));
-            }
-            // A tool whose output schema is listed answers with its result
-            // (the client checks the answer against it): the updates go out
-            // as progress while the call runs to its end.
-            (AnswerKind::Released, mut events) if lists_output_schema(&session, &tool) => {
-                let ended = session.ended(&call_id);
-                tokio::pin!(ended);
-                let record = loop {
-                    tokio::select! {
-                        biased;
-                        record = &mut ended => break record,
-                        () = context.ct.cancelled(), if !cancel_asked => {
-                            cancel_asked = true;
-                            cancel_for_client(&connection, &call_id);
-                        }
-                        event = next_event(&mut events) => progress.forward(&call_id, event).await,
-                    }
-                };
-                if let Some(record) = record {
-                    return Ok(CallToolResponse::Complete(convert::ended(&record)));
-                }
             }
             // The first update answered the call; its progress notification
             // goes out before the answer, while the request is still open.
@@ -349,14 +353,6 @@ impl ServerHandler for ToolServer {
 
 /// `notifications/cancelled` for an open call: cancel it (B20–B22). A call
 /// that is not cancellable runs on; the client has stopped waiting for it.
-/// Whether `tools/list` shows this tool's output schema.
-fn lists_output_schema(session: &Session, name: &str) -> bool {
-    session
-        .tools()
-        .iter()
-        .any(|t| t.name == name && t.output_schema.is_some() && t.answers_with_result)
-}
-
 fn cancel_for_client(connection: &Connection, call_id: &str) {
     let session = connection.session();
     match session.cancel(call_id) {
@@ -390,8 +386,14 @@ async fn follow_task(
                     error,
                     ..
                 } => {
-                    let (payload, message) =
-                        convert::task_end(status, result.as_ref(), error.as_deref());
+                    let answer = connection.session().end_answer(
+                        &call_id,
+                        &event.tool,
+                        status,
+                        result.as_ref(),
+                        error.as_deref(),
+                    );
+                    let (payload, message) = convert::task_end(status, answer.as_ref());
                     tasks.finish(&task_id, payload, message);
                     return;
                 }
@@ -403,18 +405,20 @@ async fn follow_task(
                 if let Some(record) = connection.session().record(&call_id)
                     && !record.status.is_live()
                 {
-                    let (payload, message) = convert::task_end(
+                    let answer = connection.session().end_answer(
+                        &call_id,
+                        &record.tool,
                         record.status,
                         record.result.as_ref(),
                         record.error.as_deref(),
                     );
+                    let (payload, message) = convert::task_end(record.status, answer.as_ref());
                     tasks.finish(&task_id, payload, message);
                     return;
                 }
             }
             Err(broadcast::error::RecvError::Closed) => {
-                let (payload, message) =
-                    convert::task_end(crate::records::CallStatus::Interrupted, None, None);
+                let (payload, message) = convert::task_end(CallStatus::Interrupted, None);
                 tasks.finish(&task_id, payload, message);
                 return;
             }

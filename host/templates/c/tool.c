@@ -1,5 +1,5 @@
 /*
- * {{folder}}: a toolhost plugin. `{{tool}}` counts the words in each line of
+ * {folder}: a toolhost plugin. `{tool}` counts the words in each line of
  * a text, reporting progress and stopping early when cancelled. Replace it
  * with your own tools; toolhost.h and plugins/README.md in the checkout show
  * the rest.
@@ -56,7 +56,7 @@ static int count_words(const th_args *args, th_result *result) {
 
 static const th_tool tools[] = {
     {
-        .name = "{{tool}}",
+        .name = "{tool}",
         .description = "Counts the words in each line of `text`, reporting progress as it goes.",
         .input_schema =
             "{\"type\": \"object\", \"properties\": {"

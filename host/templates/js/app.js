@@ -1,4 +1,4 @@
-// {{folder}}: a toolhost plugin. `{{tool}}` counts the words in each line of
+// {folder}: a toolhost plugin. `{tool}` counts the words in each line of
 // a text, reporting progress and stopping early when cancelled. Replace it
 // with your own tools; plugins/README.md in the checkout shows the rest.
 //
@@ -14,7 +14,7 @@ const MAX_UPDATES = 10;
 
 defineTool(
   {
-    name: "{{tool}}",
+    name: "{tool}",
     description: "Counts the words in each line of `text`, reporting progress as it goes.",
     schema: {
       type: "object",

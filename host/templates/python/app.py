@@ -1,4 +1,4 @@
-"""{{folder}}: a toolhost plugin. ``{{tool}}`` counts the words in each line
+"""{folder}: a toolhost plugin. ``{tool}`` counts the words in each line
 of a text, reporting progress and stopping early when cancelled. Replace it
 with your own tools; ``plugins/README.md`` in the checkout shows the rest.
 
@@ -22,7 +22,7 @@ MAX_UPDATES = 10
 
 
 @tool(
-    "{{tool}}",
+    "{tool}",
     "Counts the words in each line of `text`, reporting progress as it goes.",
     {
         "type": "object",

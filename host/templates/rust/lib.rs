@@ -1,4 +1,4 @@
-//! {{folder}}: a toolhost plugin. `{{tool}}` counts the words in each line
+//! {folder}: a toolhost plugin. `{tool}` counts the words in each line
 //! of a text, reporting progress and stopping early when cancelled. Replace
 //! it with your own tools; the `toolhost-guest` crate's documentation and
 //! `plugins/README.md` in the checkout show the rest.
@@ -13,7 +13,7 @@ use toolhost_guest::{Tool, ToolError, ToolOutput, Tools, cancelled, update};
 /// At most about this many progress updates per call.
 const MAX_UPDATES: usize = 10;
 
-/// The arguments of `{{tool}}`: the input schema is generated from them.
+/// The arguments of `{tool}`: the input schema is generated from them.
 #[derive(Deserialize, JsonSchema)]
 struct Args {
     /// The text to count, line by line.
@@ -24,7 +24,7 @@ struct Args {
     delay_ms: u32,
 }
 
-/// What `{{tool}}` counted: the call's data.
+/// What `{tool}` counted: the call's data.
 #[derive(Serialize, JsonSchema)]
 struct Counts {
     words: usize,
@@ -63,7 +63,7 @@ impl Tools for Plugin {
     fn tools() -> Vec<Tool> {
         vec![
             Tool::new(
-                "{{tool}}",
+                "{tool}",
                 "Counts the words in each line of `text`, reporting progress as it goes.",
                 count_words,
             )

@@ -1,13 +1,25 @@
-//! The one place that narrows wasmtime's flexibility to the choices toolhost makes.
+//! The one place that narrows wasmtime's flexibility to the choices toolhost
+//! makes: the engine, the linker, the compile cache, and every store.
 //!
 //! Every call is fuel-metered and yields to the async runtime at a fixed fuel
 //! interval, so a spinning plugin never blocks a runtime thread and can be
 //! stopped at its next yield. Instances come from a pooling allocator sized by
 //! [`EngineConfig`].
 
-use anyhow::{Context, Result};
+mod cache;
+
 use std::hash::{Hash, Hasher};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, Store,
+};
+
+use crate::sandbox::CallState;
+
+pub(crate) use self::cache::{CacheOutcome, CompileCache};
 
 /// How much fuel a call burns, by default, between two yields to the async
 /// runtime.
@@ -17,9 +29,9 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllo
 /// timed-out spinning call stops within about a millisecond. The yields
 /// cost a few percent; the fuel checks themselves cost more (see the
 /// benchmark in the README).
-pub const FUEL_YIELD_INTERVAL: u64 = 100_000;
+const FUEL_YIELD_INTERVAL: u64 = 100_000;
 
-/// The engine-wide settings.
+/// The engine-wide settings. Start from [`EngineConfig::default`].
 ///
 /// Defaults:
 /// - `instances`: 1000 plugin instances alive at once across all plugins
@@ -29,8 +41,9 @@ pub const FUEL_YIELD_INTERVAL: u64 = 100_000;
 ///   slower to instantiate).
 /// - `fuel`: true. False turns fuel metering off, and with it the fuel
 ///   budget and the yields; it exists to measure what metering costs.
-/// - `yield_interval`: [`FUEL_YIELD_INTERVAL`] units of fuel between yields.
+/// - `yield_interval`: 100 000 units of fuel between yields.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EngineConfig {
     pub instances: u32,
     pub max_memory: u64,
@@ -51,8 +64,67 @@ impl Default for EngineConfig {
     }
 }
 
+/// The engine all plugins of a host share, its linker and its compile
+/// cache.
+pub(crate) struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    cache: CompileCache,
+    config: EngineConfig,
+}
+
+impl Runtime {
+    pub(crate) fn new(config: &EngineConfig, cache_dir: Option<PathBuf>) -> Result<Self> {
+        let engine = build(config)?;
+        let linker = crate::sandbox::linker(&engine)?;
+        let cache = CompileCache::new(cache_dir, fingerprint(&engine));
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            config: config.clone(),
+        })
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The compiled form of `bytes`, from the cache or freshly compiled.
+    /// Blocking: compiling a large component takes seconds.
+    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<(Component, CacheOutcome)> {
+        self.cache.load(&self.engine, bytes)
+    }
+
+    /// Resolve a component's imports against the host's linker.
+    pub(crate) fn instantiate_pre(&self, component: &Component) -> Result<InstancePre<CallState>> {
+        Ok(self.linker.instantiate_pre(component)?)
+    }
+
+    /// A fresh store for one call (or one `describe()`), with its memory
+    /// limiter, its fuel budget and its yield interval.
+    pub(crate) fn store(&self, state: CallState, fuel: u64) -> Result<Store<CallState>> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| s.limiter());
+        if self.config.fuel {
+            store.set_fuel(fuel)?;
+            store.fuel_async_yield_interval(Some(self.config.yield_interval.max(1)))?;
+        }
+        Ok(store)
+    }
+
+    /// The fuel a store burned from its budget of `fuel`.
+    pub(crate) fn fuel_used(store: &Store<CallState>, fuel: u64) -> u64 {
+        store.get_fuel().map_or(0, |left| fuel.saturating_sub(left))
+    }
+}
+
 /// Build the engine all plugins of a host share.
-pub fn build(config: &EngineConfig) -> Result<Engine> {
+fn build(config: &EngineConfig) -> Result<Engine> {
     let mut c = Config::new();
     c.wasm_component_model(true)
         .consume_fuel(config.fuel)
@@ -95,23 +167,9 @@ pub fn build(config: &EngineConfig) -> Result<Engine> {
 
 /// A short hex fingerprint of everything in the engine that a compiled
 /// component depends on, for keying the compile cache.
-pub fn fingerprint(engine: &Engine) -> String {
+fn fingerprint(engine: &Engine) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     env!("CARGO_PKG_VERSION").hash(&mut h);
     format!("{:016x}", h.finish())
-}
-
-/// Give a fresh store its fuel budget and its yield interval (when the
-/// engine meters fuel).
-pub(crate) fn meter<T>(
-    store: &mut wasmtime::Store<T>,
-    fuel: u64,
-    config: &EngineConfig,
-) -> wasmtime::Result<()> {
-    if config.fuel {
-        store.set_fuel(fuel)?;
-        store.fuel_async_yield_interval(Some(config.yield_interval.max(1)))?;
-    }
-    Ok(())
 }

@@ -13,30 +13,27 @@ use wasmtime::component::Component;
 
 /// Where compiled components live, or nowhere.
 #[derive(Debug, Clone)]
-pub struct CompileCache {
+pub(crate) struct CompileCache {
     dir: Option<PathBuf>,
     fingerprint: String,
 }
 
 /// How a component was obtained, for logs and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheOutcome {
+pub(crate) enum CacheOutcome {
     Hit,
     Compiled,
 }
 
 impl CompileCache {
     /// A cache under `dir` (created on first write); `None` disables caching.
-    pub fn new(dir: Option<PathBuf>, engine: &Engine) -> Self {
-        Self {
-            dir,
-            fingerprint: crate::engine::fingerprint(engine),
-        }
+    pub(crate) fn new(dir: Option<PathBuf>, fingerprint: String) -> Self {
+        Self { dir, fingerprint }
     }
 
     /// The default location: `$TOOLHOST_CACHE_DIR`, else the user's cache
     /// directory (`~/.cache/toolhost` on Linux).
-    pub fn default_dir() -> Option<PathBuf> {
+    pub(crate) fn default_dir() -> Option<PathBuf> {
         std::env::var_os("TOOLHOST_CACHE_DIR")
             .map(PathBuf::from)
             .or_else(|| dirs::cache_dir().map(|d| d.join("toolhost")))
@@ -44,7 +41,7 @@ impl CompileCache {
 
     /// The compiled form of `bytes`, from the cache or freshly compiled (and
     /// then stored).
-    pub fn load(&self, engine: &Engine, bytes: &[u8]) -> Result<(Component, CacheOutcome)> {
+    pub(crate) fn load(&self, engine: &Engine, bytes: &[u8]) -> Result<(Component, CacheOutcome)> {
         let Some(path) = self.entry(bytes) else {
             return Ok((Component::new(engine, bytes)?, CacheOutcome::Compiled));
         };

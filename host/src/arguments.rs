@@ -1,0 +1,195 @@
+//! A call's arguments: parsed, validated against the tool's input schema
+//! (B7), stripped of the `confirm_duplicate` argument (B12), and compared as
+//! canonical JSON for duplicates (B15). Pure functions, no wasm.
+
+use serde_json::Value;
+
+use crate::bindings::DuplicatePolicy;
+use crate::error::CallError;
+use crate::plugin::Tool;
+
+/// The argument B12 adds to tools whose duplicate policy is `confirm`.
+pub const CONFIRM_ARGUMENT: &str = "confirm_duplicate";
+
+/// Parse `arguments` (JSON text) as a JSON object (B7); empty text is `{}`.
+pub(crate) fn parse(tool: &Tool, arguments: &str) -> Result<Value, CallError> {
+    let invalid = |message: String| CallError::InvalidArguments {
+        tool: tool.name.clone(),
+        message,
+    };
+    let text = if arguments.trim().is_empty() {
+        "{}"
+    } else {
+        arguments
+    };
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(invalid("the arguments must be a JSON object".into()));
+    }
+    Ok(value)
+}
+
+/// Check parsed arguments against the tool's input schema (B7); the message
+/// names each offending field.
+pub(crate) fn check(tool: &Tool, value: &Value) -> Result<(), CallError> {
+    let problems: Vec<String> = tool
+        .validator
+        .iter_errors(value)
+        .take(5)
+        .map(|e| {
+            let at = e.instance_path.to_string();
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("at `{at}`: {e}")
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CallError::InvalidArguments {
+            tool: tool.name.clone(),
+            message: problems.join("; "),
+        })
+    }
+}
+
+/// B12: remove `confirm_duplicate` before validation and comparison; whether
+/// it was set.
+pub(crate) fn take_confirm(tool: &Tool, args: &mut Value) -> Result<bool, CallError> {
+    if tool.on_duplicate != DuplicatePolicy::Confirm {
+        return Ok(false);
+    }
+    match args
+        .as_object_mut()
+        .and_then(|o| o.remove(CONFIRM_ARGUMENT))
+    {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(b),
+        Some(_) => Err(CallError::InvalidArguments {
+            tool: tool.name.clone(),
+            message: format!("at `/{CONFIRM_ARGUMENT}`: must be a boolean"),
+        }),
+    }
+}
+
+/// Parse, strip the confirm argument and validate: the arguments a call
+/// runs with, and whether the duplicate was confirmed.
+pub(crate) fn prepare(tool: &Tool, arguments: &str) -> Result<(Value, bool), CallError> {
+    let mut args = parse(tool, arguments)?;
+    let confirmed = take_confirm(tool, &mut args)?;
+    check(tool, &args)?;
+    Ok((args, confirmed))
+}
+
+/// The value with integral floats written as integers. JSON Schema counts
+/// `2.0` as an integer; most languages' JSON decoders do not, so plugins get
+/// `2`.
+pub(crate) fn integral_numbers(v: &Value) -> Value {
+    match v {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            _ => v.clone(),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(integral_numbers).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), integral_numbers(v)))
+                .collect(),
+        ),
+        _ => v.clone(),
+    }
+}
+
+/// The key two calls are compared by under `name-and-arguments` (B15): the
+/// arguments with the schema's top-level defaults filled in, as canonical
+/// JSON.
+pub(crate) fn duplicate_key(schema: &Value, args: &Value) -> String {
+    canonical_json(&with_defaults(schema, args))
+}
+
+/// The arguments with the schema's top-level defaults filled in (B15).
+fn with_defaults(schema: &Value, args: &Value) -> Value {
+    let mut args = args.clone();
+    if let (Some(props), Some(obj)) = (
+        schema.get("properties").and_then(Value::as_object),
+        args.as_object_mut(),
+    ) {
+        for (name, prop) in props {
+            if let Some(default) = prop.get("default")
+                && !obj.contains_key(name)
+            {
+                obj.insert(name.clone(), default.clone());
+            }
+        }
+    }
+    args
+}
+
+/// Canonical JSON text: keys sorted, integral numbers written as integers
+/// (so 1 and 1.0 are equal) (B15).
+fn canonical_json(v: &Value) -> String {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&map[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(&integral_numbers(v), &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_json_sorts_keys_and_unifies_numbers() {
+        let a: Value =
+            serde_json::from_str(r#"{"b": 1, "a": {"y": [1.0, 2], "x": "s"}}"#).expect("json");
+        let b: Value =
+            serde_json::from_str(r#"{"a": {"x": "s", "y": [1, 2.0]}, "b": 1.0}"#).expect("json");
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+        assert_eq!(canonical_json(&a), r#"{"a":{"x":"s","y":[1,2]},"b":1}"#);
+        let c: Value = serde_json::from_str(r#"{"b": 1.5}"#).expect("json");
+        assert_eq!(canonical_json(&c), r#"{"b":1.5}"#);
+    }
+
+    #[test]
+    fn defaults_are_filled_for_comparison() {
+        let schema = json!({"type": "object", "properties": {"key": {"type": "string", "default": "a"}, "ms": {"type": "integer"}}});
+        let args = json!({"ms": 5});
+        assert_eq!(with_defaults(&schema, &args), json!({"ms": 5, "key": "a"}));
+        assert_eq!(
+            duplicate_key(&schema, &args),
+            duplicate_key(&schema, &json!({"ms": 5, "key": "a"}))
+        );
+    }
+}

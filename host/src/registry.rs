@@ -1,0 +1,314 @@
+//! The plugins a host serves and their tools, by name: what loading a folder
+//! puts into service, replaces and takes out, and where a call finds its tool.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::HostConfig;
+use crate::engine::Runtime;
+use crate::error::{LoadError, LoadErrorKind};
+use crate::plugin::{self, Plugin, Tool};
+
+/// A tool as the host serves it, with the plugin that provides it.
+#[derive(Debug, Clone)]
+pub struct ToolEntry {
+    pub plugin: Arc<Plugin>,
+    pub tool: Arc<Tool>,
+}
+
+/// What loading a folder gave.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct LoadReport {
+    pub loaded: Vec<Arc<Plugin>>,
+    pub refused: Vec<LoadError>,
+}
+
+#[derive(Default)]
+struct Served {
+    /// By file path.
+    plugins: BTreeMap<PathBuf, Arc<Plugin>>,
+    /// Every tool of every loaded plugin, enabled or not, by name.
+    tools: HashMap<String, ToolEntry>,
+    /// The latest refusal of each file that is not serving that version.
+    refused: BTreeMap<PathBuf, LoadError>,
+    /// The running-calls cap of each file, kept across reloads so that the
+    /// calls of the old and the new version count together.
+    slots: BTreeMap<PathBuf, (Arc<Semaphore>, u32)>,
+}
+
+impl Served {
+    fn remove(&mut self, path: &Path) -> bool {
+        let Some(old) = self.plugins.remove(path) else {
+            return false;
+        };
+        self.tools.retain(|_, e| !Arc::ptr_eq(&e.plugin, &old));
+        true
+    }
+}
+
+/// The runtime, the host's settings and what is served.
+pub(crate) struct Registry {
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) config: HostConfig,
+    served: RwLock<Served>,
+    /// Number of plugin files still loading.
+    pending: watch::Sender<usize>,
+    /// Bumped on every change of the tool list.
+    changed: watch::Sender<u64>,
+}
+
+impl Registry {
+    pub(crate) fn new(config: HostConfig) -> anyhow::Result<Self> {
+        let runtime = Arc::new(Runtime::new(&config.engine, config.cache_dir.clone())?);
+        Ok(Self {
+            runtime,
+            config,
+            served: RwLock::default(),
+            pending: watch::Sender::new(0),
+            changed: watch::Sender::new(0),
+        })
+    }
+
+    fn served(&self) -> std::sync::RwLockReadGuard<'_, Served> {
+        self.served.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn served_mut(&self) -> std::sync::RwLockWriteGuard<'_, Served> {
+        self.served.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The `*.wasm` files of `dir`, sorted.
+    pub(crate) fn plugin_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        let dir = &dir
+            .canonicalize()
+            .map_err(|e| anyhow::anyhow!("cannot read the plugin folder {}: {e}", dir.display()))?;
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("cannot read the plugin folder {}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// Start loading one plugin file in the background.
+    pub(crate) fn start_loading_file(self: &Arc<Self>, path: PathBuf) {
+        self.pending.send_modify(|n| *n += 1);
+        let registry = self.clone();
+        tokio::spawn(async move {
+            // A refusal is logged and kept in the report. The first load of
+            // a folder is no change: clients that list wait for it whole.
+            let result = plugin::load(&registry.runtime, &registry.config, &path).await;
+            let _ = registry.register(&path, result, false);
+            registry.pending.send_modify(|n| *n -= 1);
+        });
+    }
+
+    /// Wait until every plugin that started loading is loaded or refused.
+    pub(crate) async fn ready(&self) -> LoadReport {
+        let mut rx = self.pending.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+        self.report()
+    }
+
+    pub(crate) fn loading(&self) -> bool {
+        *self.pending.borrow() > 0
+    }
+
+    /// Load one plugin file and put it into service.
+    pub(crate) async fn load_file(&self, path: &Path) -> Result<Arc<Plugin>, LoadError> {
+        let result = plugin::load(&self.runtime, &self.config, path).await;
+        self.register(path, result, true)
+    }
+
+    /// Whether `path` and its manifest hold what the serving plugin of
+    /// that file was loaded from. Then a refusal recorded for the file is of
+    /// a version that is gone, and is forgotten.
+    pub(crate) fn is_current(&self, path: &Path) -> bool {
+        let Some(serving) = self.served().plugins.get(path).map(|p| p.content) else {
+            return false;
+        };
+        let manifest = plugin::manifest_path_for(path);
+        let current = std::fs::read(path).is_ok_and(|bytes| {
+            plugin::content_hash(&bytes, manifest.exists().then_some(manifest.as_path())) == serving
+        });
+        if current {
+            self.served_mut().refused.remove(path);
+        }
+        current
+    }
+
+    /// Load a plugin file without serving it.
+    pub(crate) async fn check(&self, path: &Path) -> Result<Plugin, LoadError> {
+        plugin::load(&self.runtime, &self.config, path).await
+    }
+
+    /// Put a loaded plugin into service, or record why it was refused. A
+    /// plugin replacing an earlier version of the same file takes over its
+    /// tools; when the new version is refused the old one goes on serving.
+    /// With `notify`, a change of the served tool list bumps
+    /// [`tools_changed`](Self::tools_changed).
+    fn register(
+        &self,
+        path: &Path,
+        result: Result<Plugin, LoadError>,
+        notify: bool,
+    ) -> Result<Arc<Plugin>, LoadError> {
+        let mut served = self.served_mut();
+        let serving = served.plugins.contains_key(path);
+        let refuse = |served: &mut Served, e: LoadError| {
+            if serving {
+                tracing::error!(file = %path.display(), reason = %e.kind, "new version refused; the loaded version goes on serving");
+            } else {
+                tracing::error!(file = %path.display(), reason = %e.kind, "plugin refused");
+            }
+            served.refused.insert(path.to_owned(), e.clone());
+            Err(e)
+        };
+        let mut plugin = match result {
+            Ok(p) => p,
+            Err(e) => return refuse(&mut served, e),
+        };
+        for tool in &plugin.tools {
+            if let Some(other) = served.tools.get(&tool.name)
+                && other.plugin.path != plugin.path
+            {
+                let e = LoadError::new(
+                    path,
+                    LoadErrorKind::NameClash {
+                        tool: tool.name.clone(),
+                        other: other.plugin.path.clone(),
+                    },
+                );
+                return refuse(&mut served, e);
+            }
+        }
+        let cap = plugin.limits.max_concurrency;
+        let (slots, had) = served
+            .slots
+            .entry(path.to_owned())
+            .or_insert_with(|| (plugin.running.clone(), cap));
+        if cap > *had {
+            slots.add_permits((cap - *had) as usize);
+        } else if cap < *had {
+            // Permits held by running calls come back later and are then
+            // taken out, so the new cap holds once they end.
+            let missing = slots.forget_permits((*had - cap) as usize);
+            if missing < (*had - cap) as usize {
+                let slots = slots.clone();
+                let owed = (*had - cap) as usize - missing;
+                tokio::spawn(async move {
+                    if let Ok(p) = slots.acquire_many_owned(owed as u32).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+        *had = cap;
+        plugin.running = slots.clone();
+        let plugin = Arc::new(plugin);
+        let same_tools = served.plugins.get(path).is_some_and(|old| {
+            old.tools.len() == plugin.tools.len()
+                && old
+                    .tools
+                    .iter()
+                    .zip(&plugin.tools)
+                    .all(|(a, b)| a.same_as(b))
+        });
+        served.remove(path);
+        for tool in &plugin.tools {
+            served.tools.insert(
+                tool.name.clone(),
+                ToolEntry {
+                    plugin: plugin.clone(),
+                    tool: tool.clone(),
+                },
+            );
+        }
+        tracing::info!(
+            plugin = %plugin.name, file = %path.display(), tools = plugin.tools.len(),
+            cached = plugin.from_cache(), load_ms = plugin.load_time.as_millis() as u64,
+            replaced = serving, "plugin loaded"
+        );
+        served.plugins.insert(path.to_owned(), plugin.clone());
+        served.refused.remove(path);
+        drop(served);
+        if notify && !same_tools {
+            self.changed.send_modify(|g| *g += 1);
+        }
+        Ok(plugin)
+    }
+
+    /// Take the plugin of `path` out of service.
+    pub(crate) fn unload(&self, path: &Path) -> bool {
+        let mut served = self.served_mut();
+        served.refused.remove(path);
+        let removed = served.remove(path);
+        drop(served);
+        if removed {
+            tracing::info!(file = %path.display(), "plugin unloaded");
+            self.changed.send_modify(|g| *g += 1);
+        }
+        removed
+    }
+
+    pub(crate) fn tools_changed(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub(crate) fn report(&self) -> LoadReport {
+        let served = self.served();
+        LoadReport {
+            loaded: served.plugins.values().cloned().collect(),
+            refused: served.refused.values().cloned().collect(),
+        }
+    }
+
+    /// The served tools, sorted by name.
+    pub(crate) fn tools(&self) -> Vec<ToolEntry> {
+        let served = self.served();
+        let mut tools: Vec<ToolEntry> = served
+            .tools
+            .values()
+            .filter(|e| self.serves(e))
+            .cloned()
+            .collect();
+        tools.sort_by(|a, b| a.tool.name.cmp(&b.tool.name));
+        tools
+    }
+
+    /// The served tool `name`. While plugins are still loading, waits for
+    /// them before saying it does not exist.
+    pub(crate) async fn tool(&self, name: &str) -> Option<ToolEntry> {
+        if let Some(t) = self.find(name) {
+            return Some(t);
+        }
+        if self.loading() {
+            self.ready().await;
+            return self.find(name);
+        }
+        None
+    }
+
+    fn find(&self, name: &str) -> Option<ToolEntry> {
+        self.served()
+            .tools
+            .get(name)
+            .filter(|e| self.serves(e))
+            .cloned()
+    }
+
+    /// Enabled, and in the profile when there is one.
+    fn serves(&self, e: &ToolEntry) -> bool {
+        e.tool.enabled
+            && self
+                .config
+                .profile
+                .as_ref()
+                .is_none_or(|p| p.allows(&e.tool.name))
+    }
+}

@@ -1,0 +1,539 @@
+//! Sessions: one conversation's calls, each a background task, with
+//! duplicate policies, cancellation, records, events and the delivery of
+//! later results (B2–B4, B6, B9–B16, B20–B30).
+//!
+//! A session is opened from a [`Host`](crate::Host). Its parts:
+//! - `admission`: what happens to a new call while duplicates run (a pure
+//!   decision, B10–B16);
+//! - `task`: a call's life, from queued to ended;
+//! - `delivery`: the pending items and reply requests (B26–B28), an option
+//!   that the MCP server turns off;
+//! - `companion`: the tools the session answers itself (B25);
+//! - `answer`: the answer and item types, and the one place where the end of
+//!   a call becomes text.
+//!
+//! ```no_run
+//! # async fn demo(host: toolhost::Host) {
+//! let session = host.open_session(Default::default());
+//! let answer = session.call("c1", "index_directory", "{}").await;
+//! println!("{}", answer.output); // the result, or the first update
+//! // Later, when the agent is idle:
+//! if let Some(delivery) = session.next_reply().await {
+//!     for item in &delivery.items {
+//!         println!("{} -> {}", item.call_id, item.output);
+//!     }
+//!     println!("{}", delivery.instructions);
+//!     delivery.ack(); // dropped without ack, the items come back (B28)
+//! }
+//! session.close().await;
+//! # }
+//! ```
+
+mod admission;
+mod answer;
+mod companion;
+mod delivery;
+mod start;
+mod task;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Notify, broadcast, watch};
+
+use self::delivery::Delivery;
+use self::start::Start;
+use self::task::{Finish, Inline};
+use crate::call::{CallOutcome, Output};
+use crate::catalog::ToolView;
+use crate::error::CallError;
+use crate::records::{CallEvent, CallRecord, CallStatus, EventKind};
+use crate::registry::Registry;
+use crate::sandbox::CallControl;
+use crate::templates::Templates;
+
+pub use self::answer::{Answer, AnswerKind, Item};
+pub use self::companion::{CANCEL_TASK_TOOL, RUNNING_TASKS_TOOL, TASK_STATUS_TOOL};
+pub use self::delivery::ReplyRequest;
+pub use crate::config::AnswerMode;
+
+/// Settings of a session. Start from [`SessionOptions::default`].
+///
+/// Defaults:
+/// - `id`: a new unique id
+/// - `templates`: the host's templates ([`HostConfig::templates`](crate::HostConfig))
+/// - `answer`: [`AnswerMode::Release`]: the first update answers a call
+/// - `delivery`: true: later updates and results collect for
+///   [`Session::next_reply`]; false keeps none (for clients that follow
+///   calls another way, such as MCP's)
+/// - `close_timeout`: 30 seconds that non-cancellable calls get to finish
+///   when the session closes (B24)
+/// - `settle`: 20 ms that a delivery waits after the first pending item, so
+///   results arriving together go out as one reply (B26)
+/// - `keep_records`: 1000 records of finished calls kept in the session;
+///   past it the oldest finished ones are dropped (running and queued
+///   calls always keep theirs)
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SessionOptions {
+    pub id: Option<String>,
+    pub templates: Option<Arc<Templates>>,
+    pub answer: AnswerMode,
+    pub delivery: bool,
+    pub close_timeout: Duration,
+    pub settle: Duration,
+    pub keep_records: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            id: None,
+            templates: None,
+            answer: AnswerMode::Release,
+            delivery: true,
+            close_timeout: Duration::from_secs(30),
+            settle: Duration::from_millis(20),
+            keep_records: 1000,
+        }
+    }
+}
+
+/// Why a cancel was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CancelError {
+    #[error("there is no running or queued call `{0}` in this session")]
+    NotFound(String),
+    #[error("call `{call_id}` ({tool}) is not cancellable")]
+    NotCancellable { call_id: String, tool: String },
+}
+
+/// A running or queued call and what is needed to stop it or wait for it.
+struct Live {
+    tool: String,
+    key: Option<String>,
+    cancellable: bool,
+    grace: Duration,
+    control: Arc<CallControl>,
+    ended: watch::Receiver<bool>,
+}
+
+impl Live {
+    /// Ask the call to stop; after its grace period, stop it by force (B21).
+    fn cancel(&self) {
+        self.control.cancel();
+        let control = self.control.clone();
+        let grace = self.grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            control.force_stop();
+        });
+    }
+}
+
+#[derive(Default)]
+struct State {
+    closed: bool,
+    live: HashMap<String, Live>,
+    /// Call ids in the order calls were made, with their records.
+    order: VecDeque<String>,
+    records: HashMap<String, CallRecord>,
+}
+
+struct Inner {
+    id: String,
+    registry: Arc<Registry>,
+    templates: Arc<Templates>,
+    answer: AnswerMode,
+    close_timeout: Duration,
+    keep_records: usize,
+    state: Mutex<State>,
+    delivery: Arc<Delivery>,
+    /// Made on the first subscription: a session nobody watches pays for
+    /// no events.
+    events: OnceLock<broadcast::Sender<CallEvent>>,
+    /// Woken when a live call ends.
+    call_ended: Notify,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A call ended: drop the oldest finished records past the bound.
+    fn forget_finished(&self, state: &mut State) {
+        let finished = state.order.len() - state.live.len();
+        let mut excess = finished.saturating_sub(self.keep_records);
+        let mut i = 0;
+        while excess > 0 && i < state.order.len() {
+            if state.live.contains_key(&state.order[i]) {
+                i += 1;
+                continue;
+            }
+            if let Some(id) = state.order.remove(i) {
+                state.records.remove(&id);
+            }
+            excess -= 1;
+        }
+    }
+
+    fn emit(&self, call_id: &str, tool: &str, kind: EventKind) {
+        if let Some(events) = self.events.get() {
+            // No subscriber left is fine.
+            let _ = events.send(CallEvent {
+                call_id: call_id.to_owned(),
+                session_id: self.id.clone(),
+                tool: tool.to_owned(),
+                at: SystemTime::now(),
+                kind,
+            });
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: nothing may run on (B24).
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        for live in state.live.values() {
+            live.control.force_stop();
+        }
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One conversation with a host. Cheap to clone; clones share the session.
+/// When the last clone is dropped its calls are stopped; [`close`](Self::close)
+/// does it gracefully.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn open(registry: Arc<Registry>, options: SessionOptions) -> Self {
+        let templates = options
+            .templates
+            .unwrap_or_else(|| registry.config.templates.clone());
+        Session {
+            inner: Arc::new(Inner {
+                id: options.id.unwrap_or_else(crate::ids::session_id),
+                delivery: Arc::new(Delivery::new(
+                    options.delivery,
+                    templates.clone(),
+                    options.settle,
+                )),
+                registry,
+                templates,
+                answer: options.answer,
+                close_timeout: options.close_timeout,
+                keep_records: options.keep_records,
+                state: Mutex::default(),
+                events: OnceLock::new(),
+                call_ended: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The tools as the model sees them: every served tool, `confirm`
+    /// tools with the `confirm_duplicate` argument (B12), and the three
+    /// companion tools (B25), always listed while any tool is served so the
+    /// list stays stable.
+    pub fn tools(&self) -> Vec<ToolView> {
+        let mut tools: Vec<ToolView> = self
+            .inner
+            .registry
+            .tools()
+            .iter()
+            .map(|e| ToolView::of(e.plugin.name(), &e.tool))
+            .collect();
+        if !tools.is_empty() {
+            tools.extend(companion::views());
+        }
+        tools
+    }
+
+    /// Call a tool under `call_id` and wait for its answer: the result, the
+    /// first update (in the session's [`AnswerMode::Release`]), a duplicate
+    /// notice, an error, or a started notice. The call goes on after the
+    /// answer; what follows is delivered.
+    ///
+    /// # Cancel safety
+    /// Dropping the future does not stop the call; its answer is lost and its
+    /// record and events remain.
+    pub async fn call(&self, call_id: &str, tool: &str, arguments: &str) -> Answer {
+        self.call_in(self.inner.answer, call_id, tool, arguments)
+            .await
+    }
+
+    /// [`call`](Self::call), answering in `mode`: with [`AnswerMode::Final`]
+    /// the answer is the call's end (its updates go to the events only).
+    ///
+    /// # Cancel safety
+    /// As [`call`](Self::call).
+    pub async fn call_in(
+        &self,
+        mode: AnswerMode,
+        call_id: &str,
+        tool: &str,
+        arguments: &str,
+    ) -> Answer {
+        match self.start(mode, false, call_id, tool, arguments).await {
+            Start::Answered(a) => a,
+            Start::Refused(e) => Answer::error(call_id, e.model_message()),
+            Start::Running {
+                now: Some(now),
+                task,
+                wait_for,
+                ..
+            } => {
+                tokio::spawn(task.run(wait_for));
+                now
+            }
+            Start::Running {
+                now: None,
+                answer,
+                task,
+                wait_for,
+            } => match Inline::new(task.run(wait_for)).until(answer).await {
+                Ok(finish) => finish.answer,
+                Err(_) => Answer::error(
+                    call_id,
+                    CallError::Unavailable {
+                        detail: "the call ended without an answer".into(),
+                    }
+                    .model_message(),
+                ),
+            },
+        }
+    }
+
+    /// Run a call to its end and return how it ended: the path of
+    /// [`Host::call`](crate::Host::call).
+    pub(crate) async fn call_to_end(
+        &self,
+        call_id: &str,
+        tool: &str,
+        arguments: &str,
+    ) -> CallOutcome {
+        let started = Instant::now();
+        let outcome = |result: Result<Output, CallError>| CallOutcome {
+            call_id: call_id.to_owned(),
+            tool: tool.to_owned(),
+            result,
+            fuel_used: 0,
+            elapsed: started.elapsed(),
+        };
+        match self
+            .start(AnswerMode::Final, true, call_id, tool, arguments)
+            .await
+        {
+            Start::Refused(e) => outcome(Err(e)),
+            Start::Answered(a) => outcome(if a.is_error {
+                Err(CallError::ToolFailed(a.output))
+            } else {
+                Ok(Output {
+                    text: Some(a.output),
+                    data: a.data,
+                })
+            }),
+            Start::Running {
+                answer,
+                task,
+                wait_for,
+                ..
+            } => match Inline::new(task.run(wait_for)).until(answer).await {
+                Ok(Finish {
+                    outcome: Some(o), ..
+                }) => o,
+                _ => outcome(Err(CallError::Unavailable {
+                    detail: "the call ended without an answer".into(),
+                })),
+            },
+        }
+    }
+
+    /// What a call that ended with `status` answers (B1, B5, B22), for
+    /// answers given later than the call (MCP tasks).
+    pub(crate) fn end_answer(
+        &self,
+        call_id: &str,
+        tool: &str,
+        status: CallStatus,
+        result: Option<&Output>,
+        error: Option<&str>,
+    ) -> Option<Answer> {
+        answer::ending(
+            &self.inner.templates,
+            call_id,
+            tool,
+            status,
+            result,
+            error,
+            false,
+        )
+    }
+
+    /// Ask a running or queued call to stop (B20–B22): `cancelled()` turns
+    /// true at once, and after the plugin's grace period the call is stopped
+    /// by force at its next fuel check.
+    pub fn cancel(&self, call_id: &str) -> Result<(), CancelError> {
+        let state = self.inner.state();
+        let live = state
+            .live
+            .get(call_id)
+            .ok_or_else(|| CancelError::NotFound(call_id.to_owned()))?;
+        if !live.cancellable {
+            return Err(CancelError::NotCancellable {
+                call_id: call_id.to_owned(),
+                tool: live.tool.clone(),
+            });
+        }
+        live.cancel();
+        Ok(())
+    }
+
+    /// The running and queued calls of this session, oldest first.
+    pub fn running(&self) -> Vec<CallRecord> {
+        let state = self.inner.state();
+        state
+            .order
+            .iter()
+            .filter(|id| state.live.contains_key(*id))
+            .filter_map(|id| state.records.get(id).cloned())
+            .collect()
+    }
+
+    /// The record of a call of this session (B31).
+    pub fn record(&self, call_id: &str) -> Option<CallRecord> {
+        self.inner.state().records.get(call_id).cloned()
+    }
+
+    /// The record of a call once it has ended; `None` for a call_id this
+    /// session does not know.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn ended(&self, call_id: &str) -> Option<CallRecord> {
+        let live = self
+            .inner
+            .state()
+            .live
+            .get(call_id)
+            .map(|l| l.ended.clone());
+        if let Some(mut ended) = live {
+            // An error means the task is gone: it ended too.
+            let _ = ended.wait_for(|ended| *ended).await;
+        }
+        self.record(call_id)
+    }
+
+    /// Every call's record, in the order the calls were made.
+    pub fn records(&self) -> Vec<CallRecord> {
+        let state = self.inner.state();
+        state
+            .order
+            .iter()
+            .filter_map(|id| state.records.get(id).cloned())
+            .collect()
+    }
+
+    /// The events of every call of this session from now on (B29). A
+    /// subscriber that falls more than 4096 events behind loses the oldest.
+    pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
+        self.inner
+            .events
+            .get_or_init(|| broadcast::channel(4096).0)
+            .subscribe()
+    }
+
+    /// The agent spoke: items pending from before this are delivered with
+    /// the instructions that they may already be told (B27).
+    pub fn agent_spoke(&self) {
+        self.inner.delivery.agent_spoke();
+    }
+
+    /// Whether items are waiting for delivery.
+    pub fn has_pending(&self) -> bool {
+        self.inner.delivery.has_pending()
+    }
+
+    /// Take everything pending as one delivery, if anything is pending and
+    /// no other delivery is out.
+    pub fn try_reply(&self) -> Option<ReplyRequest> {
+        self.inner.delivery.try_reply()
+    }
+
+    /// Wait until something is pending, then take it all as one delivery
+    /// (B26). Call it when the agent is idle. `None` once the session is
+    /// closed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: items are taken only when the delivery is returned.
+    pub async fn next_reply(&self) -> Option<ReplyRequest> {
+        self.inner.delivery.next_reply().await
+    }
+
+    /// Close the session (B24): cancel its cancellable calls, give the others
+    /// up to the close timeout, then stop everything by force. Nothing is
+    /// delivered afterwards.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the calls were told to stop; dropping the future only
+    /// stops waiting for them (the last dropped handle stops them by force).
+    pub async fn close(&self) {
+        let inner = &self.inner;
+        {
+            let mut state = inner.state();
+            state.closed = true;
+            for live in state.live.values() {
+                if live.cancellable {
+                    live.cancel();
+                }
+            }
+        }
+        inner.delivery.close();
+        let deadline = Instant::now() + inner.close_timeout;
+        let mut forced = false;
+        loop {
+            let notified = inner.call_ended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if inner.state().live.is_empty() {
+                return;
+            }
+            if !forced && Instant::now() >= deadline {
+                forced = true;
+                for live in inner.state().live.values() {
+                    live.control.force_stop();
+                }
+            }
+            if forced {
+                notified.await;
+            } else {
+                let _ = tokio::time::timeout_at(deadline.into(), notified).await;
+            }
+        }
+    }
+}

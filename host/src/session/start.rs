@@ -1,0 +1,221 @@
+//! A new call, before it runs: validated (B7, B12), decided on by its
+//! duplicate policy (B10–B15) and registered with its record, the decision
+//! and the registration under one lock (B16).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::{oneshot, watch};
+
+use super::admission::{Admission, Duplicate, admit};
+use super::answer::{Answer, AnswerKind};
+use super::task::{Finish, Task};
+use super::{Live, Session, companion};
+use crate::arguments;
+use crate::bindings::{Delivery as DeliveryKind, DuplicatePolicy, DuplicateScope};
+use crate::config::AnswerMode;
+use crate::error::CallError;
+use crate::records::{CallRecord, CallStatus};
+use crate::sandbox::CallControl;
+use crate::templates::render;
+
+/// What became of a new call before it runs.
+pub(super) enum Start {
+    /// Answered without running (companion tools, duplicate notices).
+    Answered(Answer),
+    /// Refused before the plugin was entered (B7, B8).
+    Refused(CallError),
+    /// Running: answered at once (`now`), or when `answer` is sent.
+    Running {
+        now: Option<Answer>,
+        answer: oneshot::Receiver<Finish>,
+        task: Task,
+        wait_for: Vec<watch::Receiver<bool>>,
+    },
+}
+
+impl Session {
+    /// Validate a call, decide on it (B10–B16) and register it. With
+    /// `to_end`, nothing answers before the call's end (not even a
+    /// fire-and-forget start or a queued notice).
+    pub(super) async fn start(
+        &self,
+        mode: AnswerMode,
+        to_end: bool,
+        call_id: &str,
+        tool: &str,
+        arguments: &str,
+    ) -> Start {
+        let inner = &self.inner;
+        if companion::is_companion(tool) {
+            return Start::Answered(companion::answer(self, call_id, tool, arguments));
+        }
+        let Some(entry) = inner.registry.tool(tool).await else {
+            return Start::Refused(CallError::UnknownTool {
+                name: tool.to_owned(),
+            });
+        };
+        let t = &entry.tool;
+        let (args, confirmed) = match arguments::prepare(t, arguments) {
+            Ok(a) => a,
+            Err(e) => return Start::Refused(e),
+        };
+        let key = (t.duplicate_scope == DuplicateScope::NameAndArguments)
+            .then(|| arguments::duplicate_key(&t.input_schema, &args));
+
+        // B16: the duplicate check and the registration of the call happen
+        // under one lock.
+        let mut state = inner.state();
+        if state.closed {
+            return Start::Refused(CallError::Unavailable {
+                detail: "the session is closed".into(),
+            });
+        }
+        if state.records.contains_key(call_id) {
+            return Start::Refused(CallError::InvalidArguments {
+                tool: t.name.clone(),
+                message: format!("call_id `{call_id}` was already used in this session"),
+            });
+        }
+        // Under `allow` duplicates do not matter: no scan of the running
+        // calls, which may be thousands.
+        let dups: Vec<(&String, &Live)> = if t.on_duplicate == DuplicatePolicy::Allow {
+            Vec::new()
+        } else {
+            state
+                .live
+                .iter()
+                .filter(|(_, l)| l.tool == t.name && (key.is_none() || l.key == key))
+                .collect()
+        };
+        let decision = admit(
+            t.on_duplicate,
+            confirmed,
+            &dups
+                .iter()
+                .map(|(id, l)| Duplicate {
+                    call_id: id,
+                    cancellable: l.cancellable,
+                })
+                .collect::<Vec<_>>(),
+        );
+        let notice = |template: &str, kind: AnswerKind| {
+            let running = dups
+                .iter()
+                .map(|(id, _)| format!("`{id}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Answer::text(
+                call_id,
+                kind,
+                render(
+                    template,
+                    &[
+                        ("call_id", call_id),
+                        ("tool", &t.name),
+                        ("running", &running),
+                    ],
+                ),
+            )
+        };
+        let mut wait_for = Vec::new();
+        let mut now = None;
+        match decision {
+            Admission::Start => {}
+            Admission::Reject => {
+                return Start::Answered(notice(&inner.templates.reject, AnswerKind::Duplicate));
+            }
+            Admission::Confirm => {
+                return Start::Answered(notice(&inner.templates.confirm, AnswerKind::Duplicate));
+            }
+            Admission::CannotReplace { call_id: id } => {
+                return Start::Refused(CallError::ToolFailed(format!(
+                    "cannot replace call `{id}`: it is not cancellable; nothing was cancelled"
+                )));
+            }
+            Admission::Replace => {
+                for (_, l) in &dups {
+                    l.cancel();
+                    wait_for.push(l.ended.clone());
+                }
+            }
+            Admission::Queue => {
+                wait_for = dups.iter().map(|(_, l)| l.ended.clone()).collect();
+                if mode == AnswerMode::Release {
+                    now = Some(notice(&inner.templates.queued, AnswerKind::Queued));
+                }
+            }
+        }
+        if t.delivery == DeliveryKind::FireAndForget {
+            now = Some(Answer::text(
+                call_id,
+                AnswerKind::Started,
+                render(
+                    &inner.templates.started,
+                    &[("call_id", call_id), ("tool", &t.name)],
+                ),
+            ));
+        }
+        let (ended_tx, ended_rx) = watch::channel(false);
+        let control = Arc::new(CallControl::default());
+        state.live.insert(
+            call_id.to_owned(),
+            Live {
+                tool: t.name.clone(),
+                key,
+                cancellable: t.cancellable,
+                grace: entry.plugin.limits().cancel_grace,
+                control: control.clone(),
+                ended: ended_rx,
+            },
+        );
+        state.order.push_back(call_id.to_owned());
+        state.records.insert(
+            call_id.to_owned(),
+            CallRecord {
+                call_id: call_id.to_owned(),
+                session_id: inner.id.clone(),
+                tool: t.name.clone(),
+                arguments: args.clone(),
+                status: if wait_for.is_empty() {
+                    CallStatus::Running
+                } else {
+                    CallStatus::Queued
+                },
+                updates: Vec::new(),
+                result: None,
+                error: None,
+                fuel_used: 0,
+                created_at: SystemTime::now(),
+                started_at: None,
+                ended_at: None,
+            },
+        );
+        drop(state);
+        if to_end {
+            now = None;
+        }
+        let (answer_tx, answer) = oneshot::channel();
+        let task = Task {
+            session: Arc::downgrade(inner),
+            session_id: inner.id.clone(),
+            runtime: inner.registry.runtime.clone(),
+            templates: inner.templates.clone(),
+            delivery: inner.delivery.clone(),
+            call_id: call_id.to_owned(),
+            entry: entry.clone(),
+            args,
+            control,
+            ended: ended_tx,
+            answer: now.is_none().then_some(answer_tx),
+            mode,
+            released_by_update: false,
+        };
+        Start::Running {
+            now,
+            answer,
+            task,
+            wait_for,
+        }
+    }
+}

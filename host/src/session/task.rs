@@ -1,0 +1,302 @@
+//! One call's life as a background task: wait for the duplicates it queued
+//! behind (B13, B14), run in its sandbox, turn its updates into the answer
+//! (B2), items (B3) and events (B29), and its end into a record, an item or
+//! the answer (B1, B4–B6, B22).
+
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use tokio::sync::oneshot::error::RecvError;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::Inner;
+use super::answer::{Answer, AnswerKind, Item, ending};
+use super::delivery::Delivery;
+use crate::bindings::Delivery as DeliveryKind;
+use crate::call::{self, CallOutcome};
+use crate::config::AnswerMode;
+use crate::engine::Runtime;
+use crate::error::CallError;
+use crate::ids::CallIdentity;
+use crate::records::{CallStatus, EventKind, UpdateRecord};
+use crate::registry::ToolEntry;
+use crate::sandbox::CallControl;
+use crate::templates::{Templates, render};
+
+/// How a call answered, and, when it answered at its end, how it ended.
+pub(super) struct Finish {
+    pub(super) answer: Answer,
+    pub(super) outcome: Option<CallOutcome>,
+}
+
+/// One call's background task.
+pub(super) struct Task {
+    pub(super) session: Weak<Inner>,
+    pub(super) session_id: String,
+    pub(super) runtime: Arc<Runtime>,
+    pub(super) templates: Arc<Templates>,
+    pub(super) delivery: Arc<Delivery>,
+    pub(super) call_id: String,
+    pub(super) entry: ToolEntry,
+    pub(super) args: Value,
+    pub(super) control: Arc<CallControl>,
+    pub(super) ended: watch::Sender<bool>,
+    /// Present until the call is answered.
+    pub(super) answer: Option<oneshot::Sender<Finish>>,
+    pub(super) mode: AnswerMode,
+    /// The first update answered the call (B2), so later ones count from it.
+    pub(super) released_by_update: bool,
+}
+
+impl Task {
+    fn fire_and_forget(&self) -> bool {
+        self.entry.tool.delivery == DeliveryKind::FireAndForget
+    }
+
+    fn tool(&self) -> &str {
+        &self.entry.tool.name
+    }
+
+    pub(super) async fn run(mut self, wait_for: Vec<watch::Receiver<bool>>) {
+        // B13/B14: wait for the duplicates to end; a cancel while queued ends
+        // the wait.
+        for mut rx in wait_for {
+            tokio::select! {
+                _ = rx.wait_for(|ended| *ended) => {}
+                () = self.control.force_stopped() => break,
+            }
+        }
+        if self.control.is_cancelled() {
+            let outcome = CallOutcome {
+                call_id: self.call_id.clone(),
+                tool: self.tool().to_owned(),
+                result: Err(CallError::Cancelled),
+                fuel_used: 0,
+                elapsed: Duration::ZERO,
+            };
+            self.end(outcome);
+            return;
+        }
+        if let Some(inner) = self.session.upgrade() {
+            if let Some(r) = inner.state().records.get_mut(&self.call_id) {
+                r.status = CallStatus::Running;
+                r.started_at = Some(SystemTime::now());
+            }
+            inner.emit(&self.call_id, self.tool(), EventKind::Started);
+        }
+
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let identity = CallIdentity {
+            plugin: self.entry.plugin.name().into(),
+            tool: self.tool().to_owned(),
+            call_id: self.call_id.clone(),
+            session_id: self.session_id.clone(),
+        };
+        let runtime = self.runtime.clone();
+        let entry = self.entry.clone();
+        let args = self.args.clone();
+        let control = self.control.clone();
+        let run = async move {
+            call::run(
+                &runtime,
+                &entry.plugin,
+                &entry.tool,
+                &args,
+                identity,
+                control,
+                Some(tx),
+            )
+            .await
+        };
+        tokio::pin!(run);
+        let mut updates = 0usize;
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                Some(message) = rx.recv() => {
+                    updates += 1;
+                    self.update(updates, message);
+                }
+                outcome = &mut run => break outcome,
+            }
+        };
+        while let Ok(message) = rx.try_recv() {
+            updates += 1;
+            self.update(updates, message);
+        }
+        self.end(outcome);
+    }
+
+    fn item(&self, suffix: &str, answer: Answer) -> Item {
+        Item {
+            call_id: format!("{}_{suffix}", self.call_id),
+            origin: self.call_id.clone(),
+            tool: self.tool().to_owned(),
+            arguments: self.args.clone(),
+            output: answer.output,
+            is_error: answer.is_error,
+            data: answer.data,
+            turn: 0,
+        }
+    }
+
+    fn update(&mut self, n: usize, message: String) {
+        let Some(inner) = self.session.upgrade() else {
+            return;
+        };
+        if let Some(r) = inner.state().records.get_mut(&self.call_id) {
+            r.updates.push(UpdateRecord {
+                at: SystemTime::now(),
+                message: message.clone(),
+            });
+        }
+        let tool = self.tool().to_owned();
+        if self.fire_and_forget() {
+            tracing::info!(tool = %tool, call_id = %self.call_id, %message, "fire-and-forget update");
+        } else if self.mode == AnswerMode::Release
+            && let Some(answer) = self.answer.take()
+        {
+            // B2: the first update answers the call.
+            self.released_by_update = true;
+            let output = render(
+                &self.templates.update,
+                &[
+                    ("call_id", &self.call_id),
+                    ("tool", &tool),
+                    ("message", &message),
+                ],
+            );
+            let _ = answer.send(Finish {
+                answer: Answer::text(&self.call_id, AnswerKind::Released, output),
+                outcome: None,
+            });
+        } else if self.answer.is_none() && self.delivery.enabled() {
+            // B3: later updates are new items, numbered from 1 after the one
+            // that answered (queued calls number from their first update).
+            let k = if self.released_by_update { n - 1 } else { n };
+            let output = render(
+                &self.templates.progress,
+                &[
+                    ("call_id", &self.call_id),
+                    ("tool", &tool),
+                    ("message", &message),
+                    ("n", &k.to_string()),
+                ],
+            );
+            let item = self.item(
+                &format!("update_{k}"),
+                Answer::text(&self.call_id, AnswerKind::Result, output),
+            );
+            self.delivery.push(item);
+        }
+        inner.emit(&self.call_id, &tool, EventKind::Updated { n, message });
+    }
+
+    fn end(mut self, outcome: CallOutcome) {
+        let tool = self.tool().to_owned();
+        let cancelled =
+            self.control.is_cancelled() || matches!(outcome.result, Err(CallError::Cancelled));
+        let status = match (&outcome.result, cancelled) {
+            (_, true) => CallStatus::Cancelled,
+            (Ok(_), false) => CallStatus::Done,
+            (Err(_), false) => CallStatus::Error,
+        };
+        let error = outcome.result.as_ref().err().map(CallError::model_message);
+        let result = outcome.result.as_ref().ok().cloned();
+        let inner = self.session.upgrade();
+        if let Some(inner) = &inner {
+            let mut state = inner.state();
+            if let Some(r) = state.records.get_mut(&self.call_id) {
+                r.status = status;
+                r.result = result.clone();
+                r.error = error.clone();
+                r.fuel_used = outcome.fuel_used;
+                r.ended_at = Some(SystemTime::now());
+            }
+            state.live.remove(&self.call_id);
+            inner.forget_finished(&mut state);
+        }
+        let released = self.answer.is_none();
+        let text = ending(
+            &self.templates,
+            &self.call_id,
+            &tool,
+            status,
+            result.as_ref(),
+            error.as_deref(),
+            released,
+        );
+        if let Some(answer) = self.answer.take() {
+            if let Some(text) = text {
+                let _ = answer.send(Finish {
+                    answer: text,
+                    outcome: Some(outcome.clone()),
+                });
+            }
+        } else if self.fire_and_forget() {
+            tracing::info!(tool = %tool, call_id = %self.call_id, status = ?status, "fire-and-forget call ended");
+        } else if let Some(text) = text {
+            let item = self.item("final", text);
+            self.delivery.push(item);
+        }
+        let _ = self.ended.send(true);
+        if let Some(inner) = inner {
+            inner.emit(
+                &self.call_id,
+                &tool,
+                EventKind::Ended {
+                    status,
+                    result,
+                    error,
+                    fuel_used: outcome.fuel_used,
+                },
+            );
+            inner.call_ended.notify_waiters();
+        }
+    }
+}
+
+/// A call's task, run by the caller until the call is answered: a call that
+/// returns without updates (most do) then costs no task spawn and no wake-up
+/// of another thread. Whatever is left of it is spawned, also when the
+/// caller stops waiting, so dropping `Session::call` never stops the call.
+pub(super) struct Inline {
+    task: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Inline {
+    pub(super) fn new(task: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self {
+            task: Some(Box::pin(task)),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// Runs the task until `answer` is sent, then hands the rest to the
+    /// runtime.
+    pub(super) async fn until<T>(
+        mut self,
+        mut answer: oneshot::Receiver<T>,
+    ) -> Result<T, RecvError> {
+        if let Some(task) = self.task.as_mut() {
+            tokio::select! {
+                biased;
+                () = task => self.task = None,
+                received = &mut answer => return received,
+            }
+        }
+        // The task ended, having sent the answer or dropped its sender.
+        answer.await
+    }
+}
+
+impl Drop for Inline {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            self.runtime.spawn(task);
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! `toolhost serve` as a process, with a raw JSON-RPC client: answer modes,
+//! tool behaviour in `tools/list`, shutdown on SIGTERM, `DELETE /mcp`; and
+//! the live folder's change notices through the library.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use common::{Folder, example, host_for, root, test_plugin};
+
+const TOOLHOST: &str = env!("CARGO_BIN_EXE_toolhost");
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `toolhost serve` on stdio, spoken to line by line.
+struct Server {
+    child: Option<Child>,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<Value>,
+    next_id: u64,
+}
+
+impl Server {
+    fn start(folder: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(TOOLHOST)
+            .arg("--plugins")
+            .arg(folder)
+            .arg("--cache-dir")
+            .arg(root().join("target/toolhost-test-cache"))
+            .arg("serve")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start toolhost serve");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && tx.send(v).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let mut s = Self {
+            child: Some(child),
+            stdin,
+            lines,
+            next_id: 1,
+        };
+        let init = s.request(
+            "initialize",
+            json!({
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": { "name": "raw-test", "version": "0" }
+            }),
+        );
+        s.wait_for(&init);
+        s.send(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }));
+        s
+    }
+
+    fn send(&mut self, message: Value) {
+        writeln!(self.stdin, "{message}").expect("write to toolhost");
+        self.stdin.flush().expect("flush");
+    }
+
+    /// Send a request; its id.
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = json!(self.next_id);
+        self.next_id += 1;
+        self.send(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }));
+        id
+    }
+
+    /// Every message up to the answer of request `id`, the answer last.
+    fn wait_for(&mut self, id: &Value) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let m = self
+                .lines
+                .recv_timeout(WAIT)
+                .unwrap_or_else(|_| panic!("no answer to request {id}; saw {seen:?}"));
+            let done = m.get("id") == Some(id) && m.get("method").is_none();
+            seen.push(m);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+impl Server {
+    /// Send SIGTERM and wait for the process to exit.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        rx.recv_timeout(WAIT)
+            .expect("toolhost exits after SIGTERM")
+            .expect("wait")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn progress_messages(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .map(|m| {
+            m["params"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+fn answer_text(messages: &[Value]) -> String {
+    let last = messages.last().expect("an answer");
+    last["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {last}"))
+        .to_owned()
+}
+
+fn behave_folder() -> Folder {
+    let folder = Folder::new();
+    folder.add(&test_plugin("behave"), "behave");
+    folder
+}
+
+#[test]
+fn final_mode_answers_with_the_result_after_every_update_as_progress() {
+    let folder = behave_folder();
+    let mut s = Server::start(folder.path(), &["--answer", "final"]);
+    let id = s.request(
+        "tools/call",
+        json!({
+            "name": "progress",
+            "arguments": { "n": 3, "sleep_ms": 20 },
+            "_meta": { "progressToken": "p1" }
+        }),
+    );
+    let messages = s.wait_for(&id);
+    assert_eq!(
+        progress_messages(&messages),
+        ["step 1 of 3", "step 2 of 3", "step 3 of 3"],
+        "{messages:?}"
+    );
+    assert!(
+        answer_text(&messages).contains("done after 3 steps"),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn a_request_chooses_its_answer_mode_with_meta() {
+    let folder = behave_folder();
+    let mut s = Server::start(folder.path(), &[]);
+    // The server's default: the first update answers (B2).
+    let id = s.request(
+        "tools/call",
+        json!({ "name": "progress", "arguments": { "n": 2, "sleep_ms": 20 } }),
+    );
+    let released = answer_text(&s.wait_for(&id));
+    assert!(released.starts_with("step 1 of 2"), "{released}");
+    assert!(
+        released.contains("toolhost_task_status") && !released.contains("will be delivered"),
+        "B30: over MCP the answer says how to learn more: {released}"
+    );
+    let id = s.request(
+        "tools/call",
+        json!({
+            "name": "progress",
+            "arguments": { "n": 2, "sleep_ms": 20 },
+            "_meta": { "dev.toolhost/answer": "final" }
+        }),
+    );
+    let text = answer_text(&s.wait_for(&id));
+    assert!(text.contains("done after 2 steps"), "{text}");
+}
+
+#[test]
+fn tools_list_describes_each_tools_behaviour_in_meta() {
+    let folder = behave_folder();
+    let mut s = Server::start(folder.path(), &[]);
+    let id = s.request("tools/list", json!({}));
+    let messages = s.wait_for(&id);
+    let tools = messages.last().expect("answer")["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .clone();
+    let find = |name: &str| {
+        tools
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed"))
+            .clone()
+    };
+    let behaviour = |name: &str| find(name)["_meta"]["dev.toolhost/behaviour"].clone();
+    assert_eq!(behaviour("wait_cancel")["cancellable"], json!(true));
+    assert_eq!(behaviour("update_then_fail")["cancellable"], json!(false));
+    assert_eq!(behaviour("reject_me")["on_duplicate"], json!("reject"));
+    assert_eq!(behaviour("progress")["delivery"], json!("conversational"));
+    assert!(
+        find("toolhost_cancel_task").get("_meta").is_none(),
+        "companion tools carry no behaviour"
+    );
+}
+
+#[test]
+fn sigterm_cancels_running_calls_and_lets_them_clean_up() {
+    let work = tempfile::tempdir().expect("work dir");
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &example("rust-cleanup"),
+        "rust-cleanup",
+        &format!(
+            "[permissions]\ndirs = [{{ host = \"{}\", guest = \"/work\", write = true }}]\n",
+            work.path().display()
+        ),
+    );
+    let mut s = Server::start(folder.path(), &[]);
+    let id = s.request(
+        "tools/call",
+        json!({ "name": "build_report", "arguments": { "sections": 50, "section_ms": 200 } }),
+    );
+    // Released by its first update: the partial file exists.
+    let answer = answer_text(&s.wait_for(&id));
+    assert!(!answer.is_empty());
+    let partial = || {
+        std::fs::read_dir(work.path())
+            .expect("read work dir")
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+    };
+    assert!(partial(), "the report is being written");
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(!partial(), "the cancelled call removed its partial file");
+}
+
+#[test]
+fn delete_ends_an_http_session_with_200() {
+    let folder = behave_folder();
+    let mut child = Command::new(TOOLHOST)
+        .arg("--plugins")
+        .arg(folder.path())
+        .arg("--cache-dir")
+        .arg(root().join("target/toolhost-test-cache"))
+        .args(["serve", "--http", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("toolhost printed its URL")
+            .expect("line");
+        if let Some(url) = line.strip_prefix("toolhost: serving MCP on ") {
+            break url.to_owned();
+        }
+    };
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned();
+    let http = |request: String| {
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+        stream.write_all(request.as_bytes()).expect("send");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    };
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": { "protocolVersion": "2025-06-18", "capabilities": {},
+                    "clientInfo": { "name": "raw-test", "version": "0" } }
+    })
+    .to_string();
+    let response = http(format!(
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    let session = response
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("mcp-session-id")
+                .then(|| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no session id in {response}"));
+    let response = http(format!(
+        "DELETE /mcp HTTP/1.1\r\nHost: localhost\r\nMcp-Session-Id: {session}\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_folder_is_quiet_until_the_served_tools_change() {
+    let folder = Folder::new();
+    let compute = folder.add(&example("rust-compute"), "rust-compute");
+    let (host, report) = host_for(&folder).await;
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let mut changed = host.tools_changed();
+    changed.mark_unchanged();
+    let _watch = host.watch_folder(folder.path()).expect("watch");
+
+    // Reading the files and writing one again unchanged are no changes.
+    std::fs::read(&compute).expect("read");
+    let bytes = std::fs::read(&compute).expect("read");
+    std::fs::write(&compute, &bytes).expect("rewrite");
+    // A quiet window several times the folder's settle time: nothing may
+    // arrive in it (a notice that comes later would be as wrong).
+    let quiet = tokio::time::timeout(Duration::from_secs(2), changed.changed()).await;
+    assert!(quiet.is_err(), "no list change for unchanged files");
+
+    folder.add(&example("rust-files"), "rust-files");
+    tokio::time::timeout(WAIT, changed.changed())
+        .await
+        .expect("a new plugin changes the list")
+        .expect("host alive");
+    assert!(
+        host.tools().iter().any(|t| t.tool.name == "search_text"),
+        "the new tool is served when the change is announced"
+    );
+    let again = tokio::time::timeout(Duration::from_secs(2), changed.changed()).await;
+    assert!(again.is_err(), "one plugin added, one notice");
+}
