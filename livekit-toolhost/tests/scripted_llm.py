@@ -45,6 +45,8 @@ class Seen:
 
     chat_ctx: llm.ChatContext
     tools: list[llm.Tool]
+    tool_choice: llm.ToolChoice | None = None
+    """`"none"` when the model may not call tools, as in LiveKit's reply to an update."""
 
     def outputs(self) -> list[llm.FunctionCallOutput]:
         return [item for item in self.chat_ctx.items if item.type == "function_call_output"]
@@ -66,6 +68,8 @@ class ScriptedLLM(llm.LLM):
         super().__init__()
         self._script = script
         self.seen: list[Seen] = []
+        self.errors: list[str] = []
+        """Turns the script got wrong; a test checks that there are none."""
         self._ids = itertools.count(1)
 
     def chat(
@@ -78,7 +82,11 @@ class ScriptedLLM(llm.LLM):
         tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
         extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
     ) -> llm.LLMStream:
-        seen = Seen(chat_ctx=chat_ctx.copy(), tools=list(tools or []))
+        seen = Seen(
+            chat_ctx=chat_ctx.copy(),
+            tools=list(tools or []),
+            tool_choice=tool_choice if isinstance(tool_choice, (str, dict)) else None,
+        )
         self.seen.append(seen)
         return _Stream(self, seen=seen, turn=len(self.seen) - 1, conn_options=conn_options)
 
@@ -94,6 +102,9 @@ class _Stream(llm.LLMStream):
 
     async def _run(self) -> None:
         answer = await self._owner._script(self._turn, self._seen)
+        # A real model cannot call tools when told not to; a script must not either.
+        if answer.calls and self._seen.tool_choice == "none":
+            self._owner.errors.append(f"turn {self._turn} calls tools under tool_choice none")
         request = f"scripted-{self._turn}"
         calls = [
             llm.FunctionToolCall(
