@@ -124,9 +124,9 @@ class ToolhostToolset(MCPToolset):
 
     Build it with `ToolhostToolset.stdio(plugins)` (starts `toolhost serve
     --answer final`) or `ToolhostToolset.http(url)` (any running server:
-    every call asks for the `final` mode). `setup()`, which LiveKit calls when the session starts,
-    connects and lists the tools; call `setup(reload=True)` after the plugin
-    folder changed.
+    every call asks for the `final` mode). `setup()`, which LiveKit calls
+    when the session starts, connects and lists the tools; call
+    `setup(reload=True)` after the plugin folder changed.
 
     Calls have no client-side time limit: toolhost ends every call by its own
     wall-clock limit (`timeout`, default 5 minutes) and answers with that error.
