@@ -117,14 +117,17 @@ fn call_shows_each_update_on_its_own_line_then_the_result() {
 
 #[test]
 fn ctrl_c_cancels_a_running_call() {
+    use std::io::{BufRead, BufReader, Read};
+    // `progress` shows its first update, then sleeps in the host: the
+    // update on stderr says the call runs.
     let folder = behave_folder();
-    let child = Command::new(env!("CARGO_BIN_EXE_toolhost"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_toolhost"))
         .args([
             "call",
             "--plugins",
             &folder.path().display().to_string(),
-            "wait_cancel",
-            "{}",
+            "progress",
+            r#"{"n": 2, "sleep_ms": 600000}"#,
         ])
         .env(
             "TOOLHOST_CACHE_DIR",
@@ -134,18 +137,23 @@ fn ctrl_c_cancels_a_running_call() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    while !seen.contains("step 1 of 2") {
+        let n = stderr.read_line(&mut seen).expect("read stderr");
+        assert!(n > 0, "toolhost ended before the first update: {seen}");
+    }
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(killed.success());
-    let out = child.wait_with_output().expect("wait");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    stderr.read_to_string(&mut seen).expect("read stderr");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130), "{seen}");
     assert!(
-        stderr.contains("cancelling") && stderr.contains("cancelled"),
-        "{stderr}"
+        seen.contains("cancelling") && seen.contains("cancelled"),
+        "{seen}"
     );
 }
 

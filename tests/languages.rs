@@ -18,7 +18,12 @@ use common::*;
 use serde_json::{Value, json};
 use toolhost::{AnswerKind, CallError, CallStatus, Host, Session, SessionOptions};
 
-const LANGUAGES: [&str; 3] = ["python", "js", "c"];
+/// Each language and its test plugin in `tests/plugins-lang/`.
+const LANGUAGES: [(&str, &str); 3] = [
+    ("python", "python-behave"),
+    ("js", "js-behave"),
+    ("c", "c-behave"),
+];
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Compiles each plugin once per test process before handing out its path.
@@ -60,9 +65,9 @@ async fn host_of(files: &[PathBuf]) -> Host {
     host
 }
 
-/// A host serving the test plugin `<language>-behave`.
-async fn behave(language: &str) -> Host {
-    host_of(&[test_plugin(&format!("{language}-behave"))]).await
+/// A host serving the test plugin `plugin`.
+async fn behave(plugin: &str) -> Host {
+    host_of(&[test_plugin(plugin)]).await
 }
 
 fn session(host: &Host) -> Session {
@@ -92,8 +97,8 @@ fn data(outcome: &toolhost::CallOutcome) -> Value {
 
 #[tokio::test]
 async fn every_language_returns_text_and_data() {
-    for language in LANGUAGES {
-        let host = behave(language).await;
+    for (language, plugin) in LANGUAGES {
+        let host = behave(plugin).await;
         let o = host
             .call("word_count", r#"{"text": "one two\nthree  four\n"}"#)
             .await;
@@ -108,8 +113,8 @@ async fn every_language_returns_text_and_data() {
 
 #[tokio::test]
 async fn every_language_turns_its_errors_into_tool_errors() {
-    for language in LANGUAGES {
-        let host = behave(language).await;
+    for (language, plugin) in LANGUAGES {
+        let host = behave(plugin).await;
         let o = host.call("fail", "{}").await;
         assert!(
             matches!(&o.result, Err(CallError::ToolFailed(m)) if m == "it failed on purpose"),
@@ -132,8 +137,8 @@ async fn every_language_turns_its_errors_into_tool_errors() {
 
 #[tokio::test]
 async fn every_language_crashes_on_an_error_it_does_not_answer() {
-    for language in LANGUAGES {
-        let host = behave(language).await;
+    for (language, plugin) in LANGUAGES {
+        let host = behave(plugin).await;
         let o = host.call("crash", "{}").await;
         assert!(
             matches!(o.result, Err(CallError::Crashed { .. })),
@@ -152,8 +157,8 @@ async fn every_language_crashes_on_an_error_it_does_not_answer() {
 
 #[tokio::test]
 async fn every_language_reports_progress_through_a_session() {
-    for language in LANGUAGES {
-        let host = behave(language).await;
+    for (language, plugin) in LANGUAGES {
+        let host = behave(plugin).await;
         let s = session(&host);
         let a = s.call("p", "progress", r#"{"n": 3, "sleep_ms": 20}"#).await;
         assert_eq!(a.kind, AnswerKind::Released, "{language}: {}", a.output);
@@ -172,8 +177,8 @@ async fn every_language_reports_progress_through_a_session() {
 
 #[tokio::test]
 async fn every_language_sees_cancellation() {
-    for language in LANGUAGES {
-        let host = behave(language).await;
+    for (language, plugin) in LANGUAGES {
+        let host = behave(plugin).await;
         let s = session(&host);
         let a = s.call("w", "wait_cancel", "{}").await;
         assert_eq!(a.kind, AnswerKind::Released, "{language}: {}", a.output);
@@ -190,8 +195,8 @@ async fn every_language_sees_cancellation() {
 
 #[tokio::test]
 async fn every_language_knows_its_call() {
-    for language in LANGUAGES {
-        let host = behave(language).await;
+    for (language, plugin) in LANGUAGES {
+        let host = behave(plugin).await;
         let s = session(&host);
         let a = s.call("c42", "info", "{}").await;
         assert_eq!(a.kind, AnswerKind::Result, "{language}: {}", a.output);

@@ -144,24 +144,26 @@ async fn fast_plugins_serve_while_slow_ones_load() {
     let folder = Folder::new();
     folder.add(&test_plugin("behave"), "behave");
     folder.add(&test_plugin("describe-loop"), "describe-loop");
+    // describe-loop's describe() runs for as long as the test does.
     let mut cfg = config();
-    cfg.describe_timeout = Duration::from_secs(5);
+    cfg.describe_timeout = Duration::from_secs(3600);
+    cfg.describe_fuel = u64::MAX / 2;
     let host = Host::new(cfg).expect("host");
+    let mut changed = host.tools_changed();
     host.start_loading(folder.path()).expect("start");
-    // `ok` answers long before the looping describe() is given up on.
-    let o = tokio::time::timeout(Duration::from_secs(4), async {
-        loop {
-            if host.tools().iter().any(|t| t.tool.name == "ok") {
-                return host.call("ok", "{}").await;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    tokio::time::timeout(WAIT, async {
+        while !has_tool(&host, "ok") {
+            changed.changed().await.expect("the host lives");
         }
     })
     .await
-    .expect("behave serves before describe-loop is refused");
-    assert_eq!(text(&o), "ok");
-    let report = host.ready().await;
-    assert_eq!(report.refused.len(), 1);
+    .expect("behave is loaded");
+    assert_eq!(text(&host.call("ok", "{}").await), "ok");
+    let report = host.report();
+    assert!(
+        report.refused.is_empty() && report.loaded.len() == 1,
+        "describe-loop is still loading: {report:?}"
+    );
 }
 
 #[tokio::test]
@@ -209,8 +211,10 @@ async fn a_describe_that_spins_is_stopped_by_its_fuel_budget() {
     );
 }
 
+/// Poll `f` until it holds: a refusal changes no tool list, so there is no
+/// event to wait on.
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    tokio::time::timeout(Duration::from_secs(20), async {
+    tokio::time::timeout(WAIT, async {
         while !f() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -236,18 +240,29 @@ async fn the_live_folder_follows_added_replaced_broken_and_removed_plugins() {
     assert!(changed.has_changed().expect("open"), "tools_changed moved");
     changed.mark_unchanged();
 
-    // A call running on the old version finishes on it while the file is replaced.
-    let running = tokio::spawn({
-        let host = host.clone();
-        async move { host.call("sleep", r#"{"ms": 600}"#).await }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A call running on the old version finishes on it while the file is
+    // replaced: `wait_cancel` runs until cancelled, after the replacement.
+    let s = host.open_session(toolhost::SessionOptions::default());
+    let mut events = s.subscribe();
+    let running = spawn_call(&s, "c1", "wait_cancel", "{}");
+    event(&mut events, "c1 started", |e| started(e, "c1")).await;
     folder.add(&example("rust-compute"), "live");
     until("the replacement", || {
         has_tool(&host, "word_count") && !has_tool(&host, "ok")
     })
     .await;
-    assert_eq!(text(&running.await.expect("join")), "slept");
+    s.cancel("c1").expect("cancel");
+    assert_eq!(
+        running.await.expect("join").kind,
+        toolhost::AnswerKind::Cancelled
+    );
+    let r = ended(&s, "c1").await;
+    assert_eq!(
+        r.result.and_then(|o| o.text).as_deref(),
+        Some("cleaned up"),
+        "the old version ran on: {:?}",
+        r.error
+    );
 
     // A broken new version is refused and the serving one goes on.
     folder.write("live.wasm", b"\0asm\x01\0\0\0");

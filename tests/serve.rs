@@ -267,9 +267,8 @@ fn sigterm_cancels_running_calls_and_lets_them_clean_up() {
     assert!(!partial(), "the cancelled call removed its partial file");
 }
 
-#[test]
-fn delete_ends_an_http_session_with_200() {
-    let folder = behave_folder();
+/// `toolhost serve --http 127.0.0.1:0`, and the address it listens on.
+fn start_http(folder: &Folder) -> (Child, String) {
     let mut child = Command::new(TOOLHOST)
         .arg("--plugins")
         .arg(folder.path())
@@ -290,28 +289,43 @@ fn delete_ends_an_http_session_with_200() {
             break url.to_owned();
         }
     };
+    // Keep reading stderr so the server never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
     let addr = url
         .trim_start_matches("http://")
         .trim_end_matches("/mcp")
         .to_owned();
-    let http = |request: String| {
-        let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
-        stream.write_all(request.as_bytes()).expect("send");
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        response
-    };
+    (child, addr)
+}
+
+/// One raw HTTP/1.1 exchange.
+fn http(addr: &str, request: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+fn initialize_request(extra_headers: &str) -> String {
     let body = json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": { "protocolVersion": "2025-06-18", "capabilities": {},
                     "clientInfo": { "name": "raw-test", "version": "0" } }
     })
     .to_string();
-    let response = http(format!(
-        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\n{extra_headers}Content-Type: application/json\r\n\
          Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    ));
+    )
+}
+
+#[test]
+fn delete_ends_an_http_session_with_200() {
+    let folder = behave_folder();
+    let (mut child, addr) = start_http(&folder);
+    let response = http(&addr, &initialize_request(""));
     let session = response
         .lines()
         .find_map(|l| {
@@ -320,10 +334,35 @@ fn delete_ends_an_http_session_with_200() {
                 .then(|| v.trim().to_owned())
         })
         .unwrap_or_else(|| panic!("no session id in {response}"));
-    let response = http(format!(
-        "DELETE /mcp HTTP/1.1\r\nHost: localhost\r\nMcp-Session-Id: {session}\r\nConnection: close\r\n\r\n"
-    ));
+    let response = http(
+        &addr,
+        &format!(
+            "DELETE /mcp HTTP/1.1\r\nHost: localhost\r\nMcp-Session-Id: {session}\r\nConnection: close\r\n\r\n"
+        ),
+    );
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn foreign_origins_and_doubled_host_headers_are_refused() {
+    let folder = behave_folder();
+    let (mut child, addr) = start_http(&folder);
+    for origin in ["http://evil.example", "null"] {
+        let response = http(&addr, &initialize_request(&format!("Origin: {origin}\r\n")));
+        assert!(response.starts_with("HTTP/1.1 403"), "{origin}: {response}");
+    }
+    let response = http(&addr, &initialize_request("Host: evil.example\r\n"));
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    let response = http(
+        &addr,
+        &initialize_request("Origin: http://localhost:5173\r\n"),
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "a local page: {response}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -1,5 +1,9 @@
 //! Background calls through the session API, one test per behaviour:
-//! B2–B4, B6, B9–B16, B20–B31 (B31's records are kept in memory).
+//! B2–B4, B6, B9–B16, B20–B31 (B31's records are kept in memory only).
+//!
+//! Tests where calls race (duplicates, cancellation, many calls) run on a
+//! multi-thread runtime, so that they race in parallel; tests wait on events
+//! and records, never on a sleep.
 
 mod common;
 
@@ -12,8 +16,6 @@ use toolhost::{
     AnswerKind, CANCEL_TASK_TOOL, CONFIRM_ARGUMENT, CallStatus, EventKind, Host,
     RUNNING_TASKS_TOOL, Session, SessionOptions, TASK_STATUS_TOOL, Templates,
 };
-
-const WAIT: Duration = Duration::from_secs(20);
 
 async fn behave_host(manifest: Option<&str>) -> (Host, Folder) {
     let folder = Folder::new();
@@ -31,30 +33,22 @@ async fn session(manifest: Option<&str>) -> (Session, Folder) {
     (host.open_session(SessionOptions::default()), folder)
 }
 
-/// Wait until the call is listed as running (or queued).
+/// Wait until the call has the status `status` in the running list.
 async fn live(s: &Session, call_id: &str, status: CallStatus) {
+    let mut events = s.subscribe();
     tokio::time::timeout(WAIT, async {
+        // Checked after subscribing, and again after each of the call's
+        // events: a status change comes with an event.
         while !s
             .running()
             .iter()
             .any(|r| r.call_id == call_id && r.status == status)
         {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            event(&mut events, call_id, |e| e.call_id == call_id).await;
         }
     })
     .await
     .unwrap_or_else(|_| panic!("{call_id} never became {status:?}"))
-}
-
-/// Start a call in the background; its answer arrives on the handle.
-fn spawn_call(
-    s: &Session,
-    id: &str,
-    tool: &str,
-    args: &str,
-) -> tokio::task::JoinHandle<toolhost::Answer> {
-    let (s, id, tool, args) = (s.clone(), id.to_owned(), tool.to_owned(), args.to_owned());
-    tokio::spawn(async move { s.call(&id, &tool, &args).await })
 }
 
 #[tokio::test]
@@ -117,8 +111,8 @@ async fn b4_a_result_with_neither_text_nor_data_adds_nothing() {
     let (s, _f) = session(None).await;
     let a = s.call("c1", "update_then_nothing", "{}").await;
     assert_eq!(a.kind, AnswerKind::Released);
+    // A call's last item is queued before its record ends.
     ended(&s, "c1").await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!s.has_pending());
     assert!(s.try_reply().is_none());
 }
@@ -157,22 +151,30 @@ async fn b9_fire_and_forget_answers_at_once_and_stays_out_of_the_conversation() 
     assert_eq!(r.status, CallStatus::Done);
     assert_eq!(r.updates.len(), 1, "updates go to the record");
     assert_eq!(r.result.and_then(|o| o.text).as_deref(), Some("fired"));
-    tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!s.has_pending(), "nothing enters the conversation");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b10_allow_runs_both() {
+    // `wait_cancel` (allow) runs until cancelled: both are running at once.
     let (s, _f) = session(None).await;
-    let first = spawn_call(&s, "c1", "sleep", r#"{"ms": 200}"#);
+    let first = spawn_call(&s, "c1", "wait_cancel", "{}");
     live(&s, "c1", CallStatus::Running).await;
-    let second = s.call("c2", "sleep", r#"{"ms": 10}"#).await;
-    assert_eq!(second.kind, AnswerKind::Result);
-    assert_eq!(second.output, "slept");
-    assert_eq!(first.await.expect("join").output, "slept");
+    let second = spawn_call(&s, "c2", "wait_cancel", "{}");
+    live(&s, "c2", CallStatus::Running).await;
+    assert!(
+        s.record("c1").expect("c1").status.is_live(),
+        "c1 runs on beside c2"
+    );
+    for id in ["c1", "c2"] {
+        s.cancel(id).expect("cancel");
+    }
+    for call in [first, second] {
+        assert_eq!(call.await.expect("join").kind, AnswerKind::Cancelled);
+    }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b11_reject_does_not_start_the_duplicate_and_names_the_running_call() {
     let (s, _f) = session(None).await;
     let first = spawn_call(&s, "c1", "reject_me", r#"{"ms": 300}"#);
@@ -189,7 +191,7 @@ async fn b11_reject_does_not_start_the_duplicate_and_names_the_running_call() {
     assert_eq!(first.await.expect("join").output, "done");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b12_confirm_holds_a_duplicate_until_the_model_confirms() {
     let (s, _f) = session(None).await;
     let tool = s
@@ -255,21 +257,33 @@ async fn b12_the_confirm_argument_is_removed_before_validation() {
     assert!(a.output.contains("name=x"), "{}", a.output);
 }
 
-#[tokio::test]
-async fn b13_replace_cancels_the_running_duplicate_then_starts() {
-    let (s, _f) = session(Some("[limits]\ncancel-grace = \"2s\"\n")).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b13_replace_cancels_the_running_duplicate_and_waits_for_its_end_before_starting() {
+    let (s, _f) = session(Some("[limits]\ncancel-grace = \"10s\"\n")).await;
+    let mut events = s.subscribe();
     let first = spawn_call(&s, "c1", "replace_me", "{}");
-    live(&s, "c1", CallStatus::Running).await;
+    event(&mut events, "c1 started", |e| started(e, "c1")).await;
     let second = spawn_call(&s, "c2", "replace_me", "{}");
-    let r1 = ended(&s, "c1").await;
-    assert_eq!(r1.status, CallStatus::Cancelled);
-    assert_eq!(
-        r1.result.and_then(|o| o.text).as_deref(),
-        Some("cleaned up"),
-        "it saw cancelled()"
-    );
+    // c1 sees cancelled() and takes 200 ms to clean up: c2 starts only
+    // once it has ended.
+    let e = event(&mut events, "c1 ended or c2 started", |e| {
+        ended_event(e, "c1") || started(e, "c2")
+    })
+    .await;
+    match e.kind {
+        EventKind::Ended { status, result, .. } => {
+            assert_eq!(status, CallStatus::Cancelled);
+            assert_eq!(
+                result.and_then(|o| o.text).as_deref(),
+                Some("cleaned up"),
+                "it saw cancelled()"
+            );
+        }
+        _ => panic!("c2 started before c1 ended: {e:?}"),
+    }
+    event(&mut events, "c2 started", |e| started(e, "c2")).await;
     assert_eq!(first.await.expect("join").kind, AnswerKind::Cancelled);
-    live(&s, "c2", CallStatus::Running).await;
+    assert_eq!(s.record("c2").expect("c2").status, CallStatus::Running);
     s.cancel("c2").expect("cancel");
     assert_eq!(second.await.expect("join").kind, AnswerKind::Cancelled);
 }
@@ -290,7 +304,7 @@ async fn b13_replace_on_a_tool_that_is_not_cancellable_is_refused() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b14_queue_waits_for_the_running_duplicate_and_is_listed_as_queued() {
     let (s, _f) = session(None).await;
     let first = spawn_call(&s, "c1", "queue_me", r#"{"ms": 300}"#);
@@ -318,7 +332,7 @@ async fn b14_queue_waits_for_the_running_duplicate_and_is_listed_as_queued() {
     assert_eq!(reply.items[0].call_id, "c2_final");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b15_name_and_arguments_compares_canonical_json_with_defaults() {
     let (s, _f) = session(None).await;
     let first = spawn_call(&s, "c1", "reject_same", r#"{"ms": 300}"#);
@@ -336,25 +350,41 @@ async fn b15_name_and_arguments_compares_canonical_json_with_defaults() {
     first.await.expect("join");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b16_concurrent_calls_cannot_both_pass_reject() {
+    const ROUNDS: usize = 20;
+    const CALLS: usize = 8;
     let (s, _f) = session(None).await;
-    let calls: Vec<_> = (0..24)
-        .map(|i| spawn_call(&s, &format!("c{i}"), "reject_me", r#"{"ms": 200}"#))
-        .collect();
-    let mut started = 0;
-    let mut rejected = 0;
-    for c in calls {
-        match c.await.expect("join").kind {
-            AnswerKind::Result => started += 1,
-            AnswerKind::Duplicate => rejected += 1,
-            other => panic!("unexpected {other:?}"),
+    for round in 0..ROUNDS {
+        // The calls of a round are released together, to race for the
+        // duplicate check on both worker threads.
+        let barrier = Arc::new(tokio::sync::Barrier::new(CALLS));
+        let calls: Vec<_> = (0..CALLS)
+            .map(|i| {
+                let (s, barrier) = (s.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    s.call(&format!("r{round}c{i}"), "reject_me", r#"{"ms": 250}"#)
+                        .await
+                })
+            })
+            .collect();
+        let mut started = 0;
+        let mut rejected = 0;
+        // Every call has answered, so the one started has ended before the
+        // next round.
+        for c in calls {
+            match c.await.expect("join").kind {
+                AnswerKind::Result => started += 1,
+                AnswerKind::Duplicate => rejected += 1,
+                other => panic!("unexpected {other:?}"),
+            }
         }
+        assert_eq!((started, rejected), (1, CALLS - 1), "round {round}");
     }
-    assert_eq!((started, rejected), (1, 23));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b20_only_cancellable_tools_can_be_cancelled() {
     let (s, _f) = session(None).await;
     let first = spawn_call(&s, "c1", "sleep", r#"{"ms": 200}"#);
@@ -375,7 +405,7 @@ async fn b20_only_cancellable_tools_can_be_cancelled() {
     assert!(s.cancel("nope").is_err());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b21_cancel_sets_the_flag_the_tool_reads() {
     let (s, _f) = session(None).await;
     let call = spawn_call(&s, "c1", "wait_cancel", "{}");
@@ -388,12 +418,11 @@ async fn b21_cancel_sets_the_flag_the_tool_reads() {
     assert_eq!(r.result.and_then(|o| o.text).as_deref(), Some("cleaned up"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b21_a_loop_that_never_calls_the_host_is_stopped_after_the_grace_period() {
     let (s, _f) = session(Some("[limits]\ncancel-grace = \"100ms\"\n")).await;
     let call = spawn_call(&s, "c1", "spin_cancellable", "{}");
     live(&s, "c1", CallStatus::Running).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
     s.cancel("c1").expect("cancel");
     let a = tokio::time::timeout(WAIT, call)
         .await
@@ -405,7 +434,7 @@ async fn b21_a_loop_that_never_calls_the_host_is_stopped_after_the_grace_period(
     assert!(r.fuel_used > 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b21_a_call_blocked_in_a_host_sleep_is_stopped() {
     let (s, _f) = session(Some(
         "[limits]\ncancel-grace = \"0s\"\n[tools.sleep]\nenabled = true\n",
@@ -421,7 +450,7 @@ async fn b21_a_call_blocked_in_a_host_sleep_is_stopped() {
     assert_eq!(r.status, CallStatus::Cancelled);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b22_cancelled_before_the_first_update_answers_cancelled() {
     let (s, _f) = session(None).await;
     let call = spawn_call(&s, "c1", "wait_cancel", "{}");
@@ -433,7 +462,7 @@ async fn b22_cancelled_before_the_first_update_answers_cancelled() {
     assert!(!a.output.contains("cleaned up"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b22_cancelled_after_release_gets_a_final_pair_saying_so() {
     let (s, _f) = session(Some("[limits]\ncancel-grace = \"0s\"\n")).await;
     let a = s
@@ -448,7 +477,7 @@ async fn b22_cancelled_after_release_gets_a_final_pair_saying_so() {
     assert!(last.output.contains("cancelled"), "{}", last.output);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b24_closing_cancels_waits_then_stops_and_delivers_nothing() {
     let folder = Folder::new();
     folder.add_with_manifest(
@@ -488,7 +517,7 @@ async fn b24_closing_cancels_waits_then_stops_and_delivers_nothing() {
     assert!(a.is_error, "a closed session starts nothing");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b24_dropping_the_last_handle_stops_its_calls() {
     // One slot: while the dropped session's call ran, nothing else could.
     let (host, _f) = behave_host(Some("[limits]\nmax-concurrency = 1\n")).await;
@@ -505,20 +534,26 @@ async fn b24_dropping_the_last_handle_stops_its_calls() {
     assert_eq!(a.output, "ok");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_goes_on_when_its_caller_stops_waiting() {
     // Session::call runs the call in the caller's task until it answers;
-    // the caller giving up hands the rest to the runtime.
+    // the caller giving up hands the rest to the runtime. `wait_cancel`
+    // answers only once cancelled.
     let (s, _f) = session(None).await;
-    let waited = tokio::time::timeout(
-        Duration::from_millis(50),
-        s.call("c1", "sleep", r#"{"ms": 300}"#),
-    )
-    .await;
-    assert!(waited.is_err(), "the call answered within 50 ms");
+    let mut events = s.subscribe();
+    tokio::select! {
+        a = s.call("c1", "wait_cancel", "{}") => panic!("answered before it was cancelled: {a:?}"),
+        _ = event(&mut events, "c1 started", |e| started(e, "c1")) => {}
+    }
     assert!(s.record("c1").expect("record").status.is_live());
+    s.cancel("c1").expect("cancel");
     let r = ended(&s, "c1").await;
-    assert_eq!(r.status, CallStatus::Done, "{:?}", r.error);
+    assert_eq!(r.status, CallStatus::Cancelled, "{:?}", r.error);
+    assert_eq!(
+        r.result.and_then(|o| o.text).as_deref(),
+        Some("cleaned up"),
+        "the plugin ran on and saw the cancel"
+    );
 }
 
 #[tokio::test]
@@ -699,8 +734,11 @@ async fn b30_the_host_configuration_file_replaces_templates() {
     );
 }
 
+/// B31 in part: the session keeps each call's record in memory while it
+/// lives. Records that outlast the session (the journal, issue 12) are not
+/// built yet and not tested here.
 #[tokio::test]
-async fn b31_every_call_has_a_record() {
+async fn b31_every_call_has_a_record_in_memory() {
     let (s, _f) = session(None).await;
     s.call("c1", "progress", r#"{"n": 2, "sleep_ms": 5}"#).await;
     let r = ended(&s, "c1").await;
@@ -727,7 +765,7 @@ async fn b31_every_call_has_a_record() {
     assert!(r.error.expect("error").contains("it failed on purpose"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_sessions_and_many_calls_at_once() {
     let (host, _f) = behave_host(Some("[limits]\nmax-concurrency = 32\n")).await;
     let sessions: Vec<Session> = (0..8)

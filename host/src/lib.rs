@@ -45,6 +45,7 @@ mod registry;
 mod sandbox;
 mod schema;
 mod session;
+pub mod store;
 mod templates;
 
 pub use self::arguments::CONFIRM_ARGUMENT;

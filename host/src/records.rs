@@ -27,6 +27,36 @@ impl CallStatus {
     pub fn is_live(self) -> bool {
         matches!(self, CallStatus::Queued | CallStatus::Running)
     }
+
+    /// The name a record shows, as serialized: `queued`, `running`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Queued => "queued",
+            CallStatus::Running => "running",
+            CallStatus::Done => "done",
+            CallStatus::Error => "error",
+            CallStatus::Cancelled => "cancelled",
+            CallStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::str::FromStr for CallStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            CallStatus::Queued,
+            CallStatus::Running,
+            CallStatus::Done,
+            CallStatus::Error,
+            CallStatus::Cancelled,
+            CallStatus::Interrupted,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+        .ok_or_else(|| format!("unknown call status `{s}`"))
+    }
 }
 
 /// One update a call sent.
@@ -57,6 +87,28 @@ pub struct CallRecord {
     pub started_at: Option<SystemTime>,
     #[serde(serialize_with = "rfc3339_opt")]
     pub ended_at: Option<SystemTime>,
+}
+
+/// A call's record as a task store keeps it (B31): the record, the random
+/// task id it is found by across sessions and restarts, and what the store
+/// adds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRecord {
+    /// Random, known only to the client that started the call: a call_id
+    /// alone does not tell calls of different sessions apart.
+    pub task_id: String,
+    #[serde(flatten)]
+    pub call: CallRecord,
+    /// Updates folded away past the store's bound per call, oldest first
+    /// (`call.updates` keeps the newest).
+    pub updates_dropped: u64,
+    /// When a host found the call left `queued` or `running` by a host that
+    /// stopped, and marked it `interrupted`.
+    #[serde(
+        serialize_with = "rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub interrupted_at: Option<SystemTime>,
 }
 
 /// What a call event says (B29): `Started`, then `Updated` 0..n times, then

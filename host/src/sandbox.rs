@@ -22,6 +22,11 @@ use crate::limits::Limits;
 use crate::manifest::{NetworkGrant, Permissions};
 use crate::output::LogStream;
 
+/// Resources a call may hold at once (streams, pollables, HTTP fields...).
+pub(crate) const MAX_RESOURCES: usize = 4096;
+/// The header fields of one HTTP message, in bytes.
+pub(crate) const MAX_HTTP_FIELDS: usize = 32 * 1024;
+
 /// Shared between a running call and whoever controls it: the flag that
 /// `cancelled()` reads, and the forced stop that ends the call at its next
 /// fuel yield or host-call await (B21).
@@ -125,13 +130,19 @@ impl CallState {
                     Box::pin(async move { outgoing_allowed(&network, addr, use_).await })
                 });
         }
+        // Resources (streams, HTTP fields, pollables) live in host memory,
+        // outside the plugin's memory limit: bound them too.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_HTTP_FIELDS);
         Self {
             wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
+            http,
             hooks: HttpGrants {
                 network: grants.network.clone(),
             },
-            table: ResourceTable::new(),
+            table,
             limiter: MemoryLimiter {
                 limits: wasmtime::StoreLimitsBuilder::new()
                     .memory_size(usize::try_from(memory).unwrap_or(usize::MAX))

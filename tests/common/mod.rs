@@ -124,18 +124,55 @@ pub fn text(outcome: &toolhost::CallOutcome) -> String {
     }
 }
 
-/// Wait until the call's record says it ended.
+/// Wait until the call has ended: its final record.
 pub async fn ended(s: &toolhost::Session, call_id: &str) -> toolhost::CallRecord {
-    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+    tokio::time::timeout(WAIT, s.ended(call_id))
+        .await
+        .unwrap_or_else(|_| panic!("{call_id} did not end"))
+        .unwrap_or_else(|| panic!("{call_id} has no record"))
+}
+
+/// How long a test waits for something that should happen; reaching it
+/// fails the test (no test asserts how quickly something happens).
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Start a session call in the background; its answer arrives on the handle.
+pub fn spawn_call(
+    s: &toolhost::Session,
+    id: &str,
+    tool: &str,
+    args: &str,
+) -> tokio::task::JoinHandle<toolhost::Answer> {
+    let (s, id, tool, args) = (s.clone(), id.to_owned(), tool.to_owned(), args.to_owned());
+    tokio::spawn(async move { s.call(&id, &tool, &args).await })
+}
+
+/// The next event that `pred` accepts, skipping the others; fails the test
+/// after [`WAIT`].
+pub async fn event(
+    events: &mut tokio::sync::broadcast::Receiver<toolhost::CallEvent>,
+    what: &str,
+    mut pred: impl FnMut(&toolhost::CallEvent) -> bool,
+) -> toolhost::CallEvent {
+    tokio::time::timeout(WAIT, async {
         loop {
-            if let Some(r) = s.record(call_id)
-                && !r.status.is_live()
-            {
-                return r;
+            match events.recv().await {
+                Ok(e) if pred(&e) => return e,
+                Ok(_) => {}
+                Err(e) => panic!("event stream: {e} while waiting for {what}"),
             }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("{call_id} did not end"))
+    .unwrap_or_else(|_| panic!("no event: {what}"))
+}
+
+/// Whether `e` is the start of `call_id`.
+pub fn started(e: &toolhost::CallEvent, call_id: &str) -> bool {
+    e.call_id == call_id && matches!(e.kind, toolhost::EventKind::Started)
+}
+
+/// Whether `e` is the end of `call_id`.
+pub fn ended_event(e: &toolhost::CallEvent, call_id: &str) -> bool {
+    e.call_id == call_id && matches!(e.kind, toolhost::EventKind::Ended { .. })
 }

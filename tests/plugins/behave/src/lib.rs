@@ -2,6 +2,7 @@
 //! `behaviour.md` that needs a plugin to show it.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::sleep;
 use std::time::Duration;
 
@@ -103,6 +104,10 @@ fn wait_for_cancel() -> ToolOutput {
     }
     ToolOutput::text("cleaned up")
 }
+
+/// Calls this instance has served: 1 in every call when each call gets a
+/// fresh instance, more if an instance were ever reused.
+static CALLS: AtomicU64 = AtomicU64::new(0);
 
 fn spin_forever() -> ! {
     let mut x = 0u64;
@@ -303,10 +308,15 @@ fn specs() -> Vec<ToolSpec> {
             cancellable: true,
             ..spec(
                 "replace_me",
-                "Waits until cancelled; a duplicate replaces the running call.",
+                "Waits until cancelled, then takes 200 ms to clean up; a duplicate replaces the running call.",
                 no_args(),
             )
         },
+        spec(
+            "count_calls",
+            "Counts the calls this instance has served, sleeps ms milliseconds, and returns the count.",
+            ms_arg(),
+        ),
         ToolSpec {
             delivery: Delivery::FireAndForget,
             ..spec(
@@ -390,7 +400,19 @@ impl Plugin for Behave {
                     data: None,
                 })
             }
-            "wait_cancel" | "replace_me" => Ok(wait_for_cancel()),
+            "wait_cancel" => Ok(wait_for_cancel()),
+            "replace_me" => {
+                let out = wait_for_cancel();
+                // A slow clean-up: a replacing call that did not wait for
+                // this one to end would start before it ends (B13).
+                sleep_ms(200);
+                Ok(out)
+            }
+            "count_calls" => {
+                let n = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+                sleep_ms(toolhost_guest::args::<Ms>(args)?.ms);
+                Ok(ToolOutput::text(n.to_string()))
+            }
             "spin_cancellable" => spin_forever(),
             "update_then_spin" => {
                 update("spinning");

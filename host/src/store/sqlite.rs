@@ -1,0 +1,954 @@
+//! The SQLite task store: one file in WAL mode, one writer thread that
+//! commits queued writes in batches, readers on their own connections.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::{
+    CallEnd, Durability, Filter, Health, Retention, StoreError, StoreOptions, TaskRecord,
+    TaskStore, Ticket,
+};
+use crate::call::Output;
+use crate::records::{CallRecord, CallStatus, UpdateRecord};
+
+/// Writes the writer takes into one transaction, at most.
+const MAX_BATCH: usize = 4_096;
+/// Idle reader connections kept for the next read.
+const MAX_IDLE_READERS: usize = 4;
+/// How long a connection waits for a lock another one holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// `PRAGMA application_id` of a toolhost task store ("tool").
+const APPLICATION_ID: i64 = 0x746f_6f6c;
+/// The schema this code reads and writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+/// The WAL is truncated to this size after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+const SCHEMA: &str = "
+CREATE TABLE tasks (
+    task_id TEXT PRIMARY KEY NOT NULL,
+    call_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    arguments TEXT NOT NULL,
+    status TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    fuel_used INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    ended_at INTEGER,
+    interrupted_at INTEGER,
+    -- NULL while the call is queued or running: what orphans and pruning use.
+    finished_at INTEGER,
+    updates_total INTEGER NOT NULL DEFAULT 0,
+    updates_dropped INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX tasks_created ON tasks (created_at);
+CREATE INDEX tasks_live ON tasks (task_id) WHERE finished_at IS NULL;
+CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX tasks_session ON tasks (session_id, created_at);
+CREATE TABLE updates (
+    task_id TEXT NOT NULL REFERENCES tasks (task_id) ON DELETE CASCADE,
+    -- 1 for the call's first update, counting those folded away.
+    n INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (task_id, n)
+) WITHOUT ROWID;
+";
+
+const TASK_COLUMNS: &str = "task_id, call_id, session_id, tool, arguments, status, result, \
+     error, fuel_used, created_at, started_at, ended_at, interrupted_at, updates_dropped";
+
+/// Task records in a SQLite file; see the [module docs](super).
+///
+/// The writer thread also prunes by [`StoreOptions::retention`]: when the
+/// store opens, then every [`StoreOptions::prune_every`].
+///
+/// Dropping the store waits for the writer to commit what is queued (at
+/// most [`StoreOptions::queue`] writes), then closes the file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    queue: usize,
+    writes: Option<SyncSender<Op>>,
+    writer: Option<JoinHandle<()>>,
+    readers: Mutex<Vec<Connection>>,
+    shared: Arc<Shared>,
+}
+
+/// What the callers and the writer both see.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Why commits fail, while they do.
+    problem: Mutex<Option<String>>,
+    lost_writes: AtomicU64,
+    /// The queue was found full and that was logged; cleared by a commit.
+    queue_full: AtomicBool,
+}
+
+impl Shared {
+    fn problem(&self) -> MutexGuard<'_, Option<String>> {
+        self.problem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// One message to the writer.
+#[derive(Debug)]
+enum Op {
+    Start(Box<TaskRecord>, Option<Reply<()>>),
+    Running(String, SystemTime),
+    Update(String, UpdateRecord),
+    End(String, Box<CallEnd>, Option<Reply<()>>),
+    Flush(Reply<()>),
+    Orphans(SystemTime, Reply<u64>),
+    Prune(Retention, SystemTime, Reply<u64>),
+}
+
+impl Op {
+    /// Its commit must be synced before it is answered.
+    fn durable(&self) -> bool {
+        matches!(
+            self,
+            Op::Start(_, Some(_)) | Op::End(_, _, Some(_)) | Op::Flush(_)
+        )
+    }
+
+    fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Op::Start(..) | Op::Running(..) | Op::Update(..) | Op::End(..)
+        )
+    }
+}
+
+impl SqliteStore {
+    /// Open (creating it and its folder if needed) the store at `path`.
+    ///
+    /// Fails with [`StoreError::Open`] naming the file when it cannot be
+    /// created or written, is not a SQLite database, is another program's
+    /// database, or was made by a newer toolhost.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<SqliteStore, StoreError> {
+        let open_error = |reason: String| StoreError::Open {
+            path: path.to_owned(),
+            reason,
+        };
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|e| {
+                open_error(format!(
+                    "cannot create the folder {}: {e}",
+                    folder.display()
+                ))
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| open_error(describe(&e)))?;
+        prepare_writer(&conn, &options).map_err(open_error)?;
+
+        let shared = Arc::new(Shared::default());
+        let (writes, queue) = mpsc::sync_channel(options.queue.max(1));
+        let writer = Writer {
+            conn,
+            path: path.to_owned(),
+            shared: shared.clone(),
+            max_updates: options.max_updates.max(1),
+            retention: options.retention,
+            prune_every: options.prune_every,
+            synchronous_full: false,
+        };
+        let writer = std::thread::Builder::new()
+            .name("toolhost-store".into())
+            .spawn(move || writer.run(queue))
+            .map_err(|e| open_error(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            queue: options.queue.max(1),
+            writes: Some(writes),
+            writer: Some(writer),
+            readers: Mutex::new(Vec::new()),
+            shared,
+        })
+    }
+
+    /// The file the store keeps.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queue `op` for the writer without waiting; a full queue drops it.
+    fn send(&self, op: Op) -> Result<(), StoreError> {
+        let Some(writes) = &self.writes else {
+            return Err(StoreError::Closed);
+        };
+        let is_write = op.is_write();
+        match writes.try_send(op) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                if is_write {
+                    self.shared.lost_writes.fetch_add(1, Ordering::Relaxed);
+                }
+                if !self.shared.queue_full.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        queue = self.queue,
+                        "task store queue full: dropping records until the writer catches up"
+                    );
+                }
+                Err(StoreError::Full(self.queue))
+            }
+            Err(TrySendError::Disconnected(_)) => Err(StoreError::Closed),
+        }
+    }
+
+    fn write(&self, durability: Durability, op: impl FnOnce(Option<Reply<()>>) -> Op) -> Ticket {
+        match durability {
+            Durability::Lazy => Ticket::ready(self.send(op(None))),
+            Durability::Durable => {
+                let (reply, ticket) = Ticket::waiting();
+                match self.send(op(Some(reply))) {
+                    Ok(()) => ticket,
+                    Err(e) => Ticket::ready(Err(e)),
+                }
+            }
+        }
+    }
+
+    fn ask<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(Reply<T>) -> Op,
+    ) -> BoxFuture<'_, Result<T, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.send(op(reply));
+        Box::pin(async move {
+            sent?;
+            answer.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+
+    /// Run `read` on an idle reader connection, opening one if none is.
+    fn read<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let failed = |reason: String| StoreError::Failed {
+            path: self.path.clone(),
+            reason,
+        };
+        let idle = self
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => open_reader(&self.path).map_err(|e| failed(describe(&e)))?,
+        };
+        let result = read(&conn).map_err(|e| failed(describe(&e)));
+        let mut readers = self
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if readers.len() < MAX_IDLE_READERS {
+            readers.push(conn);
+        }
+        result
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // The writer drains the queue, commits and closes once no sender is left.
+        self.writes = None;
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!(path = %self.path.display(), "the task store writer panicked");
+        }
+    }
+}
+
+impl TaskStore for SqliteStore {
+    fn start(&self, record: TaskRecord, durability: Durability) -> Ticket {
+        self.write(durability, |reply| Op::Start(Box::new(record), reply))
+    }
+
+    fn running(&self, task_id: &str, at: SystemTime) {
+        let _ = self.send(Op::Running(task_id.to_owned(), at));
+    }
+
+    fn update(&self, task_id: &str, update: UpdateRecord) {
+        let _ = self.send(Op::Update(task_id.to_owned(), update));
+    }
+
+    fn end(&self, task_id: &str, end: CallEnd, durability: Durability) -> Ticket {
+        self.write(durability, |reply| {
+            Op::End(task_id.to_owned(), Box::new(end), reply)
+        })
+    }
+
+    fn flush(&self) -> Ticket {
+        let (reply, ticket) = Ticket::waiting();
+        match self.send(Op::Flush(reply)) {
+            Ok(()) => ticket,
+            Err(e) => Ticket::ready(Err(e)),
+        }
+    }
+
+    fn get<'a>(
+        &'a self,
+        task_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TaskRecord>, StoreError>> {
+        Box::pin(async move {
+            self.read(|conn| {
+                let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?1");
+                let row = conn
+                    .prepare_cached(&sql)?
+                    .query_row([task_id], read_task)
+                    .optional()?;
+                row.map(|row| with_updates(conn, row)).transpose()
+            })
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        filter: &'a Filter,
+    ) -> BoxFuture<'a, Result<Vec<TaskRecord>, StoreError>> {
+        Box::pin(async move {
+            self.read(|conn| {
+                let sql = format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks \
+                     WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tool = ?2) \
+                       AND (?3 IS NULL OR session_id = ?3) \
+                     ORDER BY created_at DESC, rowid DESC LIMIT ?4"
+                );
+                let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+                let mut statement = conn.prepare_cached(&sql)?;
+                let rows = statement
+                    .query_map(
+                        params![
+                            filter.status.map(CallStatus::as_str),
+                            filter.tool,
+                            filter.session_id,
+                            limit
+                        ],
+                        read_task,
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                rows.into_iter()
+                    .map(|row| with_updates(conn, row))
+                    .collect()
+            })
+        })
+    }
+
+    fn mark_orphans(&self, found_at: SystemTime) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.ask(|reply| Op::Orphans(found_at, reply))
+    }
+
+    fn prune(
+        &self,
+        retention: Retention,
+        now: SystemTime,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.ask(|reply| Op::Prune(retention, now, reply))
+    }
+
+    fn health(&self) -> Health {
+        Health {
+            store: "sqlite",
+            path: Some(self.path.clone()),
+            lasting: true,
+            problem: self.shared.problem().clone(),
+            lost_writes: self.shared.lost_writes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Set up the writer's connection: WAL, the schema, a check that the file
+/// is ours and writable. The error is the reason, for [`StoreError::Open`].
+fn prepare_writer(conn: &Connection, options: &StoreOptions) -> Result<(), String> {
+    let sql = |e: rusqlite::Error| describe(&e);
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+    // The first statement that reads the file: a corrupt one fails here.
+    let application_id: i64 = conn
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .map_err(sql)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(sql)?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+        .map_err(sql)?;
+    let ours = application_id == APPLICATION_ID;
+    if !ours && (application_id != 0 || tables > 0) {
+        return Err("it is another program's database, not a toolhost task store".into());
+    }
+    if version > SCHEMA_VERSION {
+        return Err(format!(
+            "it was made by a newer toolhost (schema {version}; this one reads {SCHEMA_VERSION})"
+        ));
+    }
+    // Only a file found to be ours is switched to WAL.
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
+        .map_err(sql)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(format!(
+            "cannot use WAL mode here (the journal mode stays `{mode}`)"
+        ));
+    }
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(sql)? {
+        return Err("the file is read-only".into());
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(sql)?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(sql)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+        .map_err(sql)?;
+
+    if !ours {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; \
+             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))
+        .map_err(sql)?;
+    } else {
+        // Take the write lock once, so a file that cannot be written is
+        // found now rather than at the first call.
+        conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+            .map_err(sql)?;
+    }
+    #[cfg(test)]
+    if let Some(pages) = options.max_pages {
+        conn.pragma_update(None, "max_page_count", pages as i64)
+            .map_err(sql)?;
+    }
+    #[cfg(not(test))]
+    let _ = options;
+    Ok(())
+}
+
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
+}
+
+/// SQLite's message, with what to do where it helps.
+fn describe(e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => {
+            format!("{e} (it is not a SQLite file; move it away to start a new store)")
+        }
+        Some(ErrorCode::DatabaseCorrupt) => {
+            format!("{e} (the file is damaged; move it away to start a new store)")
+        }
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            format!("{e} (the file or its folder cannot be written)")
+        }
+        Some(ErrorCode::DiskFull) => format!("{e} (free some space)"),
+        _ => e.to_string(),
+    }
+}
+
+/// The writer thread's state: the only connection that writes.
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    shared: Arc<Shared>,
+    max_updates: usize,
+    retention: Retention,
+    prune_every: Option<Duration>,
+    /// `PRAGMA synchronous` is FULL (a batch with a durable write) rather
+    /// than NORMAL.
+    synchronous_full: bool,
+}
+
+/// An answer held until its batch commits.
+enum Answer {
+    Done(Reply<()>, Result<(), StoreError>),
+    Count(Reply<u64>, Result<u64, StoreError>),
+}
+
+/// Why one operation failed: only its own fault, or the whole batch's.
+enum Failure {
+    Refused(String),
+    Fatal(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            // A duplicate task id, an update for a task never recorded.
+            Some(ErrorCode::ConstraintViolation) => Failure::Refused(e.to_string()),
+            _ => Failure::Fatal(e),
+        }
+    }
+}
+
+impl Writer {
+    fn run(mut self, queue: Receiver<Op>) {
+        let mut next_prune = self.prune_every.map(|_| Instant::now());
+        loop {
+            if let (Some(at), Some(every)) = (next_prune, self.prune_every)
+                && Instant::now() >= at
+            {
+                self.prune_now();
+                next_prune = Some(Instant::now() + every);
+            }
+            let first = match next_prune {
+                Some(at) => {
+                    match queue.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                        Ok(op) => op,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match queue.recv() {
+                    Ok(op) => op,
+                    Err(_) => break,
+                },
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch);
+        }
+    }
+
+    /// Apply `batch` in one transaction, then answer those waiting.
+    fn commit(&mut self, batch: Vec<Op>) {
+        let durable = batch.iter().any(Op::durable);
+        let writes = batch.iter().filter(|op| op.is_write()).count() as u64;
+        let mut answers = Vec::new();
+        let outcome = self.apply(batch, durable, &mut answers);
+        match outcome {
+            Ok(()) => {
+                if self.shared.problem().take().is_some() {
+                    tracing::info!(path = %self.path.display(), "task records are kept again");
+                }
+                self.shared.queue_full.store(false, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let reason = describe(&e);
+                self.shared.lost_writes.fetch_add(writes, Ordering::Relaxed);
+                let mut problem = self.shared.problem();
+                if problem.is_none() {
+                    tracing::error!(
+                        path = %self.path.display(),
+                        error = %reason,
+                        "task store failing: records are not being kept"
+                    );
+                }
+                *problem = Some(reason.clone());
+                drop(problem);
+                let failed = StoreError::Failed {
+                    path: self.path.clone(),
+                    reason,
+                };
+                for answer in &mut answers {
+                    match answer {
+                        Answer::Done(_, result) => *result = Err(failed.clone()),
+                        Answer::Count(_, result) => *result = Err(failed.clone()),
+                    }
+                }
+            }
+        }
+        for answer in answers {
+            // A caller that stopped waiting is fine: `send` fails, unheard.
+            match answer {
+                Answer::Done(reply, result) => drop(reply.send(result)),
+                Answer::Count(reply, result) => drop(reply.send(result)),
+            }
+        }
+    }
+
+    fn apply(
+        &mut self,
+        batch: Vec<Op>,
+        durable: bool,
+        answers: &mut Vec<Answer>,
+    ) -> rusqlite::Result<()> {
+        if durable != self.synchronous_full {
+            let mode = if durable { "FULL" } else { "NORMAL" };
+            self.conn.pragma_update(None, "synchronous", mode)?;
+            self.synchronous_full = durable;
+        }
+        let max_updates = self.max_updates;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut failed = None;
+        for op in batch {
+            if failed.is_some() {
+                // Answered with the batch's failure once it rolls back.
+                hold(op, answers);
+                continue;
+            }
+            if let Err(e) = apply_one(&tx, op, max_updates, answers) {
+                failed = Some(e);
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        tx.commit()
+    }
+
+    /// The periodic prune, in its own transaction.
+    fn prune_now(&mut self) {
+        let retention = self.retention;
+        let result = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .and_then(|tx| {
+                let n = prune(&tx, retention, SystemTime::now())?;
+                tx.commit().map(|()| n)
+            });
+        match result {
+            Ok(0) => {}
+            Ok(pruned) => {
+                tracing::info!(path = %self.path.display(), pruned, "task records pruned")
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %describe(&e), "cannot prune task records")
+            }
+        }
+    }
+}
+
+/// Apply one operation in the batch's transaction; its answer waits for
+/// the commit. An error is fatal to the batch; a refused write is not.
+fn apply_one(
+    tx: &Transaction<'_>,
+    op: Op,
+    max_updates: usize,
+    answers: &mut Vec<Answer>,
+) -> rusqlite::Result<()> {
+    // A refused start or end is worth a warning; a refused update or
+    // `running` follows a start that was refused or dropped, already told.
+    let (task_id, result, reply, warn) = match op {
+        Op::Start(record, reply) => {
+            let result = insert(tx, &record, max_updates);
+            (record.task_id, result, reply, true)
+        }
+        Op::Running(id, at) => {
+            let result = set_running(tx, &id, at);
+            (id, result, None, false)
+        }
+        Op::Update(id, update) => {
+            let result = append_update(tx, &id, &update, max_updates);
+            (id, result, None, false)
+        }
+        Op::End(id, end, reply) => {
+            let result = set_end(tx, &id, &end);
+            (id, result, reply, true)
+        }
+        Op::Flush(reply) => {
+            answers.push(Answer::Done(reply, Ok(())));
+            return Ok(());
+        }
+        Op::Orphans(at, reply) => return count(mark_orphans(tx, at), reply, answers),
+        Op::Prune(retention, now, reply) => {
+            return count(prune(tx, retention, now), reply, answers);
+        }
+    };
+    let (outcome, fatal) = match result {
+        Ok(()) => (Ok(()), None),
+        Err(Failure::Refused(reason)) => {
+            if warn {
+                tracing::warn!(task_id, reason, "task store refused a write");
+            } else {
+                tracing::debug!(task_id, reason, "task store refused a write");
+            }
+            let refused = StoreError::Refused { task_id, reason };
+            (Err(refused), None)
+        }
+        // The answer is replaced by the batch's failure.
+        Err(Failure::Fatal(e)) => (Ok(()), Some(e)),
+    };
+    if let Some(reply) = reply {
+        answers.push(Answer::Done(reply, outcome));
+    }
+    fatal.map_or(Ok(()), Err)
+}
+
+fn count(
+    result: rusqlite::Result<u64>,
+    reply: Reply<u64>,
+    answers: &mut Vec<Answer>,
+) -> rusqlite::Result<()> {
+    let n = *result.as_ref().unwrap_or(&0);
+    answers.push(Answer::Count(reply, Ok(n)));
+    result.map(drop)
+}
+
+/// Keep the answer of an operation not applied, to fail it with its batch.
+fn hold(op: Op, answers: &mut Vec<Answer>) {
+    match op {
+        Op::Start(_, Some(reply)) | Op::End(_, _, Some(reply)) | Op::Flush(reply) => {
+            answers.push(Answer::Done(reply, Ok(())));
+        }
+        Op::Orphans(_, reply) | Op::Prune(_, _, reply) => answers.push(Answer::Count(reply, Ok(0))),
+        Op::Start(..) | Op::Running(..) | Op::Update(..) | Op::End(..) => {}
+    }
+}
+
+fn insert(tx: &Transaction<'_>, record: &TaskRecord, max_updates: usize) -> Result<(), Failure> {
+    let call = &record.call;
+    let result = call
+        .result
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| Failure::Refused(format!("cannot encode the result: {e}")))?;
+    tx.prepare_cached(
+        "INSERT INTO tasks (task_id, call_id, session_id, tool, arguments, status, result, \
+         error, fuel_used, created_at, started_at, ended_at, interrupted_at, finished_at, \
+         updates_total, updates_dropped) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)",
+    )?
+    .execute(params![
+        record.task_id,
+        call.call_id,
+        call.session_id,
+        call.tool,
+        call.arguments.to_string(),
+        call.status.as_str(),
+        result,
+        call.error,
+        to_i64(call.fuel_used),
+        nanos(call.created_at),
+        call.started_at.map(nanos),
+        call.ended_at.map(nanos),
+        record.interrupted_at.map(nanos),
+        record.finished_at().map(nanos),
+        to_i64(record.updates_dropped),
+    ])?;
+    for update in &call.updates {
+        append_update(tx, &record.task_id, update, max_updates)?;
+    }
+    Ok(())
+}
+
+fn set_running(tx: &Transaction<'_>, task_id: &str, at: SystemTime) -> Result<(), Failure> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE tasks SET status = 'running', started_at = ?2 \
+             WHERE task_id = ?1 AND status = 'queued'",
+        )?
+        .execute(params![task_id, nanos(at)])?;
+    match changed {
+        0 => Err(Failure::Refused("no queued task by this id".into())),
+        _ => Ok(()),
+    }
+}
+
+/// Append one update as number `updates_total + 1`, then fold the oldest
+/// past `max_updates` into `updates_dropped`.
+fn append_update(
+    tx: &Transaction<'_>,
+    task_id: &str,
+    update: &UpdateRecord,
+    max_updates: usize,
+) -> Result<(), Failure> {
+    let n: i64 = tx
+        .prepare_cached(
+            "UPDATE tasks SET updates_total = updates_total + 1 WHERE task_id = ?1 \
+             RETURNING updates_total",
+        )?
+        .query_row([task_id], |row| row.get(0))
+        .optional()?
+        .ok_or_else(|| Failure::Refused("no task by this id".into()))?;
+    tx.prepare_cached("INSERT INTO updates (task_id, n, at, message) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![task_id, n, nanos(update.at), update.message])?;
+    let oldest_kept = n - to_i64(max_updates as u64) + 1;
+    if oldest_kept > 1 {
+        let folded = tx
+            .prepare_cached("DELETE FROM updates WHERE task_id = ?1 AND n < ?2")?
+            .execute(params![task_id, oldest_kept])?;
+        if folded > 0 {
+            tx.prepare_cached(
+                "UPDATE tasks SET updates_dropped = updates_dropped + ?2 WHERE task_id = ?1",
+            )?
+            .execute(params![task_id, folded as i64])?;
+        }
+    }
+    Ok(())
+}
+
+fn set_end(tx: &Transaction<'_>, task_id: &str, end: &CallEnd) -> Result<(), Failure> {
+    if end.status.is_live() {
+        return Err(Failure::Refused(format!(
+            "a call cannot end as `{}`",
+            end.status.as_str()
+        )));
+    }
+    let result = end
+        .result
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| Failure::Refused(format!("cannot encode the result: {e}")))?;
+    let changed = tx
+        .prepare_cached(
+            "UPDATE tasks SET status = ?2, result = ?3, error = ?4, fuel_used = ?5, \
+             ended_at = ?6, finished_at = ?6 \
+             WHERE task_id = ?1 AND finished_at IS NULL",
+        )?
+        .execute(params![
+            task_id,
+            end.status.as_str(),
+            result,
+            end.error,
+            to_i64(end.fuel_used),
+            nanos(end.ended_at),
+        ])?;
+    match changed {
+        0 => Err(Failure::Refused("no live task by this id".into())),
+        _ => Ok(()),
+    }
+}
+
+fn mark_orphans(tx: &Transaction<'_>, found_at: SystemTime) -> rusqlite::Result<u64> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE tasks SET status = 'interrupted', interrupted_at = ?1, finished_at = ?1 \
+             WHERE finished_at IS NULL",
+        )?
+        .execute([nanos(found_at)])?;
+    Ok(n as u64)
+}
+
+fn prune(tx: &Transaction<'_>, retention: Retention, now: SystemTime) -> rusqlite::Result<u64> {
+    let cutoff = now.checked_sub(retention.keep).unwrap_or(UNIX_EPOCH);
+    let by_age = tx
+        .prepare_cached("DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?1")?
+        .execute([nanos(cutoff)])?;
+    let finished: i64 = tx
+        .prepare_cached("SELECT count(*) FROM tasks WHERE finished_at IS NOT NULL")?
+        .query_row([], |row| row.get(0))?;
+    let excess = finished - to_i64(retention.max);
+    let by_count = if excess > 0 {
+        tx.prepare_cached(
+            "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks \
+             WHERE finished_at IS NOT NULL ORDER BY finished_at, rowid LIMIT ?1)",
+        )?
+        .execute([excess])?
+    } else {
+        0
+    };
+    Ok((by_age + by_count) as u64)
+}
+
+/// A `tasks` row as read, before its updates.
+fn read_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
+    let json = |i: usize, text: String| {
+        serde_json::from_str::<Value>(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        })
+    };
+    let status: String = row.get(5)?;
+    let status = status.parse::<CallStatus>().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, e.into())
+    })?;
+    let result = row
+        .get::<_, Option<String>>(6)?
+        .map(|text| {
+            serde_json::from_str::<StoredOutput>(&text).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    6,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })
+        })
+        .transpose()?
+        .map(|o| Output {
+            text: o.text,
+            data: o.data,
+        });
+    Ok(TaskRecord {
+        task_id: row.get(0)?,
+        call: CallRecord {
+            call_id: row.get(1)?,
+            session_id: row.get(2)?,
+            tool: row.get(3)?,
+            arguments: json(4, row.get(4)?)?,
+            status,
+            updates: Vec::new(),
+            result,
+            error: row.get(7)?,
+            fuel_used: from_i64(row.get(8)?),
+            created_at: time(row.get(9)?),
+            started_at: row.get::<_, Option<i64>>(10)?.map(time),
+            ended_at: row.get::<_, Option<i64>>(11)?.map(time),
+        },
+        interrupted_at: row.get::<_, Option<i64>>(12)?.map(time),
+        updates_dropped: from_i64(row.get(13)?),
+    })
+}
+
+fn with_updates(conn: &Connection, mut record: TaskRecord) -> rusqlite::Result<TaskRecord> {
+    record.call.updates = conn
+        .prepare_cached("SELECT at, message FROM updates WHERE task_id = ?1 ORDER BY n")?
+        .query_map([&record.task_id], |row| {
+            Ok(UpdateRecord {
+                at: time(row.get(0)?),
+                message: row.get(1)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(record)
+}
+
+/// [`Output`] as stored: its JSON form read back.
+#[derive(Deserialize)]
+struct StoredOutput {
+    text: Option<String>,
+    data: Option<Value>,
+}
+
+/// Times are kept as nanoseconds since the Unix epoch, so they read back
+/// exactly (until 2262).
+fn nanos(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn time(nanos: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(nanos.max(0) as u64)
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn from_i64(n: i64) -> u64 {
+    n.max(0) as u64
+}

@@ -1,0 +1,877 @@
+//! The task store's behaviour, run on both stores, then what only the
+//! SQLite store does (files, crashes, failures) and its benchmark.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+use super::*;
+
+/// Test times: whole seconds plus a few nanoseconds, to see that they
+/// read back exactly.
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_750_000_000 + secs) + Duration::from_nanos(123_457)
+}
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        max_updates: 5,
+        prune_every: None,
+        ..StoreOptions::default()
+    }
+}
+
+fn record(
+    task_id: &str,
+    session: &str,
+    tool: &str,
+    status: CallStatus,
+    created: u64,
+) -> TaskRecord {
+    TaskRecord::new(
+        task_id.to_owned(),
+        CallRecord {
+            call_id: format!("call-{task_id}"),
+            session_id: session.to_owned(),
+            tool: tool.to_owned(),
+            arguments: json!({"text": "one two", "n": 3, "ratio": 0.1, "list": [1, "two", null]}),
+            status,
+            updates: Vec::new(),
+            result: None,
+            error: None,
+            fuel_used: 0,
+            created_at: at(created),
+            started_at: (status == CallStatus::Running).then(|| at(created)),
+            ended_at: None,
+        },
+    )
+}
+
+fn done(ended: u64) -> CallEnd {
+    CallEnd {
+        status: CallStatus::Done,
+        result: Some(Output {
+            text: Some(format!("ended at {ended}")),
+            data: Some(json!({"ended": ended, "ok": true})),
+        }),
+        error: None,
+        fuel_used: 10_000 + ended,
+        ended_at: at(ended),
+    }
+}
+
+/// `record` as `end` leaves it.
+fn ended(mut record: TaskRecord, end: &CallEnd) -> TaskRecord {
+    record.call.status = end.status;
+    record.call.result = end.result.clone();
+    record.call.error = end.error.clone();
+    record.call.fuel_used = end.fuel_used;
+    record.call.ended_at = Some(end.ended_at);
+    record
+}
+
+fn everything() -> Filter {
+    Filter {
+        limit: 100_000,
+        ..Filter::default()
+    }
+}
+
+async fn all(store: &dyn TaskStore) -> Vec<TaskRecord> {
+    store.flush().await.expect("flush");
+    store.list(&everything()).await.expect("list")
+}
+
+// The behaviour both stores share.
+
+async fn round_trip(store: &dyn TaskStore) {
+    let start = record("t1", "s1", "word_count", CallStatus::Queued, 0);
+    store
+        .start(start.clone(), Durability::Durable)
+        .await
+        .expect("durable start");
+    store.running("t1", at(1));
+    let updates: Vec<UpdateRecord> = (0..3)
+        .map(|i| UpdateRecord {
+            at: at(2 + i),
+            message: format!("step {i} ✓"),
+        })
+        .collect();
+    for update in &updates {
+        store.update("t1", update.clone());
+    }
+    let end = done(9);
+    store
+        .end("t1", end.clone(), Durability::Lazy)
+        .await
+        .expect("queued");
+
+    let failing = record("t2", "s1", "word_count", CallStatus::Running, 3);
+    let _ = store.start(failing.clone(), Durability::Lazy);
+    let failed = CallEnd {
+        status: CallStatus::Error,
+        result: None,
+        error: Some("tool error: no words".into()),
+        fuel_used: 7,
+        ended_at: at(4),
+    };
+    let _ = store.end("t2", failed.clone(), Durability::Lazy);
+    store.flush().await.expect("flush");
+
+    let mut expected = ended(start, &end);
+    expected.call.status = CallStatus::Done;
+    expected.call.started_at = Some(at(1));
+    expected.call.updates = updates;
+    assert_eq!(store.get("t1").await.expect("get"), Some(expected.clone()));
+    assert_eq!(
+        store.get("t2").await.expect("get"),
+        Some(ended(failing, &failed))
+    );
+    assert_eq!(store.get("t3").await.expect("get"), None);
+
+    // A call ends once; a task id is recorded once.
+    let again = store.end("t1", done(20), Durability::Durable).await;
+    assert!(
+        matches!(&again, Err(StoreError::Refused { task_id, .. }) if task_id == "t1"),
+        "{again:?}"
+    );
+    let twice = store
+        .start(
+            record("t1", "s2", "other", CallStatus::Running, 30),
+            Durability::Durable,
+        )
+        .await;
+    assert!(
+        matches!(twice, Err(StoreError::Refused { .. })),
+        "{twice:?}"
+    );
+    assert_eq!(store.get("t1").await.expect("get"), Some(expected));
+    assert_eq!(store.health().problem, None);
+}
+
+async fn listing(store: &dyn TaskStore) {
+    let records = [
+        record("a", "s1", "fetch", CallStatus::Running, 1),
+        record("b", "s1", "count", CallStatus::Running, 2),
+        record("c", "s2", "fetch", CallStatus::Queued, 3),
+        record("d", "s2", "count", CallStatus::Running, 4),
+        record("e", "s1", "fetch", CallStatus::Running, 5),
+    ];
+    for r in &records {
+        let _ = store.start(r.clone(), Durability::Lazy);
+    }
+    let _ = store.end("b", done(6), Durability::Lazy);
+    store.flush().await.expect("flush");
+
+    let ids = |filter: Filter| async move {
+        let found = store.list(&filter).await.expect("list");
+        found.into_iter().map(|r| r.task_id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(Filter::default()).await, ["e", "d", "c", "b", "a"]);
+    let by_tool = Filter {
+        tool: Some("fetch".into()),
+        ..Filter::default()
+    };
+    assert_eq!(ids(by_tool).await, ["e", "c", "a"]);
+    let by_session = Filter {
+        session_id: Some("s2".into()),
+        ..Filter::default()
+    };
+    assert_eq!(ids(by_session).await, ["d", "c"]);
+    let by_status = Filter {
+        status: Some(CallStatus::Running),
+        ..Filter::default()
+    };
+    assert_eq!(ids(by_status).await, ["e", "d", "a"]);
+    let done_in_s1 = Filter {
+        status: Some(CallStatus::Done),
+        session_id: Some("s1".into()),
+        ..Filter::default()
+    };
+    assert_eq!(ids(done_in_s1).await, ["b"]);
+    let two = Filter {
+        limit: 2,
+        ..Filter::default()
+    };
+    assert_eq!(ids(two).await, ["e", "d"]);
+}
+
+async fn updates_past_the_bound_are_counted(store: &dyn TaskStore) {
+    // `options()` keeps 5 updates per call.
+    let _ = store.start(
+        record("t", "s", "long", CallStatus::Running, 0),
+        Durability::Lazy,
+    );
+    for i in 1..=12 {
+        store.update(
+            "t",
+            UpdateRecord {
+                at: at(i),
+                message: format!("update {i}"),
+            },
+        );
+    }
+    store.flush().await.expect("flush");
+    let got = store.get("t").await.expect("get").expect("recorded");
+    let messages: Vec<&str> = got
+        .call
+        .updates
+        .iter()
+        .map(|u| u.message.as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "update 8",
+            "update 9",
+            "update 10",
+            "update 11",
+            "update 12"
+        ]
+    );
+    assert_eq!(got.call.updates[0].at, at(8));
+    assert_eq!(got.updates_dropped, 7);
+
+    // A record that arrives with more updates than the bound is folded too.
+    let mut long = record("u", "s", "long", CallStatus::Running, 0);
+    long.call.updates = (1..=8)
+        .map(|i| UpdateRecord {
+            at: at(i),
+            message: format!("early {i}"),
+        })
+        .collect();
+    let _ = store.start(long, Durability::Lazy);
+    store.flush().await.expect("flush");
+    let got = store.get("u").await.expect("get").expect("recorded");
+    assert_eq!(got.call.updates.len(), 5);
+    assert_eq!(got.call.updates[0].message, "early 4");
+    assert_eq!(got.updates_dropped, 3);
+}
+
+async fn orphans_become_interrupted(store: &dyn TaskStore) {
+    let live = [
+        record("r1", "s", "t", CallStatus::Running, 1),
+        record("r2", "s", "t", CallStatus::Running, 2),
+        record("q1", "s", "t", CallStatus::Queued, 3),
+    ];
+    for r in &live {
+        let _ = store.start(r.clone(), Durability::Lazy);
+    }
+    let finished = record("f1", "s", "t", CallStatus::Running, 4);
+    let _ = store.start(finished.clone(), Durability::Lazy);
+    let _ = store.end("f1", done(5), Durability::Lazy);
+    store.flush().await.expect("flush");
+
+    let found = at(50);
+    assert_eq!(store.mark_orphans(found).await, Ok(3));
+    let mut expected: Vec<TaskRecord> = live
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.call.status = CallStatus::Interrupted;
+            r.interrupted_at = Some(found);
+            r
+        })
+        .collect();
+    expected.push(ended(finished, &done(5)));
+    expected.reverse();
+    assert_eq!(all(store).await, expected);
+    assert_eq!(store.mark_orphans(at(60)).await, Ok(0));
+}
+
+async fn retention_prunes_what_it_should(store: &dyn TaskStore) {
+    // Ten finished records, the i-th finished at 100 + i; one live record
+    // older than all of them.
+    let _ = store.start(
+        record("live", "s", "t", CallStatus::Running, 0),
+        Durability::Lazy,
+    );
+    for i in 0..10 {
+        let id = format!("f{i}");
+        let _ = store.start(
+            record(&id, "s", "t", CallStatus::Running, 1),
+            Durability::Lazy,
+        );
+        let _ = store.end(&id, done(100 + i), Durability::Lazy);
+    }
+    store.flush().await.expect("flush");
+    let ids = |records: Vec<TaskRecord>| {
+        let mut ids: Vec<String> = records.into_iter().map(|r| r.task_id).collect();
+        ids.sort();
+        ids
+    };
+
+    // Nothing is old enough, nor too many.
+    let generous = Retention {
+        keep: Duration::from_secs(1_000),
+        max: 10,
+    };
+    assert_eq!(store.prune(generous, at(110)).await, Ok(0));
+    assert_eq!(all(store).await.len(), 11);
+
+    // By age: at 110, keeping 6 s removes those that finished before 104.
+    let six_seconds = Retention {
+        keep: Duration::from_secs(6),
+        max: 100,
+    };
+    assert_eq!(store.prune(six_seconds, at(110)).await, Ok(4));
+    assert_eq!(
+        ids(all(store).await),
+        ["f4", "f5", "f6", "f7", "f8", "f9", "live"]
+    );
+
+    // By count: the two that finished last stay, and the live one.
+    let two = Retention {
+        keep: Duration::from_secs(1_000),
+        max: 2,
+    };
+    assert_eq!(store.prune(two, at(110)).await, Ok(4));
+    assert_eq!(ids(all(store).await), ["f8", "f9", "live"]);
+    assert_eq!(
+        store.get("f9").await.expect("get"),
+        Some(ended(
+            record("f9", "s", "t", CallStatus::Running, 1),
+            &done(109)
+        ))
+    );
+}
+
+/// One test per behaviour for each store.
+macro_rules! on_both_stores {
+    ($($behaviour:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    let store = super::MemoryStore::new(super::options());
+                    super::$behaviour(&store).await;
+                }
+            )*
+        }
+
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    let dir = tempfile::tempdir().expect("temp dir");
+                    let path = dir.path().join("tasks.db");
+                    let store = super::SqliteStore::open(&path, super::options()).expect("open");
+                    super::$behaviour(&store).await;
+                    // And all of it is still there after a clean reopen.
+                    let before = super::all(&store).await;
+                    drop(store);
+                    let store = super::SqliteStore::open(&path, super::options()).expect("reopen");
+                    assert_eq!(super::all(&store).await, before);
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    round_trip,
+    listing,
+    updates_past_the_bound_are_counted,
+    orphans_become_interrupted,
+    retention_prunes_what_it_should,
+);
+
+#[test]
+fn retention_reads_from_toml_with_defaults() {
+    #[derive(serde::Deserialize)]
+    struct File {
+        records: Retention,
+    }
+    let parse = |text: &str| toml::from_str::<File>(text).map(|f| f.records);
+    assert_eq!(
+        parse("[records]\nkeep = \"7d\"\nmax = 500\n").expect("parses"),
+        Retention {
+            keep: Duration::from_secs(7 * 24 * 3600),
+            max: 500
+        }
+    );
+    assert_eq!(
+        parse("[records]\nmax = 9\n").expect("parses"),
+        Retention {
+            max: 9,
+            ..Retention::default()
+        }
+    );
+    assert_eq!(
+        Retention::default().keep,
+        Duration::from_secs(30 * 24 * 3600)
+    );
+    let bad = parse("[records]\nkeep = \"a week\"\n").expect_err("not a duration");
+    assert!(
+        bad.to_string().contains("`a week` is not a duration"),
+        "{bad}"
+    );
+    assert!(parse("[records]\nkept = \"7d\"\n").is_err());
+}
+
+// What only the SQLite store does.
+
+/// The child process of `records_survive_a_kill`: the variable names the
+/// file it writes to.
+const CRASH_DB: &str = "TOOLHOST_STORE_TEST_CRASH_DB";
+
+/// What the child writes before it is killed: 100 calls running, 30 ended.
+fn before_the_kill() -> (Vec<TaskRecord>, Vec<(String, CallEnd)>) {
+    let running = (0..130)
+        .map(|i| record(&format!("task-{i:03}"), "s", "t", CallStatus::Running, i))
+        .collect();
+    let ends = (100..130)
+        .map(|i| (format!("task-{i:03}"), done(1_000 + i)))
+        .collect();
+    (running, ends)
+}
+
+#[tokio::test]
+#[ignore = "the child process of records_survive_a_kill"]
+async fn crash_child() {
+    use std::io::{Read, Write};
+    let Some(path) = std::env::var_os(CRASH_DB) else {
+        return;
+    };
+    let store = SqliteStore::open(Path::new(&path), options()).expect("open");
+    let (records, ends) = before_the_kill();
+    for r in records {
+        store
+            .start(r, Durability::Durable)
+            .await
+            .expect("durable start");
+    }
+    for (id, end) in ends {
+        let _ = store.end(&id, end, Durability::Lazy);
+    }
+    store.flush().await.expect("flush");
+    println!("READY");
+    std::io::stdout().flush().expect("stdout");
+    // Wait to be killed; a parent that went away closes stdin.
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    std::process::exit(1);
+}
+
+#[tokio::test]
+async fn records_survive_a_kill() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "store::tests::crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CRASH_DB, &path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("child");
+    let stdout = child.stdout.take().expect("stdout");
+    let ready = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line == "READY");
+    assert!(ready, "the child did not get ready");
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("wait");
+    assert!(!status.success(), "killed: {status:?}");
+    // Killed with the file open: its write-ahead log was never folded in.
+    let wal = path.with_extension("db-wal");
+    assert!(std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0));
+
+    let store = SqliteStore::open(&path, options()).expect("reopen");
+    let found = SystemTime::now();
+    assert_eq!(store.mark_orphans(found).await, Ok(100));
+    let (records, ends) = before_the_kill();
+    let mut expected: Vec<TaskRecord> = records
+        .into_iter()
+        .map(|mut r| {
+            match ends.iter().find(|(id, _)| *id == r.task_id) {
+                Some((_, end)) => r = ended(r, end),
+                None => {
+                    r.call.status = CallStatus::Interrupted;
+                    r.interrupted_at = Some(found);
+                }
+            }
+            r
+        })
+        .collect();
+    expected.reverse();
+    assert_eq!(all(&store).await, expected);
+}
+
+#[tokio::test]
+async fn a_durable_write_is_visible_to_another_connection() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(&path, options()).expect("open");
+    let other = rusqlite::Connection::open(&path).expect("second connection");
+    let status = |id: &str| {
+        other
+            .query_row("SELECT status FROM tasks WHERE task_id = ?1", [id], |row| {
+                row.get::<_, String>(0)
+            })
+            .ok()
+    };
+    store
+        .start(
+            record("bg", "s", "t", CallStatus::Queued, 0),
+            Durability::Durable,
+        )
+        .await
+        .expect("durable start");
+    assert_eq!(status("bg").as_deref(), Some("queued"));
+    store
+        .end("bg", done(3), Durability::Durable)
+        .await
+        .expect("durable end");
+    assert_eq!(status("bg").as_deref(), Some("done"));
+}
+
+#[test]
+fn a_corrupt_file_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    std::fs::write(&path, "these are not the pages of a database\n".repeat(200)).expect("write");
+    let e = SqliteStore::open(&path, options()).expect_err("corrupt");
+    let message = e.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("not a database"), "{message}");
+}
+
+#[test]
+fn another_programs_database_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    rusqlite::Connection::open(&path)
+        .and_then(|c| c.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY);"))
+        .expect("another database");
+    let e = SqliteStore::open(&path, options()).expect_err("not ours");
+    let message = e.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("not a toolhost task store"), "{message}");
+}
+
+#[test]
+fn a_folder_that_cannot_be_written_is_refused_by_name() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // The folder's place is taken by a file.
+    let blocker = dir.path().join("state");
+    std::fs::write(&blocker, "a file").expect("write");
+    let path = blocker.join("tasks.db");
+    let e = SqliteStore::open(&path, options()).expect_err("no folder");
+    let message = e.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("cannot create the folder"), "{message}");
+
+    // A read-only folder; root writes anyway, so only other users see it.
+    let read_only = dir.path().join("read-only");
+    std::fs::create_dir(&read_only).expect("mkdir");
+    std::fs::set_permissions(&read_only, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    if std::fs::write(read_only.join("probe"), "").is_ok() {
+        eprintln!("skipped the read-only folder: this user writes there anyway (root)");
+        return;
+    }
+    let path = read_only.join("tasks.db");
+    let e = SqliteStore::open(&path, options()).expect_err("read-only");
+    let message = e.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("cannot be written"), "{message}");
+}
+
+#[tokio::test]
+async fn a_full_disk_is_reported_and_writes_go_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    // Room for a few small records, not for a big one: SQLite's own "full".
+    let full = StoreOptions {
+        max_pages: Some(24),
+        ..options()
+    };
+    let store = SqliteStore::open(&path, full).expect("open");
+    let mut big = record("big", "s", "t", CallStatus::Running, 0);
+    big.call.arguments = json!({ "text": "x".repeat(200_000) });
+    let e = store
+        .start(big, Durability::Durable)
+        .await
+        .expect_err("too big");
+    assert!(
+        matches!(&e, StoreError::Failed { reason, .. } if reason.contains("full")),
+        "{e}"
+    );
+    let health = store.health();
+    assert!(health.problem.is_some(), "{health}");
+    assert_eq!(health.lost_writes, 1);
+    assert!(health.to_string().contains("not being kept"), "{health}");
+
+    // Writes are still taken, and kept again once there is room.
+    store
+        .start(
+            record("small", "s", "t", CallStatus::Running, 1),
+            Durability::Durable,
+        )
+        .await
+        .expect("room for a small one");
+    assert_eq!(store.health().problem, None);
+    assert!(store.get("small").await.expect("get").is_some());
+    assert_eq!(store.get("big").await.expect("get"), None);
+}
+
+#[test]
+fn a_store_that_cannot_open_falls_back_to_memory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    std::fs::write(&path, "not a database".repeat(500)).expect("write");
+    let store = open_or_memory(&path, options());
+    let health = store.health();
+    assert_eq!(health.store, "memory");
+    let problem = health.problem.expect("says why");
+    assert!(problem.contains(&path.display().to_string()), "{problem}");
+    assert!(problem.contains("memory only"), "{problem}");
+}
+
+/// `cargo test -p toolhost --lib store::tests::bench -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: prints figures"]
+async fn bench() {
+    use std::sync::Arc;
+    use std::time::Instant;
+    const N: u64 = 100_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    let options = StoreOptions {
+        queue: 2 * N as usize + 16,
+        prune_every: None,
+        ..StoreOptions::default()
+    };
+
+    let store = Arc::new(SqliteStore::open(&path, options.clone()).expect("open"));
+    // Records are made before the clock starts: what is timed is the store.
+    let calls: Vec<(TaskRecord, CallEnd)> = (0..N)
+        .map(|i| {
+            let r = record(&format!("done-{i}"), "s", "t", CallStatus::Running, i);
+            (r, done(i))
+        })
+        .collect();
+    let begin = Instant::now();
+    for (r, end) in calls {
+        let id = r.task_id.clone();
+        let _ = store.start(r, Durability::Lazy);
+        let _ = store.end(&id, end, Durability::Lazy);
+    }
+    let queued = begin.elapsed();
+    store.flush().await.expect("flush");
+    let committed = begin.elapsed();
+    println!(
+        "{N} start+end pairs (lazy): queued in {queued:.2?} ({:.2?} per pair for the caller), \
+         all committed in {committed:.2?} ({:.0} pairs/s)",
+        queued / N as u32,
+        N as f64 / committed.as_secs_f64()
+    );
+
+    let running: Vec<TaskRecord> = (0..N)
+        .map(|i| record(&format!("bg-{i}"), "s", "t", CallStatus::Running, N + i))
+        .collect();
+    let begin = Instant::now();
+    for r in running {
+        let _ = store.start(r, Durability::Lazy);
+    }
+    store.flush().await.expect("flush");
+    println!(
+        "{N} running records (lazy) committed in {:.2?}",
+        begin.elapsed()
+    );
+
+    let durable = 200;
+    let begin = Instant::now();
+    for i in 0..durable {
+        let r = record(
+            &format!("durable-{i}"),
+            "s",
+            "t",
+            CallStatus::Running,
+            3 * N,
+        );
+        store.start(r, Durability::Durable).await.expect("durable");
+    }
+    println!(
+        "{durable} durable starts one after another: {:.2?} each (a synced commit each)",
+        begin.elapsed() / durable
+    );
+
+    let concurrent = 10_000;
+    let begin = Instant::now();
+    let tasks: Vec<_> = (0..concurrent)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let r = record(
+                    &format!("concurrent-{i}"),
+                    "s",
+                    "t",
+                    CallStatus::Running,
+                    4 * N,
+                );
+                store.start(r, Durability::Durable).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task").expect("durable");
+    }
+    println!(
+        "{concurrent} concurrent durable starts: all committed in {:.2?}",
+        begin.elapsed()
+    );
+    let health = store.health();
+    assert_eq!(health.lost_writes, 0, "{health}");
+    drop(store);
+
+    let begin = Instant::now();
+    let store = SqliteStore::open(&path, options).expect("reopen");
+    let opened = begin.elapsed();
+    let interrupted = store
+        .mark_orphans(SystemTime::now())
+        .await
+        .expect("orphans");
+    println!(
+        "recovery: open {opened:.2?}, {interrupted} records marked interrupted in {:.2?} total",
+        begin.elapsed()
+    );
+    let begin = Instant::now();
+    let reads = 1_000;
+    for i in 0..reads {
+        let id = format!("done-{}", i * 97);
+        assert!(store.get(&id).await.expect("get").is_some());
+    }
+    let per_get = begin.elapsed() / reads;
+    let begin = Instant::now();
+    for _ in 0..100 {
+        assert_eq!(
+            store.list(&Filter::default()).await.expect("list").len(),
+            50
+        );
+    }
+    println!(
+        "reads: get by task id {per_get:.2?}, a listing of 50 {:.2?}",
+        begin.elapsed() / 100
+    );
+    drop(store);
+    let size: u64 = ["tasks.db", "tasks.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "database: {} for {} records",
+        crate::error::format_bytes(size),
+        2 * N + u64::from(durable) + concurrent
+    );
+}
+
+#[tokio::test]
+async fn the_writer_prunes_by_itself_when_it_opens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(&path, options()).expect("open");
+    let _ = store.start(
+        record("live", "s", "t", CallStatus::Running, 0),
+        Durability::Lazy,
+    );
+    for i in 0..5 {
+        let id = format!("f{i}");
+        let _ = store.start(
+            record(&id, "s", "t", CallStatus::Running, 1),
+            Durability::Lazy,
+        );
+        let _ = store.end(&id, done(100 + i), Durability::Lazy);
+    }
+    drop(store);
+
+    // Keep two finished records, pruning every hour: the first prune comes
+    // before the first write is taken.
+    let pruning = StoreOptions {
+        retention: Retention {
+            keep: Duration::from_secs(1_000 * 365 * 24 * 3600),
+            max: 2,
+        },
+        prune_every: Some(Duration::from_secs(3600)),
+        ..options()
+    };
+    let store = SqliteStore::open(&path, pruning).expect("reopen");
+    let mut ids: Vec<String> = all(&store).await.into_iter().map(|r| r.task_id).collect();
+    ids.sort();
+    assert_eq!(ids, ["f3", "f4", "live"]);
+}
+
+#[tokio::test]
+async fn the_memory_store_keeps_a_bounded_number_of_finished_records() {
+    let store = MemoryStore::new(StoreOptions {
+        memory_records: 3,
+        ..options()
+    });
+    for i in 0..6 {
+        let id = format!("f{i}");
+        let _ = store.start(
+            record(&id, "s", "t", CallStatus::Running, i),
+            Durability::Lazy,
+        );
+        let _ = store.end(&id, done(100 + i), Durability::Lazy);
+    }
+    let _ = store.start(
+        record("live", "s", "t", CallStatus::Running, 0),
+        Durability::Lazy,
+    );
+    let ids: Vec<String> = all(&store).await.into_iter().map(|r| r.task_id).collect();
+    assert_eq!(ids, ["f5", "f4", "f3", "live"]);
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_writes_counts_them_and_never_waits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(
+        &path,
+        StoreOptions {
+            queue: 2,
+            ..options()
+        },
+    )
+    .expect("open");
+    // Another connection holds the write lock: the writer stalls on its
+    // first batch, and the queue fills.
+    let blocker = rusqlite::Connection::open(&path).expect("second connection");
+    blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    let sent = 1_000;
+    let mut dropped = 0;
+    for i in 0..sent {
+        let r = record(&format!("t{i}"), "s", "t", CallStatus::Running, i);
+        match store.start(r, Durability::Lazy).await {
+            Ok(()) => {}
+            Err(StoreError::Full(2)) => dropped += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(dropped > 0);
+    assert_eq!(store.health().lost_writes, dropped);
+    blocker.execute_batch("COMMIT").expect("unlock");
+
+    // The writer catches up once the lock is gone; until then a flush is
+    // refused like any write.
+    loop {
+        match store.flush().await {
+            Err(StoreError::Full(_)) => tokio::task::yield_now().await,
+            flushed => break flushed.expect("flush"),
+        }
+    }
+    let kept = all(&store).await.len() as u64;
+    assert_eq!(kept + dropped, sent);
+    assert_eq!(store.health().problem, None);
+}

@@ -1,0 +1,163 @@
+//! Everything a plugin sends the host is bounded (issue 11): each limit is
+//! hit by a real plugin, ends the call (or the load) with an error naming
+//! it (B23), and a good call beside it still answers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use toolhost::{AnswerKind, CallError, CallStatus, Host, Limit, SessionOptions};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn behave_with(manifest: &str) -> (Host, Folder) {
+    let folder = Folder::new();
+    folder.add_with_manifest(&test_plugin("behave"), "behave", manifest);
+    let (host, report) = host_for(&folder).await;
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    (host, folder)
+}
+
+fn refusal(report: &toolhost::LoadReport, file: &str) -> String {
+    report
+        .refused
+        .iter()
+        .find(|e| e.path.file_name().is_some_and(|n| n == file))
+        .map(|e| e.reason())
+        .unwrap_or_else(|| panic!("{file} was not refused: {:?}", report.refused))
+}
+
+#[tokio::test]
+async fn a_schema_whose_refs_form_a_cycle_is_refused_at_load() {
+    let folder = Folder::new();
+    folder.add(&test_plugin("ref-cycle"), "ref-cycle");
+    folder.add(&example("rust-compute"), "rust-compute");
+    let (host, report) = host_for(&folder).await;
+    let reason = refusal(&report, "ref-cycle.wasm");
+    assert!(
+        reason.contains("tool `ref_cycle`") && reason.contains("cycle"),
+        "{reason}"
+    );
+    assert!(
+        host.call("word_count", r#"{"text": "a b"}"#)
+            .await
+            .result
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn b23_too_many_updates_end_the_call_naming_the_limit() {
+    let (host, _f) = behave_with("[limits]\nupdates = 2\n").await;
+    let o = host.call("progress", r#"{"n": 5, "sleep_ms": 0}"#).await;
+    assert!(
+        matches!(o.result, Err(CallError::Limit(Limit::Updates(2)))),
+        "{:?}",
+        o.result
+    );
+    assert!(
+        o.model_text().contains("limit of 2 updates"),
+        "{}",
+        o.model_text()
+    );
+    let ok = host.call("progress", r#"{"n": 2, "sleep_ms": 0}"#).await;
+    assert!(
+        ok.result.is_ok(),
+        "two updates are within it: {:?}",
+        ok.result
+    );
+}
+
+#[tokio::test]
+async fn b23_an_update_over_its_size_limit_ends_the_call() {
+    let (host, _f) = behave_with("[limits]\nupdate-size = 4\n").await;
+    let o = host.call("progress", r#"{"n": 1, "sleep_ms": 0}"#).await;
+    assert!(
+        matches!(o.result, Err(CallError::Limit(Limit::UpdateSize(4)))),
+        "{:?}",
+        o.result
+    );
+    assert_eq!(text(&host.call("ok", "{}").await), "ok");
+}
+
+#[tokio::test]
+async fn b23_a_result_over_its_size_limit_ends_the_call() {
+    let (host, _f) = behave_with("[limits]\nresult-size = 4\n").await;
+    let o = host.call("progress", r#"{"n": 0, "sleep_ms": 0}"#).await;
+    assert!(
+        matches!(o.result, Err(CallError::Limit(Limit::ResultSize(4)))),
+        "{:?}",
+        o.result
+    );
+    assert_eq!(text(&host.call("ok", "{}").await), "ok", "2 bytes pass");
+}
+
+#[tokio::test]
+async fn a_grant_to_write_the_plugins_own_folder_is_refused() {
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &test_plugin("behave"),
+        "behave",
+        "[permissions]\ndirs = [{ host = \".\", guest = \"/self\", write = true }]\n",
+    );
+    folder.add(&example("rust-compute"), "rust-compute");
+    let (host, report) = host_for(&folder).await;
+    let reason = refusal(&report, "behave.wasm");
+    assert!(reason.contains("own file or manifest"), "{reason}");
+    assert!(!host.tools().is_empty(), "the others load");
+}
+
+#[tokio::test]
+async fn max_concurrency_above_half_the_instance_pool_is_refused() {
+    // The tests' pool has 64 instances.
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &test_plugin("behave"),
+        "behave",
+        "[limits]\nmax-concurrency = 33\n",
+    );
+    let (_host, report) = host_for(&folder).await;
+    let reason = refusal(&report, "behave.wasm");
+    assert!(
+        reason.contains("max-concurrency of 33") && reason.contains("32"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrency_cap_holds_across_a_reload() {
+    let (host, folder) = behave_with("[limits]\nmax-concurrency = 2\n").await;
+    let s = host.open_session(SessionOptions::default());
+    let long = r#"{"n": 100, "sleep_ms": 60000}"#;
+    for id in ["c1", "c2"] {
+        let a = s.call(id, "progress", long).await;
+        assert_eq!(a.kind, AnswerKind::Released, "{id} runs");
+    }
+    // A new version of the plugin: its calls and the old one's share the cap.
+    host.load_file(folder.path().join("behave.wasm"))
+        .await
+        .expect("reload");
+    let third = tokio::spawn({
+        let s = s.clone();
+        async move { s.call("c3", "progress", long).await }
+    });
+    // Nothing may start while two run: a quiet window, then a freed slot.
+    let mut third = third;
+    let waited = tokio::time::timeout(Duration::from_secs(1), &mut third).await;
+    assert!(
+        waited.is_err(),
+        "a third call ran beside two under a cap of 2"
+    );
+    s.cancel("c1").expect("cancel c1");
+    let a = tokio::time::timeout(WAIT, third)
+        .await
+        .expect("c3 starts once c1 ended")
+        .expect("join");
+    assert_eq!(a.kind, AnswerKind::Released);
+    s.close().await;
+    assert_eq!(
+        s.record("c3").expect("record").status,
+        CallStatus::Cancelled
+    );
+}
