@@ -244,6 +244,14 @@ fn specs() -> Vec<ToolSpec> {
                 no_args(),
             )
         },
+        ToolSpec {
+            cancellable: true,
+            ..spec(
+                "update_then_spin",
+                "Sends one update, then spins forever without calling the host.",
+                no_args(),
+            )
+        },
         spec("info", "Returns the call's ids as data.", no_args()),
         spec("log", "Logs one line at each level.", no_args()),
         spec(
@@ -406,6 +414,10 @@ impl Plugin for Behave {
                 Ok(ToolOutput::text(n.to_string()))
             }
             "spin_cancellable" => spin_forever(),
+            "update_then_spin" => {
+                update("spinning");
+                spin_forever()
+            }
             "info" => {
                 let info = call_info();
                 Ok(ToolOutput::data(&json!({
