@@ -34,6 +34,7 @@ mod manifest;
 pub mod mcp;
 mod output;
 mod plugin;
+pub mod portable;
 mod records;
 mod sandbox;
 mod schema;
