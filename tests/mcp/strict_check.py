@@ -120,9 +120,13 @@ def check(tool: dict) -> tuple[list[str], list[str]]:
 
 
 def main() -> int:
-    source = open(sys.argv[1], "rb") if len(sys.argv) > 1 else sys.stdin.buffer
-    with source:
-        raw = source.read(MAX_INPUT_BYTES + 1)
+    try:
+        source = open(sys.argv[1], "rb") if len(sys.argv) > 1 else sys.stdin.buffer
+        with source:
+            raw = source.read(MAX_INPUT_BYTES + 1)
+    except OSError as e:
+        print(f"cannot read the tool list: {e}", file=sys.stderr)
+        return 2
     if len(raw) > MAX_INPUT_BYTES:
         print(f"input larger than {MAX_INPUT_BYTES} bytes", file=sys.stderr)
         return 2
