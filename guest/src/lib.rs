@@ -39,6 +39,10 @@
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
+mod portable;
+
+pub use self::portable::{STANDARD_FORMATS, portable};
+
 wit_bindgen::generate!({
     path: "../wit",
     world: "plugin",
@@ -138,15 +142,15 @@ impl Tool {
     }
 }
 
-/// The JSON Schema of `T`, without the `$schema` and `title` keys that say
-/// nothing to a model.
+/// The JSON Schema of `T`, nested types inlined, made [`portable`]: OpenAI
+/// strict mode and Gemini take it as it is, and an optional field also
+/// accepts `null`, which [`args`] reads as absent.
 pub fn schema_of<T: JsonSchema>() -> serde_json::Value {
-    let mut schema = schemars::schema_for!(T).to_value();
-    if let Some(obj) = schema.as_object_mut() {
-        obj.remove("$schema");
-        obj.remove("title");
-    }
-    schema
+    let schema = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| s.inline_subschemas = true)
+        .into_generator()
+        .into_root_schema_for::<T>();
+    portable(schema.to_value())
 }
 
 #[doc(hidden)]
@@ -223,9 +227,14 @@ pub fn dir_under(root: &str, dir: Option<&str>) -> Result<(std::path::PathBuf, S
     Ok((std::path::Path::new(root).join(dir), format!("{dir}/")))
 }
 
-/// Parse the (already validated) arguments into `T`.
+/// Parse the (already validated) arguments into `T`. A key whose value is
+/// `null` is left out first: clients in OpenAI strict mode send `null` for
+/// an optional argument the model did not give, and `T` sees it absent.
 pub fn args<T: DeserializeOwned>(arguments: &str) -> Result<T, ToolError> {
-    serde_json::from_str(arguments).map_err(|e| ToolError::InvalidArguments(e.to_string()))
+    let invalid = |e: serde_json::Error| ToolError::InvalidArguments(e.to_string());
+    let mut value: serde_json::Value = serde_json::from_str(arguments).map_err(invalid)?;
+    portable::absent_nulls(&mut value);
+    serde_json::from_value(value).map_err(invalid)
 }
 
 impl ToolOutput {

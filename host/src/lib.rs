@@ -40,6 +40,7 @@ pub mod manifest;
 pub mod mcp;
 mod output;
 mod plugin;
+pub mod portable;
 mod records;
 mod registry;
 mod sandbox;

@@ -372,12 +372,15 @@ static const th_tool tools[] = {
                        "`digest  path` line each, like sha256sum. Runs in the background and "
                        "reports progress; can be cancelled, and then returns what it has so far.",
         .input_schema =
+            /* Portable to OpenAI strict mode and Gemini: no `default` keyword,
+               `required` given, and optional arguments that also take null,
+               which th_arg_* reads as absent. */
             "{\"type\": \"object\", \"properties\": {"
-            "\"dir\": {\"type\": \"string\", \"description\": \"A folder relative to /data; the "
-            "whole of /data when left out.\"}, "
-            "\"delay_ms\": {\"type\": \"integer\", \"minimum\": 0, \"maximum\": 1000, "
-            "\"default\": 0, \"description\": \"An artificial pause after each file, so progress "
-            "is visible in demos.\"}}}",
+            "\"dir\": {\"type\": [\"string\", \"null\"], \"description\": \"A folder relative "
+            "to /data; the whole of /data when left out.\"}, "
+            "\"delay_ms\": {\"type\": [\"integer\", \"null\"], \"minimum\": 0, \"maximum\": "
+            "1000, \"description\": \"An artificial pause after each file, so progress is visible "
+            "in demos. Default: 0.\"}}, \"required\": []}",
         .output_schema =
             "{\"type\": \"object\", \"properties\": {"
             "\"files\": {\"type\": \"array\", \"items\": {\"type\": \"object\", \"properties\": {"

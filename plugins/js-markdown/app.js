@@ -231,7 +231,7 @@ defineTool(
           },
         },
         delay_ms: {
-          type: "integer",
+          type: ["integer", "null"],
           minimum: 0,
           maximum: MAX_DELAY_MS,
           default: 0,

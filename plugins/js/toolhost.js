@@ -21,13 +21,18 @@
 //     });
 //
 // A tool function takes the arguments as an object (validated by the host
-// against the schema; top-level defaults from the schema filled in), may be
-// async, and returns what the model reads: a string (text),
+// against the schema; keys sent as null left out, since clients in OpenAI
+// strict mode send null for an optional argument the model did not give;
+// top-level defaults from the schema filled in), may be async, and returns what the model reads: a string (text),
 // output(text, data) (text and/or structured data), any other JSON value
 // (data), or undefined (nothing). Throwing InvalidArguments or Failed
 // answers the model with a tool error; any other exception is a crash: the
 // model gets a short generic message, and the exception is logged at error
 // level.
+//
+// A top-level `default` fills the argument in, and is declared to the host
+// in the property's description instead ("Default: 0."): OpenAI strict mode
+// refuses the `default` keyword.
 
 import {
   update as hostUpdate,
@@ -87,7 +92,7 @@ export function defineTool(
   const spec = {
     name,
     description,
-    inputSchema: JSON.stringify(schema),
+    inputSchema: JSON.stringify(declared(schema)),
     outputSchema: outputSchema === undefined ? undefined : JSON.stringify(outputSchema),
     onDuplicate: choice(POLICIES, onDuplicate, "onDuplicate"),
     duplicateScope: choice(SCOPES, duplicateScope, "duplicateScope"),
@@ -122,6 +127,38 @@ export function callInfo() {
 /** Resolves after `ms` milliseconds (a WASI clock wait). */
 export function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The schema the host gets: each top-level `default` said in its
+ * property's description rather than as a keyword strict mode refuses. */
+function declared(schema) {
+  const properties = schema.properties;
+  if (!properties || typeof properties !== "object") return schema;
+  const out = {};
+  for (const [key, prop] of Object.entries(properties)) {
+    if (prop && typeof prop === "object" && "default" in prop) {
+      const { default: value, ...rest } = prop;
+      const said = `Default: ${JSON.stringify(value)}.`;
+      const text = (rest.description ?? "").trimEnd();
+      out[key] = { ...rest, description: text ? `${text} ${said}` : said };
+    } else {
+      out[key] = prop;
+    }
+  }
+  return { ...schema, properties: out };
+}
+
+/** `value` with every null-valued key of every object left out. */
+function absentNulls(value) {
+  if (Array.isArray(value)) return value.map(absentNulls);
+  if (value !== null && typeof value === "object") {
+    return Object.fromEntries(
+      Object.entries(value)
+        .filter(([, v]) => v !== null)
+        .map(([k, v]) => [k, absentNulls(v)]),
+    );
+  }
+  return value;
 }
 
 function withDefaults(args, schema) {
@@ -171,7 +208,7 @@ export const tool = {
     }
     let result;
     try {
-      result = await entry.run(withDefaults(args, entry.schema));
+      result = await entry.run(withDefaults(absentNulls(args), entry.schema));
     } catch (e) {
       if (e instanceof InvalidArguments) throw toolError("invalid-arguments", e.message);
       if (e instanceof Failed) throw toolError("failed", e.message);

@@ -151,17 +151,18 @@ def pause(ms):
         "type": "object",
         "properties": {
             "file": {
-                "type": "string",
+                "type": ["string", "null"],
                 "description": "A CSV file relative to /data; all of them when left out.",
             },
             "delay_ms": {
-                "type": "integer",
+                "type": ["integer", "null"],
                 "minimum": 0,
                 "maximum": MAX_DELAY_MS,
                 "default": 0,
                 "description": "An artificial pause after each file, so progress is visible in demos.",
             },
         },
+        "required": [],
     },
     on_duplicate="reject",
     duplicate_scope="name-and-arguments",
@@ -199,7 +200,12 @@ def csv_summary(args):
             "file": {"type": "string", "description": "A CSV file relative to /data."},
             "by": {"type": "string", "description": "The column to group by."},
             "column": {"type": "string", "description": "The numeric column to aggregate."},
-            "stat": {"enum": STATS, "default": "sum"},
+            # Optional: null (which strict-mode clients send) means left out.
+            "stat": {
+                "anyOf": [{"type": "string", "enum": STATS}, {"type": "null"}],
+                "default": "sum",
+                "description": "The aggregate to compute per group.",
+            },
         },
         "required": ["file", "by", "column"],
     },

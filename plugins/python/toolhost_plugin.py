@@ -18,13 +18,19 @@ A plugin is a module that declares its tools with ``@tool`` and re-exports
         return f"Hello, {args['name']}!"
 
 A tool function takes the arguments as a dict (already validated by the
-host against the schema; top-level defaults from the schema filled in) and
-returns what the model reads:
+host against the schema; keys sent as ``null`` left out, since clients in
+OpenAI strict mode send ``null`` for an optional argument the model did not
+give; top-level defaults from the schema filled in) and returns what the
+model reads:
 
 - a ``str``: text;
 - ``Output(text=..., data=...)``: text and/or structured data;
 - any other JSON value (dict, list, number, bool): data;
 - ``None``: nothing.
+
+A top-level ``default`` fills the argument in, and is declared to the host
+in the property's description instead ("Default: 0."): OpenAI strict mode
+refuses the ``default`` keyword.
 
 ``raise InvalidArguments(msg)`` or ``raise Failed(msg)`` answers the model
 with a tool error. Any other exception is a crash: the model gets a short
@@ -130,7 +136,7 @@ def tool(
     spec = types.ToolSpec(
         name=name,
         description=description,
-        input_schema=json.dumps(schema),
+        input_schema=json.dumps(_declared(schema)),
         output_schema=None if output_schema is None else json.dumps(output_schema),
         on_duplicate=_choice(_POLICIES, on_duplicate, "on_duplicate"),
         duplicate_scope=_choice(_SCOPES, duplicate_scope, "duplicate_scope"),
@@ -169,6 +175,32 @@ def call_info() -> types.CallContext:
     return host.call_info()
 
 
+def _declared(schema: dict) -> dict:
+    """The schema the host gets: each top-level ``default`` said in its
+    property's description rather than as a keyword strict mode refuses."""
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return schema
+    declared = {}
+    for key, prop in properties.items():
+        if isinstance(prop, dict) and "default" in prop:
+            prop = dict(prop)
+            said = f"Default: {json.dumps(prop.pop('default'))}."
+            text = prop.get("description", "").rstrip()
+            prop["description"] = f"{text} {said}" if text else said
+        declared[key] = prop
+    return {**schema, "properties": declared}
+
+
+def _absent_nulls(value: Any) -> Any:
+    """``value`` with every null-valued key of every object left out."""
+    if isinstance(value, dict):
+        return {k: _absent_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_absent_nulls(v) for v in value]
+    return value
+
+
 def _with_defaults(args: dict, schema: dict) -> dict:
     for key, prop in schema.get("properties", {}).items():
         if key not in args and isinstance(prop, dict) and "default" in prop:
@@ -204,7 +236,7 @@ class Tool(exports.Tool):
         if not isinstance(args, dict):
             raise Err(types.ToolError_InvalidArguments("arguments must be a JSON object"))
         try:
-            result = entry.run(_with_defaults(args, entry.schema))
+            result = entry.run(_with_defaults(_absent_nulls(args), entry.schema))
         except InvalidArguments as e:
             raise Err(types.ToolError_InvalidArguments(str(e))) from None
         except Failed as e:

@@ -61,8 +61,11 @@ static const th_tool tools[] = {
         .input_schema =
             "{\"type\": \"object\", \"properties\": {"
             "\"text\": {\"type\": \"string\", \"description\": \"The text to count, line by line.\"}, "
-            "\"delay_ms\": {\"type\": \"integer\", \"minimum\": 0, \"maximum\": 1000, \"default\": 0, "
-            "\"description\": \"A pause after each line, in milliseconds, to watch the progress.\"}}, "
+            /* Optional: null (which strict-mode clients send) reads as absent. OpenAI
+               strict mode refuses `default`, so the description says it. */
+            "\"delay_ms\": {\"type\": [\"integer\", \"null\"], \"minimum\": 0, \"maximum\": 1000, "
+            "\"description\": \"A pause after each line, in milliseconds, to watch the progress. "
+            "Default: 0.\"}}, "
             "\"required\": [\"text\"]}",
         .cancellable = true,
         .run = count_words,

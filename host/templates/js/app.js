@@ -21,7 +21,8 @@ defineTool(
       properties: {
         text: { type: "string", description: "The text to count, line by line." },
         delay_ms: {
-          type: "integer",
+          // Optional: null (which strict-mode clients send) means left out.
+          type: ["integer", "null"],
           minimum: 0,
           maximum: 1000,
           default: 0,

@@ -29,7 +29,8 @@ MAX_UPDATES = 10
         "properties": {
             "text": {"type": "string", "description": "The text to count, line by line."},
             "delay_ms": {
-                "type": "integer",
+                # Optional: null (which strict-mode clients send) means left out.
+                "type": ["integer", "null"],
                 "minimum": 0,
                 "maximum": 1000,
                 "default": 0,

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use toolhost_guest::{Delivery, Plugin, ToolError, ToolOutput, ToolSpec, call_info, spec};
 
 /// The log file, in the folder the manifest grants as `/audit`.
@@ -33,7 +33,29 @@ struct Args {
     #[serde(default)]
     level: Level,
     #[serde(default)]
-    fields: BTreeMap<String, String>,
+    fields: Vec<Field>,
+}
+
+/// One extra detail. The model sends details as a list of pairs rather than
+/// an object with any keys: OpenAI strict mode and Gemini refuse an object
+/// whose keys are not declared.
+#[derive(Deserialize)]
+struct Field {
+    key: String,
+    value: String,
+}
+
+/// The details as the log writes them, an object; a key given twice is
+/// invalid arguments rather than a silent choice between its values.
+fn fields_map(fields: Vec<Field>) -> Result<BTreeMap<String, String>, ToolError> {
+    let mut map = BTreeMap::new();
+    for Field { key, value } in fields {
+        if map.contains_key(&key) {
+            return Err(ToolError::invalid(format!("field `{key}` is given twice")));
+        }
+        map.insert(key, value);
+    }
+    Ok(map)
 }
 
 /// One line of the log, its keys in this order.
@@ -70,6 +92,7 @@ fn check_event(event: &str) -> Result<(), ToolError> {
 
 fn audit_log(args: Args) -> Result<ToolOutput, ToolError> {
     check_event(&args.event)?;
+    let fields = fields_map(args.fields)?;
     let call = call_info();
     let ts = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -80,7 +103,7 @@ fn audit_log(args: Args) -> Result<ToolOutput, ToolError> {
         call: &call.call_id,
         level: args.level,
         event: &args.event,
-        fields: &args.fields,
+        fields: &fields,
     }
     .line()?;
     // One write of the whole line in append mode, so that concurrent calls
@@ -98,6 +121,43 @@ fn audit_log(args: Args) -> Result<ToolOutput, ToolError> {
     Ok(ToolOutput::text("logged"))
 }
 
+/// The arguments of `audit_log`, in the subset of JSON Schema that OpenAI
+/// strict mode and Gemini accept: no length keywords (the plugin checks the
+/// event's length itself), details as a list of pairs, and optional
+/// arguments that also take `null`, which `toolhost_guest::args` reads as
+/// absent.
+fn input_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "event": {
+                "type": "string",
+                "description": format!("What happened, in a sentence of 1 to {MAX_EVENT_CHARS} characters.")
+            },
+            "level": {
+                "anyOf": [
+                    { "type": "string", "enum": ["info", "warn", "error"] },
+                    { "type": "null" }
+                ],
+                "description": "How serious the event is. Default: info."
+            },
+            "fields": {
+                "type": ["array", "null"],
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "key": { "type": "string" },
+                        "value": { "type": "string" }
+                    },
+                    "required": ["key", "value"]
+                },
+                "description": "Extra details, as key-value pairs of strings; each key at most once."
+            }
+        },
+        "required": ["event"]
+    })
+}
+
 impl Plugin for Audit {
     fn describe() -> Vec<ToolSpec> {
         vec![ToolSpec {
@@ -105,28 +165,7 @@ impl Plugin for Audit {
             ..spec(
                 "audit_log",
                 "Records an event in the audit log. Fire and forget: the call answers at once that it started, and its outcome is not reported back.",
-                json!({
-                    "type": "object",
-                    "properties": {
-                        "event": {
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": MAX_EVENT_CHARS,
-                            "description": "What happened, in a sentence."
-                        },
-                        "level": {
-                            "type": "string",
-                            "enum": ["info", "warn", "error"],
-                            "default": "info"
-                        },
-                        "fields": {
-                            "type": "object",
-                            "additionalProperties": { "type": "string" },
-                            "description": "Extra details as name-value pairs of strings."
-                        }
-                    },
-                    "required": ["event"]
-                }),
+                input_schema(),
             )
         }]
     }
@@ -168,7 +207,33 @@ mod tests {
     fn arguments_take_defaults() {
         let args: Option<Args> = toolhost_guest::args(r#"{"event": "login"}"#).ok();
         assert!(args.is_some_and(|a| a.level == Level::Info && a.fields.is_empty()));
+        let args: Option<Args> =
+            toolhost_guest::args(r#"{"event": "login", "level": null, "fields": null}"#).ok();
+        assert!(args.is_some_and(|a| a.level == Level::Info && a.fields.is_empty()));
         assert!(toolhost_guest::args::<Args>(r#"{"event": "x", "level": "debug"}"#).is_err());
+    }
+
+    #[test]
+    fn fields_are_pairs_with_distinct_keys() {
+        let pair = |k: &str, v: &str| Field {
+            key: k.into(),
+            value: v.into(),
+        };
+        let map = fields_map(vec![pair("user", "ana"), pair("ip", "10.0.0.1")]);
+        assert_eq!(
+            map.ok(),
+            Some(BTreeMap::from([
+                ("ip".to_owned(), "10.0.0.1".to_owned()),
+                ("user".to_owned(), "ana".to_owned())
+            ]))
+        );
+        assert!(fields_map(vec![pair("user", "ana"), pair("user", "bo")]).is_err());
+    }
+
+    #[test]
+    fn the_input_schema_is_portable() {
+        let schema = input_schema();
+        assert_eq!(toolhost_guest::portable(schema.clone()), schema);
     }
 
     #[test]

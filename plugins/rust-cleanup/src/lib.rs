@@ -11,8 +11,7 @@ use std::thread::sleep;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
-use serde::de::{Deserializer, Error as _};
-use serde_json::json;
+use serde_json::{Value, json};
 use toolhost_guest::{
     DuplicatePolicy, Plugin, ToolError, ToolOutput, ToolSpec, call_info, cancelled, spec, update,
 };
@@ -30,29 +29,17 @@ const MAX_ID_CHARS: usize = 64;
 
 struct Cleanup;
 
+/// The host writes an integral float such as `2.0` as `2` before a
+/// plugin sees it, so plain integer fields take what the schema allows.
 #[derive(Deserialize)]
 struct Args {
-    #[serde(deserialize_with = "int")]
     sections: u64,
-    #[serde(default = "default_section_ms", deserialize_with = "int")]
+    #[serde(default = "default_section_ms")]
     section_ms: u64,
 }
 
 fn default_section_ms() -> u64 {
     DEFAULT_SECTION_MS
-}
-
-/// A non-negative integer argument. JSON Schema counts 2.0 as an integer,
-/// serde does not.
-fn int<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let n = serde_json::Number::deserialize(d)?;
-    n.as_u64()
-        .or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && (0.0..=9.0e15).contains(f))
-                .map(|f| f as u64)
-        })
-        .ok_or_else(|| D::Error::custom(format!("{n} is not a non-negative integer")))
 }
 
 /// A call id made safe for a file name: only `[A-Za-z0-9_-]`, at most 64
@@ -233,6 +220,30 @@ fn build_report(args: Args) -> Result<ToolOutput, ToolError> {
     ))
 }
 
+/// The arguments of `build_report`, in the subset of JSON Schema that OpenAI
+/// strict mode and Gemini accept: the optional one also takes `null`, which
+/// `toolhost_guest::args` reads as absent.
+fn input_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "sections": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_SECTIONS,
+                "description": "How many sections the report has."
+            },
+            "section_ms": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "maximum": MAX_SECTION_MS,
+                "description": format!("How long each section takes to write, in milliseconds. Default: {DEFAULT_SECTION_MS}.")
+            }
+        },
+        "required": ["sections"]
+    })
+}
+
 impl Plugin for Cleanup {
     fn describe() -> Vec<ToolSpec> {
         vec![ToolSpec {
@@ -252,25 +263,7 @@ impl Plugin for Cleanup {
             ..spec(
                 "build_report",
                 "Writes a report of a number of sections into /work, one section at a time, and returns its path. Runs in the background and reports each section; can be cancelled, and then removes the unfinished report. A second call waits until the running one has ended.",
-                json!({
-                    "type": "object",
-                    "properties": {
-                        "sections": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": MAX_SECTIONS,
-                            "description": "How many sections the report has."
-                        },
-                        "section_ms": {
-                            "type": "integer",
-                            "minimum": 0,
-                            "maximum": MAX_SECTION_MS,
-                            "default": DEFAULT_SECTION_MS,
-                            "description": "How long each section takes to write, in milliseconds."
-                        }
-                    },
-                    "required": ["sections"]
-                }),
+                input_schema(),
             )
         }]
     }
@@ -305,8 +298,18 @@ mod tests {
             args.map(|a| (a.sections, a.section_ms)),
             Some((3, DEFAULT_SECTION_MS))
         );
-        let args: Option<Args> = toolhost_guest::args(r#"{"sections": 2.0, "section_ms": 0}"#).ok();
-        assert_eq!(args.map(|a| (a.sections, a.section_ms)), Some((2, 0)));
+        let args: Option<Args> =
+            toolhost_guest::args(r#"{"sections": 2, "section_ms": null}"#).ok();
+        assert_eq!(
+            args.map(|a| (a.sections, a.section_ms)),
+            Some((2, DEFAULT_SECTION_MS))
+        );
+    }
+
+    #[test]
+    fn the_input_schema_is_portable() {
+        let schema = input_schema();
+        assert_eq!(toolhost_guest::portable(schema.clone()), schema);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use toolhost_guest::{Plugin, ToolError, ToolOutput, ToolSpec, spec};
 
 /// Where the manifest mounts the granted folder.
@@ -211,37 +211,58 @@ fn search_text(args: SearchArgs) -> Result<ToolOutput, ToolError> {
     ))
 }
 
+/// The optional `dir` argument of both tools. It also takes `null`, which
+/// `toolhost_guest::args` reads as absent, since clients in OpenAI strict
+/// mode send `null` for an argument the model leaves out.
+fn dir_schema() -> Value {
+    json!({
+        "type": ["string", "null"],
+        "description": "A folder relative to /data; the whole of /data when left out."
+    })
+}
+
+/// The arguments of `find_files`, in the subset of JSON Schema that OpenAI
+/// strict mode and Gemini accept.
+fn find_files_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "pattern": { "type": "string", "description": "For example *.md or notes-202?.txt" },
+            "dir": dir_schema()
+        },
+        "required": ["pattern"]
+    })
+}
+
+/// The arguments of `search_text`, in the same subset: no `minLength` (the
+/// tool refuses an empty query itself) and no `default`.
+fn search_text_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "query": { "type": "string", "description": "The text to find; not empty." },
+            "case_sensitive": {
+                "type": ["boolean", "null"],
+                "description": "Match case exactly. Default: false."
+            },
+            "dir": dir_schema()
+        },
+        "required": ["query"]
+    })
+}
+
 impl Plugin for Files {
     fn describe() -> Vec<ToolSpec> {
-        let dir = json!({
-            "type": "string",
-            "description": "A folder relative to /data; the whole of /data when left out."
-        });
         vec![
             spec(
                 "find_files",
                 "Finds files in /data whose name matches a pattern (`*` is any run of characters, `?` one character). Returns up to 100 paths relative to /data.",
-                json!({
-                    "type": "object",
-                    "properties": {
-                        "pattern": { "type": "string", "description": "For example *.md or notes-202?.txt" },
-                        "dir": dir
-                    },
-                    "required": ["pattern"]
-                }),
+                find_files_schema(),
             ),
             spec(
                 "search_text",
                 "Finds the lines of the text files in /data that contain a string. Returns up to 100 matches with their path and line number.",
-                json!({
-                    "type": "object",
-                    "properties": {
-                        "query": { "type": "string", "minLength": 1 },
-                        "case_sensitive": { "type": "boolean", "default": false },
-                        "dir": dir
-                    },
-                    "required": ["query"]
-                }),
+                search_text_schema(),
             ),
         ]
     }
@@ -260,6 +281,13 @@ toolhost_guest::export_plugin!(Files);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_input_schemas_are_portable() {
+        for schema in [find_files_schema(), search_text_schema()] {
+            assert_eq!(toolhost_guest::portable(schema.clone()), schema);
+        }
+    }
 
     #[test]
     fn globs_match_file_names() {

@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::Duration;
 
-use serde::de::{Deserializer, Error as _};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use toolhost_guest::{
     DuplicatePolicy, DuplicateScope, Plugin, ToolError, ToolOutput, ToolSpec, cancelled, spec,
     update,
@@ -49,24 +48,13 @@ const STOP_WORDS: &[&str] = &[
 
 struct Indexer;
 
+/// The host writes an integral float such as `2.0` as `2` before a
+/// plugin sees it, so plain integer fields take what the schema allows.
 #[derive(Deserialize)]
 struct Args {
     dir: Option<String>,
-    #[serde(default, deserialize_with = "int")]
+    #[serde(default)]
     delay_ms: u64,
-}
-
-/// A non-negative integer argument. JSON Schema counts 2.0 as an integer,
-/// serde does not.
-fn int<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let n = serde_json::Number::deserialize(d)?;
-    n.as_u64()
-        .or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && (0.0..=9.0e15).contains(f))
-                .map(|f| f as u64)
-        })
-        .ok_or_else(|| D::Error::custom(format!("{n} is not a non-negative integer")))
 }
 
 /// The folder to index: `dir` under the root, which must not climb out.
@@ -284,6 +272,28 @@ fn index_directory(args: Args) -> Result<ToolOutput, ToolError> {
     Ok(ToolOutput::text_and_data(text, &data))
 }
 
+/// The arguments of `index_directory`, in the subset of JSON Schema that
+/// OpenAI strict mode and Gemini accept: optional ones also take `null`,
+/// which `toolhost_guest::args` reads as absent.
+fn input_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "dir": {
+                "type": ["string", "null"],
+                "description": "A folder relative to /data; the whole of /data when left out."
+            },
+            "delay_ms": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "maximum": MAX_DELAY_MS,
+                "description": "An artificial pause after each file, in milliseconds, so that progress is visible in demos. Default: 0."
+            }
+        },
+        "required": []
+    })
+}
+
 impl Plugin for Indexer {
     fn describe() -> Vec<ToolSpec> {
         let word_counts = json!({
@@ -333,22 +343,7 @@ impl Plugin for Indexer {
             ..spec(
                 "index_directory",
                 "Indexes the text files under /data (or a folder in it): line and word counts and the most frequent words, per file and in all. Runs in the background and reports progress; can be cancelled, and then returns what it indexed so far.",
-                json!({
-                    "type": "object",
-                    "properties": {
-                        "dir": {
-                            "type": "string",
-                            "description": "A folder relative to /data; the whole of /data when left out."
-                        },
-                        "delay_ms": {
-                            "type": "integer",
-                            "minimum": 0,
-                            "maximum": MAX_DELAY_MS,
-                            "default": 0,
-                            "description": "An artificial pause after each file, in milliseconds, so that progress is visible in demos."
-                        }
-                    }
-                }),
+                input_schema(),
             )
         }]
     }
@@ -366,6 +361,18 @@ toolhost_guest::export_plugin!(Indexer);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_input_schema_is_portable() {
+        let schema = input_schema();
+        assert_eq!(toolhost_guest::portable(schema.clone()), schema);
+    }
+
+    #[test]
+    fn null_arguments_are_left_out() {
+        let args: Option<Args> = toolhost_guest::args(r#"{"dir": null, "delay_ms": null}"#).ok();
+        assert!(args.is_some_and(|a| a.dir.is_none() && a.delay_ms == 0));
+    }
 
     #[test]
     fn counts_meaningful_words_only() {

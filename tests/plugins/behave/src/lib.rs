@@ -7,7 +7,6 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::{Deserializer, Error as _};
 use serde_json::{Value, json};
 use toolhost_guest::{
     Delivery, DuplicatePolicy, DuplicateScope, LogLevel, Plugin, ToolError, ToolOutput, ToolSpec,
@@ -16,38 +15,23 @@ use toolhost_guest::{
 
 struct Behave;
 
-/// An integer argument. JSON Schema counts 2.0 as an integer, serde does not.
-fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    let n = serde_json::Number::deserialize(d)?;
-    n.as_i64()
-        .or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() <= 9.0e15)
-                .map(|f| f as i64)
-        })
-        .ok_or_else(|| D::Error::custom(format!("{n} is not an integer")))
-}
-
-fn opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    int(d).map(Some)
-}
+// Integer fields are plain `i64`: the host writes an integral float such as
+// `2.0` as `2` before a plugin sees it (tests/calls.rs sends `21.0`).
 
 #[derive(Deserialize)]
 struct N {
-    #[serde(deserialize_with = "int")]
     n: i64,
 }
 
 #[derive(Deserialize)]
 struct MaybeN {
-    #[serde(default, deserialize_with = "opt_int")]
+    #[serde(default)]
     n: Option<i64>,
 }
 
 #[derive(Deserialize)]
 struct Typed {
     name: String,
-    #[serde(deserialize_with = "int")]
     count: i64,
     #[serde(default)]
     flag: bool,
@@ -55,13 +39,11 @@ struct Typed {
 
 #[derive(Deserialize)]
 struct Ms {
-    #[serde(deserialize_with = "int")]
     ms: i64,
 }
 
 #[derive(Deserialize)]
 struct Fire {
-    #[serde(deserialize_with = "int")]
     ms: i64,
     #[serde(default)]
     update: bool,
@@ -69,15 +51,12 @@ struct Fire {
 
 #[derive(Deserialize)]
 struct Progress {
-    #[serde(deserialize_with = "int")]
     n: i64,
-    #[serde(deserialize_with = "int")]
     sleep_ms: i64,
 }
 
 #[derive(Deserialize)]
 struct Iterations {
-    #[serde(deserialize_with = "int")]
     iterations: i64,
 }
 
