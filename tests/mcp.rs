@@ -584,3 +584,30 @@ fn inspector_http_lists_a_plugin_dropped_in_without_a_restart() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Every served tool converts under the strict modes of two real agent
+/// frameworks, openai-agents and pydantic-ai, with no fallback (issue 10).
+#[test]
+fn every_served_tool_converts_under_openai_agents_strict_mode() {
+    let schema = Command::new(TOOLHOST)
+        .args(["schema", "--format", "openai", "--plugins"])
+        .arg(root().join("dist/plugins"))
+        .env("TOOLHOST_CACHE_DIR", cache_dir())
+        .output()
+        .expect("run toolhost schema");
+    assert!(schema.status.success(), "{}", show("schema", &schema));
+    let mut check = Command::new(python())
+        .arg(root().join("tests/mcp/strict_check.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run strict_check.py");
+    {
+        use std::io::Write;
+        let mut stdin = check.stdin.take().expect("stdin");
+        stdin.write_all(&schema.stdout).expect("write the schema");
+    }
+    let out = check.wait_with_output().expect("strict_check.py");
+    assert!(out.status.success(), "{}", show("strict_check.py", &out));
+}

@@ -66,7 +66,7 @@ pub(crate) fn take_confirm(tool: &Tool, args: &mut Value) -> Result<bool, CallEr
         .as_object_mut()
         .and_then(|o| o.remove(CONFIRM_ARGUMENT))
     {
-        None => Ok(false),
+        None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(b),
         Some(_) => Err(CallError::InvalidArguments {
             tool: tool.name.clone(),
@@ -110,9 +110,13 @@ pub(crate) fn duplicate_key(schema: &Value, args: &Value) -> String {
     canonical_json(&with_defaults(schema, args))
 }
 
-/// The arguments with the schema's top-level defaults filled in (B15).
+/// The arguments with null-valued keys taken as absent and the schema's
+/// top-level defaults filled in (B15).
 fn with_defaults(schema: &Value, args: &Value) -> Value {
     let mut args = args.clone();
+    if let Some(obj) = args.as_object_mut() {
+        obj.retain(|_, v| !v.is_null());
+    }
     if let (Some(props), Some(obj)) = (
         schema.get("properties").and_then(Value::as_object),
         args.as_object_mut(),
@@ -190,6 +194,11 @@ mod tests {
         assert_eq!(
             duplicate_key(&schema, &args),
             duplicate_key(&schema, &json!({"ms": 5, "key": "a"}))
+        );
+        assert_eq!(
+            duplicate_key(&schema, &json!({"ms": 5, "key": null})),
+            duplicate_key(&schema, &args),
+            "null is absent"
         );
     }
 }

@@ -217,6 +217,33 @@ pub fn render(tools: &[ToolView], format: SchemaFormat) -> Value {
     }
 }
 
+/// The tools as OpenAI strict-mode function tools (`"strict": true`, every
+/// schema converted by [`openai_strict`](crate::portable::openai_strict));
+/// an error names each tool whose schema cannot be made strict.
+pub fn render_openai_strict(tools: &[ToolView]) -> Result<Value, String> {
+    let mut out = Vec::with_capacity(tools.len());
+    let mut problems = Vec::new();
+    for t in tools {
+        match crate::portable::openai_strict(&t.input_schema) {
+            Ok(parameters) => out.push(json!({
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": parameters,
+                    "strict": true,
+                }
+            })),
+            Err(e) => problems.push(format!("{}: {e}", t.name)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(Value::Array(out))
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
 /// A title for people: `search_text` becomes `Search text`.
 pub fn title(name: &str) -> String {
     let words = name.replace(['_', '-'], " ");
@@ -234,9 +261,8 @@ fn add_confirm_argument(schema: &mut Value) {
             props.insert(
                 CONFIRM_ARGUMENT.into(),
                 json!({
-                    "type": "boolean",
-                    "default": false,
-                    "description": "Set to true to run this tool again while an earlier call of it is still running."
+                    "type": ["boolean", "null"],
+                    "description": "Set to true to run this tool again while an earlier call of it is still running. Default: false."
                 }),
             );
         }

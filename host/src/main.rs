@@ -69,6 +69,10 @@ enum Command {
         /// mcp, openai or anthropic.
         #[arg(long, default_value = "mcp")]
         format: toolhost::catalog::SchemaFormat,
+        /// With --format openai: strict-mode tools (every schema made
+        /// strict; a tool whose schema cannot be is an error).
+        #[arg(long)]
+        strict: bool,
     },
     /// Check a plugin file: what it provides and asks for, or why it is refused.
     Check {
@@ -162,13 +166,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let host = Host::new(config)?;
     match cli.command {
         Command::Check { file, json } => check(&host, &file, json).await,
-        Command::Schema { format } => {
+        Command::Schema { format, strict } => {
             load(&host, &cli.plugins).await?;
             let tools = host.open_session(Default::default()).tools();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&toolhost::catalog::render(&tools, format))?
-            );
+            let rendered = match (format, strict) {
+                (toolhost::catalog::SchemaFormat::OpenAi, true) => {
+                    toolhost::catalog::render_openai_strict(&tools)
+                        .map_err(|e| anyhow::anyhow!("these tools cannot be made strict:\n{e}"))?
+                }
+                (_, true) => anyhow::bail!("--strict goes with --format openai"),
+                (format, false) => toolhost::catalog::render(&tools, format),
+            };
+            println!("{}", serde_json::to_string_pretty(&rendered)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::List { json } => {
@@ -266,7 +275,12 @@ async fn check(host: &Host, file: &std::path::Path, json: bool) -> Result<ExitCo
         let tools: Vec<_> = plugin
             .tools()
             .iter()
-            .map(|t| ToolView::of(plugin.name(), t).to_json())
+            .map(|t| {
+                let mut v = ToolView::of(plugin.name(), t).to_json();
+                v["portability_warnings"] =
+                    serde_json::json!(toolhost::portable::warnings(&t.input_schema));
+                v
+            })
             .collect();
         let value = serde_json::json!({
             "ok": true,
@@ -314,6 +328,9 @@ async fn check(host: &Host, file: &std::path::Path, json: bool) -> Result<ExitCo
             t.description.lines().next().unwrap_or_default()
         );
         println!("    arguments: {}", t.input_schema);
+        for w in toolhost::portable::warnings(&t.input_schema) {
+            println!("    warning: {w}");
+        }
     }
     println!("asks for");
     for i in plugin.imports() {
