@@ -19,15 +19,6 @@ async fn behave_with(manifest: &str) -> (Host, Folder) {
     (host, folder)
 }
 
-fn refusal(report: &toolhost::LoadReport, file: &str) -> String {
-    report
-        .refused
-        .iter()
-        .find(|e| e.path.file_name().is_some_and(|n| n == file))
-        .map(|e| e.reason())
-        .unwrap_or_else(|| panic!("{file} was not refused: {:?}", report.refused))
-}
-
 #[tokio::test]
 async fn a_schema_whose_refs_form_a_cycle_is_refused_at_load() {
     let folder = Folder::new();

@@ -8,15 +8,6 @@ use std::time::Duration;
 use common::*;
 use toolhost::Host;
 
-fn refusal(report: &toolhost::LoadReport, file: &str) -> String {
-    report
-        .refused
-        .iter()
-        .find(|e| e.path.file_name().is_some_and(|n| n == file))
-        .map(|e| e.reason())
-        .unwrap_or_else(|| panic!("{file} was not refused; refused: {:?}", report.refused))
-}
-
 #[tokio::test]
 async fn the_zoo_is_refused_with_one_clear_line_each_and_the_rest_loads() {
     let folder = Folder::new();

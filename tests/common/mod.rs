@@ -176,3 +176,13 @@ pub fn started(e: &toolhost::CallEvent, call_id: &str) -> bool {
 pub fn ended_event(e: &toolhost::CallEvent, call_id: &str) -> bool {
     e.call_id == call_id && matches!(e.kind, toolhost::EventKind::Ended { .. })
 }
+
+/// Why `file` (a file name) was refused, from a load report.
+pub fn refusal(report: &toolhost::LoadReport, file: &str) -> String {
+    report
+        .refused
+        .iter()
+        .find(|e| e.path.file_name().is_some_and(|n| n == file))
+        .map(|e| e.reason())
+        .unwrap_or_else(|| panic!("{file} was not refused; refused: {:?}", report.refused))
+}
