@@ -818,6 +818,14 @@ fn print_table(plan: &Plan, rounds: &[Vec<Figures>]) {
     }
 }
 
+/// The 1-minute load average: how quiet the machine was.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [plan_path] = args.as_slice() else {
@@ -831,6 +839,7 @@ fn run() -> Result<()> {
         plan: &plan,
         fresh: 0,
     };
+    let load_before = load_average();
 
     // One start each first, unmeasured: it fills the warm caches.
     for server in &plan.servers {
@@ -847,6 +856,10 @@ fn run() -> Result<()> {
     }
     println!();
     print_table(&plan, &rounds);
+    println!(
+        "machine: {cores} cores; load average {load_before} before the rounds, {} after",
+        load_average()
+    );
     println!("\nratios are toolhost ÷ peer: below 1 is toolhost ahead, except calls/s.");
     println!("\nspinning calls (a loop that never calls the host):");
     for server in &plan.servers {
