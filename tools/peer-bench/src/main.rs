@@ -368,17 +368,7 @@ impl Server {
     /// utime + stime of the whole process (live and ended threads), in ticks.
     fn cpu_ticks(&self) -> Result<u64> {
         let stat = self.stat()?;
-        // The command name may hold spaces: fields count from after its ')'.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("bad stat")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are fields 14 and 15, i.e. 12 and 13 after the name.
-        let tick = |i: usize| -> Result<u64> {
-            fields
-                .get(i)
-                .and_then(|f| f.parse().ok())
-                .ok_or_else(|| format!("no field {i} in {stat}"))
-        };
-        Ok(tick(11)? + tick(12)?)
+        stat_cpu_ticks(&stat).ok_or_else(|| format!("no utime and stime in {stat}"))
     }
 
     fn peak_rss_kib(&self) -> Result<u64> {
@@ -395,6 +385,17 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// utime + stime from a `/proc/PID/stat` line. The command name may hold
+/// spaces and parentheses, so fields count from after its last ')': utime
+/// and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// The text of a `tools/call` answer, or why it is not a successful one.
@@ -869,4 +870,32 @@ fn run() -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_utime_and_stime_past_an_odd_command_name() {
+        let stat = "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 1234 0 0 0 \
+                    37 5 0 0 20 0 9 0 100 1000000 2000 18446744073709551615";
+        assert_eq!(stat_cpu_ticks(stat), Some(42));
+        assert_eq!(stat_cpu_ticks("4242 (cut"), None);
+    }
+
+    #[test]
+    fn takes_percentiles_and_medians_from_the_sorted_values() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
+        assert_eq!(percentile(&v, 50), Duration::from_micros(51));
+        assert_eq!(percentile(&v, 99), Duration::from_micros(100));
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+    }
+
+    #[test]
+    fn groups_thousands_in_large_figures() {
+        assert_eq!(fmt_num(20_400.4), "20 400");
+        assert_eq!(fmt_num(158.2), "158");
+        assert_eq!(fmt_num(19.84), "19.8");
+    }
 }
