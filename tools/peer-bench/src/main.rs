@@ -573,23 +573,59 @@ impl Bench<'_> {
         Ok(f)
     }
 
-    /// What spinning calls do to the server, in words.
+    /// What spinning calls do to the server, in words. Each question gets a
+    /// server of its own, so one's stuck call cannot colour the next answer.
     fn spinning(&mut self, server: &ServerPlan, cores: usize) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        let mut s = self.start(server)?;
 
-        // One spinning call, with an echo every 250 ms beside it.
+        // One spinning call alone: does the server stop it, or a cancel?
+        let mut s = self.start(server)?;
+        let t0 = Instant::now();
+        let spin = s.call(&server.spin, json!({}))?;
+        out.push(match s.wait_until(spin, t0 + SPIN_WATCH)? {
+            Answer::Ok { at, body } => format!(
+                "one spinning call: stopped by the server after {:.2} s ({})",
+                (at - t0).as_secs_f64(),
+                short(&call_text(&body).err().unwrap_or_else(|| "a result".into()))
+            ),
+            Answer::None => {
+                s.notify(
+                    "notifications/cancelled",
+                    json!({ "requestId": spin, "reason": "peer-bench" }),
+                )?;
+                let c0 = Instant::now();
+                // MCP lets a server leave a cancelled request unanswered, so
+                // whether the loop still runs shows in the CPU it burns.
+                let after = match s.wait_until(spin, c0 + Duration::from_secs(2))? {
+                    Answer::Ok { at, .. } => format!(
+                        "answered {:.0} ms after the cancel",
+                        (at - c0).as_secs_f64() * 1e3
+                    ),
+                    Answer::None => "no answer 2 s after the cancel".into(),
+                };
+                let cpu0 = s.cpu_ticks()?;
+                thread::sleep(Duration::from_secs(1));
+                let busy = (s.cpu_ticks()? - cpu0) as f64 / TICKS_PER_SECOND * 100.0;
+                format!(
+                    "one spinning call: still running after {} s; cancelled by the client: \
+                     {after}, then the server used {busy:.0} % of a core",
+                    SPIN_WATCH.as_secs()
+                )
+            }
+        });
+        s.stop();
+
+        // One spinning call, with an echo every 250 ms beside it for 2 s.
+        let mut s = self.start(server)?;
         let t0 = Instant::now();
         let spin = s.call(&server.spin, json!({}))?;
         let mut echo_worst = Duration::ZERO;
         let mut echo_missed = 0;
         let mut echoes = 0;
-        let mut stopped = None;
-        while t0.elapsed() < SPIN_WATCH {
-            if let Answer::Ok { at, body } =
+        while t0.elapsed() < Duration::from_secs(2) {
+            if let Answer::Ok { .. } =
                 s.wait_until(spin, Instant::now() + Duration::from_millis(250))?
             {
-                stopped = Some((at - t0, body));
                 break;
             }
             let e0 = Instant::now();
@@ -600,47 +636,16 @@ impl Bench<'_> {
                 Answer::None => echo_missed += 1,
             }
         }
-        out.push(match &stopped {
-            Some((after, body)) => format!(
-                "one spinning call: stopped by the server after {:.2} s ({})",
-                after.as_secs_f64(),
-                short(&call_text(body).err().unwrap_or_else(|| "a result".into()))
-            ),
-            None => {
-                // Cancel it, as a client would, and see whether it ends.
-                s.notify(
-                    "notifications/cancelled",
-                    json!({ "requestId": spin, "reason": "peer-bench" }),
-                )?;
-                let c0 = Instant::now();
-                // MCP lets a server leave a cancelled request unanswered, so
-                // no answer here does not prove the call still runs; the
-                // echo beside it and the CPU it burns tell.
-                let after = match s.wait_until(spin, c0 + Duration::from_secs(2))? {
-                    Answer::Ok { at, .. } => format!("answered {:.0} ms after the cancel", (at - c0).as_secs_f64() * 1e3),
-                    Answer::None => "no answer 2 s after the cancel".into(),
-                };
-                // Whether the loop still runs shows in the CPU it burns.
-                let cpu0 = s.cpu_ticks()?;
-                thread::sleep(Duration::from_secs(1));
-                let busy = (s.cpu_ticks()? - cpu0) as f64 / TICKS_PER_SECOND * 100.0;
-                format!(
-                    "one spinning call: still running after {} s; cancelled by the client: {after}, \
-                     then the server used {busy:.0} % of a core",
-                    SPIN_WATCH.as_secs()
-                )
-            }
-        });
         out.push(if echoes == 0 {
-            "echo beside it: none sent (the spin ended first)".into()
+            "echo beside one: none sent (the spin ended first)".into()
         } else if echo_missed == 0 {
             format!(
-                "echo beside it: {echoes} of {echoes} answered, slowest {:.1} ms",
+                "echo beside one: {echoes} of {echoes} answered, slowest {:.1} ms",
                 echo_worst.as_secs_f64() * 1e3
             )
         } else {
             format!(
-                "echo beside it: {} of {echoes} answered within {} s",
+                "echo beside one: {} of {echoes} answered within {} s",
                 echoes - echo_missed,
                 ECHO_UNDER_SPIN_TIMEOUT.as_secs()
             )
