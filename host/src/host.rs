@@ -71,6 +71,11 @@ impl Host {
         self.registry.ready().await
     }
 
+    /// Whether plugins that started loading are still loading.
+    pub fn loading(&self) -> bool {
+        self.registry.loading()
+    }
+
     /// Load every `*.wasm` in `dir` and wait for all of them.
     pub async fn load_dir(&self, dir: impl AsRef<Path>) -> anyhow::Result<LoadReport> {
         self.start_loading(dir)?;

@@ -100,10 +100,8 @@ impl Registry {
         self.pending.send_modify(|n| *n += 1);
         let registry = self.clone();
         tokio::spawn(async move {
-            // A refusal is logged and kept in the report. The first load of
-            // a folder is no change: clients that list wait for it whole.
-            let result = plugin::load(&registry.runtime, &registry.config, &path).await;
-            let _ = registry.register(&path, result, false);
+            // A refusal is logged and kept in the report.
+            let _ = registry.load_file(&path).await;
             registry.pending.send_modify(|n| *n -= 1);
         });
     }
@@ -122,7 +120,7 @@ impl Registry {
     /// Load one plugin file and put it into service.
     pub(crate) async fn load_file(&self, path: &Path) -> Result<Arc<Plugin>, LoadError> {
         let result = plugin::load(&self.runtime, &self.config, path).await;
-        self.register(path, result, true)
+        self.register(path, result)
     }
 
     /// Whether `path` and its manifest hold what the serving plugin of
@@ -150,13 +148,13 @@ impl Registry {
     /// Put a loaded plugin into service, or record why it was refused. A
     /// plugin replacing an earlier version of the same file takes over its
     /// tools; when the new version is refused the old one goes on serving.
-    /// With `notify`, a change of the served tool list bumps
-    /// [`tools_changed`](Self::tools_changed).
+    /// A change of the served tool list bumps
+    /// [`tools_changed`](Self::tools_changed); a new version with the same
+    /// tools does not.
     fn register(
         &self,
         path: &Path,
         result: Result<Plugin, LoadError>,
-        notify: bool,
     ) -> Result<Arc<Plugin>, LoadError> {
         let mut served = self.served_mut();
         let serving = served.plugins.contains_key(path);
@@ -237,7 +235,7 @@ impl Registry {
         served.plugins.insert(path.to_owned(), plugin.clone());
         served.refused.remove(path);
         drop(served);
-        if notify && !same_tools {
+        if !same_tools {
             self.changed.send_modify(|g| *g += 1);
         }
         Ok(plugin)

@@ -96,6 +96,18 @@ impl Connection {
         tracing::info!(session = %self.session.id(), "MCP connection closed");
     }
 
+    /// A change seen while the folder is still loading for the first time
+    /// is no news: `tools/list` waits for the whole folder, so the client's
+    /// list has it. Waits for the load, then says whether to notify.
+    pub(crate) async fn settle_initial_load(&self, changed: &mut watch::Receiver<u64>) -> bool {
+        if !self.host.loading() {
+            return true;
+        }
+        self.host.ready().await;
+        changed.mark_unchanged();
+        false
+    }
+
     /// Tell a legacy (`initialize`) client whenever the tool list changes,
     /// until the connection closes or the client goes.
     pub(crate) fn follow_tool_list(self: &Arc<Self>, peer: Peer<RoleServer>) {
@@ -111,6 +123,9 @@ impl Connection {
                             return;
                         }
                     }
+                }
+                if !connection.settle_initial_load(&mut changed).await {
+                    continue;
                 }
                 if let Err(e) = peer.notify_tool_list_changed().await {
                     tracing::debug!(session = %connection.session.id(), error = %e, "the client is gone; no more list_changed");

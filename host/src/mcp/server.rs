@@ -342,6 +342,9 @@ impl ServerHandler for ToolServer {
                     }
                 }
             }
+            if !connection.settle_initial_load(&mut changed).await {
+                continue;
+            }
             if let Err(e) = context.sink().notify_tool_list_changed().await {
                 tracing::debug!(error = %e, "subscription gone");
                 return Ok(());
