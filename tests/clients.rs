@@ -52,7 +52,7 @@ fn show(what: &str, out: &Output) -> String {
     )
 }
 
-/// `toolhost serve --http 127.0.0.1:0`, its URL read from its stderr.
+/// `toolhost serve --http 127.0.0.1:0 [ARGS]`, its URL read from its stderr.
 struct HttpServer {
     child: Child,
     url: String,
@@ -60,11 +60,12 @@ struct HttpServer {
 }
 
 impl HttpServer {
-    fn start(folder: &Folder) -> Self {
+    fn start(folder: &Folder, args: &[&str]) -> Self {
         let mut child = Command::new(TOOLHOST)
             .args(["-v", "--plugins"])
             .arg(folder.path())
             .args(["serve", "--http", "127.0.0.1:0"])
+            .args(args)
             .env("TOOLHOST_CACHE_DIR", cache_dir())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -153,8 +154,15 @@ fn fastmcp_stdio_answer_final_by_meta_sends_every_update_then_the_result() {
 #[test]
 fn fastmcp_http_answer_final_by_meta_sends_every_update_then_the_result() {
     let folder = folder();
-    let server = HttpServer::start(&folder);
+    let server = HttpServer::start(&folder, &[]);
     py("mcp-venv", "fastmcp", "meta", Some(&server));
+}
+
+#[test]
+fn fastmcp_http_answer_final_by_flag_sends_every_update_then_the_result() {
+    let folder = folder();
+    let server = HttpServer::start(&folder, &["--answer", "final"]);
+    py("mcp-venv", "fastmcp", "flag", Some(&server));
 }
 
 // --- The TypeScript SDK ---
