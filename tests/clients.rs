@@ -1,0 +1,183 @@
+//! `toolhost serve` in answer mode `final` against MCP clients from other
+//! projects, as their users run them (issue 10): fastmcp's `Client` over
+//! stdio and streamable HTTP, langchain-mcp-adapters' `MultiServerMCPClient`
+//! (a session per tool call) over stdio, both driven by
+//! `tests/mcp/clients.py`, and the TypeScript SDK over stdio
+//! (`tests/mcp/ts-client.mjs`).
+//!
+//! `tools/test` installs them: fastmcp in `target/mcp-venv` beside the
+//! Python SDK, langchain in its own `target/langchain-venv` (it needs
+//! `mcp<2`), the TypeScript SDK with `npm ci` in `tests/mcp`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Folder, root, test_plugin};
+
+const TOOLHOST: &str = env!("CARGO_BIN_EXE_toolhost");
+
+/// The served folder: the behave test plugin, whose `progress` tool sends
+/// `n` updates and ends with "done after n steps".
+fn folder() -> Folder {
+    let folder = Folder::new();
+    folder.add(&test_plugin("behave"), "behave");
+    folder
+}
+
+fn cache_dir() -> PathBuf {
+    root().join("target").join("toolhost-test-cache")
+}
+
+fn installed(path: &str) -> PathBuf {
+    let path = root().join(path);
+    assert!(
+        path.exists(),
+        "{} is missing: run tools/test, which installs the MCP clients",
+        path.display()
+    );
+    path
+}
+
+fn show(what: &str, out: &Output) -> String {
+    format!(
+        "{what}: {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `toolhost serve --http 127.0.0.1:0 [ARGS]`, its URL read from its stderr.
+struct HttpServer {
+    child: Child,
+    url: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl HttpServer {
+    fn start(folder: &Folder, args: &[&str]) -> Self {
+        let mut child = Command::new(TOOLHOST)
+            .args(["-v", "--plugins"])
+            .arg(folder.path())
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .args(args)
+            .env("TOOLHOST_CACHE_DIR", cache_dir())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start toolhost serve --http");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("toolhost: serving MCP on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+                let mut log = sink.lock().unwrap_or_else(|p| p.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("toolhost serve --http printed no URL");
+        Self { child, url, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run one scenario of `tests/mcp/clients.py` with `venv`'s python; it
+/// checks the behaviour itself. `answer_by`: `flag` (`serve --answer
+/// final`) or `meta` (the per-request `_meta` key).
+fn py(venv: &str, scenario: &str, answer_by: &str, server: Option<&HttpServer>) {
+    let folder = server.is_none().then(folder);
+    let mut cmd = Command::new(installed(&format!("target/{venv}/bin/python")));
+    cmd.arg(root().join("tests/mcp/clients.py"))
+        .args(["--answer-by", answer_by])
+        .env("TOOLHOST_CACHE_DIR", cache_dir());
+    match (server, &folder) {
+        (Some(server), _) => cmd.args(["--url", &server.url]),
+        (None, Some(folder)) => cmd
+            .args(["--stdio", TOOLHOST, "--plugins"])
+            .arg(folder.path()),
+        (None, None) => unreachable!("a folder is made when there is no server"),
+    };
+    let out = cmd.arg(scenario).output().expect("run clients.py");
+    let log = server.map(HttpServer::log).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{}\n--- server\n{log}",
+        show(&format!("{scenario} ({answer_by})"), &out)
+    );
+}
+
+// --- langchain-mcp-adapters ---
+
+/// A "Done when" of issue 10: a client that opens a session per tool call
+/// gets the final result of a background tool, not its first update.
+#[test]
+fn langchain_session_per_call_gets_the_final_result_of_a_background_tool() {
+    py("langchain-venv", "langchain", "flag", None);
+}
+
+// --- fastmcp ---
+
+#[test]
+fn fastmcp_stdio_answer_final_by_flag_sends_every_update_then_the_result() {
+    py("mcp-venv", "fastmcp", "flag", None);
+}
+
+#[test]
+fn fastmcp_stdio_answer_final_by_meta_sends_every_update_then_the_result() {
+    py("mcp-venv", "fastmcp", "meta", None);
+}
+
+#[test]
+fn fastmcp_http_answer_final_by_meta_sends_every_update_then_the_result() {
+    let folder = folder();
+    let server = HttpServer::start(&folder, &[]);
+    py("mcp-venv", "fastmcp", "meta", Some(&server));
+}
+
+#[test]
+fn fastmcp_http_answer_final_by_flag_sends_every_update_then_the_result() {
+    let folder = folder();
+    let server = HttpServer::start(&folder, &["--answer", "final"]);
+    py("mcp-venv", "fastmcp", "flag", Some(&server));
+}
+
+// --- The TypeScript SDK ---
+
+#[test]
+fn typescript_stdio_answer_final_sends_every_update_then_the_result() {
+    installed("tests/mcp/node_modules/@modelcontextprotocol/sdk");
+    let folder = folder();
+    let out = Command::new("node")
+        .arg(installed("tests/mcp/ts-client.mjs"))
+        .arg(TOOLHOST)
+        .arg(folder.path())
+        .env("TOOLHOST_CACHE_DIR", cache_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run node");
+    assert!(out.status.success(), "{}", show("ts-client.mjs", &out));
+}
