@@ -265,6 +265,7 @@ impl ServerHandler for ToolServer {
             }
             _ => {}
         }
+        progress.settle().await;
         Ok(CallToolResponse::Complete(convert::answer(&answer)))
     }
 
@@ -444,7 +445,14 @@ struct Progress {
     peer: Peer<RoleServer>,
     token: Option<ProgressToken>,
     sent: usize,
+    last: Option<std::time::Instant>,
 }
+
+/// How long an answer waits after the last progress notification of its
+/// request. The TypeScript SDK handles a notification in a later microtask
+/// but an answer at once, dropping the request's progress handler: a
+/// notification read together with the answer is lost.
+const PROGRESS_SETTLE: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl Progress {
     fn new(peer: Peer<RoleServer>, token: Option<ProgressToken>) -> Self {
@@ -452,6 +460,7 @@ impl Progress {
             peer,
             token,
             sent: 0,
+            last: None,
         }
     }
 
@@ -483,6 +492,15 @@ impl Progress {
             tracing::debug!(call_id, error = %e, "progress not delivered");
         }
         self.sent = n;
+        self.last = Some(std::time::Instant::now());
+    }
+
+    /// Wait until the last notification is [`PROGRESS_SETTLE`] old, so a
+    /// client reads it before the answer.
+    async fn settle(&self) {
+        if let Some(last) = self.last {
+            tokio::time::sleep_until((last + PROGRESS_SETTLE).into()).await;
+        }
     }
 
     /// The call was answered by its first update, whose event is emitted
