@@ -261,8 +261,9 @@ fn add_confirm_argument(schema: &mut Value) {
             props.insert(
                 CONFIRM_ARGUMENT.into(),
                 json!({
-                    "type": ["boolean", "null"],
-                    "description": "Set to true to run this tool again while an earlier call of it is still running. Default: false."
+                    "type": "boolean",
+                    "default": false,
+                    "description": "Set to true to run this tool again while an earlier call of it is still running."
                 }),
             );
         }
