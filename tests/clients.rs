@@ -181,3 +181,22 @@ fn typescript_stdio_answer_final_sends_every_update_then_the_result() {
         .expect("run node");
     assert!(out.status.success(), "{}", show("ts-client.mjs", &out));
 }
+
+#[test]
+fn typescript_http_answer_final_sends_every_update_then_the_result() {
+    installed("tests/mcp/node_modules/@modelcontextprotocol/sdk");
+    let folder = folder();
+    let server = HttpServer::start(&folder, &["--answer", "final"]);
+    let out = Command::new("node")
+        .arg(installed("tests/mcp/ts-client.mjs"))
+        .args(["--url", &server.url])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "{}\n--- server log\n{}",
+        show("ts-client.mjs", &out),
+        server.log()
+    );
+}

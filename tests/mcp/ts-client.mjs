@@ -1,13 +1,15 @@
-// Drive `toolhost serve --answer final` over stdio with the TypeScript MCP
-// SDK (@modelcontextprotocol/sdk) and check that a background tool's
-// updates arrive as progress, then its final result. Run by
-// tests/clients.rs; exits non-zero with the reason when the server does not
-// behave.
+// Drive `toolhost serve --answer final` over stdio, or a server already
+// listening over streamable HTTP, with the TypeScript MCP SDK
+// (@modelcontextprotocol/sdk) and check that a background tool's updates
+// arrive as progress, then its final result. Run by tests/clients.rs; exits
+// non-zero with the reason when the server does not behave.
 //
 //     node ts-client.mjs TOOLHOST_BIN PLUGIN_DIR
+//     node ts-client.mjs --url URL
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 
 const STEPS = 3;
 const FINAL = `done after ${STEPS} steps`;
@@ -21,14 +23,17 @@ function check(condition, message) {
 }
 
 async function main() {
-  const [bin, plugins] = process.argv.slice(2);
-  check(bin && plugins, "usage: node ts-client.mjs TOOLHOST_BIN PLUGIN_DIR");
-  const transport = new StdioClientTransport({
-    command: bin,
-    args: ["--plugins", plugins, "serve", "--answer", "final"],
-    env: { ...process.env },
-    stderr: "inherit",
-  });
+  const [first, second] = process.argv.slice(2);
+  check(first && second, "usage: node ts-client.mjs TOOLHOST_BIN PLUGIN_DIR | --url URL");
+  const transport =
+    first === "--url"
+      ? new StreamableHTTPClientTransport(new URL(second))
+      : new StdioClientTransport({
+          command: first,
+          args: ["--plugins", second, "serve", "--answer", "final"],
+          env: { ...process.env },
+          stderr: "inherit",
+        });
   const client = new Client({ name: "toolhost-tests", version: "0.0.0" });
   await client.connect(transport);
   try {
