@@ -11,13 +11,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
-use common::{Folder, root, test_plugin};
+use common::{Folder, HttpServer, root, test_plugin};
 
 const TOOLHOST: &str = env!("CARGO_BIN_EXE_toolhost");
 
@@ -50,59 +47,6 @@ fn show(what: &str, out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// `toolhost serve --http 127.0.0.1:0 [ARGS]`, its URL read from its stderr.
-struct HttpServer {
-    child: Child,
-    url: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl HttpServer {
-    fn start(folder: &Folder, args: &[&str]) -> Self {
-        let mut child = Command::new(TOOLHOST)
-            .args(["-v", "--plugins"])
-            .arg(folder.path())
-            .args(["serve", "--http", "127.0.0.1:0"])
-            .args(args)
-            .env("TOOLHOST_CACHE_DIR", cache_dir())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start toolhost serve --http");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("toolhost: serving MCP on ") {
-                    let _ = tx.send(url.to_owned());
-                }
-                let mut log = sink.lock().unwrap_or_else(|p| p.into_inner());
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("toolhost serve --http printed no URL");
-        Self { child, url, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Run one scenario of `tests/mcp/clients.py` with `venv`'s python; it

@@ -8,15 +8,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{Folder, example, root, test_plugin};
+use common::{Folder, HttpServer, example, root, test_plugin};
 
 const TOOLHOST: &str = env!("CARGO_BIN_EXE_toolhost");
 
@@ -66,58 +64,6 @@ fn show(what: &str, out: &Output) -> String {
     )
 }
 
-/// `toolhost serve --http 127.0.0.1:0`, its URL read from its stderr.
-struct HttpServer {
-    child: Child,
-    url: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl HttpServer {
-    fn start(folder: &Folder) -> Self {
-        let mut child = Command::new(TOOLHOST)
-            .args(["-v", "--plugins"])
-            .arg(folder.path())
-            .args(["serve", "--http", "127.0.0.1:0"])
-            .env("TOOLHOST_CACHE_DIR", cache_dir())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start toolhost serve --http");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("toolhost: serving MCP on ") {
-                    let _ = tx.send(url.to_owned());
-                }
-                let mut log = sink.lock().unwrap_or_else(|p| p.into_inner());
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("toolhost serve --http printed no URL");
-        Self { child, url, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 enum Transport<'a> {
     Stdio(&'a Folder),
     Http(&'a HttpServer),
@@ -157,7 +103,7 @@ fn py_stdio(mode: &str, scenario: &str) {
 
 fn py_http(mode: &str, scenario: &str) {
     let folder = folder();
-    let server = HttpServer::start(&folder);
+    let server = HttpServer::start(&folder, &[]);
     py(Transport::Http(&server), mode, scenario, &[]);
 }
 
@@ -167,7 +113,7 @@ fn py_list_changed(mode: &str, http: bool) {
     let path = folder.path().to_string_lossy().into_owned();
     let extra = ["--folder", &path, "--drop", &drop.to_string_lossy()];
     if http {
-        let server = HttpServer::start(&folder);
+        let server = HttpServer::start(&folder, &[]);
         py(Transport::Http(&server), mode, "list-changed", &extra);
     } else {
         py(Transport::Stdio(&folder), mode, "list-changed", &extra);
@@ -281,7 +227,7 @@ fn python_http_list_changed_after_a_plugin_is_dropped_in() {
 #[test]
 fn http_refuses_a_foreign_host_header() {
     let folder = folder();
-    let server = HttpServer::start(&folder);
+    let server = HttpServer::start(&folder, &[]);
     let addr = server
         .url
         .trim_start_matches("http://")
@@ -415,7 +361,7 @@ fn inspector_stdio_lists_calls_and_reports_invalid_arguments() {
 #[test]
 fn inspector_http_lists_calls_and_reports_invalid_arguments() {
     let folder = folder();
-    let server = HttpServer::start(&folder);
+    let server = HttpServer::start(&folder, &[]);
     inspector_basics(&[&server.url]);
 }
 
@@ -435,7 +381,7 @@ fn inspector_stdio_task_followed_to_completion() {
 #[test]
 fn inspector_http_task_followed_to_completion() {
     let folder = folder();
-    let server = HttpServer::start(&folder);
+    let server = HttpServer::start(&folder, &[]);
     let result = inspect_ok(
         &[&server.url],
         "modern",
@@ -482,7 +428,7 @@ fn owned(args: Vec<&str>) -> Vec<String> {
 #[test]
 fn inspector_http_duplicates_are_rejected_or_need_confirming() {
     let folder = folder();
-    let server = HttpServer::start(&folder);
+    let server = HttpServer::start(&folder, &[]);
     let url = server.url.as_str();
 
     let first = inspect_in_background(url, owned(call("reject_me", r#"{"ms": 8000}"#)));
@@ -519,7 +465,7 @@ fn inspector_http_duplicates_are_rejected_or_need_confirming() {
 #[test]
 fn inspector_http_task_cancelled_while_the_tool_spins() {
     let folder = folder();
-    let server = HttpServer::start(&folder);
+    let server = HttpServer::start(&folder, &[]);
     let url = server.url.as_str();
     let spinning = inspect_in_background(url, owned(call("spin_cancellable", "{}")));
     let call_id = running_call(url, "spin_cancellable");
@@ -546,7 +492,7 @@ fn inspector_http_task_cancelled_while_the_tool_spins() {
 #[test]
 fn inspector_http_lists_a_plugin_dropped_in_without_a_restart() {
     let folder = folder();
-    let server = HttpServer::start(&folder);
+    let server = HttpServer::start(&folder, &[]);
     let url = server.url.as_str();
     let init = inspect_ok(&[url], "legacy", &["--method", "initialize"]);
     assert_eq!(init["capabilities"]["tools"]["listChanged"], true, "{init}");

@@ -186,3 +186,63 @@ pub fn refusal(report: &toolhost::LoadReport, file: &str) -> String {
         .map(|e| e.reason())
         .unwrap_or_else(|| panic!("{file} was not refused; refused: {:?}", report.refused))
 }
+
+/// `toolhost serve --http 127.0.0.1:0 [ARGS]` over a folder, its URL read
+/// from its stderr, which it keeps as a log; stopped when dropped.
+pub struct HttpServer {
+    child: std::process::Child,
+    pub url: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl HttpServer {
+    pub fn start(folder: &Folder, args: &[&str]) -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_toolhost"))
+            .args(["-v", "--plugins"])
+            .arg(folder.path())
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .args(args)
+            .env(
+                "TOOLHOST_CACHE_DIR",
+                root().join("target").join("toolhost-test-cache"),
+            )
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start toolhost serve --http");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("toolhost: serving MCP on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+                let mut log = sink.lock().unwrap_or_else(|p| p.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let url = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("toolhost serve --http printed no URL");
+        Self { child, url, log }
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
