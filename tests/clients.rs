@@ -12,9 +12,9 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use common::{Folder, HttpServer, root, test_plugin};
+use common::{Folder, HttpServer, root, show, test_plugin};
 
 const TOOLHOST: &str = env!("CARGO_BIN_EXE_toolhost");
 
@@ -38,15 +38,6 @@ fn installed(path: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-fn show(what: &str, out: &Output) -> String {
-    format!(
-        "{what}: {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Run one scenario of `tests/mcp/clients.py` with `venv`'s python; it

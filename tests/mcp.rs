@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{Folder, HttpServer, example, root, test_plugin};
+use common::{Folder, HttpServer, example, root, show, test_plugin};
 
 const TOOLHOST: &str = env!("CARGO_BIN_EXE_toolhost");
 
@@ -53,15 +53,6 @@ fn inspector() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-fn show(what: &str, out: &Output) -> String {
-    format!(
-        "{what}: {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 enum Transport<'a> {

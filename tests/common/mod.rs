@@ -246,3 +246,13 @@ impl Drop for HttpServer {
         let _ = self.child.wait();
     }
 }
+
+/// A finished process's status, stdout and stderr, for a failure message.
+pub fn show(what: &str, out: &std::process::Output) -> String {
+    format!(
+        "{what}: {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
