@@ -178,9 +178,10 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     fn list<'a>(&'a self, filter: &'a Filter)
     -> BoxFuture<'a, Result<Vec<TaskRecord>, StoreError>>;
 
-    /// Mark every record left `queued` or `running` as `interrupted`, found
-    /// at `found_at`; returns how many. Call it once after opening, before
-    /// the first `start`: it would mark those too.
+    /// Mark every record left `queued` or `running` by a host that is gone
+    /// as `interrupted`, found at `found_at`; returns how many. Records of
+    /// this store, and of other hosts still running on the same store, are
+    /// left alone. Call it once after opening.
     fn mark_orphans(&self, found_at: SystemTime) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Remove finished records (not `queued` or `running`) that finished

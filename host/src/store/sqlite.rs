@@ -30,7 +30,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// `PRAGMA application_id` of a toolhost task store ("tool").
 const APPLICATION_ID: i64 = 0x746f_6f6c;
 /// The schema this code reads and writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 /// The WAL is truncated to this size after a checkpoint.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
@@ -52,7 +52,10 @@ CREATE TABLE tasks (
     -- NULL while the call is queued or running: what orphans and pruning use.
     finished_at INTEGER,
     updates_total INTEGER NOT NULL DEFAULT 0,
-    updates_dropped INTEGER NOT NULL DEFAULT 0
+    updates_dropped INTEGER NOT NULL DEFAULT 0,
+    -- The store (one per host process) that recorded the call: its calls
+    -- are orphans only once it is gone.
+    host_id TEXT
 );
 CREATE INDEX tasks_created ON tasks (created_at);
 CREATE INDEX tasks_live ON tasks (task_id) WHERE finished_at IS NULL;
@@ -81,11 +84,71 @@ const TASK_COLUMNS: &str = "task_id, call_id, session_id, tool, arguments, statu
 #[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
+    /// Held, never read, while the store is open: says this host is alive.
+    /// Dropped after the writer finished.
+    _owner: Owner,
     queue: usize,
     writes: Option<SyncSender<Op>>,
     writer: Option<JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
     shared: Arc<Shared>,
+}
+
+/// This store's claim on the calls it records. Several hosts may share
+/// one file (every `toolhost serve` of a user opens the default one), so a
+/// host marks as interrupted only the calls of hosts that are gone: each
+/// open store holds an exclusive lock on `FILE-hosts/ID.lock`, which the
+/// system releases when the process ends, however it ends (SIGKILL too).
+#[derive(Debug)]
+struct Owner {
+    id: String,
+    dir: PathBuf,
+    lock: Option<std::fs::File>,
+}
+
+impl Owner {
+    fn claim(db: &Path) -> Result<Owner, String> {
+        let mut dir = db.as_os_str().to_owned();
+        dir.push("-hosts");
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create the folder {}: {e}", dir.display()))?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let path = dir.join(format!("{id}.lock"));
+        let lock = std::fs::File::create(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        lock.try_lock()
+            .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+        Ok(Owner {
+            id,
+            dir,
+            lock: Some(lock),
+        })
+    }
+
+    /// Whether the host that recorded under `id` is gone: its lock file is
+    /// missing or can be locked. A gone host's file is removed.
+    fn is_gone(dir: &Path, id: &str) -> bool {
+        let path = dir.join(format!("{id}.lock"));
+        let Ok(file) = std::fs::File::open(&path) else {
+            return true;
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&path);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        if self.lock.take().is_some() {
+            let _ = std::fs::remove_file(self.dir.join(format!("{}.lock", self.id)));
+        }
+    }
 }
 
 /// What the callers and the writer both see.
@@ -158,11 +221,14 @@ impl SqliteStore {
         }
         let conn = Connection::open(path).map_err(|e| open_error(describe(&e)))?;
         prepare_writer(&conn, &options).map_err(open_error)?;
+        let owner = Owner::claim(path).map_err(open_error)?;
 
         let shared = Arc::new(Shared::default());
         let (writes, queue) = mpsc::sync_channel(options.queue.max(1));
         let writer = Writer {
             conn,
+            owner: owner.id.clone(),
+            hosts: owner.dir.clone(),
             path: path.to_owned(),
             shared: shared.clone(),
             max_updates: options.max_updates.max(1),
@@ -176,6 +242,7 @@ impl SqliteStore {
             .map_err(|e| open_error(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             path: path.to_owned(),
+            _owner: owner,
             queue: options.queue.max(1),
             writes: Some(writes),
             writer: Some(writer),
@@ -428,6 +495,13 @@ fn prepare_writer(conn: &Connection, options: &StoreOptions) -> Result<(), Strin
              PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))
         .map_err(sql)?;
+    } else if version < 2 {
+        // Schema 1 had no host_id: its live calls count as orphans.
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; ALTER TABLE tasks ADD COLUMN host_id TEXT; \
+             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))
+        .map_err(sql)?;
     } else {
         // Take the write lock once, so a file that cannot be written is
         // found now rather than at the first call.
@@ -474,6 +548,10 @@ fn describe(e: &rusqlite::Error) -> String {
 /// The writer thread's state: the only connection that writes.
 struct Writer {
     conn: Connection,
+    /// This store's id ([`Owner`]), recorded with each call it starts.
+    owner: String,
+    /// Where the hosts' lock files are.
+    hosts: PathBuf,
     path: PathBuf,
     shared: Arc<Shared>,
     max_updates: usize,
@@ -598,7 +676,11 @@ impl Writer {
             self.conn.pragma_update(None, "synchronous", mode)?;
             self.synchronous_full = durable;
         }
-        let max_updates = self.max_updates;
+        let ctx = Ctx {
+            max_updates: self.max_updates,
+            owner: &self.owner,
+            hosts: &self.hosts,
+        };
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -609,7 +691,7 @@ impl Writer {
                 hold(op, answers);
                 continue;
             }
-            if let Err(e) = apply_one(&tx, op, max_updates, answers) {
+            if let Err(e) = apply_one(&tx, op, &ctx, answers) {
                 failed = Some(e);
             }
         }
@@ -641,19 +723,27 @@ impl Writer {
     }
 }
 
+/// What a batch's operations need of the writer.
+struct Ctx<'a> {
+    max_updates: usize,
+    owner: &'a str,
+    hosts: &'a Path,
+}
+
 /// Apply one operation in the batch's transaction; its answer waits for
 /// the commit. An error is fatal to the batch; a refused write is not.
 fn apply_one(
     tx: &Transaction<'_>,
     op: Op,
-    max_updates: usize,
+    ctx: &Ctx<'_>,
     answers: &mut Vec<Answer>,
 ) -> rusqlite::Result<()> {
+    let max_updates = ctx.max_updates;
     // A refused start or end is worth a warning; a refused update or
     // `running` follows a start that was refused or dropped, already told.
     let (task_id, result, reply, warn) = match op {
         Op::Start(record, reply) => {
-            let result = insert(tx, &record, max_updates);
+            let result = insert(tx, &record, ctx.owner, max_updates);
             (record.task_id, result, reply, true)
         }
         Op::Running(id, at) => {
@@ -672,7 +762,9 @@ fn apply_one(
             answers.push(Answer::Done(reply, Ok(())));
             return Ok(());
         }
-        Op::Orphans(at, reply) => return count(mark_orphans(tx, at), reply, answers),
+        Op::Orphans(at, reply) => {
+            return count(mark_orphans(tx, at, ctx), reply, answers);
+        }
         Op::Prune(retention, now, reply) => {
             return count(prune(tx, retention, now), reply, answers);
         }
@@ -718,7 +810,12 @@ fn hold(op: Op, answers: &mut Vec<Answer>) {
     }
 }
 
-fn insert(tx: &Transaction<'_>, record: &TaskRecord, max_updates: usize) -> Result<(), Failure> {
+fn insert(
+    tx: &Transaction<'_>,
+    record: &TaskRecord,
+    owner: &str,
+    max_updates: usize,
+) -> Result<(), Failure> {
     let call = &record.call;
     let result = call
         .result
@@ -729,8 +826,8 @@ fn insert(tx: &Transaction<'_>, record: &TaskRecord, max_updates: usize) -> Resu
     tx.prepare_cached(
         "INSERT INTO tasks (task_id, call_id, session_id, tool, arguments, status, result, \
          error, fuel_used, created_at, started_at, ended_at, interrupted_at, finished_at, \
-         updates_total, updates_dropped) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)",
+         updates_total, updates_dropped, host_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16)",
     )?
     .execute(params![
         record.task_id,
@@ -748,6 +845,7 @@ fn insert(tx: &Transaction<'_>, record: &TaskRecord, max_updates: usize) -> Resu
         record.interrupted_at.map(nanos),
         record.finished_at().map(nanos),
         to_i64(record.updates_dropped),
+        owner,
     ])?;
     for update in &call.updates {
         append_update(tx, &record.task_id, update, max_updates)?;
@@ -834,13 +932,35 @@ fn set_end(tx: &Transaction<'_>, task_id: &str, end: &CallEnd) -> Result<(), Fai
     }
 }
 
-fn mark_orphans(tx: &Transaction<'_>, found_at: SystemTime) -> rusqlite::Result<u64> {
-    let n = tx
+/// Mark the live calls of hosts that are gone (see [`Owner`]), never this
+/// store's own or those of a host still running.
+fn mark_orphans(
+    tx: &Transaction<'_>,
+    found_at: SystemTime,
+    ctx: &Ctx<'_>,
+) -> rusqlite::Result<u64> {
+    let owners = tx
         .prepare_cached(
-            "UPDATE tasks SET status = 'interrupted', interrupted_at = ?1, finished_at = ?1 \
-             WHERE finished_at IS NULL",
+            "SELECT DISTINCT host_id FROM tasks WHERE finished_at IS NULL \
+             AND host_id IS NOT ?1",
         )?
-        .execute([nanos(found_at)])?;
+        .query_map([ctx.owner], |row| row.get::<_, Option<String>>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut n = 0;
+    for owner in owners {
+        if owner
+            .as_deref()
+            .is_some_and(|id| !Owner::is_gone(ctx.hosts, id))
+        {
+            continue;
+        }
+        n += tx
+            .prepare_cached(
+                "UPDATE tasks SET status = 'interrupted', interrupted_at = ?1, finished_at = ?1 \
+                 WHERE finished_at IS NULL AND host_id IS ?2",
+            )?
+            .execute(params![nanos(found_at), owner])?;
+    }
     Ok(n as u64)
 }
 

@@ -249,8 +249,9 @@ async fn updates_past_the_bound_are_counted(store: &dyn TaskStore) {
     assert_eq!(got.updates_dropped, 3);
 }
 
-async fn orphans_become_interrupted(store: &dyn TaskStore) {
-    let live = [
+/// Three live calls and one finished, recorded by `store`.
+async fn some_live_calls(store: &dyn TaskStore) -> (Vec<TaskRecord>, TaskRecord) {
+    let live = vec![
         record("r1", "s", "t", CallStatus::Running, 1),
         record("r2", "s", "t", CallStatus::Running, 2),
         record("q1", "s", "t", CallStatus::Queued, 3),
@@ -262,22 +263,64 @@ async fn orphans_become_interrupted(store: &dyn TaskStore) {
     let _ = store.start(finished.clone(), Durability::Lazy);
     let _ = store.end("f1", done(5), Durability::Lazy);
     store.flush().await.expect("flush");
+    (live, ended(finished, &done(5)))
+}
 
+#[tokio::test]
+async fn the_calls_of_a_host_that_is_gone_become_interrupted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    let first = SqliteStore::open(&path, options()).expect("open");
+    let (live, finished) = some_live_calls(&first).await;
+    // Its own calls are not orphans while it runs.
+    assert_eq!(first.mark_orphans(at(40)).await, Ok(0));
+    drop(first);
+
+    let store = SqliteStore::open(&path, options()).expect("reopen");
     let found = at(50);
     assert_eq!(store.mark_orphans(found).await, Ok(3));
     let mut expected: Vec<TaskRecord> = live
-        .iter()
-        .cloned()
+        .into_iter()
         .map(|mut r| {
             r.call.status = CallStatus::Interrupted;
             r.interrupted_at = Some(found);
             r
         })
         .collect();
-    expected.push(ended(finished, &done(5)));
+    expected.push(finished);
     expected.reverse();
-    assert_eq!(all(store).await, expected);
+    assert_eq!(all(&store).await, expected);
     assert_eq!(store.mark_orphans(at(60)).await, Ok(0));
+}
+
+#[tokio::test]
+async fn a_host_leaves_the_calls_of_another_running_host_alone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    let running = SqliteStore::open(&path, options()).expect("open");
+    let (live, _) = some_live_calls(&running).await;
+
+    // A second host on the same file (two `toolhost serve` of one user).
+    let second = SqliteStore::open(&path, options()).expect("open a second time");
+    assert_eq!(second.mark_orphans(at(50)).await, Ok(0));
+    for r in &live {
+        let got = second.get(&r.task_id).await.expect("get").expect("kept");
+        assert!(got.call.status.is_live(), "{got:?}");
+    }
+    // Once the first is gone, its calls are orphans.
+    drop(running);
+    assert_eq!(second.mark_orphans(at(60)).await, Ok(3));
+}
+
+#[tokio::test]
+async fn a_memory_store_has_no_orphans() {
+    let store = MemoryStore::new(options());
+    let (live, _) = some_live_calls(&store).await;
+    assert_eq!(store.mark_orphans(at(50)).await, Ok(0));
+    for r in &live {
+        let got = store.get(&r.task_id).await.expect("get").expect("kept");
+        assert!(got.call.status.is_live(), "{got:?}");
+    }
 }
 
 async fn retention_prunes_what_it_should(store: &dyn TaskStore) {
@@ -373,7 +416,6 @@ on_both_stores!(
     round_trip,
     listing,
     updates_past_the_bound_are_counted,
-    orphans_become_interrupted,
     retention_prunes_what_it_should,
 );
 
@@ -874,4 +916,27 @@ async fn a_full_queue_drops_writes_counts_them_and_never_waits() {
     let kept = all(&store).await.len() as u64;
     assert_eq!(kept + dropped, sent);
     assert_eq!(store.health().problem, None);
+}
+
+#[tokio::test]
+async fn a_store_of_schema_1_is_upgraded_and_its_live_calls_are_orphans() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(&path, options()).expect("open");
+    let _ = some_live_calls(&store).await;
+    drop(store);
+    // What a store of schema 1 looked like: no host_id.
+    let conn = rusqlite::Connection::open(&path).expect("open by hand");
+    conn.execute_batch("ALTER TABLE tasks DROP COLUMN host_id; PRAGMA user_version = 1;")
+        .expect("back to schema 1");
+    drop(conn);
+
+    let store = SqliteStore::open(&path, options()).expect("upgrade");
+    assert_eq!(store.mark_orphans(at(50)).await, Ok(3));
+    let _ = store.start(
+        record("new", "s", "t", CallStatus::Running, 60),
+        Durability::Lazy,
+    );
+    store.flush().await.expect("flush");
+    assert_eq!(store.mark_orphans(at(70)).await, Ok(0));
 }
