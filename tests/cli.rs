@@ -133,6 +133,7 @@ fn ctrl_c_cancels_a_running_call() {
             "TOOLHOST_CACHE_DIR",
             root().join("target").join("toolhost-test-cache"),
         )
+        .env("TOOLHOST_STATE", common::test_state())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -48,7 +48,8 @@ fn py(venv: &str, scenario: &str, answer_by: &str, server: Option<&HttpServer>) 
     let mut cmd = Command::new(installed(&format!("target/{venv}/bin/python")));
     cmd.arg(root().join("tests/mcp/clients.py"))
         .args(["--answer-by", answer_by])
-        .env("TOOLHOST_CACHE_DIR", cache_dir());
+        .env("TOOLHOST_CACHE_DIR", cache_dir())
+        .env("TOOLHOST_STATE", common::test_state());
     match (server, &folder) {
         (Some(server), _) => cmd.args(["--url", &server.url]),
         (None, Some(folder)) => cmd
@@ -111,6 +112,7 @@ fn typescript_stdio_answer_final_sends_every_update_then_the_result() {
         .arg(TOOLHOST)
         .arg(folder.path())
         .env("TOOLHOST_CACHE_DIR", cache_dir())
+        .env("TOOLHOST_STATE", common::test_state())
         .stdin(Stdio::null())
         .output()
         .expect("run node");

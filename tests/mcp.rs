@@ -65,7 +65,8 @@ fn py(transport: Transport, mode: &str, scenario: &str, extra: &[&str]) {
     let mut cmd = Command::new(python());
     cmd.arg(root().join("tests/mcp/client.py"))
         .args(["--mode", mode])
-        .env("TOOLHOST_CACHE_DIR", cache_dir());
+        .env("TOOLHOST_CACHE_DIR", cache_dir())
+        .env("TOOLHOST_STATE", common::test_state());
     match transport {
         Transport::Stdio(folder) => {
             cmd.args(["--stdio", TOOLHOST, "--plugins"])
@@ -244,6 +245,7 @@ fn inspect(target: &[&str], era: &str, args: &[&str]) -> (Value, Output) {
         .args(args)
         .args(target)
         .env("TOOLHOST_CACHE_DIR", cache_dir())
+        .env("TOOLHOST_STATE", common::test_state())
         .stdin(Stdio::null())
         .output()
         .expect("run the inspector");
@@ -530,6 +532,7 @@ fn every_served_tool_converts_under_openai_agents_strict_mode() {
         .args(["schema", "--format", "openai", "--plugins"])
         .arg(root().join("dist/plugins"))
         .env("TOOLHOST_CACHE_DIR", cache_dir())
+        .env("TOOLHOST_STATE", common::test_state())
         .output()
         .expect("run toolhost schema");
     assert!(schema.status.success(), "{}", show("schema", &schema));

@@ -5,129 +5,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::{Folder, example, host_for, root, test_plugin};
+use common::stdio::Server;
+use common::{Folder, WAIT, example, host_for, root, test_plugin};
 
 const TOOLHOST: &str = env!("CARGO_BIN_EXE_toolhost");
-const WAIT: Duration = Duration::from_secs(60);
-
-/// `toolhost serve` on stdio, spoken to line by line.
-struct Server {
-    child: Option<Child>,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<Value>,
-    next_id: u64,
-}
-
-impl Server {
-    fn start(folder: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(TOOLHOST)
-            .arg("--plugins")
-            .arg(folder)
-            .arg("--cache-dir")
-            .arg(root().join("target/toolhost-test-cache"))
-            .arg("serve")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start toolhost serve");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && tx.send(v).is_err()
-                {
-                    return;
-                }
-            }
-        });
-        let mut s = Self {
-            child: Some(child),
-            stdin,
-            lines,
-            next_id: 1,
-        };
-        let init = s.request(
-            "initialize",
-            json!({
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": { "name": "raw-test", "version": "0" }
-            }),
-        );
-        s.wait_for(&init);
-        s.send(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }));
-        s
-    }
-
-    fn send(&mut self, message: Value) {
-        writeln!(self.stdin, "{message}").expect("write to toolhost");
-        self.stdin.flush().expect("flush");
-    }
-
-    /// Send a request; its id.
-    fn request(&mut self, method: &str, params: Value) -> Value {
-        let id = json!(self.next_id);
-        self.next_id += 1;
-        self.send(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }));
-        id
-    }
-
-    /// Every message up to the answer of request `id`, the answer last.
-    fn wait_for(&mut self, id: &Value) -> Vec<Value> {
-        let mut seen = Vec::new();
-        loop {
-            let m = self
-                .lines
-                .recv_timeout(WAIT)
-                .unwrap_or_else(|_| panic!("no answer to request {id}; saw {seen:?}"));
-            let done = m.get("id") == Some(id) && m.get("method").is_none();
-            seen.push(m);
-            if done {
-                return seen;
-            }
-        }
-    }
-}
-
-impl Server {
-    /// Send SIGTERM and wait for the process to exit.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        rx.recv_timeout(WAIT)
-            .expect("toolhost exits after SIGTERM")
-            .expect("wait")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn progress_messages(messages: &[Value]) -> Vec<String> {
     messages
@@ -275,6 +161,7 @@ fn start_http(folder: &Folder) -> (Child, String) {
         .arg("--cache-dir")
         .arg(root().join("target/toolhost-test-cache"))
         .args(["serve", "--http", "127.0.0.1:0"])
+        .env("TOOLHOST_STATE", common::test_state())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start");

@@ -17,6 +17,10 @@
 //!
 //! [profiles.search]        # only these tools
 //! tools = ["find_files", "search_text"]
+//!
+//! [records]                # how long finished calls' records are kept
+//! keep = "30d"
+//! max = 100_000
 //! ```
 
 use std::collections::BTreeMap;
@@ -30,6 +34,7 @@ use crate::engine::{CompileCache, EngineConfig};
 use crate::error::FileError;
 use crate::limits::Limits;
 use crate::manifest::{limit_overrides, raw, toml_error};
+use crate::store::{Retention, TaskStore};
 use crate::templates::Templates;
 
 /// Host-wide settings. Start from [`HostConfig::default`] and change what
@@ -44,6 +49,12 @@ use crate::templates::Templates;
 /// - `describe_timeout`: 10 seconds for a plugin's `describe()`
 /// - `templates`: [`Templates::default`], the texts sessions answer with
 /// - `profiles`: none; `profile`: none (every enabled tool is served)
+/// - `store`: where call records are kept (B31); `None` keeps them in a
+///   bounded [`MemoryStore`](crate::store::MemoryStore), lost at exit. The
+///   `toolhost` command opens a [`SqliteStore`](crate::store::SqliteStore)
+///   unless told `--no-state`.
+/// - `records`: [`Retention::default`], how long finished records are kept
+///   and how many (`[records]` in `toolhost.toml`)
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct HostConfig {
@@ -57,6 +68,8 @@ pub struct HostConfig {
     pub cache_dir: Option<PathBuf>,
     pub describe_fuel: u64,
     pub describe_timeout: Duration,
+    pub store: Option<Arc<dyn TaskStore>>,
+    pub records: Retention,
 }
 
 impl Default for HostConfig {
@@ -70,6 +83,8 @@ impl Default for HostConfig {
             cache_dir: CompileCache::default_dir(),
             describe_fuel: 2_000_000_000,
             describe_timeout: Duration::from_secs(10),
+            store: None,
+            records: Retention::default(),
         }
     }
 }
@@ -83,6 +98,8 @@ struct File {
     templates: Templates,
     #[serde(default)]
     profiles: BTreeMap<String, Profile>,
+    #[serde(default)]
+    records: Retention,
 }
 
 /// A named subset of the tools: only `tools` when given, never `exclude`;
@@ -127,6 +144,7 @@ impl HostConfig {
             .with(&limit_overrides(file.limits).map_err(err)?);
         config.templates = Arc::new(file.templates);
         config.profiles = file.profiles;
+        config.records = file.records;
         Ok(config)
     }
 

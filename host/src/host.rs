@@ -13,6 +13,7 @@ use crate::folder::FolderWatch;
 use crate::plugin::Plugin;
 use crate::registry::{LoadReport, Registry, ToolEntry};
 use crate::session::{Session, SessionOptions};
+use crate::store::TaskStore;
 
 /// A toolhost: an engine, the plugins loaded into it, their tools, and the
 /// sessions that call them.
@@ -129,6 +130,12 @@ impl Host {
     /// them before saying it does not exist.
     pub async fn tool(&self, name: &str) -> Option<ToolEntry> {
         self.registry.tool(name).await
+    }
+
+    /// Where the records of calls are kept (B31): the configured
+    /// [`HostConfig::store`], or a memory store.
+    pub fn store(&self) -> &Arc<dyn TaskStore> {
+        &self.registry.store
     }
 
     /// Open a session: one conversation's calls (see [`Session`]).

@@ -34,6 +34,13 @@ struct Cli {
     /// Do not read or write the compile cache.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// The task store: where records of calls are kept across restarts
+    /// (default: ~/.local/share/toolhost/tasks.db).
+    #[arg(long, global = true, env = "TOOLHOST_STATE", value_name = "PATH")]
+    state: Option<PathBuf>,
+    /// Keep records of calls in memory only: lost when the host stops.
+    #[arg(long, global = true, conflicts_with = "state")]
+    no_state: bool,
     /// Serve only the tools of this profile of the configuration file.
     #[arg(long, global = true)]
     profile: Option<String>,
@@ -110,6 +117,14 @@ enum Command {
         #[arg(long, value_name = "MODE")]
         answer: Option<toolhost::AnswerMode>,
     },
+    /// List recent calls from the task store, newest first; `tasks show ID`
+    /// shows one with its updates and its result.
+    Tasks {
+        #[command(subcommand)]
+        show: Option<cli::TasksCommand>,
+        #[command(flatten)]
+        filter: cli::TasksFilter,
+    },
 }
 
 fn main() -> ExitCode {
@@ -160,14 +175,35 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
     if cli.no_cache {
         config.cache_dir = None;
-    } else if let Some(dir) = cli.cache_dir {
+    } else if let Some(dir) = cli.cache_dir.clone() {
         config.cache_dir = Some(dir);
     }
+    let state = match (cli.no_state, &cli.state) {
+        (true, _) => None,
+        (false, Some(path)) => Some(path.clone()),
+        (false, None) => toolhost::store::default_path(),
+    };
+    if let Command::Tasks { show, filter } = &cli.command {
+        return cli::tasks(state.as_deref(), show.as_ref(), filter).await;
+    }
+    // The commands that run calls keep their records (B31).
+    if matches!(cli.command, Command::Serve { .. } | Command::Call { .. }) {
+        config.store = Some(cli::open_store(state.as_deref(), config.records).await);
+    }
     let host = Host::new(config)?;
+    let code = command(&host, cli).await;
+    // Lazy writes of the last calls reach the disk before the process ends.
+    if let Err(e) = host.store().flush().await {
+        tracing::warn!(error = %e, "the last task records may not be kept");
+    }
+    code
+}
+
+async fn command(host: &Host, cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Check { file, json } => check(&host, &file, json).await,
+        Command::Check { file, json } => check(host, &file, json).await,
         Command::Schema { format, strict } => {
-            load(&host, &cli.plugins).await?;
+            load(host, &cli.plugins).await?;
             let tools = host.open_session(Default::default()).tools();
             let rendered = match (format, strict) {
                 (toolhost::catalog::SchemaFormat::OpenAi, true) => {
@@ -181,8 +217,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::List { json } => {
-            load(&host, &cli.plugins).await?;
-            list(&host, json)
+            load(host, &cli.plugins).await?;
+            list(host, json)
         }
         Command::Call {
             tool,
@@ -192,15 +228,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             // Start loading; the call waits only until its tool is there.
             host.start_loading(&cli.plugins)
                 .with_context(|| format!("loading plugins from {}", cli.plugins.display()))?;
-            cli::call(&host, &tool, &arguments, json).await
+            cli::call(host, &tool, &arguments, json).await
         }
-        Command::New { .. } => unreachable!("handled before the host starts"),
+        Command::New { .. } | Command::Tasks { .. } => {
+            unreachable!("handled before the host starts")
+        }
         Command::Serve {
             http,
             allow_host,
             answer,
         } => {
-            cli::serve(&host, &cli.plugins, http, allow_host, answer).await?;
+            cli::serve(host, &cli.plugins, http, allow_host, answer).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

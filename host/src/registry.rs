@@ -11,6 +11,7 @@ use crate::config::HostConfig;
 use crate::engine::Runtime;
 use crate::error::{LoadError, LoadErrorKind};
 use crate::plugin::{self, Plugin, Tool};
+use crate::store::{MemoryStore, StoreOptions, TaskStore};
 
 /// A tool as the host serves it, with the plugin that provides it.
 #[derive(Debug, Clone)]
@@ -54,6 +55,8 @@ impl Served {
 pub(crate) struct Registry {
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) config: HostConfig,
+    /// Where every call's record goes (B31).
+    pub(crate) store: Arc<dyn TaskStore>,
     served: RwLock<Served>,
     /// Number of plugin files still loading.
     pending: watch::Sender<usize>,
@@ -64,8 +67,15 @@ pub(crate) struct Registry {
 impl Registry {
     pub(crate) fn new(config: HostConfig) -> anyhow::Result<Self> {
         let runtime = Arc::new(Runtime::new(&config.engine, config.cache_dir.clone())?);
+        let store = config.store.clone().unwrap_or_else(|| {
+            Arc::new(MemoryStore::new(StoreOptions {
+                retention: config.records,
+                ..StoreOptions::default()
+            }))
+        });
         Ok(Self {
             runtime,
+            store,
             config,
             served: RwLock::default(),
             pending: watch::Sender::new(0),

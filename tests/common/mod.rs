@@ -2,6 +2,8 @@
 //! set up for tests.
 #![allow(dead_code)]
 
+pub mod stdio;
+
 use std::path::{Path, PathBuf};
 
 use toolhost::{Host, HostConfig};
@@ -24,6 +26,13 @@ fn built(dir: &str, name: &str) -> PathBuf {
     path
 }
 
+/// The task store every `toolhost` the tests start shares (B31), so that
+/// tests leave the user's own store alone. Sharing it is what users do too:
+/// each host marks only the calls of hosts that are gone.
+pub fn test_state() -> PathBuf {
+    root().join("target").join("test-state").join("tasks.db")
+}
+
 /// Run the `toolhost` binary, with the tests' compile cache: whether it
 /// succeeded, its stdout and its stderr.
 pub fn toolhost(args: &[&str]) -> (bool, String, String) {
@@ -33,6 +42,7 @@ pub fn toolhost(args: &[&str]) -> (bool, String, String) {
             "TOOLHOST_CACHE_DIR",
             root().join("target").join("toolhost-test-cache"),
         )
+        .env("TOOLHOST_STATE", test_state())
         .output()
         .expect("run toolhost");
     (
@@ -208,6 +218,7 @@ impl HttpServer {
                 "TOOLHOST_CACHE_DIR",
                 root().join("target").join("toolhost-test-cache"),
             )
+            .env("TOOLHOST_STATE", test_state())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

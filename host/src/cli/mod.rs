@@ -3,7 +3,9 @@
 mod call;
 mod new;
 mod serve;
+mod tasks;
 
 pub use self::call::call;
 pub use self::new::{Language, new_plugin};
 pub use self::serve::serve;
+pub use self::tasks::{TasksCommand, TasksFilter, open_store, tasks};

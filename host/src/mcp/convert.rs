@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rmcp::model::{CallToolResult, ContentBlock, JsonObject, TaskPayload, Tool};
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject, MetaObject, TaskPayload, Tool};
 use serde_json::{Value, json};
 
 use crate::catalog::ToolView;
@@ -26,9 +26,17 @@ pub(crate) fn tool(view: &ToolView) -> Tool {
     }
 }
 
-/// The `tools/call` result of a session's answer.
+/// The `tools/call` result of a session's answer; a call that ran carries
+/// its task id in `_meta` ([`TASK_ID_KEY`](super::TASK_ID_KEY)), which
+/// reads its record later from any connection, also after a restart (B31).
 pub(crate) fn answer(answer: &Answer) -> CallToolResult {
-    result(answer.output.clone(), answer.data.clone(), answer.is_error)
+    let mut result = result(answer.output.clone(), answer.data.clone(), answer.is_error);
+    if let Some(task_id) = &answer.task_id {
+        let mut meta = JsonObject::new();
+        meta.insert(super::TASK_ID_KEY.into(), Value::String(task_id.clone()));
+        result.meta = Some(MetaObject(meta));
+    }
+    result
 }
 
 /// How a task ends when its call ended with `status` (B22 for
@@ -112,6 +120,7 @@ mod tests {
             output: output.into(),
             is_error,
             data,
+            task_id: None,
         }
     }
 

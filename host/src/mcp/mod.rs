@@ -69,6 +69,11 @@ pub use self::http::{HttpServer, bind_http};
 /// (`"release"` or `"final"`), over the server's [`McpOptions::answer`].
 pub const ANSWER_KEY: &str = "dev.toolhost/answer";
 
+/// The `_meta` key of a `tools/call` result that holds the call's task id:
+/// give it to `toolhost_task_status` (as `call_id`) from any connection,
+/// also after the host restarted, to read how the call went (B31).
+pub const TASK_ID_KEY: &str = "dev.toolhost/task_id";
+
 /// How the MCP server behaves.
 ///
 /// Defaults:

@@ -38,6 +38,11 @@ pub struct Answer {
     /// The structured result, when the tool returned data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
+    /// The call's task id, for a call that ran: random, known only to
+    /// whoever got this answer, it finds the call's record in the task
+    /// store from any session and after a restart (B31).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
 }
 
 impl Answer {
@@ -48,6 +53,7 @@ impl Answer {
             output,
             is_error: false,
             data: None,
+            task_id: None,
         }
     }
 

@@ -1,5 +1,8 @@
 //! The companion tools (B25): the session answers them itself, from its
 //! records, so a model can list, follow and cancel its background calls.
+//! The status tool also reads the host's task store by task id, so a call
+//! of an earlier session, or from before a restart, can be followed by
+//! whoever was given its task id (B31).
 
 use std::time::SystemTime;
 
@@ -27,12 +30,14 @@ pub(crate) fn is_companion(tool: &str) -> bool {
 /// The three tools as the model sees them, always the same so the tool list
 /// (and the model's prompt cache) stays stable.
 pub(crate) fn views() -> [ToolView; 3] {
-    let call_id_schema = json!({
-        "type": "object",
-        "properties": { "call_id": { "type": "string", "description": "The call_id of the call." } },
-        "required": ["call_id"],
-        "additionalProperties": false
-    });
+    let call_id_schema = |description: &str| {
+        json!({
+            "type": "object",
+            "properties": { "call_id": { "type": "string", "description": description } },
+            "required": ["call_id"],
+            "additionalProperties": false
+        })
+    };
     [
         ToolView::companion(
             RUNNING_TASKS_TOOL,
@@ -42,32 +47,30 @@ pub(crate) fn views() -> [ToolView; 3] {
         ToolView::companion(
             TASK_STATUS_TOOL,
             "Get the status of one tool call by call_id: its status, every update, and its result or error.",
-            call_id_schema.clone(),
+            call_id_schema(
+                "The call_id of the call, or its task_id (to read a call of an earlier conversation).",
+            ),
         ),
         ToolView::companion(
             CANCEL_TASK_TOOL,
             "Cancel a running or queued tool call by call_id. Only cancellable tools can be cancelled.",
-            call_id_schema,
+            call_id_schema("The call_id of the call."),
         ),
     ]
 }
 
 /// The answer of a companion tool called as `call_id`.
-pub(crate) fn answer(session: &Session, call_id: &str, tool: &str, arguments: &str) -> Answer {
+pub(crate) async fn answer(
+    session: &Session,
+    call_id: &str,
+    tool: &str,
+    arguments: &str,
+) -> Answer {
     match tool {
         RUNNING_TASKS_TOOL => running_tasks(session, call_id),
         TASK_STATUS_TOOL => match target(arguments) {
             Err(e) => Answer::error(call_id, e),
-            Ok(target) => match session.record(&target) {
-                None => Answer::error(
-                    call_id,
-                    format!("Error: there is no call `{target}` in this session."),
-                ),
-                Some(record) => Answer::data(
-                    call_id,
-                    serde_json::to_value(&record).unwrap_or(Value::Null),
-                ),
-            },
+            Ok(target) => status(session, call_id, &target).await,
         },
         _ => match target(arguments) {
             Err(e) => Answer::error(call_id, e),
@@ -82,6 +85,35 @@ pub(crate) fn answer(session: &Session, call_id: &str, tool: &str, arguments: &s
                 ),
             },
         },
+    }
+}
+
+/// The record of `target`: a call of this session by its call_id, else any
+/// call by its task id. A task id is random and given only with its call's
+/// answer, so knowing it is what entitles a reader; a call_id of another
+/// session finds nothing.
+async fn status(session: &Session, call_id: &str, target: &str) -> Answer {
+    let record = match session.task_record(target) {
+        Some(record) => Ok(Some(record)),
+        None => session.inner.registry.store.get(target).await,
+    };
+    match record {
+        Ok(Some(record)) => Answer::data(
+            call_id,
+            serde_json::to_value(&record).unwrap_or(Value::Null),
+        ),
+        Ok(None) => Answer::error(
+            call_id,
+            format!(
+                "Error: there is no call `{target}` in this session, and no task with that id."
+            ),
+        ),
+        Err(e) => Answer::error(
+            call_id,
+            format!(
+                "Error: the call `{target}` is not in this session, and the task records cannot be read: {e}."
+            ),
+        ),
     }
 }
 

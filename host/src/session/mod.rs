@@ -48,7 +48,7 @@ use self::task::{Finish, Inline};
 use crate::call::{CallOutcome, Output};
 use crate::catalog::ToolView;
 use crate::error::CallError;
-use crate::records::{CallEvent, CallRecord, CallStatus, EventKind};
+use crate::records::{CallEvent, CallRecord, CallStatus, EventKind, TaskRecord};
 use crate::registry::Registry;
 use crate::sandbox::CallControl;
 use crate::templates::Templates;
@@ -136,9 +136,10 @@ impl Live {
 struct State {
     closed: bool,
     live: HashMap<String, Live>,
-    /// Call ids in the order calls were made, with their records.
+    /// Call ids in the order calls were made, with their records (and the
+    /// task id each is found by in the store).
     order: VecDeque<String>,
-    records: HashMap<String, CallRecord>,
+    records: HashMap<String, TaskRecord>,
 }
 
 struct Inner {
@@ -308,24 +309,42 @@ impl Session {
                 wait_for,
                 ..
             } => {
+                let task_id = task.task_id.clone();
                 tokio::spawn(task.run(wait_for));
-                now
+                // Started or queued: it goes on in the background.
+                self.make_durable().await;
+                Answer {
+                    task_id: Some(task_id),
+                    ..now
+                }
             }
             Start::Running {
                 now: None,
                 answer,
                 task,
                 wait_for,
-            } => match Inline::new(task.run(wait_for)).until(answer).await {
-                Ok(finish) => finish.answer,
-                Err(_) => Answer::error(
-                    call_id,
-                    CallError::Unavailable {
-                        detail: "the call ended without an answer".into(),
+            } => {
+                let task_id = task.task_id.clone();
+                match Inline::new(task.run(wait_for)).until(answer).await {
+                    Ok(finish) => {
+                        if finish.outcome.is_none() {
+                            // Released by an update: the call goes on.
+                            self.make_durable().await;
+                        }
+                        Answer {
+                            task_id: Some(task_id),
+                            ..finish.answer
+                        }
                     }
-                    .model_message(),
-                ),
-            },
+                    Err(_) => Answer::error(
+                        call_id,
+                        CallError::Unavailable {
+                            detail: "the call ended without an answer".into(),
+                        }
+                        .model_message(),
+                    ),
+                }
+            }
         }
     }
 
@@ -421,13 +440,42 @@ impl Session {
             .order
             .iter()
             .filter(|id| state.live.contains_key(*id))
-            .filter_map(|id| state.records.get(id).cloned())
+            .filter_map(|id| state.records.get(id).map(|r| r.call.clone()))
             .collect()
     }
 
     /// The record of a call of this session (B31).
     pub fn record(&self, call_id: &str) -> Option<CallRecord> {
+        self.inner
+            .state()
+            .records
+            .get(call_id)
+            .map(|r| r.call.clone())
+    }
+
+    /// The task id of a call of this session: what finds its record in the
+    /// host's [task store](crate::Host::store), from any session and after
+    /// a restart (B31).
+    pub fn task_id(&self, call_id: &str) -> Option<String> {
+        self.inner
+            .state()
+            .records
+            .get(call_id)
+            .map(|r| r.task_id.clone())
+    }
+
+    /// The record of a call of this session with its task id.
+    pub(crate) fn task_record(&self, call_id: &str) -> Option<TaskRecord> {
         self.inner.state().records.get(call_id).cloned()
+    }
+
+    /// Make what the store holds of this session's calls durable: before
+    /// an answer that says a call goes on in the background (B31). A store
+    /// that cannot keep it is logged; the answer goes out all the same.
+    pub(crate) async fn make_durable(&self) {
+        if let Err(e) = self.inner.registry.store.flush().await {
+            tracing::warn!(session = %self.inner.id, error = %e, "a background call's record is not on disk");
+        }
     }
 
     /// The record of a call once it has ended; `None` for a call_id this
@@ -455,7 +503,7 @@ impl Session {
         state
             .order
             .iter()
-            .filter_map(|id| state.records.get(id).cloned())
+            .filter_map(|id| state.records.get(id).map(|r| r.call.clone()))
             .collect()
     }
 

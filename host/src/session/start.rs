@@ -15,8 +15,9 @@ use crate::arguments;
 use crate::bindings::{Delivery as DeliveryKind, DuplicatePolicy, DuplicateScope};
 use crate::config::AnswerMode;
 use crate::error::CallError;
-use crate::records::{CallRecord, CallStatus};
+use crate::records::{CallRecord, CallStatus, TaskRecord};
 use crate::sandbox::CallControl;
+use crate::store::Durability;
 use crate::templates::render;
 
 /// What became of a new call before it runs.
@@ -29,7 +30,7 @@ pub(super) enum Start {
     Running {
         now: Option<Answer>,
         answer: oneshot::Receiver<Finish>,
-        task: Task,
+        task: Box<Task>,
         wait_for: Vec<watch::Receiver<bool>>,
     },
 }
@@ -48,7 +49,7 @@ impl Session {
     ) -> Start {
         let inner = &self.inner;
         if companion::is_companion(tool) {
-            return Start::Answered(companion::answer(self, call_id, tool, arguments));
+            return Start::Answered(companion::answer(self, call_id, tool, arguments).await);
         }
         let Some(entry) = inner.registry.tool(tool).await else {
             return Start::Refused(CallError::UnknownTool {
@@ -170,8 +171,9 @@ impl Session {
             },
         );
         state.order.push_back(call_id.to_owned());
-        state.records.insert(
-            call_id.to_owned(),
+        let task_id = crate::store::new_task_id();
+        let record = TaskRecord::new(
+            task_id.clone(),
             CallRecord {
                 call_id: call_id.to_owned(),
                 session_id: inner.id.clone(),
@@ -191,18 +193,25 @@ impl Session {
                 ended_at: None,
             },
         );
+        state.records.insert(call_id.to_owned(), record.clone());
         drop(state);
+        // Lazy: an answer that says the call goes on makes it durable first
+        // (`Session::make_durable`).
+        let store = inner.registry.store.clone();
+        let _ = store.start(record, Durability::Lazy);
         if to_end {
             now = None;
         }
         let (answer_tx, answer) = oneshot::channel();
-        let task = Task {
+        let task = Box::new(Task {
             session: Arc::downgrade(inner),
             session_id: inner.id.clone(),
             runtime: inner.registry.runtime.clone(),
             templates: inner.templates.clone(),
             delivery: inner.delivery.clone(),
             call_id: call_id.to_owned(),
+            task_id,
+            store,
             entry: entry.clone(),
             args,
             control,
@@ -210,7 +219,7 @@ impl Session {
             answer: now.is_none().then_some(answer_tx),
             mode,
             released_by_update: false,
-        };
+        });
         Start::Running {
             now,
             answer,

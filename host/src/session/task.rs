@@ -23,6 +23,7 @@ use crate::ids::CallIdentity;
 use crate::records::{CallStatus, EventKind, UpdateRecord};
 use crate::registry::ToolEntry;
 use crate::sandbox::CallControl;
+use crate::store::{CallEnd, Durability, TaskStore};
 use crate::templates::{Templates, render};
 
 /// How a call answered, and, when it answered at its end, how it ended.
@@ -39,6 +40,9 @@ pub(super) struct Task {
     pub(super) templates: Arc<Templates>,
     pub(super) delivery: Arc<Delivery>,
     pub(super) call_id: String,
+    /// The call's id in the task store.
+    pub(super) task_id: String,
+    pub(super) store: Arc<dyn TaskStore>,
     pub(super) entry: ToolEntry,
     pub(super) args: Value,
     pub(super) control: Arc<CallControl>,
@@ -79,10 +83,12 @@ impl Task {
             self.end(outcome);
             return;
         }
+        let started_at = SystemTime::now();
+        self.store.running(&self.task_id, started_at);
         if let Some(inner) = self.session.upgrade() {
             if let Some(r) = inner.state().records.get_mut(&self.call_id) {
-                r.status = CallStatus::Running;
-                r.started_at = Some(SystemTime::now());
+                r.call.status = CallStatus::Running;
+                r.call.started_at = Some(started_at);
             }
             inner.emit(&self.call_id, self.tool(), EventKind::Started);
         }
@@ -143,14 +149,18 @@ impl Task {
     }
 
     fn update(&mut self, n: usize, message: String) {
+        let update = UpdateRecord {
+            at: SystemTime::now(),
+            message: message.clone(),
+        };
+        // Before the update can answer the call (B2), which then makes the
+        // store durable.
+        self.store.update(&self.task_id, update.clone());
         let Some(inner) = self.session.upgrade() else {
             return;
         };
         if let Some(r) = inner.state().records.get_mut(&self.call_id) {
-            r.updates.push(UpdateRecord {
-                at: SystemTime::now(),
-                message: message.clone(),
-            });
+            r.call.updates.push(update);
         }
         let tool = self.tool().to_owned();
         if self.fire_and_forget() {
@@ -205,15 +215,28 @@ impl Task {
         };
         let error = outcome.result.as_ref().err().map(CallError::model_message);
         let result = outcome.result.as_ref().ok().cloned();
+        let ended_at = SystemTime::now();
+        let _ = self.store.end(
+            &self.task_id,
+            CallEnd {
+                status,
+                result: result.clone(),
+                error: error.clone(),
+                fuel_used: outcome.fuel_used,
+                ended_at,
+            },
+            Durability::Lazy,
+        );
         let inner = self.session.upgrade();
         if let Some(inner) = &inner {
             let mut state = inner.state();
             if let Some(r) = state.records.get_mut(&self.call_id) {
+                let r = &mut r.call;
                 r.status = status;
                 r.result = result.clone();
                 r.error = error.clone();
                 r.fuel_used = outcome.fuel_used;
-                r.ended_at = Some(SystemTime::now());
+                r.ended_at = Some(ended_at);
             }
             state.live.remove(&self.call_id);
             inner.forget_finished(&mut state);

@@ -1,0 +1,279 @@
+//! Lasting task records (B31) through the real `toolhost`: calls recorded
+//! by `serve` outlast a SIGKILL, the next host marks the ones that were
+//! running as interrupted, `toolhost tasks` reads them, a task id reads one
+//! from another connection, a broken store leaves the host serving, and
+//! `[records]` prunes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use common::stdio::Server;
+use common::{Folder, test_plugin, toolhost};
+
+/// The behaviour plugin, with room for 100 calls at once.
+fn folder() -> Folder {
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &test_plugin("behave"),
+        "behave",
+        "[limits]\nmax-concurrency = 128\n",
+    );
+    folder
+}
+
+fn state_args(state: &Path) -> Vec<String> {
+    vec!["--state".into(), state.display().to_string()]
+}
+
+fn start(folder: &Folder, state: &Path) -> Server {
+    let args = state_args(state);
+    Server::start(
+        folder.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+}
+
+/// `toolhost tasks --json` over `state`: the records by task id.
+fn records(state: &Path) -> BTreeMap<String, Value> {
+    let state = state.display().to_string();
+    let (ok, out, err) = toolhost(&["--state", &state, "tasks", "--json", "--limit", "1000"]);
+    assert!(ok, "toolhost tasks failed: {err}");
+    let list: Vec<Value> = serde_json::from_str(&out).expect("tasks --json is JSON");
+    list.into_iter()
+        .map(|r| (r["task_id"].as_str().expect("task_id").to_owned(), r))
+        .collect()
+}
+
+/// The task id an answer carries in `_meta`.
+fn task_id(answer: &Value) -> String {
+    answer["result"]["_meta"][toolhost::mcp::TASK_ID_KEY]
+        .as_str()
+        .unwrap_or_else(|| panic!("no task id in {answer}"))
+        .to_owned()
+}
+
+fn text(answer: &Value) -> String {
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn status(record: &Value) -> &str {
+    record["status"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn b31_calls_running_when_the_host_is_killed_are_interrupted_after_a_restart() {
+    let folder = folder();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("tasks.db");
+    let mut host = start(&folder, &state);
+
+    // Five calls that end, then 100 that answer with their first update
+    // and go on for ten minutes.
+    let mut finished = Vec::new();
+    for _ in 0..5 {
+        let answer = host.call("data", json!({ "n": 2 })).pop().expect("answer");
+        finished.push(task_id(&answer));
+    }
+    let requests: Vec<Value> = (0..100)
+        .map(|_| {
+            host.request(
+                "tools/call",
+                json!({ "name": "progress", "arguments": { "n": 2, "sleep_ms": 600_000 } }),
+            )
+        })
+        .collect();
+    let mut running = Vec::new();
+    for answer in host.wait_for_all(&requests) {
+        assert!(text(&answer).contains("step 1 of 2"), "{answer}");
+        running.push(task_id(&answer));
+    }
+    host.kill();
+
+    // Recorded before the answers went out: the released calls are durable.
+    let before = records(&state);
+    assert_eq!(before.len(), 105);
+    for id in &running {
+        assert_eq!(status(&before[id]), "running", "{}", before[id]);
+    }
+    for id in &finished {
+        assert_eq!(status(&before[id]), "done", "{}", before[id]);
+        assert_eq!(before[id]["result"]["data"], json!({ "n": 2, "double": 4 }));
+    }
+
+    // The next host finds the calls of the killed one.
+    let mut host = start(&folder, &state);
+    let after = records(&state);
+    assert_eq!(after.len(), 105, "nothing added or lost");
+    for (id, record) in &after {
+        let mut was = before[id].clone();
+        let mut now = record.clone();
+        if running.contains(id) {
+            assert_eq!(status(record), "interrupted", "{record}");
+            assert!(record["interrupted_at"].is_string(), "{record}");
+            assert_eq!(record["updates"][0]["message"], "step 1 of 2");
+            for field in ["status", "interrupted_at"] {
+                was.as_object_mut().expect("object").remove(field);
+                now.as_object_mut().expect("object").remove(field);
+            }
+        }
+        assert_eq!(now, was, "nothing else changed");
+    }
+
+    // A client that kept a task id reads its call from the new host; the
+    // call_id of the old session finds nothing here.
+    let answer = host
+        .call("toolhost_task_status", json!({ "call_id": running[0] }))
+        .pop()
+        .expect("answer");
+    let record = &answer["result"]["structuredContent"];
+    assert_eq!(status(record), "interrupted", "{answer}");
+    assert_eq!(record["task_id"], running[0]);
+    let old_call_id = before[&running[0]]["call_id"].clone();
+    let answer = host
+        .call("toolhost_task_status", json!({ "call_id": old_call_id }))
+        .pop()
+        .expect("answer");
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    let answer = host
+        .call("toolhost_running_tasks", json!({}))
+        .pop()
+        .expect("answer");
+    assert_eq!(
+        answer["result"]["structuredContent"],
+        json!({ "tasks": [] })
+    );
+
+    // And a person reads it with `toolhost tasks show`.
+    let state_arg = state.display().to_string();
+    let (ok, out, err) = toolhost(&["--state", &state_arg, "tasks", "show", &running[0]]);
+    assert!(ok, "{err}");
+    assert!(out.contains("status    interrupted"), "{out}");
+    assert!(out.contains("step 1 of 2"), "{out}");
+    let (ok, out, err) = toolhost(&["--state", &state_arg, "tasks", "--status", "done"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().count(),
+        1 + 5,
+        "a header and five calls:\n{out}"
+    );
+}
+
+#[test]
+fn b31_the_result_of_a_finished_call_is_read_by_its_task_id_after_a_restart() {
+    let folder = folder();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("tasks.db");
+    let mut host = start(&folder, &state);
+    let answer = host
+        .call("update_then_data", json!({}))
+        .pop()
+        .expect("answer");
+    let id = task_id(&answer);
+    // Released by its update; it ends 50 ms later.
+    let record = loop {
+        let answer = host
+            .call("toolhost_task_status", json!({ "call_id": id }))
+            .pop()
+            .expect("answer");
+        let record = answer["result"]["structuredContent"].clone();
+        if status(&record) != "running" {
+            break record;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status(&record), "done");
+    assert_eq!(host.terminate().code(), Some(0));
+
+    let mut host = start(&folder, &state);
+    let answer = host
+        .call("toolhost_task_status", json!({ "call_id": id }))
+        .pop()
+        .expect("answer");
+    let after = &answer["result"]["structuredContent"];
+    assert_eq!(status(after), "done", "{answer}");
+    assert_eq!(after["result"]["data"], json!({ "steps": 1 }));
+    assert_eq!(after["updates"][0]["message"], "step 1 of 1");
+    // A guess is not a task id.
+    let answer = host
+        .call(
+            "toolhost_task_status",
+            json!({ "call_id": "00000000-0000-4000-8000-000000000000" }),
+        )
+        .pop()
+        .expect("answer");
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+}
+
+#[test]
+fn a_broken_store_is_reported_by_name_and_the_host_serves_from_memory() {
+    let folder = folder();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plugins = folder.path().display().to_string();
+
+    let corrupt = dir.path().join("corrupt.db");
+    std::fs::write(&corrupt, vec![0x5a; 8192]).expect("write");
+    // A folder whose place a file takes (a read-only folder is no obstacle
+    // to root, whom the tests may run as).
+    let blocker = dir.path().join("state");
+    std::fs::write(&blocker, "a file").expect("write");
+    let unwritable = blocker.join("tasks.db");
+
+    for (state, reason) in [
+        (&corrupt, "not a SQLite file"),
+        (&unwritable, "cannot create the folder"),
+    ] {
+        let state = state.display().to_string();
+        let (ok, out, err) = toolhost(&["--state", &state, "--plugins", &plugins, "call", "ok"]);
+        assert!(ok, "the call is served: {err}");
+        assert!(out.contains("ok"), "{out}");
+        assert!(err.contains(&state), "names the file: {err}");
+        assert!(err.contains(reason), "says why: {err}");
+        assert!(
+            err.contains("will not be kept"),
+            "says what it means: {err}"
+        );
+    }
+    // The corrupt file is left as it was, for its owner to look at.
+    assert_eq!(std::fs::read(&corrupt).expect("read"), vec![0x5a; 8192]);
+}
+
+#[test]
+fn records_keeps_the_newest_finished_calls_up_to_its_max() {
+    let folder = folder();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("tasks.db");
+    let mut host = start(&folder, &state);
+    let made: Vec<String> = (0..5)
+        .map(|_| task_id(&host.call("ok", json!({})).pop().expect("answer")))
+        .collect();
+    assert_eq!(host.terminate().code(), Some(0));
+    assert_eq!(records(&state).len(), 5);
+
+    let config = dir.path().join("toolhost.toml");
+    std::fs::write(&config, "[records]\nmax = 2\nkeep = \"30d\"\n").expect("write");
+    let (config, state_arg) = (config.display().to_string(), state.display().to_string());
+    let plugins = folder.path().display().to_string();
+    // A host prunes when it opens the store, before its first call.
+    let (ok, _, err) = toolhost(&[
+        "--config",
+        &config,
+        "--state",
+        &state_arg,
+        "--plugins",
+        &plugins,
+        "call",
+        "ok",
+    ]);
+    assert!(ok, "{err}");
+    let kept = records(&state);
+    assert_eq!(kept.len(), 3, "{kept:#?}");
+    assert!(kept.contains_key(&made[3]) && kept.contains_key(&made[4]));
+    assert!(!made[..3].iter().any(|id| kept.contains_key(id)));
+}
