@@ -799,3 +799,32 @@ async fn many_sessions_and_many_calls_at_once() {
         reply.ack();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_stopped_while_it_waits_for_a_slot_never_runs() {
+    // One slot, held by c1; c2 waits for it when the session closes with
+    // no time to spare: c2 is stopped by force while it waits, and must
+    // not run once c1 frees the slot (issue 11, a cancellation hole).
+    let (host, _f) = behave_host(Some("[limits]\nmax-concurrency = 1\n")).await;
+    let mut options = SessionOptions::default();
+    options.close_timeout = Duration::ZERO;
+    let s = host.open_session(options);
+    let a = s
+        .call("c1", "progress", r#"{"n": 2, "sleep_ms": 60000}"#)
+        .await;
+    assert_eq!(a.kind, AnswerKind::Released);
+    let mut events = s.subscribe();
+    let c2 = spawn_call(&s, "c2", "ok", "{}");
+    event(&mut events, "c2 started", |e| started(e, "c2")).await;
+    // Started is sent just before the call asks for its slot.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(s.record("c2").expect("c2").status.is_live(), "c2 waits");
+    tokio::time::timeout(WAIT, s.close())
+        .await
+        .expect("close ends");
+    c2.await.expect("join");
+    let r = s.record("c2").expect("c2");
+    assert_eq!(r.status, CallStatus::Cancelled, "{r:?}");
+    assert_eq!(r.result, None, "it never ran");
+    assert_eq!(r.fuel_used, 0, "it never ran");
+}

@@ -7,8 +7,12 @@
 //! concurrent sleeping calls, cancellation latency of a spinning call, and
 //! updates per second from one call.
 //!
+//! Task store (B31): a trivial call through a session with the SQLite store
+//! against the memory store, 10 000 concurrent background calls with the
+//! SQLite store, and recovering 100 000 records at start.
+//!
 //! `cargo bench -p toolhost --bench host -- background` runs only the
-//! background figures.
+//! background figures, `-- store` only the task store's.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,11 +31,177 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let only_background = std::env::args().any(|a| a == "background");
-    if !only_background {
+    let only = |name: &str| std::env::args().any(|a| a == name);
+    if only("store") {
+        return store().await;
+    }
+    if !only("background") {
         core().await?;
     }
-    background().await
+    background().await?;
+    if !only("background") {
+        store().await?;
+    }
+    Ok(())
+}
+
+/// `n` session calls of `word_count` in a row: sorted latencies.
+async fn session_calls(host: &Host, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let args = r#"{"text": "the quick brown fox jumps over the lazy dog"}"#;
+    let session = host.open_session(SessionOptions::default());
+    let mut latencies = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        let a = session.call(&format!("c{i}"), "word_count", args).await;
+        latencies.push(t.elapsed());
+        anyhow::ensure!(!a.is_error, "{a:?}");
+    }
+    latencies.sort();
+    Ok(latencies)
+}
+
+async fn store() -> anyhow::Result<()> {
+    use toolhost::store::{SqliteStore, StoreOptions, TaskStore};
+    let cache = root().join("target").join("toolhost-bench-cache");
+    let plugins = root().join("dist").join("plugins");
+    let dir = tempfile::tempdir()?;
+
+    println!("\n## Task store: a trivial call through a session (word_count), memory vs SQLite");
+    let memory = Host::new(config(Some(cache.clone())))?;
+    memory.load_dir(&plugins).await?;
+    let path = dir.path().join("calls.db");
+    let mut c = config(Some(cache.clone()));
+    let sqlite_store: Arc<dyn TaskStore> =
+        Arc::new(SqliteStore::open(&path, StoreOptions::default())?);
+    c.store = Some(sqlite_store.clone());
+    let sqlite = Host::new(c)?;
+    sqlite.load_dir(&plugins).await?;
+    // Interleaved rounds, so both see the same machine.
+    let (mut mem_p50, mut sql_p50, mut mem_p99, mut sql_p99) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..5 {
+        let m = session_calls(&memory, 4_000).await?;
+        let q = session_calls(&sqlite, 4_000).await?;
+        mem_p50.push(percentile(&m, 0.50));
+        mem_p99.push(percentile(&m, 0.99));
+        sql_p50.push(percentile(&q, 0.50));
+        sql_p99.push(percentile(&q, 0.99));
+    }
+    sqlite_store.flush().await?;
+    for v in [&mut mem_p50, &mut mem_p99, &mut sql_p50, &mut sql_p99] {
+        v.sort();
+    }
+    let median = |v: &[Duration]| v[v.len() / 2];
+    println!(
+        "memory: p50 {} p99 {};  SQLite: p50 {} p99 {};  SQLite/memory p50 {:.2} (median of 5 interleaved rounds of 4 000 calls)",
+        us(median(&mem_p50)),
+        us(median(&mem_p99)),
+        us(median(&sql_p50)),
+        us(median(&sql_p99)),
+        median(&sql_p50).as_secs_f64() / median(&mem_p50).as_secs_f64()
+    );
+    drop((memory, sqlite, sqlite_store));
+
+    println!("\n## Task store: 10 000 concurrent background calls with SQLite");
+    let behave = root().join("dist").join("test-plugins").join("behave.wasm");
+    let n = 10_000usize;
+    let folder = tempfile::tempdir()?;
+    std::fs::copy(&behave, folder.path().join("behave.wasm"))?;
+    std::fs::write(
+        folder.path().join("behave.toml"),
+        format!("[limits]\nmax-concurrency = {n}\nmemory = \"8MiB\"\n"),
+    )?;
+    let path = dir.path().join("background.db");
+    let mut c = config(Some(cache.clone()));
+    c.engine.instances = n as u32 + n as u32 / 8 + 16;
+    c.engine.max_memory = 16 << 20;
+    let store: Arc<dyn TaskStore> = Arc::new(SqliteStore::open(&path, StoreOptions::default())?);
+    c.store = Some(store.clone());
+    let host = Host::new(c)?;
+    host.load_dir(folder.path()).await?;
+    let session = host.open_session(SessionOptions::default());
+    reset_peak_rss();
+    let base = peak_rss_mib();
+    let t = Instant::now();
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let s = session.clone();
+            tokio::spawn(async move {
+                s.call(
+                    &format!("c{i}"),
+                    "progress",
+                    r#"{"n": 2, "sleep_ms": 1000}"#,
+                )
+                .await
+            })
+        })
+        .collect();
+    for c in calls {
+        anyhow::ensure!(c.await?.kind == AnswerKind::Released, "released");
+    }
+    let released = t.elapsed();
+    while !session.running().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.flush().await?;
+    let total = t.elapsed();
+    let health = store.health();
+    anyhow::ensure!(health.lost_writes == 0, "{health}");
+    println!(
+        "all released (each durable first) in {}, all done and committed in {}; peak RSS +{:.0} MiB over idle; database {} (+ WAL {})",
+        ms(released),
+        ms(total),
+        peak_rss_mib() - base,
+        figures::size(&path)?,
+        figures::size(&path.with_extension("db-wal")).unwrap_or_else(|_| "none".into()),
+    );
+    drop((session, host, store));
+
+    println!("\n## Task store: recover 100 000 records at start");
+    let path = dir.path().join("recover.db");
+    {
+        let store = SqliteStore::open(&path, StoreOptions::default())?;
+        for i in 0..100_000u64 {
+            let record = toolhost::CallRecord {
+                call_id: format!("c{i}"),
+                session_id: "bench".into(),
+                tool: "word_count".into(),
+                arguments: serde_json::json!({ "text": "the quick brown fox" }),
+                status: if i % 10 == 0 {
+                    toolhost::CallStatus::Running
+                } else {
+                    toolhost::CallStatus::Done
+                },
+                updates: Vec::new(),
+                result: None,
+                error: None,
+                fuel_used: 1_000,
+                created_at: std::time::SystemTime::now(),
+                started_at: None,
+                ended_at: None,
+            };
+            let record = toolhost::store::TaskRecord::new(toolhost::store::new_task_id(), record);
+            // Past a full queue a write is dropped: wait for the writer.
+            while store
+                .start(record.clone(), toolhost::store::Durability::Lazy)
+                .await
+                .is_err()
+            {
+                store.flush().await?;
+            }
+        }
+        store.flush().await?;
+    }
+    let t = Instant::now();
+    let store = SqliteStore::open(&path, StoreOptions::default())?;
+    let opened = t.elapsed();
+    let interrupted = store.mark_orphans(std::time::SystemTime::now()).await?;
+    println!(
+        "open {}, {interrupted} of 100 000 records marked interrupted, {} in all; database {}",
+        ms(opened),
+        ms(t.elapsed()),
+        figures::size(&path)?,
+    );
+    Ok(())
 }
 
 async fn core() -> anyhow::Result<()> {
