@@ -66,41 +66,6 @@ async fn store() -> anyhow::Result<()> {
     let plugins = root().join("dist").join("plugins");
     let dir = tempfile::tempdir()?;
 
-    println!("\n## Task store: a trivial call through a session (word_count), memory vs SQLite");
-    let memory = Host::new(config(Some(cache.clone())))?;
-    memory.load_dir(&plugins).await?;
-    let path = dir.path().join("calls.db");
-    let mut c = config(Some(cache.clone()));
-    let sqlite_store: Arc<dyn TaskStore> =
-        Arc::new(SqliteStore::open(&path, StoreOptions::default())?);
-    c.store = Some(sqlite_store.clone());
-    let sqlite = Host::new(c)?;
-    sqlite.load_dir(&plugins).await?;
-    // Interleaved rounds, so both see the same machine.
-    let (mut mem_p50, mut sql_p50, mut mem_p99, mut sql_p99) = (vec![], vec![], vec![], vec![]);
-    for _ in 0..5 {
-        let m = session_calls(&memory, 4_000).await?;
-        let q = session_calls(&sqlite, 4_000).await?;
-        mem_p50.push(percentile(&m, 0.50));
-        mem_p99.push(percentile(&m, 0.99));
-        sql_p50.push(percentile(&q, 0.50));
-        sql_p99.push(percentile(&q, 0.99));
-    }
-    sqlite_store.flush().await?;
-    for v in [&mut mem_p50, &mut mem_p99, &mut sql_p50, &mut sql_p99] {
-        v.sort();
-    }
-    let median = |v: &[Duration]| v[v.len() / 2];
-    println!(
-        "memory: p50 {} p99 {};  SQLite: p50 {} p99 {};  SQLite/memory p50 {:.2} (median of 5 interleaved rounds of 4 000 calls)",
-        us(median(&mem_p50)),
-        us(median(&mem_p99)),
-        us(median(&sql_p50)),
-        us(median(&sql_p99)),
-        median(&sql_p50).as_secs_f64() / median(&mem_p50).as_secs_f64()
-    );
-    drop((memory, sqlite, sqlite_store));
-
     println!("\n## Task store: 10 000 concurrent background calls with SQLite");
     let behave = root().join("dist").join("test-plugins").join("behave.wasm");
     let n = 10_000usize;
@@ -155,6 +120,41 @@ async fn store() -> anyhow::Result<()> {
         figures::size(&path.with_extension("db-wal")).unwrap_or_else(|_| "none".into()),
     );
     drop((session, host, store));
+
+    println!("\n## Task store: a trivial call through a session (word_count), memory vs SQLite");
+    let memory = Host::new(config(Some(cache.clone())))?;
+    memory.load_dir(&plugins).await?;
+    let path = dir.path().join("calls.db");
+    let mut c = config(Some(cache.clone()));
+    let sqlite_store: Arc<dyn TaskStore> =
+        Arc::new(SqliteStore::open(&path, StoreOptions::default())?);
+    c.store = Some(sqlite_store.clone());
+    let sqlite = Host::new(c)?;
+    sqlite.load_dir(&plugins).await?;
+    // Interleaved rounds, so both see the same machine.
+    let (mut mem_p50, mut sql_p50, mut mem_p99, mut sql_p99) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..5 {
+        let m = session_calls(&memory, 4_000).await?;
+        let q = session_calls(&sqlite, 4_000).await?;
+        mem_p50.push(percentile(&m, 0.50));
+        mem_p99.push(percentile(&m, 0.99));
+        sql_p50.push(percentile(&q, 0.50));
+        sql_p99.push(percentile(&q, 0.99));
+    }
+    sqlite_store.flush().await?;
+    for v in [&mut mem_p50, &mut mem_p99, &mut sql_p50, &mut sql_p99] {
+        v.sort();
+    }
+    let median = |v: &[Duration]| v[v.len() / 2];
+    println!(
+        "memory: p50 {} p99 {};  SQLite: p50 {} p99 {};  SQLite/memory p50 {:.2} (median of 5 interleaved rounds of 4 000 calls)",
+        us(median(&mem_p50)),
+        us(median(&mem_p99)),
+        us(median(&sql_p50)),
+        us(median(&sql_p99)),
+        median(&sql_p50).as_secs_f64() / median(&mem_p50).as_secs_f64()
+    );
+    drop((memory, sqlite, sqlite_store));
 
     println!("\n## Task store: recover 100 000 records at start");
     let path = dir.path().join("recover.db");

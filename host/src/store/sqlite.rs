@@ -23,6 +23,9 @@ use crate::records::{CallRecord, CallStatus, UpdateRecord};
 
 /// Writes the writer takes into one transaction, at most.
 const MAX_BATCH: usize = 4_096;
+/// How long the writer gathers lazy writes into one transaction; a durable
+/// write (or a flush) ends the wait.
+const LAZY_WINDOW: Duration = Duration::from_millis(5);
 /// Idle reader connections kept for the next read.
 const MAX_IDLE_READERS: usize = 4;
 /// How long a connection waits for a lock another one holds.
@@ -607,11 +610,26 @@ impl Writer {
                     Err(_) => break,
                 },
             };
+            // Group commit: lazy writes wait up to LAZY_WINDOW for company,
+            // so a stream of calls costs a commit per window, not three per
+            // call; a write someone waits for commits at once.
+            let mut durable = first.durable();
             let mut batch = vec![first];
+            let until = Instant::now() + LAZY_WINDOW;
             while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
+                let next = if durable {
+                    queue.try_recv().map_err(|_| ())
+                } else {
+                    queue
+                        .recv_timeout(until.saturating_duration_since(Instant::now()))
+                        .map_err(|_| ())
+                };
+                match next {
+                    Ok(op) => {
+                        durable |= op.durable();
+                        batch.push(op);
+                    }
+                    Err(()) => break,
                 }
             }
             self.commit(batch);
