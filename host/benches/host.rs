@@ -35,6 +35,9 @@ async fn run() -> anyhow::Result<()> {
     if only("store") {
         return store().await;
     }
+    if only("session") {
+        return session_only().await;
+    }
     if !only("background") {
         core().await?;
     }
@@ -58,6 +61,26 @@ async fn session_calls(host: &Host, n: usize) -> anyhow::Result<Vec<Duration>> {
     }
     latencies.sort();
     Ok(latencies)
+}
+
+/// Only trivial session calls, `SESSION_CALLS` of them (default 20 000):
+/// for profilers (`valgrind --tool=callgrind --toggle-collect='*session_calls*'`).
+async fn session_only() -> anyhow::Result<()> {
+    let cache = root().join("target").join("toolhost-bench-cache");
+    let mut c = config(Some(cache));
+    // A small pool: profilers cannot map the default one's address space.
+    c.engine.instances = figures::env_usize("SESSION_INSTANCES", 1_000) as u32;
+    c.limits.max_concurrency = c.limits.max_concurrency.min(c.engine.instances / 4);
+    let host = Host::new(c)?;
+    host.load_dir(root().join("dist").join("plugins")).await?;
+    let n = figures::env_usize("SESSION_CALLS", 20_000);
+    let lat = session_calls(&host, n).await?;
+    println!(
+        "{n} session calls: p50 {} p99 {}",
+        us(percentile(&lat, 0.50)),
+        us(percentile(&lat, 0.99))
+    );
+    Ok(())
 }
 
 async fn store() -> anyhow::Result<()> {
