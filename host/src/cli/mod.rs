@@ -6,4 +6,4 @@ mod serve;
 
 pub use self::call::call;
 pub use self::new::{Language, new_plugin};
-pub use self::serve::serve;
+pub use self::serve::{SessionFlags, serve};
