@@ -116,6 +116,14 @@ enum Command {
         /// updates sent as progress). Default: the profile's, else release.
         #[arg(long, value_name = "MODE")]
         answer: Option<toolhost::AnswerMode>,
+        /// The most HTTP sessions open at once (default 256); past it
+        /// `initialize` is refused with an error naming the limit.
+        #[arg(long, value_name = "N")]
+        max_sessions: Option<usize>,
+        /// Close an HTTP session after this long without a message
+        /// (default 5m), e.g. `90s` or `10m`.
+        #[arg(long, value_name = "DURATION")]
+        session_idle: Option<humantime::Duration>,
     },
     /// List recent calls from the task store, newest first; `tasks show ID`
     /// shows one with its updates and its result.
@@ -237,8 +245,14 @@ async fn command(host: &Host, cli: Cli) -> Result<ExitCode> {
             http,
             allow_host,
             answer,
+            max_sessions,
+            session_idle,
         } => {
-            cli::serve(host, &cli.plugins, http, allow_host, answer).await?;
+            let sessions = cli::SessionFlags {
+                max: max_sessions,
+                idle: session_idle.map(Into::into),
+            };
+            cli::serve(host, &cli.plugins, http, allow_host, answer, sessions).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -7,5 +7,5 @@ mod tasks;
 
 pub use self::call::call;
 pub use self::new::{Language, new_plugin};
-pub use self::serve::serve;
+pub use self::serve::{SessionFlags, serve};
 pub use self::tasks::{TasksCommand, TasksFilter, open_store, tasks};

@@ -7,6 +7,14 @@ use anyhow::{Context, Result};
 use toolhost::mcp::{self, McpOptions};
 use toolhost::{AnswerMode, Host};
 
+/// `--max-sessions` and `--session-idle`: the HTTP session bounds, over
+/// [`McpOptions`]' defaults.
+#[derive(Debug, Default)]
+pub struct SessionFlags {
+    pub max: Option<usize>,
+    pub idle: Option<std::time::Duration>,
+}
+
 /// Load `plugins`, follow its changes, and serve MCP until the client goes
 /// (stdio), or Ctrl-C, SIGTERM or SIGHUP: then every session closes as B24
 /// says (cancel, grace, clean-up) before the process exits.
@@ -16,6 +24,7 @@ pub async fn serve(
     http: Option<SocketAddr>,
     allow_host: Vec<String>,
     answer: Option<AnswerMode>,
+    sessions: SessionFlags,
 ) -> Result<()> {
     host.start_loading(plugins)
         .with_context(|| format!("loading plugins from {}", plugins.display()))?;
@@ -24,6 +33,12 @@ pub async fn serve(
         .with_context(|| format!("watching {}", plugins.display()))?;
     let mut options = McpOptions::default();
     options.allowed_hosts.extend(allow_host);
+    if let Some(max) = sessions.max {
+        options.max_sessions = max;
+    }
+    if let Some(idle) = sessions.idle {
+        options.session_idle = idle;
+    }
     options.answer = answer
         .or(host.config().profile.as_ref().and_then(|p| p.answer))
         .unwrap_or_default();

@@ -17,7 +17,9 @@ pub(crate) struct Connection {
     host: Host,
     session: Session,
     options: Arc<McpOptions>,
-    tasks: Tasks,
+    /// Its own table, or the one the sessionless requests of an HTTP
+    /// server share.
+    tasks: Arc<Tasks>,
     /// True once [`close`](Self::close) began; background work stops on it.
     closed: watch::Sender<bool>,
     /// Counts the open connections of an HTTP server, which waits for them
@@ -27,13 +29,16 @@ pub(crate) struct Connection {
 
 impl Connection {
     pub(crate) fn open(host: &Host, options: Arc<McpOptions>) -> Arc<Self> {
-        Self::open_counted(host, options, None)
+        Self::open_counted(host, options, None, None)
     }
 
+    /// A connection counted in `open`, with the shared task table `tasks`
+    /// (or a table of its own).
     pub(crate) fn open_counted(
         host: &Host,
         options: Arc<McpOptions>,
         open: Option<Arc<watch::Sender<usize>>>,
+        tasks: Option<Arc<Tasks>>,
     ) -> Arc<Self> {
         let mut session_options = options.session.clone();
         session_options.id = None;
@@ -50,7 +55,7 @@ impl Connection {
         }
         let connection = Arc::new(Self {
             host: host.clone(),
-            tasks: Tasks::new(options.task_poll_interval, options.task_ttl),
+            tasks: tasks.unwrap_or_else(|| Arc::new(Tasks::for_connection(&options))),
             session,
             options,
             closed: watch::Sender::new(false),

@@ -11,13 +11,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rmcp::model::{
+    ClientJsonRpcMessage, ClientRequest, ErrorCode, ErrorData, RequestId, ServerJsonRpcMessage,
+};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::connection::Connection;
 use super::server::{HttpLane, ToolServer};
+use super::tasks::Tasks;
+use super::wire::{self, Read};
 use super::{McpOptions, ServeError};
 use crate::host::Host;
 
@@ -28,6 +32,7 @@ pub struct HttpServer {
     listener: TcpListener,
     addr: SocketAddr,
     service: Service,
+    sessions: Arc<LocalSessionManager>,
     lane: Arc<HttpLane>,
 }
 
@@ -56,22 +61,28 @@ pub async fn bind_http(
     let open = Arc::new(watch::Sender::new(0));
     let lane = Arc::new(HttpLane {
         host: host.clone(),
-        shared: Connection::open(host, options.clone()),
+        tasks: Arc::new(Tasks::for_connection(&options)),
         options: options.clone(),
         open,
+        stopping: watch::Sender::new(false),
     });
-    let config =
-        StreamableHttpServerConfig::default().with_allowed_hosts(options.allowed_hosts.clone());
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(options.allowed_hosts.clone())
+        .with_max_request_body_bytes(options.max_message_size);
     let factory_lane = lane.clone();
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(options.session_idle);
+    let sessions = Arc::new(sessions);
     let service = StreamableHttpService::new(
         move || Ok(ToolServer::for_http(factory_lane.clone())),
-        Arc::new(LocalSessionManager::default()),
+        sessions.clone(),
         config,
     );
     Ok(HttpServer {
         listener,
         addr,
         service,
+        sessions,
         lane,
     })
 }
@@ -96,11 +107,18 @@ impl HttpServer {
             listener,
             addr,
             service,
+            sessions,
             lane,
         } = self;
+        let gate = Arc::new(SessionGate {
+            sessions,
+            max: lane.options.max_sessions,
+            opening: tokio::sync::Mutex::new(()),
+        });
         tracing::info!(%addr, path = %lane.options.http_path, "serving MCP over HTTP");
         let path: Arc<str> = lane.options.http_path.clone().into();
         let origins: Arc<[String]> = lane.options.allowed_hosts.clone().into();
+        let max_message = lane.options.max_message_size;
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -116,18 +134,30 @@ impl HttpServer {
             let service = service.clone();
             let path = path.clone();
             let origins = origins.clone();
+            let gate = gate.clone();
             tokio::spawn(async move {
                 let handler = hyper::service::service_fn(move |request| {
                     let service = service.clone();
                     let path = path.clone();
                     let origins = origins.clone();
+                    let gate = gate.clone();
                     async move {
                         if let Some(refusal) = refuse(&request, &origins) {
                             return Ok(refusal);
                         }
                         if request.uri().path() == &*path {
                             let delete = request.method() == hyper::Method::DELETE;
-                            let mut response = service.handle(request).await;
+                            let mut response = if request.method() == hyper::Method::POST {
+                                match read_post(request, max_message).await {
+                                    Ok((request, Some(id))) => {
+                                        gate.open(&service, request, id).await
+                                    }
+                                    Ok((request, None)) => service.handle(request).await,
+                                    Err(refusal) => refusal,
+                                }
+                            } else {
+                                service.handle(request).await
+                            };
                             // Ending a session succeeded: say 200, which
                             // clients expect (the SDK answers 202).
                             if delete && response.status() == hyper::StatusCode::ACCEPTED {
@@ -149,9 +179,10 @@ impl HttpServer {
                 }
             });
         }
-        // Ends the legacy sessions, whose handlers close their connections.
+        // Ends the legacy sessions, whose handlers close their connections,
+        // and the sessionless ones kept open for their tasks.
         service.config.cancellation_token.cancel();
-        lane.shared.close().await;
+        lane.stopping.send_replace(true);
         let bound = lane.options.session.close_timeout + Duration::from_secs(1);
         let mut open = lane.open.subscribe();
         if tokio::time::timeout(bound, open.wait_for(|n| *n == 0))
@@ -163,6 +194,131 @@ impl HttpServer {
         tracing::info!(%addr, "MCP HTTP server stopped");
     }
 }
+
+type Response = hyper::Response<BoxBody<Bytes, Infallible>>;
+
+/// Where `initialize` requests pass, one at a time, while fewer than `max`
+/// HTTP sessions are open.
+struct SessionGate {
+    sessions: Arc<LocalSessionManager>,
+    max: usize,
+    /// Held from the count to the session's creation, so that requests
+    /// arriving together cannot pass the bound.
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl SessionGate {
+    async fn open(
+        &self,
+        service: &Service,
+        request: hyper::Request<Full<Bytes>>,
+        id: RequestId,
+    ) -> Response {
+        let _one = self.opening.lock().await;
+        let open = self.sessions.sessions.read().await.len();
+        if open >= self.max {
+            tracing::warn!(
+                open,
+                max = self.max,
+                "MCP session limit reached; initialize refused"
+            );
+            let error = ErrorData::new(
+                ErrorCode(-32000),
+                format!(
+                    "too many MCP sessions: the limit of {} open sessions (max_sessions) is reached; end one (HTTP DELETE) or wait until an idle one closes",
+                    self.max
+                ),
+                None,
+            );
+            return json_answer(
+                hyper::StatusCode::SERVICE_UNAVAILABLE,
+                &ServerJsonRpcMessage::error(error, Some(id)),
+            );
+        }
+        service.handle(request).await
+    }
+}
+
+/// A POST's body read whole (up to `max` bytes) and checked: a message
+/// that cannot be read is answered here with a JSON-RPC error (rmcp
+/// would answer with a bare status and no id); a good one goes on to rmcp,
+/// with the id of an `initialize` request, which opens a session.
+async fn read_post(
+    request: hyper::Request<hyper::body::Incoming>,
+    max: usize,
+) -> Result<(hyper::Request<Full<Bytes>>, Option<RequestId>), Response> {
+    let (parts, mut body) = request.into_parts();
+    let mut bytes = bytes::BytesMut::new();
+    let mut read = 0usize;
+    let drain = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            read = read.saturating_add(data.len());
+            if read <= max {
+                bytes.extend_from_slice(&data);
+            } else {
+                // Read on without keeping anything, so the client gets to
+                // read the answer; but not without end.
+                bytes = bytes::BytesMut::new();
+                if read > DRAIN_MAX {
+                    break;
+                }
+            }
+        }
+        Ok::<_, hyper::Error>(())
+    };
+    match tokio::time::timeout(DRAIN_TIME, drain).await {
+        Ok(Ok(())) if read <= max => {}
+        Ok(Ok(())) | Err(_) => {
+            let mut answer =
+                json_answer(hyper::StatusCode::PAYLOAD_TOO_LARGE, &wire::too_large(max));
+            answer.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            return Err(answer);
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "reading a request body failed");
+            return Err(status(hyper::StatusCode::BAD_REQUEST, "unreadable body\n"));
+        }
+    }
+    let bytes = bytes.freeze();
+    let initialize = match wire::read(&bytes) {
+        Read::Refused(answer) => {
+            return Err(json_answer(hyper::StatusCode::BAD_REQUEST, &answer));
+        }
+        Read::Message(ClientJsonRpcMessage::Request(r))
+            if matches!(r.request, ClientRequest::InitializeRequest(_)) =>
+        {
+            Some(r.id)
+        }
+        Read::Message(_) | Read::Nothing => None,
+    };
+    Ok((
+        hyper::Request::from_parts(parts, Full::new(bytes)),
+        initialize,
+    ))
+}
+
+fn json_answer(code: hyper::StatusCode, answer: &ServerJsonRpcMessage) -> Response {
+    let body = serde_json::to_vec(answer).unwrap_or_default();
+    let mut response = hyper::Response::new(Full::new(Bytes::from(body)).boxed());
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// How much of a body past the message size limit is read (and dropped)
+/// before the 413 answer, and for how long: a client that is still sending
+/// would otherwise never read it.
+const DRAIN_MAX: usize = 512 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// How long a client may take to send a request's header; a client that
 /// sends half a header and waits is dropped then.

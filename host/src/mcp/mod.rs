@@ -4,8 +4,13 @@
 //! One MCP connection is one [`Session`](crate::Session): a stdio process,
 //! or one HTTP session of a client that opened it with `initialize`. The
 //! 2026-07-28 revision has no sessions over HTTP (each request stands
-//! alone), so its requests share one session of the HTTP server, closed
-//! when the server stops. A closed connection closes its session (B24).
+//! alone), so each such request gets a session of its own, closed when the
+//! request ends: no request sees, lists or cancels another's calls. A
+//! sessionless request therefore waits for its call's end (as
+//! [`AnswerMode::Final`]) unless its client takes tasks; a call answered
+//! with a task keeps its session until the call ends, and any later
+//! request finds the task by its random id (`tasks/get`, `tasks/cancel`),
+//! and nothing else. A closed connection closes its session (B24).
 //!
 //! What a client sees:
 //! - `tools/list`: every served tool with its input schema (with the
@@ -49,7 +54,9 @@ mod connection;
 mod convert;
 mod http;
 mod server;
+mod stdio;
 mod tasks;
+mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -62,6 +69,7 @@ use crate::session::{AnswerMode, SessionOptions};
 
 use self::connection::Connection;
 use self::server::ToolServer;
+use self::stdio::StdioTransport;
 
 pub use self::http::{HttpServer, bind_http};
 
@@ -95,6 +103,28 @@ pub const TASK_ID_KEY: &str = "dev.toolhost/task_id";
 /// - `task_poll_interval`: 500 ms, suggested to clients that poll `tasks/get`
 /// - `task_ttl`: 1 hour that a task is kept from its creation, and that a
 ///   finished task is kept after its end
+/// - `max_tasks`: 1 000 tasks kept per table (each stdio connection and
+///   legacy HTTP session has one; sessionless HTTP requests share one):
+///   past it the oldest finished task is dropped, and when all are still
+///   running a call that would become a task is refused with an error
+///   naming the limit. A finished task holds its result (up to the
+///   plugin's `result-size`), which is why the bound is a count this low.
+/// - `max_message_size`: 4 MiB, the longest message a client may send
+///   (a stdio line or an HTTP body); a longer one is skipped unread and
+///   answered with an error naming the limit (over HTTP with status 413)
+/// - `max_in_flight`: 64 requests of a stdio client unanswered at once;
+///   past it the host stops reading stdin until answers are written, so a
+///   client that stops reading holds at most this many answers in the host
+///   (each no larger than the plugin's `result-size`)
+/// - `max_sessions`: 256 HTTP sessions (opened with `initialize`) open at
+///   once; past it `initialize` is answered with HTTP 503 and a JSON-RPC
+///   error naming the limit. An idle session costs well under a MiB, so
+///   the bound keeps them to a few hundred MiB at most, far above what a
+///   local host's clients open. Sessionless requests are not counted:
+///   each lasts as long as its request.
+/// - `session_idle`: 5 minutes without a message either way, after which
+///   an HTTP session is closed (B24: its calls are cancelled); its client
+///   gets 404 and opens a new one
 /// - `allowed_hosts`: `localhost`, `127.0.0.1`, `::1`: the `Host` headers
 ///   the HTTP server accepts (a guard against DNS rebinding)
 /// - `http_path`: `/mcp`, where the HTTP server answers
@@ -107,6 +137,11 @@ pub struct McpOptions {
     pub task_after: Duration,
     pub task_poll_interval: Duration,
     pub task_ttl: Duration,
+    pub max_tasks: usize,
+    pub max_message_size: usize,
+    pub max_in_flight: usize,
+    pub max_sessions: usize,
+    pub session_idle: Duration,
     pub allowed_hosts: Vec<String>,
     pub http_path: String,
 }
@@ -120,6 +155,11 @@ impl Default for McpOptions {
             task_after: Duration::from_millis(500),
             task_poll_interval: Duration::from_millis(500),
             task_ttl: Duration::from_secs(3600),
+            max_tasks: 1_000,
+            max_message_size: 4 * 1024 * 1024,
+            max_in_flight: 64,
+            max_sessions: 256,
+            session_idle: Duration::from_secs(300),
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             http_path: "/mcp".into(),
         }
@@ -149,10 +189,12 @@ pub async fn serve_stdio(
     options: McpOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let (input, output) = rmcp::transport::stdio_pipes();
+    let transport = StdioTransport::new(input, output, &options);
     let connection = Connection::open(host, std::sync::Arc::new(options));
     let server = ToolServer::for_connection(connection.clone());
     let running = server
-        .serve(rmcp::transport::stdio_pipes())
+        .serve(transport)
         .await
         .map_err(|e| ServeError::Stdio(e.to_string()))?;
     let cancel = running.cancellation_token();

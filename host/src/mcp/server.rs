@@ -17,9 +17,11 @@ use tokio::sync::{broadcast, watch};
 use super::McpOptions;
 use super::connection::{Connection, Owned};
 use super::convert;
+use super::tasks::{Found, Tasks};
+use crate::catalog::ToolView;
 use crate::host::Host;
 use crate::records::{CallEvent, CallStatus, EventKind};
-use crate::session::{AnswerKind, AnswerMode, CancelError};
+use crate::session::{AnswerKind, AnswerMode, CancelError, SessionOptions};
 
 const INSTRUCTIONS: &str = "Tools run as background calls. A call that takes a while answers with \
 its first progress update and its call_id, and goes on running: ask for its status with \
@@ -30,20 +32,39 @@ with toolhost_cancel_task. Do not assume results that an answer does not state."
 pub(crate) struct HttpLane {
     pub(crate) host: Host,
     pub(crate) options: Arc<McpOptions>,
-    /// The session of requests that belong to no connection (2026-07-28).
-    pub(crate) shared: Arc<Connection>,
+    /// The tasks of sessionless (2026-07-28) requests, found by id alone.
+    pub(crate) tasks: Arc<Tasks>,
     pub(crate) open: Arc<watch::Sender<usize>>,
+    /// True once the server stops: sessionless connections kept for their
+    /// tasks close then.
+    pub(crate) stopping: watch::Sender<bool>,
 }
 
 enum Lane {
     /// stdio: the one connection; `serve_stdio` closes it.
     Fixed(Arc<Connection>),
     /// HTTP: a client that opens a session with `initialize` gets its own
-    /// connection, closed with the handler; other requests use the shared one.
+    /// connection, closed with the handler; any other request (one handler
+    /// each) gets a sessionless one, opened when first needed.
     Http {
         lane: Arc<HttpLane>,
-        own: OnceLock<Owned>,
+        own: OnceLock<Own>,
     },
+}
+
+/// The connection of an HTTP handler.
+struct Own {
+    /// Shared with the tasks of a sessionless connection, which keep it
+    /// open until their calls end; the last one dropped closes it.
+    owned: Arc<Owned>,
+    sessionless: bool,
+}
+
+/// What keeps a sessionless connection open after its request: the task
+/// that follows its call holds it until the call ends, or the server stops.
+struct KeepOpen {
+    _owned: Arc<Owned>,
+    stopping: watch::Receiver<bool>,
 }
 
 /// The `rmcp` server handler of one connection (or, over HTTP, of one
@@ -71,17 +92,75 @@ impl ToolServer {
     fn connection(&self) -> &Arc<Connection> {
         match &self.lane {
             Lane::Fixed(c) => c,
-            Lane::Http { lane, own } => own.get().map_or(&lane.shared, |o| &o.0),
+            Lane::Http { lane, own } => {
+                &own.get_or_init(|| Own {
+                    owned: Arc::new(Owned(Connection::open_counted(
+                        &lane.host,
+                        lane.options.clone(),
+                        Some(lane.open.clone()),
+                        Some(lane.tasks.clone()),
+                    ))),
+                    sessionless: true,
+                })
+                .owned
+                .0
+            }
+        }
+    }
+
+    fn options(&self) -> &McpOptions {
+        match &self.lane {
+            Lane::Fixed(c) => c.options(),
+            Lane::Http { lane, .. } => &lane.options,
+        }
+    }
+
+    /// A request of the 2026-07-28 revision over HTTP, with no session.
+    fn sessionless(&self) -> bool {
+        match &self.lane {
+            Lane::Fixed(_) => false,
+            Lane::Http { own, .. } => own.get().is_none_or(|o| o.sessionless),
+        }
+    }
+
+    /// The task table this handler's client reads: its connection's, or,
+    /// for a sessionless request, the server's (without opening a session
+    /// just to read it).
+    fn tasks(&self) -> &Tasks {
+        match &self.lane {
+            Lane::Fixed(c) => c.tasks(),
+            Lane::Http { lane, own } => match own.get() {
+                Some(o) if !o.sessionless => o.owned.0.tasks(),
+                _ => &lane.tasks,
+            },
+        }
+    }
+
+    /// The task `task_id` as this handler's client may see it: the one
+    /// place `tasks/get`, `tasks/update` and `tasks/cancel` look tasks up.
+    fn find_task(&self, task_id: &str) -> Result<Found, ErrorData> {
+        self.tasks()
+            .find(task_id)
+            .ok_or_else(|| unknown_task(task_id))
+    }
+
+    /// The tools as this handler's session lists them; a sessionless
+    /// request that only lists needs no connection, just a session's view.
+    fn tool_views(&self) -> Vec<ToolView> {
+        match &self.lane {
+            Lane::Http { lane, own } if own.get().is_none() => lane
+                .host
+                .open_session(SessionOptions {
+                    delivery: false,
+                    ..SessionOptions::default()
+                })
+                .tools(),
+            _ => self.connection().session().tools(),
         }
     }
 
     fn tool_list(&self) -> Vec<Tool> {
-        self.connection()
-            .session()
-            .tools()
-            .iter()
-            .map(convert::tool)
-            .collect()
+        self.tool_views().iter().map(convert::tool).collect()
     }
 
     /// Answer with a task that follows `call_id` until it ends.
@@ -92,13 +171,23 @@ impl ToolServer {
         events: broadcast::Receiver<CallEvent>,
     ) -> CallToolResponse {
         let connection = self.connection().clone();
-        let task = connection.tasks().create(call_id, status_message);
+        let task = connection
+            .tasks()
+            .create(Arc::downgrade(&connection), call_id, status_message);
         tracing::info!(session = %connection.session().id(), call_id, task_id = %task.task_id, "call answered with a task");
+        let keep = match &self.lane {
+            Lane::Http { lane, own } => own.get().filter(|o| o.sessionless).map(|o| KeepOpen {
+                _owned: o.owned.clone(),
+                stopping: lane.stopping.subscribe(),
+            }),
+            Lane::Fixed(_) => None,
+        };
         tokio::spawn(follow_task(
             connection,
             task.task_id.clone(),
             call_id.to_owned(),
             events,
+            keep,
         ));
         CallToolResponse::Task(CreateTaskResult::new(task))
     }
@@ -109,7 +198,7 @@ impl ServerHandler for ToolServer {
         let mut capabilities = ServerCapabilities::builder()
             .enable_tools()
             .enable_tool_list_changed();
-        if self.connection().options().tasks {
+        if self.options().tasks {
             capabilities = capabilities.enable_tasks();
         }
         ServerConfig::new(capabilities.build())
@@ -125,12 +214,14 @@ impl ServerHandler for ToolServer {
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
         if let Lane::Http { lane, own } = &self.lane {
-            own.get_or_init(|| {
-                Owned(Connection::open_counted(
+            own.get_or_init(|| Own {
+                owned: Arc::new(Owned(Connection::open_counted(
                     &lane.host,
                     lane.options.clone(),
                     Some(lane.open.clone()),
-                ))
+                    None,
+                ))),
+                sessionless: false,
             });
         }
         context.peer.set_peer_info(request.clone());
@@ -154,9 +245,7 @@ impl ServerHandler for ToolServer {
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.connection()
-            .session()
-            .tools()
+        self.tool_views()
             .iter()
             .find(|t| t.name == name)
             .map(convert::tool)
@@ -185,15 +274,29 @@ impl ServerHandler for ToolServer {
             && context
                 .client_capabilities()
                 .is_some_and(|c| c.supports_tasks());
+        if tasks && !connection.tasks().has_room() {
+            let max = connection.tasks().max();
+            tracing::warn!(session = %session.id(), %tool, max, "task limit reached");
+            return Err(ErrorData::internal_error(
+                format!(
+                    "too many running tasks: the limit of {max} tasks (max_tasks) is reached; try again when one ends"
+                ),
+                None,
+            ));
+        }
         let mut progress = Progress::new(context.peer.clone(), context.meta.get_progress_token());
         tracing::debug!(session = %session.id(), %call_id, %tool, tasks, "tools/call");
 
         // In the final mode the request stays open until the call ends, its
         // updates going out as progress. A tool whose output schema is
         // listed always answers so (the client checks the answer against
-        // it). A client with tasks gets a task instead.
+        // it), and so does a sessionless request, whose session ends with
+        // it: nothing could follow the call up later. A client with tasks
+        // gets a task instead.
         let mode = if tasks {
             AnswerMode::Release
+        } else if self.sessionless() {
+            AnswerMode::Final
         } else {
             match connection.host().tool(&tool).await {
                 Some(e) if crate::catalog::lists_output_schema(&e.tool) => AnswerMode::Final,
@@ -274,11 +377,7 @@ impl ServerHandler for ToolServer {
         request: GetTaskParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, ErrorData> {
-        self.connection()
-            .tasks()
-            .get(&request.task_id)
-            .map(GetTaskResult::new)
-            .ok_or_else(|| unknown_task(&request.task_id))
+        Ok(GetTaskResult::new(self.find_task(&request.task_id)?.task))
     }
 
     async fn update_task(
@@ -288,10 +387,7 @@ impl ServerHandler for ToolServer {
     ) -> Result<(), ErrorData> {
         // toolhost's tools never ask the client for input, so there is
         // nothing to deliver; responses to unknown keys are ignored (SEP-2663).
-        match self.connection().tasks().call_id(&request.task_id) {
-            Some(_) => Ok(()),
-            None => Err(unknown_task(&request.task_id)),
-        }
+        self.find_task(&request.task_id).map(|_| ())
     }
 
     async fn cancel_task(
@@ -299,11 +395,12 @@ impl ServerHandler for ToolServer {
         request: CancelTaskParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let connection = self.connection();
-        let call_id = connection
-            .tasks()
-            .call_id(&request.task_id)
-            .ok_or_else(|| unknown_task(&request.task_id))?;
+        let found = self.find_task(&request.task_id)?;
+        // No connection left: the call ended, and its task shows how.
+        let Some(connection) = found.connection.upgrade() else {
+            return Ok(());
+        };
+        let call_id = found.call_id;
         match connection.session().cancel(&call_id) {
             Ok(()) => {
                 tracing::info!(session = %connection.session().id(), %call_id, task_id = %request.task_id, "task cancelled by the client");
@@ -378,10 +475,22 @@ async fn follow_task(
     task_id: String,
     call_id: String,
     mut events: broadcast::Receiver<CallEvent>,
+    mut keep: Option<KeepOpen>,
 ) {
     let tasks = connection.tasks();
     loop {
-        match events.recv().await {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            // The server stops: close the session this task keeps open;
+            // its calls end, and the task follows them to their end.
+            () = stopping(&mut keep) => {
+                keep = None;
+                let closing = connection.clone();
+                tokio::spawn(async move { closing.close().await });
+                continue;
+            }
+        };
+        match event {
             Ok(event) if event.call_id == call_id => match event.kind {
                 EventKind::Updated { message, .. } => tasks.set_message(&task_id, message),
                 EventKind::Ended {
@@ -427,6 +536,16 @@ async fn follow_task(
                 return;
             }
         }
+    }
+}
+
+/// Resolves once the server stops, or never when nothing is kept open.
+async fn stopping(keep: &mut Option<KeepOpen>) {
+    match keep {
+        Some(k) => {
+            let _ = k.stopping.wait_for(|stopping| *stopping).await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,285 @@
+//! The stdio transport: JSON-RPC messages, one a line, on the client's
+//! pipes, read through [`wire`](super::wire) and pushed back on.
+//!
+//! Two bounds hold what a client can make the host keep:
+//! - a line longer than [`McpOptions::max_message_size`] is skipped (never
+//!   held whole) and answered with an error naming the limit;
+//! - at most [`McpOptions::max_in_flight`] requests are unanswered at once:
+//!   past it the host stops reading stdin until answers have been written.
+//!   A client that sends calls and reads nothing then fills the pipes and
+//!   waits, instead of the host buffering answers without end (rmcp writes
+//!   each answer from a task of its own, however many are waiting).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rmcp::RoleServer;
+use rmcp::model::{ClientJsonRpcMessage, ClientNotification, RequestId, ServerJsonRpcMessage};
+use rmcp::transport::Transport;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+use super::McpOptions;
+use super::wire::{self, Read};
+
+/// Answers waiting to be written. Small: the bound on unanswered requests
+/// is what limits the host's memory; this only smooths the writes.
+const OUTGOING: usize = 64;
+
+/// How long closing waits for the last answers to be written: a client
+/// that stopped reading would otherwise hold the host at exit.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// The requests read and not yet answered, each holding a permit.
+type Pending = Arc<Mutex<HashMap<RequestId, OwnedSemaphorePermit>>>;
+
+pub(crate) struct StdioTransport {
+    incoming: mpsc::Receiver<ClientJsonRpcMessage>,
+    outgoing: Option<mpsc::Sender<ServerJsonRpcMessage>>,
+    reader: JoinHandle<()>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl StdioTransport {
+    pub(crate) fn new<R, W>(input: R, output: W, options: &McpOptions) -> Self
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let pending: Pending = Arc::default();
+        let (to_rmcp, incoming) = mpsc::channel(1);
+        let (outgoing, to_write) = mpsc::channel(OUTGOING);
+        let reader = tokio::spawn(read_loop(
+            BufReader::new(input),
+            to_rmcp,
+            outgoing.clone(),
+            pending.clone(),
+            Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+            options.max_message_size,
+        ));
+        let writer = tokio::spawn(write_loop(BufWriter::new(output), to_write, pending));
+        Self {
+            incoming,
+            outgoing: Some(outgoing),
+            reader,
+            writer: Some(writer),
+        }
+    }
+}
+
+impl Transport<RoleServer> for StdioTransport {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: ServerJsonRpcMessage,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let outgoing = self.outgoing.clone();
+        async move {
+            match outgoing {
+                Some(tx) => tx.send(item).await.map_err(|_| closed()),
+                None => Err(closed()),
+            }
+        }
+    }
+
+    fn receive(&mut self) -> impl Future<Output = Option<ClientJsonRpcMessage>> + Send {
+        self.incoming.recv()
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        // The reader may wait on stdin forever; its copy of the sender
+        // goes with it, so the writer ends once the last answer is out.
+        self.reader.abort();
+        self.outgoing = None;
+        if let Some(writer) = self.writer.take()
+            && tokio::time::timeout(CLOSE_WAIT, writer).await.is_err()
+        {
+            tracing::warn!("the MCP client did not read its last answers");
+        }
+        Ok(())
+    }
+}
+
+fn closed() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stdout is closed")
+}
+
+/// Read messages until stdin ends, waiting for a permit before each request.
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut input: BufReader<R>,
+    to_rmcp: mpsc::Sender<ClientJsonRpcMessage>,
+    answers: mpsc::Sender<ServerJsonRpcMessage>,
+    pending: Pending,
+    in_flight: Arc<Semaphore>,
+    max: usize,
+) {
+    let mut line = Vec::new();
+    loop {
+        let read = match read_line(&mut input, &mut line, max).await {
+            Ok(Line::End) => return,
+            Ok(Line::TooLong) => Read::Refused(wire::too_large(max)),
+            Ok(Line::Read) => wire::read(&line),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading stdin failed");
+                return;
+            }
+        };
+        match read {
+            Read::Message(message) => {
+                match &message {
+                    ClientJsonRpcMessage::Request(request) => {
+                        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                            return;
+                        };
+                        lock(&pending).insert(request.id.clone(), permit);
+                    }
+                    // rmcp drops the answer of a cancelled request: its
+                    // permit is free now.
+                    ClientJsonRpcMessage::Notification(n) => {
+                        if let ClientNotification::CancelledNotification(c) = &n.notification
+                            && let Some(id) = &c.params.request_id
+                        {
+                            lock(&pending).remove(id);
+                        }
+                    }
+                    _ => {}
+                }
+                if to_rmcp.send(message).await.is_err() {
+                    return;
+                }
+            }
+            Read::Refused(answer) => {
+                if answers.send(answer).await.is_err() {
+                    return;
+                }
+            }
+            Read::Nothing => {}
+        }
+    }
+}
+
+/// Write answers as they come, flushing whenever none is waiting; an
+/// answer written frees its request's permit.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut output: BufWriter<W>,
+    mut to_write: mpsc::Receiver<ServerJsonRpcMessage>,
+    pending: Pending,
+) {
+    while let Some(message) = to_write.recv().await {
+        let id = match &message {
+            ServerJsonRpcMessage::Response(r) => Some(r.id.clone()),
+            ServerJsonRpcMessage::Error(e) => e.id.clone(),
+            _ => None,
+        };
+        let mut bytes = match serde_json::to_vec(&message) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::error!(error = %e, "an MCP answer could not be serialized");
+                continue;
+            }
+        };
+        bytes.push(b'\n');
+        let written = async {
+            output.write_all(&bytes).await?;
+            if to_write.is_empty() {
+                output.flush().await?;
+            }
+            std::io::Result::Ok(())
+        };
+        if let Err(e) = written.await {
+            tracing::info!(error = %e, "stdout closed");
+            return;
+        }
+        if let Some(id) = id {
+            lock(&pending).remove(&id);
+        }
+    }
+    let _ = output.flush().await;
+}
+
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<RequestId, OwnedSemaphorePermit>> {
+    pending.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+enum Line {
+    Read,
+    TooLong,
+    End,
+}
+
+/// Read one line (without its end) into `line`, holding at most `max`
+/// bytes: the rest of a longer line is read and dropped.
+async fn read_line<R: AsyncRead + Unpin>(
+    input: &mut BufReader<R>,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    line.clear();
+    let mut too_long = false;
+    loop {
+        let available = input.fill_buf().await?;
+        if available.is_empty() {
+            // A last line without its end still counts.
+            return Ok(match (too_long, line.is_empty()) {
+                (true, _) => Line::TooLong,
+                (false, true) => Line::End,
+                (false, false) => Line::Read,
+            });
+        }
+        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(at) => (&available[..at], at + 1),
+            None => (available, available.len()),
+        };
+        let ended = done > chunk.len();
+        if !too_long {
+            if line.len() + chunk.len() > max {
+                too_long = true;
+                line.clear();
+                line.shrink_to(64 * 1024);
+            } else {
+                line.extend_from_slice(chunk);
+            }
+        }
+        input.consume(done);
+        if ended {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(if too_long { Line::TooLong } else { Line::Read });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_long_line_is_skipped_whole_and_the_next_one_read() {
+        let input: &[u8] = b"0123456789abcdef\nshort\r\nlast";
+        let mut input = BufReader::with_capacity(4, input);
+        let mut line = Vec::new();
+        assert!(matches!(
+            read_line(&mut input, &mut line, 8).await,
+            Ok(Line::TooLong)
+        ));
+        assert!(matches!(
+            read_line(&mut input, &mut line, 8).await,
+            Ok(Line::Read)
+        ));
+        assert_eq!(line, b"short");
+        assert!(matches!(
+            read_line(&mut input, &mut line, 8).await,
+            Ok(Line::Read)
+        ));
+        assert_eq!(line, b"last");
+        assert!(matches!(
+            read_line(&mut input, &mut line, 8).await,
+            Ok(Line::End)
+        ));
+    }
+}

@@ -1,0 +1,222 @@
+//! The client's side of the wire: one JSON-RPC message (a stdio line or an
+//! HTTP body) read into what rmcp handles, or, when it cannot be read, the
+//! JSON-RPC error that answers it. rmcp alone drops such a message (stdio)
+//! or answers it with a bare HTTP status, leaving the client waiting for
+//! its id; here every request whose id can be read gets an error under that
+//! id, and any other unreadable message an error without one.
+//!
+//! What cannot be read: more than the message size limit (its id is not
+//! looked for), invalid UTF-8 or a lone surrogate (`\ud800`), a known method with
+//! parameters of the wrong shape (`"params": "str"`), anything that is not
+//! a JSON-RPC 2.0 object, JSON nested deeper than serde_json's 128 levels
+//! (refused under its id, which is found without that limit). An unknown
+//! method is read (rmcp answers it with
+//! "method not found"). A notification that cannot be read is only logged:
+//! nothing may answer a notification.
+
+use rmcp::model::{ClientJsonRpcMessage, ErrorData, RequestId, ServerJsonRpcMessage};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// What a message from the client comes to.
+pub(crate) enum Read {
+    /// A message for rmcp.
+    Message(ClientJsonRpcMessage),
+    /// Unreadable: send this answer instead.
+    Refused(ServerJsonRpcMessage),
+    /// Nothing to do: a blank line, or an unreadable notification or
+    /// response (logged).
+    Nothing,
+}
+
+/// The answer to a message longer than `limit` bytes.
+pub(crate) fn too_large(limit: usize) -> ServerJsonRpcMessage {
+    tracing::warn!(limit, "an MCP message exceeds the size limit");
+    ServerJsonRpcMessage::error(
+        ErrorData::invalid_request(
+            format!(
+                "the message exceeds the limit of {limit} bytes (max_message_size); it was not read"
+            ),
+            None,
+        ),
+        None,
+    )
+}
+
+/// Read one message (without its line end).
+pub(crate) fn read(bytes: &[u8]) -> Read {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Read::Nothing;
+    }
+    // The common case costs one parse; the diagnosis below only runs for
+    // what rmcp cannot read.
+    match serde_json::from_slice::<ClientJsonRpcMessage>(bytes) {
+        Ok(message) => Read::Message(message),
+        Err(error) => diagnose(bytes, &error),
+    }
+}
+
+/// The members that tell a request, a notification and a response apart.
+/// Other members are skipped without being decoded, so a lone surrogate
+/// in `params` does not hide the id.
+#[derive(Deserialize)]
+struct Shape {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    method: Option<Value>,
+    #[serde(default)]
+    result: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+fn diagnose(bytes: &[u8], error: &serde_json::Error) -> Read {
+    let reason = short(error);
+    let well_formed = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+        && std::str::from_utf8(bytes).is_ok();
+    // serde would read a struct from an array too: only an object has an id.
+    let object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let Some(shape) = object
+        .then(|| serde_json::from_slice::<Shape>(bytes).ok())
+        .flatten()
+    else {
+        // Not even the outline of an object can be read: no id.
+        return refuse(None, error_for(well_formed, &reason, None));
+    };
+    let id = shape
+        .id
+        .and_then(|v| serde_json::from_value::<RequestId>(v).ok());
+    match (id, shape.method) {
+        (Some(id), Some(method)) => {
+            let method = method.as_str().map(str::to_owned);
+            refuse(Some(id), error_for(well_formed, &reason, method.as_deref()))
+        }
+        (None, Some(method)) => {
+            tracing::warn!(method = %method, reason, "an unreadable MCP notification was dropped");
+            Read::Nothing
+        }
+        (Some(_), None) if shape.result.is_some() || shape.error.is_some() => {
+            tracing::warn!(reason, "an unreadable MCP response was dropped");
+            Read::Nothing
+        }
+        (id, None) => refuse(
+            id,
+            ErrorData::invalid_request(format!("not a JSON-RPC 2.0 request: {reason}"), None),
+        ),
+    }
+}
+
+/// Bad JSON is a parse error; a readable request of the wrong shape has
+/// invalid parameters (its method is known: rmcp reads unknown ones).
+fn error_for(well_formed: bool, reason: &str, method: Option<&str>) -> ErrorData {
+    match (well_formed, method) {
+        (false, _) => {
+            ErrorData::parse_error(format!("the message is not valid JSON: {reason}"), None)
+        }
+        (true, Some(method)) => {
+            ErrorData::invalid_params(format!("invalid request `{method}`: {reason}"), None)
+        }
+        (true, None) => {
+            ErrorData::invalid_request(format!("not a JSON-RPC 2.0 request: {reason}"), None)
+        }
+    }
+}
+
+fn refuse(id: Option<RequestId>, error: ErrorData) -> Read {
+    tracing::warn!(id = ?id, code = error.code.0, message = %error.message, "an MCP message could not be read");
+    Read::Refused(ServerJsonRpcMessage::error(error, id))
+}
+
+/// serde's reason, bounded: it may quote the client's input.
+fn short(error: &serde_json::Error) -> String {
+    const MAX: usize = 200;
+    let mut reason = error.to_string();
+    if reason.len() > MAX {
+        let mut end = MAX;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push('…');
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(line: &str) -> Value {
+        match read(line.as_bytes()) {
+            Read::Refused(answer) => serde_json::to_value(answer).expect("json"),
+            Read::Message(m) => panic!("read {line}: {m:?}"),
+            Read::Nothing => panic!("nothing for {line}"),
+        }
+    }
+
+    #[test]
+    fn a_lone_surrogate_is_answered_under_the_request_id() {
+        let answer = refused(
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"ok","arguments":{"s":"\ud800"}}}"#,
+        );
+        assert_eq!(answer["id"], 7, "{answer}");
+        // Well-formed JSON, but not a string serde can read: bad params.
+        assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    }
+
+    #[test]
+    fn params_of_the_wrong_shape_are_invalid_params() {
+        let answer = refused(r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":"str"}"#);
+        assert_eq!(answer["id"], "a", "{answer}");
+        assert_eq!(answer["error"]["code"], -32602, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("tools/call")),
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn deep_json_is_answered_under_its_id() {
+        let deep = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}{}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        let answer = refused(&deep);
+        assert_eq!(answer["id"], 1, "{answer}");
+        assert!(answer["error"]["code"].is_i64(), "{answer}");
+    }
+
+    #[test]
+    fn garbage_is_answered_without_an_id() {
+        for line in ["not json", "[1,2]", "42", r#"{"id": 1, "method": "#] {
+            let answer = refused(line);
+            assert!(answer.get("id").is_none(), "{answer}");
+            assert!(answer["error"]["code"].is_i64(), "{answer}");
+        }
+    }
+
+    #[test]
+    fn unreadable_notifications_and_blank_lines_get_no_answer() {
+        for line in [
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":"str"}"#,
+            "   ",
+        ] {
+            assert!(matches!(read(line.as_bytes()), Read::Nothing), "{line}");
+        }
+    }
+
+    #[test]
+    fn good_messages_and_unknown_methods_go_to_rmcp() {
+        for line in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":2,"method":"no/such/method","params":{}}"#,
+        ] {
+            assert!(matches!(read(line.as_bytes()), Read::Message(_)), "{line}");
+        }
+    }
+}

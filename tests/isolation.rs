@@ -1,0 +1,637 @@
+//! MCP clients cannot reach each other or exhaust the host (issue 11): each
+//! test runs the real `toolhost` binary and talks to it as a client would,
+//! with raw JSON-RPC over HTTP (reqwest) or over its stdin and stdout.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::{Folder, HttpServer, test_plugin};
+
+const MODERN: &str = "2026-07-28";
+
+fn behave() -> Folder {
+    let folder = Folder::new();
+    folder.add(&test_plugin("behave"), "behave.wasm");
+    folder
+}
+
+/// The `_meta` every 2026-07-28 request carries; `tasks` declares the
+/// tasks extension.
+fn meta(tasks: bool) -> Value {
+    let extensions = if tasks {
+        json!({ "io.modelcontextprotocol/tasks": {} })
+    } else {
+        json!({})
+    };
+    json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": { "extensions": extensions },
+        "io.modelcontextprotocol/clientInfo": { "name": "isolation-test", "version": "1" },
+    })
+}
+
+fn request(id: u64, method: &str, mut params: Value, tasks: bool) -> Value {
+    params["_meta"] = meta(tasks);
+    json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
+}
+
+fn call(id: u64, tool: &str, arguments: Value, tasks: bool) -> Value {
+    request(
+        id,
+        "tools/call",
+        json!({ "name": tool, "arguments": arguments }),
+        tasks,
+    )
+}
+
+/// A sessionless HTTP client: each request stands alone.
+struct Client {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Client {
+    fn new(url: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+        }
+    }
+
+    /// POST one JSON-RPC message; the HTTP status and the answer to it (the
+    /// JSON body, or the last SSE event with an id).
+    async fn send_raw(&self, body: Vec<u8>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream")
+            .header("MCP-Protocol-Version", MODERN);
+        // The standard headers of 2026-07-28 (SEP-2243) repeat the method
+        // and the name it acts on.
+        if let Ok(message) = serde_json::from_slice::<Value>(&body) {
+            if let Some(method) = message["method"].as_str() {
+                request = request.header("Mcp-Method", method);
+            }
+            let params = &message["params"];
+            if let Some(name) = params["name"].as_str().or(params["taskId"].as_str()) {
+                request = request.header("Mcp-Name", name);
+            }
+        }
+        let response = request.body(body).send().await.expect("POST");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, answer_of(&text))
+    }
+
+    async fn send(&self, message: &Value) -> Value {
+        let (status, answer) = self.send_raw(message.to_string().into_bytes()).await;
+        assert_eq!(status, 200, "{message} answered {status}: {answer}");
+        answer
+    }
+}
+
+/// The JSON-RPC answer in a body: plain JSON, or the SSE event that has an id.
+fn answer_of(text: &str) -> Value {
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        return v;
+    }
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .rfind(|v| v.get("id").is_some())
+        .unwrap_or_else(|| Value::String(text.to_owned()))
+}
+
+fn structured(answer: &Value) -> &Value {
+    &answer["result"]["structuredContent"]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// The call id of the task `task_id`, from the server's log.
+async fn call_of_task(server: &HttpServer, task_id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = server.log();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("call answered with a task") && l.contains(task_id))
+        {
+            let id = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("call_id="))
+                .expect("call_id in the log line");
+            return id.trim_matches('"').to_owned();
+        }
+        assert!(Instant::now() < deadline, "no task {task_id} in\n{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 11, case 3: a sessionless request gets a session of its own. A's
+/// call, answered with a task, goes on; B cannot list it or cancel it by
+/// its call id, but the task is found by its random id from any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessionless_http_requests_cannot_list_or_cancel_each_others_calls() {
+    let folder = behave();
+    let server = HttpServer::start(&folder, &[]);
+    let a = Client::new(&server.url);
+    let b = Client::new(&server.url);
+
+    // A: a cancellable call that waits to be cancelled, followed as a task.
+    let created = a.send(&call(1, "wait_cancel", json!({}), true)).await;
+    let task = &created["result"];
+    assert_eq!(task["resultType"], "task", "{created}");
+    let task_id = task["taskId"].as_str().expect("taskId").to_owned();
+    let call_id = call_of_task(&server, &task_id).await;
+
+    // B sees no running call and cannot cancel A's.
+    let running = b
+        .send(&call(2, "toolhost_running_tasks", json!({}), false))
+        .await;
+    assert_eq!(structured(&running)["tasks"], json!([]), "{running}");
+    assert!(!running.to_string().contains(&call_id), "{running}");
+    let cancel = b
+        .send(&call(
+            3,
+            "toolhost_cancel_task",
+            json!({ "call_id": call_id }),
+            false,
+        ))
+        .await;
+    assert_eq!(cancel["result"]["isError"], true, "{cancel}");
+
+    // A's task still runs, read from a later request by its id alone.
+    let get = |id| request(id, "tasks/get", json!({ "taskId": task_id }), true);
+    let got = b.send(&get(4)).await;
+    assert_eq!(got["result"]["status"], "working", "{got}");
+    // A task id that was never given is unknown.
+    let unknown = b
+        .send(&request(
+            5,
+            "tasks/get",
+            json!({ "taskId": "00000000-0000-4000-8000-000000000000" }),
+            true,
+        ))
+        .await;
+    assert!(
+        unknown["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unknown task")),
+        "{unknown}"
+    );
+
+    // Cancelled by its task id from yet another request: the call ends.
+    let cancelled = a
+        .send(&request(
+            6,
+            "tasks/cancel",
+            json!({ "taskId": task_id }),
+            true,
+        ))
+        .await;
+    assert!(cancelled.get("error").is_none(), "{cancelled}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = a.send(&get(7)).await;
+        if got["result"]["status"] == "cancelled" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never cancelled: {got}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A sessionless call without tasks waits for its end: its session ends
+/// with the request, so nothing could follow a released call up later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessionless_call_without_tasks_answers_with_its_end() {
+    let folder = behave();
+    let server = HttpServer::start(&folder, &[]);
+    let client = Client::new(&server.url);
+    let answer = client
+        .send(&call(
+            1,
+            "progress",
+            json!({ "n": 2, "sleep_ms": 50 }),
+            false,
+        ))
+        .await;
+    let text = answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or("");
+    assert_eq!(text, "done after 2 steps", "{answer}");
+}
+
+/// Sessionless requests close their sessions: thousands of calls with 50 KB
+/// arguments leave the host's memory where it was, and each session's
+/// opening is matched by its closing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessionless_requests_close_their_sessions_and_memory_stays_flat() {
+    let folder = behave();
+    let server = HttpServer::start(&folder, &[]);
+    let client = Client::new(&server.url);
+    let name = "x".repeat(50_000);
+    let mut id = 0;
+    let mut calls = |n: usize| {
+        let batch: Vec<Value> = (0..n)
+            .map(|_| {
+                id += 1;
+                call(id, "typed", json!({ "name": name, "count": 1 }), false)
+            })
+            .collect();
+        batch
+    };
+    for message in calls(300) {
+        let answer = client.send(&message).await;
+        assert_eq!(answer["result"]["isError"], false, "{answer}");
+    }
+    let before = rss_kib(server.pid());
+    for message in calls(2_000) {
+        let answer = client.send(&message).await;
+        assert_eq!(answer["result"]["isError"], false, "{answer}");
+    }
+    let after = rss_kib(server.pid());
+    // Kept records would hold 2 000 × 50 KB ≈ 100 MB (1 000 of them, the
+    // session's record bound: 50 MB).
+    assert!(
+        after < before + 16 * 1024,
+        "RSS grew from {before} KiB to {after} KiB over 2 000 sessionless calls"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = server.log();
+        let opened = log.matches("MCP connection opened").count();
+        let closed = log.matches("MCP connection closed").count();
+        if opened >= 2_300 && opened == closed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{opened} sessions opened, {closed} closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 11, case 16: every malformed message over HTTP gets a JSON-RPC
+/// error (under its id when it can be read), and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_http_messages_get_json_rpc_errors() {
+    let folder = behave();
+    let server = HttpServer::start(&folder, &[]);
+    let client = Client::new(&server.url);
+    let meta = meta(false).to_string();
+
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"typed","arguments":{{"name":"{}","count":1}},"_meta":{meta}}}}}"#,
+        "x".repeat(5 * 1024 * 1024)
+    );
+    let (status, answer) = client.send_raw(huge.into_bytes()).await;
+    assert_eq!(status, 413, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("max_message_size"), "{answer}");
+
+    for (id, body, code) in malformed(&meta) {
+        let (status, answer) = client.send_raw(body.into_bytes()).await;
+        assert_eq!(answer["id"], id, "{status}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{status}: {answer}");
+    }
+    let ok = client.send(&call(9, "ok", json!({}), false)).await;
+    assert_eq!(ok["result"]["content"][0]["text"], "ok", "{ok}");
+}
+
+/// Requests that cannot be read, with their ids and the error code each
+/// gets: 10 000-deep JSON, a lone surrogate, params of the wrong shape and
+/// an unknown method.
+fn malformed(meta: &str) -> Vec<(u64, String, i64)> {
+    vec![
+        (
+            2,
+            format!(
+                r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"ok","arguments":{{"a":{}{}}},"_meta":{meta}}}}}"#,
+                "[".repeat(10_000),
+                "]".repeat(10_000)
+            ),
+            -32602,
+        ),
+        (
+            3,
+            format!(
+                r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"typed","arguments":{{"name":"\ud800","count":1}},"_meta":{meta}}}}}"#
+            ),
+            -32602,
+        ),
+        (
+            4,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":"str"}"#.to_owned(),
+            -32602,
+        ),
+        (
+            5,
+            format!(
+                r#"{{"jsonrpc":"2.0","id":5,"method":"no/such/method","params":{{"_meta":{meta}}}}}"#
+            ),
+            -32601,
+        ),
+    ]
+}
+
+/// The real binary over stdio, spoken to line by line. Its stdout is read
+/// one line ahead of what the test asks for (a rendezvous channel), so a
+/// test that asks for nothing reads nothing.
+struct Stdio {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    answers: std::sync::mpsc::Receiver<Value>,
+}
+
+impl Stdio {
+    fn start(folder: &Folder) -> Self {
+        use std::process::{Command, Stdio as Pipe};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_toolhost"))
+            .arg("--plugins")
+            .arg(folder.path())
+            .arg("serve")
+            .env(
+                "TOOLHOST_CACHE_DIR",
+                common::root().join("target").join("toolhost-test-cache"),
+            )
+            .env("TOOLHOST_STATE", common::test_state())
+            .stdin(Pipe::piped())
+            .stdout(Pipe::piped())
+            .stderr(Pipe::null())
+            .spawn()
+            .expect("start toolhost serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, answers) = std::sync::mpsc::sync_channel(0);
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                if tx.send(value).is_err() {
+                    return;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut stdio = Self {
+            child,
+            stdin,
+            answers,
+        };
+        stdio.line(
+            json!({
+                "jsonrpc": "2.0", "id": 0, "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": { "name": "isolation-test", "version": "1" }
+                }
+            })
+            .to_string()
+            .as_bytes(),
+        );
+        let init = stdio.answer();
+        assert!(init["result"]["serverInfo"].is_object(), "{init}");
+        stdio.line(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        stdio
+    }
+
+    fn line(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin");
+        stdin.write_all(bytes).expect("write");
+        stdin.write_all(b"\n").expect("write");
+        stdin.flush().expect("flush");
+    }
+
+    /// The next answer (not a notification).
+    fn answer(&mut self) -> Value {
+        loop {
+            let message = self
+                .answers
+                .recv_timeout(Duration::from_secs(30))
+                .expect("an answer within 30 s");
+            if message.get("id").is_some() || message.get("error").is_some() {
+                return message;
+            }
+        }
+    }
+}
+
+impl Drop for Stdio {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stdio_call(id: u64, tool: &str, arguments: Value) -> Vec<u8> {
+    json!({
+        "jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": { "name": tool, "arguments": arguments }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Issue 11, case 16, on stdio: each malformed line is answered, and the
+/// connection keeps serving.
+#[test]
+fn malformed_stdio_lines_get_json_rpc_errors() {
+    let folder = behave();
+    let mut stdio = Stdio::start(&folder);
+    let meta = meta(false).to_string();
+
+    let mut huge = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"typed","arguments":{"name":""#.to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 16 * 1024 * 1024));
+    huge.extend(br#"","count":1}}}"#);
+    stdio.line(&huge);
+    drop(huge);
+    let answer = stdio.answer();
+    assert!(answer.get("id").is_none(), "{answer}");
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_message_size")),
+        "{answer}"
+    );
+
+    for (id, line, code) in malformed(&meta) {
+        stdio.line(line.as_bytes());
+        let answer = stdio.answer();
+        assert_eq!(answer["id"], id, "{answer}");
+        assert_eq!(answer["error"]["code"], code, "{answer}");
+    }
+    stdio.line(b"not json at all");
+    let answer = stdio.answer();
+    assert_eq!(answer["error"]["code"], -32700, "{answer}");
+
+    stdio.line(&stdio_call(9, "ok", json!({})));
+    let ok = stdio.answer();
+    assert_eq!(ok["id"], 9, "{ok}");
+    assert_eq!(ok["result"]["content"][0]["text"], "ok", "{ok}");
+}
+
+/// Issue 11, case 9: a stdio client that writes calls and reads nothing.
+/// The host stops reading once its bound of unanswered requests is
+/// reached, so its memory stays flat; once the client reads, every call is
+/// answered.
+#[test]
+fn a_stdio_client_that_stops_reading_is_pushed_back() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const CALLS: usize = 4_000;
+    let folder = behave();
+    let mut stdio = Stdio::start(&folder);
+    let pid = stdio.child.id();
+    stdio.line(&stdio_call(1, "ok", json!({})));
+    assert_eq!(stdio.answer()["id"], 1);
+    let before = rss_kib(pid);
+
+    let mut stdin = stdio.stdin.take().expect("stdin");
+    let written = Arc::new(AtomicUsize::new(0));
+    let counter = written.clone();
+    let name = "x".repeat(20_000);
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        for id in 0..CALLS {
+            let mut line = stdio_call(10 + id as u64, "typed", json!({ "name": name, "count": 1 }));
+            line.push(b'\n');
+            if stdin.write_all(&line).is_err() {
+                return;
+            }
+            counter.store(id + 1, Ordering::SeqCst);
+        }
+        drop(stdin);
+    });
+
+    // Wait until the writer is held back (no line for a second), or done.
+    let mut last = 0;
+    let mut still_since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = written.load(Ordering::SeqCst);
+        if now == CALLS {
+            break;
+        }
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        } else if still_since.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+    }
+    let held = rss_kib(pid);
+    let sent = written.load(Ordering::SeqCst);
+    assert!(
+        sent < CALLS,
+        "the host read all {CALLS} calls ({} MB) while nothing was read",
+        CALLS * 20 / 1000
+    );
+    assert!(
+        held < before + 64 * 1024,
+        "RSS grew from {before} KiB to {held} KiB with {sent} calls written and none read"
+    );
+
+    // The client reads: every call is answered.
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < CALLS {
+        let answer = stdio.answer();
+        let id = answer["id"].as_u64().expect("id");
+        assert_eq!(answer["result"]["isError"], false, "call {id} failed");
+        seen.insert(id);
+    }
+    writer.join().expect("writer");
+}
+
+/// An `initialize` over HTTP, opening a legacy session: the HTTP status,
+/// the answer and the session id.
+async fn initialize(http: &reqwest::Client, url: &str, id: u64) -> (u16, Value, Option<String>) {
+    let body = json!({
+        "jsonrpc": "2.0", "id": id, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": { "name": "isolation-test", "version": "1" }
+        }
+    });
+    let response = http
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("POST initialize");
+    let status = response.status().as_u16();
+    let session = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = response.text().await.expect("body");
+    (status, answer_of(&text), session)
+}
+
+/// Issue 11, case 8: HTTP sessions are capped, and an idle one is closed
+/// (B24) after its idle lifetime, making room for another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_sessions_are_capped_and_idle_ones_close() {
+    let folder = behave();
+    let server = HttpServer::start(&folder, &["--max-sessions", "3", "--session-idle", "2s"]);
+    let http = reqwest::Client::new();
+    for id in 1..=3 {
+        let (status, answer, session) = initialize(&http, &server.url, id).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(session.is_some(), "no session id: {answer}");
+    }
+    let (status, refused, session) = initialize(&http, &server.url, 4).await;
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["id"], 4, "{refused}");
+    assert!(session.is_none());
+    let message = refused["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("max_sessions") && message.contains('3'),
+        "{refused}"
+    );
+    // Sessionless requests are not counted.
+    let ok = Client::new(&server.url)
+        .send(&call(5, "ok", json!({}), false))
+        .await;
+    assert_eq!(ok["result"]["content"][0]["text"], "ok", "{ok}");
+
+    // The three go idle and close; a new session opens.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, answer, _) = initialize(&http, &server.url, 6).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no session closed while idle: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let log = server.log();
+    assert!(log.matches("MCP connection closed").count() >= 3, "{log}");
+}
