@@ -61,7 +61,7 @@ enum Transport<'a> {
 }
 
 /// Run one scenario of `tests/mcp/client.py`; it checks the behaviour itself.
-fn py(transport: Transport, mode: &str, scenario: &str, extra: &[&str]) {
+fn py(transport: Transport, mode: &str, scenario: &str, extra: &[&str]) -> String {
     let mut cmd = Command::new(python());
     cmd.arg(root().join("tests/mcp/client.py"))
         .args(["--mode", mode])
@@ -86,6 +86,7 @@ fn py(transport: Transport, mode: &str, scenario: &str, extra: &[&str]) {
         "{}",
         show(&format!("python {scenario} ({mode})"), &out)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn py_stdio(mode: &str, scenario: &str) {
@@ -563,4 +564,30 @@ fn every_served_tool_converts_under_openai_agents_strict_mode() {
     }
     let out = check.wait_with_output().expect("strict_check.py");
     assert!(out.status.success(), "{}", show("strict_check.py", &out));
+}
+
+/// B31 over MCP tasks: a task's id is its call's id in the task store, so
+/// `tasks/get` from the Python SDK reads it from a new host after the old
+/// one was killed: `failed` (interrupted) for the call that ran, the result
+/// for the one that had ended.
+#[test]
+fn python_tasks_outlive_a_killed_host() {
+    let folder = folder();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("tasks.db").display().to_string();
+    let server = HttpServer::start(&folder, &["--state", &state]);
+    let out = py(Transport::Http(&server), "auto", "task-restart-start", &[]);
+    let ids = out
+        .lines()
+        .find_map(|l| l.strip_prefix("TASKS "))
+        .unwrap_or_else(|| panic!("no task ids in {out}"))
+        .replace(' ', ",");
+    drop(server); // SIGKILL
+    let server = HttpServer::start(&folder, &["--state", &state]);
+    py(
+        Transport::Http(&server),
+        "auto",
+        "task-restart-read",
+        &["--task-ids", &ids],
+    );
 }

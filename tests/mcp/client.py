@@ -295,6 +295,35 @@ async def scenario_task(client: Client, args: argparse.Namespace) -> None:
     check(isinstance(r, mcp_types.CallToolResult) and text_of(r) == "ok", f"ok: {r}")
 
 
+async def scenario_task_restart_start(client: Client, args: argparse.Namespace) -> None:
+    # B31: one task that runs on (ten minutes), one that ends; their ids go
+    # to the test, which kills the host and asks a new one.
+    running = await client.session.call_tool("progress", {"n": 2, "sleep_ms": 600000}, allow_claimed=True)
+    check(isinstance(running, CreatedTask), f"not answered with a task: {running}")
+    done = await client.session.call_tool("update_then_data", {}, allow_claimed=True)
+    check(isinstance(done, CreatedTask), f"not answered with a task: {done}")
+    task = await settle(client, done.task_id)
+    check(task.status == "completed", f"task: {task}")
+    print(f"TASKS {running.task_id} {done.task_id}")
+
+
+async def scenario_task_restart_read(client: Client, args: argparse.Namespace) -> None:
+    running, done = args.task_ids.split(",")
+    task = await get_task(client, running)
+    check(task.status == "failed", f"a call the host was killed in: {task}")
+    check("interrupted" in (task.status_message or ""), f"says why: {task}")
+    task = await get_task(client, done)
+    check(task.status == "completed", f"a call that ended before: {task}")
+    check(task.result["structuredContent"] == {"steps": 1}, f"its result: {task.result}")
+    # A guessed id reads nothing.
+    try:
+        await get_task(client, "00000000-0000-4000-8000-000000000000")
+    except Exception as e:  # the SDK raises the JSON-RPC error
+        check("task" in str(e).lower(), f"error: {e}")
+    else:
+        raise Failed("a guessed task id was answered")
+
+
 async def scenario_task_cancel(client: Client, args: argparse.Namespace) -> None:
     # spin_cancellable never calls the host: it becomes a task after a while,
     # and only the fuel check can stop it (B21).
@@ -384,6 +413,7 @@ async def main() -> int:
     parser.add_argument("--mode", default="auto", choices=["auto", "legacy"])
     parser.add_argument("--folder", help="the served folder (list-changed)")
     parser.add_argument("--drop", help="a plugin to drop into the folder (list-changed)")
+    parser.add_argument("--task-ids", help="RUNNING,DONE task ids (task-restart-read)")
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     args = parser.parse_args()
     if args.stdio:

@@ -324,10 +324,11 @@ const DRAIN_TIME: Duration = Duration::from_secs(10);
 /// sends half a header and waits is dropped then.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A request refused before it reaches the MCP service: two `Host`
-/// headers (a smuggling attempt), or an `Origin` that is not one of the
-/// allowed hosts (a web page trying to reach a local server). Requests
-/// without `Origin` come from programs, not browsers, and pass.
+/// A request refused before anything reads its body: two `Host` headers
+/// (a smuggling attempt), a `Host` that is not one of the allowed hosts (a
+/// DNS rebinding attempt), or an `Origin` that is not one of them (a web
+/// page trying to reach a local server). Requests without `Origin` come
+/// from programs, not browsers, and pass.
 fn refuse<B>(
     request: &hyper::Request<B>,
     allowed: &[String],
@@ -338,6 +339,16 @@ fn refuse<B>(
             hyper::StatusCode::BAD_REQUEST,
             "more than one Host header\n",
         ));
+    }
+    let host = headers
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok());
+    if let Some(host) = host {
+        let name = host.host().trim_start_matches('[').trim_end_matches(']');
+        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(name)) {
+            return Some(status(hyper::StatusCode::FORBIDDEN, "host not allowed\n"));
+        }
     }
     let origin = headers.get(hyper::header::ORIGIN)?;
     let host = origin

@@ -7,7 +7,7 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelTaskParams, CreateTaskResult, GetTaskParams,
     GetTaskResult, Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
     PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ProtocolVersion,
-    ServerCapabilities, ServerConfig, SubscriptionFilter, Tool, UpdateTaskParams,
+    ServerCapabilities, ServerConfig, SubscriptionFilter, TaskStatus, Tool, UpdateTaskParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
@@ -138,10 +138,30 @@ impl ToolServer {
 
     /// The task `task_id` as this handler's client may see it: the one
     /// place `tasks/get`, `tasks/update` and `tasks/cancel` look tasks up.
-    fn find_task(&self, task_id: &str) -> Result<Found, ErrorData> {
-        self.tasks()
-            .find(task_id)
-            .ok_or_else(|| unknown_task(task_id))
+    /// A task no table holds (its connection closed, or the host restarted)
+    /// is read from the task store by its id, which only its client knows
+    /// (B31): how its call ended, or `failed` for a call the host was
+    /// stopped in.
+    async fn find_task(&self, task_id: &str) -> Result<Found, ErrorData> {
+        if let Some(found) = self.tasks().find(task_id) {
+            return Ok(found);
+        }
+        let record = self.host().store().get(task_id).await.map_err(|e| {
+            ErrorData::internal_error(format!("cannot read task {task_id}: {e}"), None)
+        })?;
+        let record = record.ok_or_else(|| unknown_task(task_id))?;
+        Ok(Found {
+            task: super::tasks::stored(&record, self.options()),
+            call_id: record.call.call_id,
+            connection: std::sync::Weak::new(),
+        })
+    }
+
+    fn host(&self) -> &Host {
+        match &self.lane {
+            Lane::Fixed(c) => c.host(),
+            Lane::Http { lane, .. } => &lane.host,
+        }
     }
 
     /// The tools as this handler's session lists them; a sessionless
@@ -163,17 +183,27 @@ impl ToolServer {
         self.tool_views().iter().map(convert::tool).collect()
     }
 
-    /// Answer with a task that follows `call_id` until it ends.
-    fn task(
+    /// Answer with a task that follows `call_id` until it ends: under the
+    /// call's task id, once the task store has the call on disk (B31), so
+    /// `tasks/get` finds it after a restart too.
+    async fn task(
         &self,
         call_id: &str,
         status_message: Option<String>,
         events: broadcast::Receiver<CallEvent>,
     ) -> CallToolResponse {
         let connection = self.connection().clone();
-        let task = connection
-            .tasks()
-            .create(Arc::downgrade(&connection), call_id, status_message);
+        let session = connection.session();
+        session.make_durable().await;
+        let task_id = session
+            .task_id(call_id)
+            .unwrap_or_else(crate::store::new_task_id);
+        let task = connection.tasks().create(
+            Arc::downgrade(&connection),
+            task_id,
+            call_id,
+            status_message,
+        );
         tracing::info!(session = %connection.session().id(), call_id, task_id = %task.task_id, "call answered with a task");
         let keep = match &self.lane {
             Lane::Http { lane, own } => own.get().filter(|o| o.sessionless).map(|o| KeepOpen {
@@ -337,7 +367,7 @@ impl ServerHandler for ToolServer {
                 () = &mut task_after => {
                     // Still running: follow it as a task; the call goes on.
                     if let Some(events) = events {
-                        return Ok(self.task(&call_id, None, events));
+                        return Ok(self.task(&call_id, None, events).await);
                     }
                 }
                 event = next_event(&mut events) => progress.forward(&call_id, event).await,
@@ -359,7 +389,7 @@ impl ServerHandler for ToolServer {
                         .and_then(|r| r.updates.last().map(|u| u.message.clone())),
                     _ => Some(answer.output.clone()),
                 };
-                return Ok(self.task(&call_id, message, events));
+                return Ok(self.task(&call_id, message, events).await);
             }
             // The first update answered the call; its progress notification
             // goes out before the answer, while the request is still open.
@@ -377,7 +407,9 @@ impl ServerHandler for ToolServer {
         request: GetTaskParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, ErrorData> {
-        Ok(GetTaskResult::new(self.find_task(&request.task_id)?.task))
+        Ok(GetTaskResult::new(
+            self.find_task(&request.task_id).await?.task,
+        ))
     }
 
     async fn update_task(
@@ -387,7 +419,7 @@ impl ServerHandler for ToolServer {
     ) -> Result<(), ErrorData> {
         // toolhost's tools never ask the client for input, so there is
         // nothing to deliver; responses to unknown keys are ignored (SEP-2663).
-        self.find_task(&request.task_id).map(|_| ())
+        self.find_task(&request.task_id).await.map(|_| ())
     }
 
     async fn cancel_task(
@@ -395,9 +427,19 @@ impl ServerHandler for ToolServer {
         request: CancelTaskParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let found = self.find_task(&request.task_id)?;
-        // No connection left: the call ended, and its task shows how.
+        let found = self.find_task(&request.task_id).await?;
+        // No connection left: the call ended, and its task shows how (a
+        // task read from the store ended, or runs in another host).
         let Some(connection) = found.connection.upgrade() else {
+            if found.task.status() == TaskStatus::Working {
+                return Err(ErrorData::invalid_params(
+                    format!(
+                        "task {} runs in another toolhost; cancel it there",
+                        request.task_id
+                    ),
+                    None,
+                ));
+            }
             return Ok(());
         };
         let call_id = found.call_id;

@@ -14,10 +14,11 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use rmcp::model::{DetailedTask, Task, TaskPayload, TaskStatus};
+use rmcp::model::{DetailedTask, JsonObject, Task, TaskPayload, TaskStatus};
 
 use super::McpOptions;
 use super::connection::Connection;
+use crate::records::{CallStatus, TaskRecord};
 
 struct Entry {
     call_id: String,
@@ -83,23 +84,20 @@ impl Tasks {
         entries.len() < self.max || entries.values().any(|e| e.ended.is_some())
     }
 
-    /// A new working task that follows `call_id` of `connection`'s session,
-    /// making room by dropping the oldest finished tasks.
+    /// A new working task `task_id` (the call's id in the task store,
+    /// random) that follows `call_id` of `connection`'s session, making room
+    /// by dropping the oldest finished tasks.
     pub(crate) fn create(
         &self,
         connection: Weak<Connection>,
+        task_id: String,
         call_id: &str,
         status_message: Option<String>,
     ) -> Task {
         let now = timestamp();
-        let mut task = Task::new(
-            uuid::Uuid::new_v4().to_string(),
-            TaskStatus::Working,
-            now.clone(),
-            now,
-        )
-        .with_ttl_ms(millis(self.ttl))
-        .with_poll_interval_ms(millis(self.poll_interval));
+        let mut task = Task::new(task_id, TaskStatus::Working, now.clone(), now)
+            .with_ttl_ms(millis(self.ttl))
+            .with_poll_interval_ms(millis(self.poll_interval));
         task.status_message = status_message;
         let mut entries = self.entries();
         if entries.len() >= self.max {
@@ -159,6 +157,57 @@ impl Tasks {
     }
 }
 
+/// The task of a call read back from the task store (B31): `working`
+/// while it runs (in another host), how it ended once it ended, and
+/// `failed` for a call the host was stopped in.
+pub(crate) fn stored(record: &TaskRecord, options: &McpOptions) -> DetailedTask {
+    let call = &record.call;
+    let created = humantime::format_rfc3339_millis(call.created_at).to_string();
+    let updated = call
+        .ended_at
+        .or(record.interrupted_at)
+        .or(call.updates.last().map(|u| u.at))
+        .unwrap_or(call.created_at);
+    let (payload, message) = match call.status {
+        CallStatus::Queued | CallStatus::Running => (
+            TaskPayload::Working,
+            call.updates.last().map(|u| u.message.clone()),
+        ),
+        CallStatus::Interrupted => {
+            let message = "interrupted: the host stopped while the call ran".to_owned();
+            (
+                TaskPayload::Failed {
+                    error: match serde_json::json!({ "code": -32603, "message": message }) {
+                        serde_json::Value::Object(o) => o,
+                        _ => JsonObject::new(),
+                    },
+                },
+                Some(message),
+            )
+        }
+        status => {
+            let answer = crate::session::ending_answer(
+                &call.call_id,
+                &call.tool,
+                status,
+                call.result.as_ref(),
+                call.error.as_deref(),
+            );
+            super::convert::task_end(status, answer.as_ref())
+        }
+    };
+    let mut task = Task::new(
+        record.task_id.clone(),
+        payload.status(),
+        created,
+        humantime::format_rfc3339_millis(updated).to_string(),
+    )
+    .with_ttl_ms(millis(options.task_ttl))
+    .with_poll_interval_ms(millis(options.task_poll_interval));
+    task.status_message = message;
+    DetailedTask::new(task, payload)
+}
+
 fn timestamp() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
@@ -170,12 +219,12 @@ fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rmcp::model::JsonObject;
+    use crate::store::new_task_id;
 
     #[test]
     fn a_task_goes_from_working_to_its_end_and_is_kept_for_the_ttl() {
         let tasks = Tasks::new(Duration::from_millis(100), Duration::from_millis(50), 10);
-        let task = tasks.create(Weak::new(), "call_1", Some("step 1".into()));
+        let task = tasks.create(Weak::new(), new_task_id(), "call_1", Some("step 1".into()));
         assert_eq!(task.status, TaskStatus::Working);
         assert_eq!(
             tasks.find(&task.task_id).map(|f| f.call_id).as_deref(),
@@ -204,15 +253,6 @@ mod tests {
     }
 
     #[test]
-    fn task_ids_are_not_guessable_from_each_other() {
-        let tasks = Tasks::new(Duration::from_secs(1), Duration::from_secs(1), 10);
-        let a = tasks.create(Weak::new(), "call_1", None).task_id;
-        let b = tasks.create(Weak::new(), "call_2", None).task_id;
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 36);
-    }
-
-    #[test]
     fn a_full_table_drops_its_oldest_finished_task_and_refuses_when_all_run() {
         let tasks = Tasks::new(Duration::from_secs(1), Duration::from_secs(60), 2);
         let done = |id: &str| {
@@ -224,14 +264,20 @@ mod tests {
                 None,
             )
         };
-        let a = tasks.create(Weak::new(), "call_a", None).task_id;
-        let b = tasks.create(Weak::new(), "call_b", None).task_id;
+        let a = tasks
+            .create(Weak::new(), new_task_id(), "call_a", None)
+            .task_id;
+        let b = tasks
+            .create(Weak::new(), new_task_id(), "call_b", None)
+            .task_id;
         assert!(!tasks.has_room(), "two running tasks fill a table of two");
         done(&a);
         std::thread::sleep(Duration::from_millis(2));
         done(&b);
         assert!(tasks.has_room());
-        let c = tasks.create(Weak::new(), "call_c", None).task_id;
+        let c = tasks
+            .create(Weak::new(), new_task_id(), "call_c", None)
+            .task_id;
         assert!(tasks.find(&a).is_none(), "the oldest finished task stays");
         assert!(tasks.find(&b).is_some() && tasks.find(&c).is_some());
     }

@@ -58,6 +58,27 @@ pub use self::companion::{CANCEL_TASK_TOOL, RUNNING_TASKS_TOOL, TASK_STATUS_TOOL
 pub use self::delivery::ReplyRequest;
 pub use crate::config::AnswerMode;
 
+/// What a call that ended with `status` answers when it answers at its end
+/// (B1, B5, B22): for a call read back from the task store. The default
+/// templates serve: only a released call's end uses them.
+pub(crate) fn ending_answer(
+    call_id: &str,
+    tool: &str,
+    status: CallStatus,
+    result: Option<&Output>,
+    error: Option<&str>,
+) -> Option<Answer> {
+    answer::ending(
+        &Templates::default(),
+        call_id,
+        tool,
+        status,
+        result,
+        error,
+        false,
+    )
+}
+
 /// Settings of a session. Start from [`SessionOptions::default`].
 ///
 /// Defaults:
