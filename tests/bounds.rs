@@ -152,3 +152,172 @@ async fn the_concurrency_cap_holds_across_a_reload() {
         CallStatus::Cancelled
     );
 }
+
+/// The lookup tool of `net-connect` under a manifest granting `network`.
+async fn lookups_under(network: &[&str]) -> (Host, Folder) {
+    let folder = Folder::new();
+    let grants: Vec<String> = network.iter().map(|g| format!("{g:?}")).collect();
+    folder.add_with_manifest(
+        &test_plugin("net-connect"),
+        "net-connect",
+        &format!("[permissions]\nnetwork = [{}]\n", grants.join(", ")),
+    );
+    folder.add(&example("rust-compute"), "rust-compute");
+    let (host, report) = host_for(&folder).await;
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    (host, folder)
+}
+
+fn tool_failure(o: &toolhost::CallOutcome) -> String {
+    match &o.result {
+        Err(CallError::ToolFailed(m)) => m.clone(),
+        other => panic!("expected a tool failure, got {other:?}"),
+    }
+}
+
+/// What a plugin's resolver says when the host refuses a lookup
+/// (`access-denied`); a real lookup of an unknown name says something else.
+fn refused_lookup(message: &str) -> bool {
+    message.contains("ermission denied") || message.contains("ccess denied")
+}
+
+#[tokio::test]
+async fn only_granted_names_can_be_looked_up() {
+    let (host, _f) = lookups_under(&["localhost:9", "127.0.0.1:9"]).await;
+    let o = host.call("lookup", r#"{"name": "localhost"}"#).await;
+    let addrs = text(&o);
+    assert!(
+        addrs.contains("127.0.0.1") || addrs.contains("::1"),
+        "{addrs}"
+    );
+    // A name of the plugin's choosing could carry data out: the resolver is
+    // never asked.
+    for name in [
+        "exfil.invalid",
+        "secret.localhost",
+        "localhost.exfil.invalid",
+    ] {
+        let o = host
+            .call("lookup", &format!(r#"{{"name": "{name}"}}"#))
+            .await;
+        let message = tool_failure(&o);
+        assert!(refused_lookup(&message), "{name}: {message}");
+    }
+    assert!(
+        host.call("word_count", r#"{"text": "a b"}"#)
+            .await
+            .result
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_grant_by_ip_allows_no_lookup() {
+    let (host, _f) = lookups_under(&["127.0.0.1:9"]).await;
+    for name in ["localhost", "exfil.invalid"] {
+        let o = host
+            .call("lookup", &format!(r#"{{"name": "{name}"}}"#))
+            .await;
+        let message = tool_failure(&o);
+        assert!(refused_lookup(&message), "{name}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn an_http_request_with_user_information_is_denied() {
+    // `secret@host` would have the host's resolver look up `secret@host`.
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &example("rust-fetch"),
+        "rust-fetch",
+        "[permissions]\nnetwork = [\"127.0.0.1:9\"]\n",
+    );
+    let (host, report) = host_for(&folder).await;
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let o = host
+        .call("http_get", r#"{"url": "http://secret@127.0.0.1:9/"}"#)
+        .await;
+    let message = tool_failure(&o);
+    assert!(message.contains("denied"), "{message}");
+    // The same address without it is let through (and finds nobody there).
+    let o = host
+        .call("http_get", r#"{"url": "http://127.0.0.1:9/"}"#)
+        .await;
+    let message = tool_failure(&o);
+    assert!(!message.contains("denied"), "{message}");
+}
+
+/// This process's resident memory, in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib * 1024
+}
+
+/// How much more than the 128 MiB the host may hold for a call outside its
+/// memory (4 096 resources of at most 32 KiB of fields), with room for the
+/// other tests of this binary running beside.
+const HELD_OUTSIDE_MEMORY: u64 = 256 << 20;
+
+#[tokio::test]
+async fn b23_a_call_holding_too_many_resources_ends_naming_the_limit() {
+    let (host, _f) = host_with(&["hoard"]).await;
+    let before = rss();
+    // Without the cap: a million maps of 16 KiB, 16 GB of host memory.
+    let o = host
+        .call("fields", r#"{"count": 1000000, "value_bytes": 16384}"#)
+        .await;
+    let after = rss();
+    assert!(
+        matches!(o.result, Err(CallError::Limit(Limit::Resources(4096)))),
+        "{:?}",
+        o.result
+    );
+    assert!(
+        o.model_text().contains("limit of 4096 resources"),
+        "{}",
+        o.model_text()
+    );
+    eprintln!("RSS before {before} B, after {after} B");
+    assert!(
+        after < before + HELD_OUTSIDE_MEMORY,
+        "RSS grew from {before} to {after} bytes"
+    );
+    assert_eq!(text(&host.call("ok", "{}").await), "ok");
+    let fine = host
+        .call("fields", r#"{"count": 100, "value_bytes": 1024}"#)
+        .await;
+    assert_eq!(text(&fine), "held 100");
+}
+
+#[tokio::test]
+async fn b23_http_header_fields_over_their_limit_end_the_call_naming_it() {
+    let (host, _f) = host_with(&["hoard"]).await;
+    let before = rss();
+    let o = host.call("header", r#"{"kib": 100000}"#).await;
+    let after = rss();
+    assert!(
+        matches!(o.result, Err(CallError::Limit(Limit::HttpFields(32768)))),
+        "{:?}",
+        o.result
+    );
+    assert!(
+        o.model_text().contains("HTTP header size limit of 32 KiB"),
+        "{}",
+        o.model_text()
+    );
+    eprintln!("RSS before {before} B, after {after} B");
+    assert!(
+        after < before + HELD_OUTSIDE_MEMORY,
+        "RSS grew from {before} to {after} bytes"
+    );
+    assert_eq!(text(&host.call("ok", "{}").await), "ok");
+    assert_eq!(
+        text(&host.call("header", r#"{"kib": 16}"#).await),
+        "appended 16 KiB"
+    );
+}

@@ -134,7 +134,7 @@ pub(crate) async fn run(
             }),
             Ok(Err((false, e))) => Err(if is_out_of_fuel(&e) {
                 CallError::Limit(Limit::Fuel(limits.fuel))
-            } else if let Some(limit) = store.data().limit_hit() {
+            } else if let Some(limit) = store.data().limit_hit(&e) {
                 CallError::Limit(limit)
             } else {
                 CallError::Crashed {

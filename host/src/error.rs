@@ -116,6 +116,11 @@ pub enum Limit {
     UpdateSize(u64),
     /// The size of a result (text and data), in bytes.
     ResultSize(u64),
+    /// The host resources (streams, pollables, HTTP fields...) a call may
+    /// hold at once.
+    Resources(u64),
+    /// The size of one `wasi:http` header map, in bytes.
+    HttpFields(u64),
 }
 
 impl std::fmt::Display for Limit {
@@ -127,6 +132,10 @@ impl std::fmt::Display for Limit {
             Limit::Updates(n) => write!(f, "limit of {n} updates"),
             Limit::UpdateSize(b) => write!(f, "update size limit of {}", format_bytes(*b)),
             Limit::ResultSize(b) => write!(f, "result size limit of {}", format_bytes(*b)),
+            Limit::Resources(n) => write!(f, "limit of {n} resources held at once"),
+            Limit::HttpFields(b) => {
+                write!(f, "HTTP header size limit of {}", format_bytes(*b))
+            }
         }
     }
 }

@@ -33,6 +33,8 @@ mod config;
 mod engine;
 mod error;
 mod folder;
+#[cfg(test)]
+mod fuzz;
 mod host;
 mod ids;
 mod limits;

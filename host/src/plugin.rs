@@ -323,7 +323,12 @@ pub(crate) fn valid_tool_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn check_tools(specs: Vec<ToolSpec>, manifest: &Manifest) -> Result<Vec<Arc<Tool>>, LoadErrorKind> {
+/// The tools `describe()` returned, checked against the bounds and the
+/// manifest's overrides, with their schemas compiled.
+pub(crate) fn check_tools(
+    specs: Vec<ToolSpec>,
+    manifest: &Manifest,
+) -> Result<Vec<Arc<Tool>>, LoadErrorKind> {
     if specs.is_empty() {
         return Err(LoadErrorKind::NoTools);
     }

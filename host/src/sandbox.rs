@@ -9,11 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{HasData, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
-use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::ResourceTableError;
+use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup as lookup;
+use wasmtime_wasi::p2::bindings::sockets::network::{self, Network};
+use wasmtime_wasi::p2::{DynPollable, SocketError};
+use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{
+    FieldMapError, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
 
 use crate::bindings::{self, CallContext, LogLevel};
 use crate::error::Limit;
@@ -122,6 +128,8 @@ impl CallState {
         }
         if !grants.network.is_empty() {
             let network = grants.network.clone();
+            // Name lookups are further narrowed to the granted names by
+            // `GrantedLookups`, which stands in front of wasmtime's resolver.
             wasi.allow_tcp(true)
                 .allow_udp(true)
                 .allow_ip_name_lookup(true)
@@ -171,12 +179,27 @@ impl CallState {
         &mut self.limiter
     }
 
-    /// The limit that ended the call, if one did (B23).
-    pub(crate) fn limit_hit(&self) -> Option<Limit> {
+    /// The limit that ended the call with `trap`, if one did (B23).
+    pub(crate) fn limit_hit(&self, trap: &wasmtime::Error) -> Option<Limit> {
         if self.limiter.hit {
             return Some(Limit::Memory(self.limiter.memory));
         }
-        self.bounds.hit
+        if self.bounds.hit.is_some() {
+            return self.bounds.hit;
+        }
+        // The resource table and the header maps trap with their own
+        // errors, somewhere in the trap's chain of causes.
+        trap.chain().find_map(|cause| {
+            if let Some(ResourceTableError::Full) = cause.downcast_ref::<ResourceTableError>() {
+                return Some(Limit::Resources(MAX_RESOURCES as u64));
+            }
+            match cause.downcast_ref::<FieldMapError>() {
+                Some(FieldMapError::TotalSizeTooBig | FieldMapError::TooManyFields) => {
+                    Some(Limit::HttpFields(MAX_HTTP_FIELDS as u64))
+                }
+                _ => None,
+            }
+        })
     }
 }
 
@@ -278,7 +301,8 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// Outgoing HTTP is allowed only to granted `host:port` pairs.
+/// Outgoing HTTP is allowed only to granted `host:port` pairs, so only
+/// granted names are ever looked up.
 struct HttpGrants {
     network: Arc<[NetworkGrant]>,
 }
@@ -302,10 +326,15 @@ impl WasiHttpHooks for HttpGrants {
     > {
         let uri = request.uri();
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let allowed = uri.host().is_some_and(|host| {
-            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            self.network.iter().any(|g| g.allows_authority(host, port))
-        });
+        // The connection is made to the authority as written, user
+        // information included: `secret@granted.example` would make the
+        // host's resolver look up a name the plugin chose.
+        let userinfo = uri.authority().is_some_and(|a| a.as_str().contains('@'));
+        let allowed = !userinfo
+            && uri.host().is_some_and(|host| {
+                let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+                self.network.iter().any(|g| g.allows_authority(host, port))
+            });
         if !allowed {
             tracing::warn!(uri = %uri, "outgoing HTTP request denied: not in the plugin's network grants");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
@@ -405,11 +434,111 @@ impl bindings::toolhost::plugin::host::Host for CallState {
     }
 }
 
+/// `wasi:sockets/ip-name-lookup` narrowed to the names a manifest grants:
+/// a lookup of any other name is refused with `access-denied` before any
+/// resolver is asked, so a plugin cannot leak data through the names it
+/// looks up. A grant by IP address allows no lookup; an IP address written
+/// as a name is still answered, since that asks no resolver. The rest is
+/// wasmtime's implementation.
+struct GrantedLookups<'a> {
+    network: &'a [NetworkGrant],
+    sockets: WasiSocketsCtxView<'a>,
+}
+
+impl GrantedLookups<'_> {
+    fn allows(&self, name: &str) -> bool {
+        if name.parse::<std::net::IpAddr>().is_ok() {
+            return true;
+        }
+        // A fully qualified name (`localhost.`) is the same name.
+        let name = name.strip_suffix('.').unwrap_or(name);
+        self.network.iter().any(|g| {
+            g.host.parse::<std::net::IpAddr>().is_err() && g.host.eq_ignore_ascii_case(name)
+        })
+    }
+}
+
+impl lookup::Host for GrantedLookups<'_> {
+    fn resolve_addresses(
+        &mut self,
+        network: Resource<Network>,
+        name: String,
+    ) -> Result<Resource<lookup::ResolveAddressStream>, SocketError> {
+        if !self.allows(&name) {
+            return Err(lookup::ErrorCode::AccessDenied.into());
+        }
+        self.sockets.resolve_addresses(network, name)
+    }
+}
+
+impl lookup::HostResolveAddressStream for GrantedLookups<'_> {
+    fn resolve_next_address(
+        &mut self,
+        stream: Resource<lookup::ResolveAddressStream>,
+    ) -> Result<Option<lookup::IpAddress>, SocketError> {
+        self.sockets.resolve_next_address(stream)
+    }
+
+    fn subscribe(
+        &mut self,
+        stream: Resource<lookup::ResolveAddressStream>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        self.sockets.subscribe(stream)
+    }
+
+    fn drop(&mut self, stream: Resource<lookup::ResolveAddressStream>) -> wasmtime::Result<()> {
+        lookup::HostResolveAddressStream::drop(&mut self.sockets, stream)
+    }
+}
+
+/// Turns the lookup's errors into what the plugin is told, as wasmtime does.
+impl network::Host for GrantedLookups<'_> {
+    fn convert_error_code(&mut self, error: SocketError) -> wasmtime::Result<network::ErrorCode> {
+        self.sockets.convert_error_code(error)
+    }
+
+    fn network_error_code(
+        &mut self,
+        error: Resource<wasmtime::Error>,
+    ) -> wasmtime::Result<Option<network::ErrorCode>> {
+        self.sockets.network_error_code(error)
+    }
+}
+
+impl network::HostNetwork for GrantedLookups<'_> {
+    fn drop(&mut self, this: Resource<Network>) -> wasmtime::Result<()> {
+        network::HostNetwork::drop(&mut self.sockets, this)
+    }
+}
+
+struct Lookups;
+
+impl HasData for Lookups {
+    type Data<'a> = GrantedLookups<'a>;
+}
+
+impl CallState {
+    fn lookups(&mut self) -> GrantedLookups<'_> {
+        GrantedLookups {
+            network: &self.hooks.network,
+            sockets: WasiSocketsCtxView {
+                ctx: self.wasi.sockets(),
+                table: &mut self.table,
+            },
+        }
+    }
+}
+
 /// The linker every plugin is instantiated with: all of WASI preview 2,
 /// `wasi:http`, and the `toolhost:plugin/host` interface.
 pub(crate) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<CallState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    // Name lookups only for granted names (see `GrantedLookups`): this
+    // replaces the interface wasmtime just added.
+    linker.allow_shadowing(true);
+    lookup::add_to_linker::<CallState, Lookups>(&mut linker, CallState::lookups)?;
+    linker.allow_shadowing(false);
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     bindings::Plugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
     Ok(linker)
