@@ -324,10 +324,12 @@ const DRAIN_TIME: Duration = Duration::from_secs(10);
 /// sends half a header and waits is dropped then.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A request refused before it reaches the MCP service: two `Host`
-/// headers (a smuggling attempt), or an `Origin` that is not one of the
-/// allowed hosts (a web page trying to reach a local server). Requests
-/// without `Origin` come from programs, not browsers, and pass.
+/// A request refused before it reaches the MCP service (or its body is
+/// read): two `Host` headers (a smuggling attempt), a `Host` that is not
+/// one of the allowed hosts (DNS rebinding; rmcp checks it too, but only
+/// after the body was read here), or an `Origin` that is not one of them
+/// (a web page trying to reach a local server). Requests without `Origin`
+/// come from programs, not browsers, and pass.
 fn refuse<B>(
     request: &hyper::Request<B>,
     allowed: &[String],
@@ -338,6 +340,11 @@ fn refuse<B>(
             hyper::StatusCode::BAD_REQUEST,
             "more than one Host header\n",
         ));
+    }
+    if let Some(host) = headers.get(hyper::header::HOST)
+        && !host.to_str().is_ok_and(|h| host_allowed(h, allowed))
+    {
+        return Some(status(hyper::StatusCode::FORBIDDEN, "host not allowed\n"));
     }
     let origin = headers.get(hyper::header::ORIGIN)?;
     let host = origin
@@ -354,6 +361,29 @@ fn refuse<B>(
     }
 }
 
+/// Whether a `Host` header names an allowed host: `name` allows it on any
+/// port, `name:port` on that port only (as rmcp reads the same list); an
+/// empty list allows every host.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let Ok(host) = host.parse::<hyper::http::uri::Authority>() else {
+        return false;
+    };
+    let name = host.host().trim_start_matches('[').trim_end_matches(']');
+    allowed.is_empty()
+        || allowed.iter().any(|a| {
+            let (a_name, a_port) = match a.parse::<hyper::http::uri::Authority>() {
+                // A bare IPv6 address (`::1`) is no authority: a name alone.
+                Err(_) => (a.clone(), None),
+                Ok(authority) => (authority.host().to_owned(), authority.port_u16()),
+            };
+            a_name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .eq_ignore_ascii_case(name)
+                && a_port.is_none_or(|p| host.port_u16() == Some(p))
+        })
+}
+
 fn status(
     code: hyper::StatusCode,
     text: &'static str,
@@ -365,4 +395,28 @@ fn status(
 
 fn not_found() -> hyper::Response<BoxBody<Bytes, Infallible>> {
     status(hyper::StatusCode::NOT_FOUND, "not found\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn a_host_header_is_checked_by_name_and_by_port_when_the_list_names_one() {
+        let allowed: Vec<String> = ["localhost", "::1", "example.com:8080"]
+            .map(String::from)
+            .to_vec();
+        for ok in [
+            "localhost",
+            "localhost:1234",
+            "[::1]:80",
+            "example.com:8080",
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok}");
+        }
+        for refused in ["evil.example", "example.com:9090", "example.com", "a b"] {
+            assert!(!host_allowed(refused, &allowed), "{refused}");
+        }
+        assert!(host_allowed("anything", &[]));
+    }
 }
