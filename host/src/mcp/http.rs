@@ -271,6 +271,13 @@ async fn read_post(
     };
     match tokio::time::timeout(DRAIN_TIME, drain).await {
         Ok(Ok(())) if read <= max => {}
+        Err(_) if read <= max => {
+            tracing::debug!(read, "a request body took too long");
+            return Err(status(
+                hyper::StatusCode::REQUEST_TIMEOUT,
+                "the request body took longer than 10 s\n",
+            ));
+        }
         Ok(Ok(())) | Err(_) => {
             let mut answer =
                 json_answer(hyper::StatusCode::PAYLOAD_TOO_LARGE, &wire::too_large(max));
@@ -315,9 +322,10 @@ fn json_answer(code: hyper::StatusCode, answer: &ServerJsonRpcMessage) -> Respon
 }
 
 /// How much of a body past the message size limit is read (and dropped)
-/// before the 413 answer, and for how long: a client that is still sending
-/// would otherwise never read it.
+/// before the 413 answer: a client that is still sending would otherwise
+/// never read it.
 const DRAIN_MAX: usize = 512 * 1024 * 1024;
+/// How long a body may take to arrive (a slow client is answered 408).
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// How long a client may take to send a request's header; a client that
