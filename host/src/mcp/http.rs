@@ -271,6 +271,13 @@ async fn read_post(
     };
     match tokio::time::timeout(DRAIN_TIME, drain).await {
         Ok(Ok(())) if read <= max => {}
+        Err(_) if read <= max => {
+            tracing::debug!(read, "a request body took too long");
+            return Err(status(
+                hyper::StatusCode::REQUEST_TIMEOUT,
+                "the request body took longer than 10 s\n",
+            ));
+        }
         Ok(Ok(())) | Err(_) => {
             let mut answer =
                 json_answer(hyper::StatusCode::PAYLOAD_TOO_LARGE, &wire::too_large(max));
@@ -315,20 +322,22 @@ fn json_answer(code: hyper::StatusCode, answer: &ServerJsonRpcMessage) -> Respon
 }
 
 /// How much of a body past the message size limit is read (and dropped)
-/// before the 413 answer, and for how long: a client that is still sending
-/// would otherwise never read it.
+/// before the 413 answer: a client that is still sending would otherwise
+/// never read it.
 const DRAIN_MAX: usize = 512 * 1024 * 1024;
+/// How long a body may take to arrive (a slow client is answered 408).
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// How long a client may take to send a request's header; a client that
 /// sends half a header and waits is dropped then.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A request refused before anything reads its body: two `Host` headers
-/// (a smuggling attempt), a `Host` that is not one of the allowed hosts (a
-/// DNS rebinding attempt), or an `Origin` that is not one of them (a web
-/// page trying to reach a local server). Requests without `Origin` come
-/// from programs, not browsers, and pass.
+/// A request refused before it reaches the MCP service (or its body is
+/// read): two `Host` headers (a smuggling attempt), a `Host` that is not
+/// one of the allowed hosts (DNS rebinding; rmcp checks it too, but only
+/// after the body was read here), or an `Origin` that is not one of them
+/// (a web page trying to reach a local server). Requests without `Origin`
+/// come from programs, not browsers, and pass.
 fn refuse<B>(
     request: &hyper::Request<B>,
     allowed: &[String],
@@ -340,15 +349,10 @@ fn refuse<B>(
             "more than one Host header\n",
         ));
     }
-    let host = headers
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok());
-    if let Some(host) = host {
-        let name = host.host().trim_start_matches('[').trim_end_matches(']');
-        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(name)) {
-            return Some(status(hyper::StatusCode::FORBIDDEN, "host not allowed\n"));
-        }
+    if let Some(host) = headers.get(hyper::header::HOST)
+        && !host.to_str().is_ok_and(|h| host_allowed(h, allowed))
+    {
+        return Some(status(hyper::StatusCode::FORBIDDEN, "host not allowed\n"));
     }
     let origin = headers.get(hyper::header::ORIGIN)?;
     let host = origin
@@ -365,6 +369,29 @@ fn refuse<B>(
     }
 }
 
+/// Whether a `Host` header names an allowed host: `name` allows it on any
+/// port, `name:port` on that port only (as rmcp reads the same list); an
+/// empty list allows every host.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let Ok(host) = host.parse::<hyper::http::uri::Authority>() else {
+        return false;
+    };
+    let name = host.host().trim_start_matches('[').trim_end_matches(']');
+    allowed.is_empty()
+        || allowed.iter().any(|a| {
+            let (a_name, a_port) = match a.parse::<hyper::http::uri::Authority>() {
+                // A bare IPv6 address (`::1`) is no authority: a name alone.
+                Err(_) => (a.clone(), None),
+                Ok(authority) => (authority.host().to_owned(), authority.port_u16()),
+            };
+            a_name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .eq_ignore_ascii_case(name)
+                && a_port.is_none_or(|p| host.port_u16() == Some(p))
+        })
+}
+
 fn status(
     code: hyper::StatusCode,
     text: &'static str,
@@ -376,4 +403,28 @@ fn status(
 
 fn not_found() -> hyper::Response<BoxBody<Bytes, Infallible>> {
     status(hyper::StatusCode::NOT_FOUND, "not found\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn a_host_header_is_checked_by_name_and_by_port_when_the_list_names_one() {
+        let allowed: Vec<String> = ["localhost", "::1", "example.com:8080"]
+            .map(String::from)
+            .to_vec();
+        for ok in [
+            "localhost",
+            "localhost:1234",
+            "[::1]:80",
+            "example.com:8080",
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok}");
+        }
+        for refused in ["evil.example", "example.com:9090", "example.com", "a b"] {
+            assert!(!host_allowed(refused, &allowed), "{refused}");
+        }
+        assert!(host_allowed("anything", &[]));
+    }
 }
