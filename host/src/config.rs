@@ -70,6 +70,24 @@ pub struct HostConfig {
     pub describe_timeout: Duration,
     pub store: Option<Arc<dyn TaskStore>>,
     pub records: Retention,
+    /// The `[dashboard]` table: what `toolhost dashboard` needs to serve
+    /// beyond loopback.
+    pub dashboard: DashboardConfig,
+}
+
+/// The `[dashboard]` table of `toolhost.toml`.
+///
+/// ```toml
+/// [dashboard]
+/// token = "a long random string"   # default none: loopback only
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DashboardConfig {
+    /// The token every request must carry when the dashboard listens on
+    /// an address other than loopback.
+    pub token: Option<String>,
 }
 
 impl Default for HostConfig {
@@ -85,6 +103,7 @@ impl Default for HostConfig {
             describe_timeout: Duration::from_secs(10),
             store: None,
             records: Retention::default(),
+            dashboard: DashboardConfig::default(),
         }
     }
 }
@@ -100,6 +119,8 @@ struct File {
     profiles: BTreeMap<String, Profile>,
     #[serde(default)]
     records: Retention,
+    #[serde(default)]
+    dashboard: DashboardConfig,
 }
 
 /// A named subset of the tools: only `tools` when given, never `exclude`;
@@ -145,6 +166,7 @@ impl HostConfig {
         config.templates = Arc::new(file.templates);
         config.profiles = file.profiles;
         config.records = file.records;
+        config.dashboard = file.dashboard;
         Ok(config)
     }
 

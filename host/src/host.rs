@@ -2,17 +2,18 @@
 //! and the sessions that call them.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::call::CallOutcome;
 use crate::config::HostConfig;
 use crate::error::LoadError;
 use crate::folder::FolderWatch;
 use crate::plugin::Plugin;
+use crate::records::HostEvent;
 use crate::registry::{LoadReport, Registry, ToolEntry};
-use crate::session::{Session, SessionOptions};
+use crate::session::{CancelError, Session, SessionOptions, WeakSession};
 use crate::store::TaskStore;
 
 /// A toolhost: an engine, the plugins loaded into it, their tools, and the
@@ -34,6 +35,9 @@ use crate::store::TaskStore;
 #[derive(Clone)]
 pub struct Host {
     registry: Arc<Registry>,
+    /// The sessions opened here, for a cancel by task id from outside any
+    /// of them; the gone ones are dropped as new ones open.
+    sessions: Arc<Mutex<Vec<WeakSession>>>,
 }
 
 impl std::fmt::Debug for Host {
@@ -47,6 +51,7 @@ impl Host {
     pub fn new(config: HostConfig) -> anyhow::Result<Self> {
         Ok(Self {
             registry: Arc::new(Registry::new(config)?),
+            sessions: Arc::default(),
         })
     }
 
@@ -138,9 +143,40 @@ impl Host {
         &self.registry.store
     }
 
+    /// The events of every call of every session from now on (B29), each
+    /// with its task id: what a dashboard shows live. A subscriber that
+    /// falls more than 4096 events behind loses the oldest
+    /// ([`broadcast::error::RecvError::Lagged`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<HostEvent> {
+        self.registry
+            .events
+            .get_or_init(|| broadcast::channel(4096).0)
+            .subscribe()
+    }
+
+    /// Cancel a running or queued call of any session, found by its task
+    /// id (B20–B22): as [`Session::cancel`] in the session that runs it.
+    pub fn cancel_task(&self, task_id: &str) -> Result<(), CancelError> {
+        let sessions: Vec<Session> = (self.sessions().iter())
+            .filter_map(WeakSession::upgrade)
+            .collect();
+        sessions
+            .iter()
+            .find_map(|s| s.cancel_task(task_id))
+            .unwrap_or_else(|| Err(CancelError::NotFound(task_id.to_owned())))
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, Vec<WeakSession>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Open a session: one conversation's calls (see [`Session`]).
     pub fn open_session(&self, options: SessionOptions) -> Session {
-        Session::open(self.registry.clone(), options)
+        let session = Session::open(self.registry.clone(), options);
+        let mut sessions = self.sessions();
+        sessions.retain(|s| !s.is_gone());
+        sessions.push(session.downgrade());
+        session
     }
 
     /// Call a tool once and wait for its end (B1, B5, B7, B8, B23): a

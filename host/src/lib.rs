@@ -30,6 +30,7 @@ mod bindings;
 mod call;
 pub mod catalog;
 mod config;
+pub mod dashboard;
 mod engine;
 mod error;
 mod folder;
@@ -54,14 +55,14 @@ mod templates;
 pub use self::arguments::CONFIRM_ARGUMENT;
 pub use self::bindings::{Delivery, DuplicatePolicy, DuplicateScope};
 pub use self::call::{CallOutcome, Output};
-pub use self::config::{HostConfig, Profile};
+pub use self::config::{DashboardConfig, HostConfig, Profile};
 pub use self::engine::EngineConfig;
 pub use self::error::{CallError, FileError, Limit, LoadError, LoadErrorKind};
 pub use self::folder::FolderWatch;
 pub use self::host::Host;
 pub use self::limits::Limits;
 pub use self::plugin::{Plugin, Tool};
-pub use self::records::{CallEvent, CallRecord, CallStatus, EventKind, UpdateRecord};
+pub use self::records::{CallEvent, CallRecord, CallStatus, EventKind, HostEvent, UpdateRecord};
 pub use self::registry::{LoadReport, ToolEntry};
 pub use self::session::{
     Answer, AnswerKind, AnswerMode, CANCEL_TASK_TOOL, CancelError, Item, RUNNING_TASKS_TOOL,

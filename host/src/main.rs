@@ -125,6 +125,21 @@ enum Command {
         #[arg(long, value_name = "DURATION")]
         session_idle: Option<humantime::Duration>,
     },
+    /// Serve the dashboard: live calls, history, plugins and tools, and a
+    /// form to try each tool. The plugin folder is followed live.
+    Dashboard {
+        /// Listen on this address. Any address but loopback needs a token.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8701")]
+        addr: std::net::SocketAddr,
+        /// The token every request must carry (default: `token` in the
+        /// [dashboard] table of toolhost.toml).
+        #[arg(long, env = "TOOLHOST_DASHBOARD_TOKEN", value_name = "TOKEN")]
+        token: Option<String>,
+        /// Accept this Host header too (loopback names are always accepted).
+        /// Repeat for more.
+        #[arg(long, value_name = "HOST")]
+        allow_host: Vec<String>,
+    },
     /// List recent calls from the task store, newest first; `tasks show ID`
     /// shows one with its updates and its result.
     Tasks {
@@ -195,7 +210,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         return cli::tasks(state.as_deref(), show.as_ref(), filter).await;
     }
     // The commands that run calls keep their records (B31).
-    if matches!(cli.command, Command::Serve { .. } | Command::Call { .. }) {
+    if matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Call { .. } | Command::Dashboard { .. }
+    ) {
         config.store = Some(cli::open_store(state.as_deref(), config.records).await);
     }
     let host = Host::new(config)?;
@@ -237,6 +255,14 @@ async fn command(host: &Host, cli: Cli) -> Result<ExitCode> {
             host.start_loading(&cli.plugins)
                 .with_context(|| format!("loading plugins from {}", cli.plugins.display()))?;
             cli::call(host, &tool, &arguments, json).await
+        }
+        Command::Dashboard {
+            addr,
+            token,
+            allow_host,
+        } => {
+            cli::dashboard(host, &cli.plugins, addr, token, allow_host).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::New { .. } | Command::Tasks { .. } => {
             unreachable!("handled before the host starts")

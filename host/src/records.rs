@@ -145,6 +145,18 @@ pub struct CallEvent {
     pub kind: EventKind,
 }
 
+/// One event of any session of a host ([`Host::subscribe`](crate::Host::subscribe)),
+/// with the task id that finds its record in the task store.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostEvent {
+    pub task_id: String,
+    /// The call's arguments, on its `started` event only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Value>,
+    #[serde(flatten)]
+    pub event: CallEvent,
+}
+
 fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_rfc3339_millis(*t))
 }

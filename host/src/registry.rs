@@ -3,14 +3,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, broadcast, watch};
 
 use crate::config::HostConfig;
 use crate::engine::Runtime;
 use crate::error::{LoadError, LoadErrorKind};
 use crate::plugin::{self, Plugin, Tool};
+use crate::records::HostEvent;
 use crate::store::{MemoryStore, StoreOptions, TaskStore};
 
 /// A tool as the host serves it, with the plugin that provides it.
@@ -62,6 +63,9 @@ pub(crate) struct Registry {
     pending: watch::Sender<usize>,
     /// Bumped on every change of the tool list.
     changed: watch::Sender<u64>,
+    /// Every session's call events, made on the first subscription: a host
+    /// nobody watches pays for no events.
+    pub(crate) events: OnceLock<broadcast::Sender<HostEvent>>,
 }
 
 impl Registry {
@@ -80,6 +84,7 @@ impl Registry {
             served: RwLock::default(),
             pending: watch::Sender::new(0),
             changed: watch::Sender::new(0),
+            events: OnceLock::new(),
         })
     }
 

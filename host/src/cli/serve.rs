@@ -58,7 +58,7 @@ pub async fn serve(
 /// Resolves on Ctrl-C (SIGINT), SIGTERM or SIGHUP: process managers and
 /// clients that close a server send SIGTERM, and a terminal that goes away
 /// sends SIGHUP.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+pub(super) fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;

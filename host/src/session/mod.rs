@@ -37,7 +37,7 @@ mod start;
 mod task;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, broadcast, watch};
@@ -48,7 +48,7 @@ use self::task::{Finish, Inline};
 use crate::call::{CallOutcome, Output};
 use crate::catalog::ToolView;
 use crate::error::CallError;
-use crate::records::{CallEvent, CallRecord, CallStatus, EventKind, TaskRecord};
+use crate::records::{CallEvent, CallRecord, CallStatus, EventKind, HostEvent, TaskRecord};
 use crate::registry::Registry;
 use crate::sandbox::CallControl;
 use crate::templates::Templates;
@@ -201,16 +201,38 @@ impl Inner {
         }
     }
 
-    fn emit(&self, call_id: &str, tool: &str, kind: EventKind) {
-        if let Some(events) = self.events.get() {
-            // No subscriber left is fine.
-            let _ = events.send(CallEvent {
-                call_id: call_id.to_owned(),
-                session_id: self.id.clone(),
-                tool: tool.to_owned(),
-                at: SystemTime::now(),
-                kind,
+    /// Send a call's event to the session's subscribers and the host's;
+    /// `arguments` go with `Started` to the host's.
+    fn emit(
+        &self,
+        task_id: &str,
+        arguments: Option<&serde_json::Value>,
+        call_id: &str,
+        tool: &str,
+        kind: EventKind,
+    ) {
+        let session = self.events.get().filter(|s| s.receiver_count() > 0);
+        let host = (self.registry.events.get()).filter(|h| h.receiver_count() > 0);
+        if session.is_none() && host.is_none() {
+            return;
+        }
+        let event = CallEvent {
+            call_id: call_id.to_owned(),
+            session_id: self.id.clone(),
+            tool: tool.to_owned(),
+            at: SystemTime::now(),
+            kind,
+        };
+        // No subscriber left is fine.
+        if let Some(host) = host {
+            let _ = host.send(HostEvent {
+                task_id: task_id.to_owned(),
+                arguments: arguments.cloned(),
+                event: event.clone(),
             });
+        }
+        if let Some(session) = session {
+            let _ = session.send(event);
         }
     }
 }
@@ -230,6 +252,20 @@ impl std::fmt::Debug for Inner {
         f.debug_struct("Session")
             .field("id", &self.id)
             .finish_non_exhaustive()
+    }
+}
+
+/// A session that may be gone: what the host keeps of its sessions.
+#[derive(Clone)]
+pub(crate) struct WeakSession(Weak<Inner>);
+
+impl WeakSession {
+    pub(crate) fn upgrade(&self) -> Option<Session> {
+        self.0.upgrade().map(|inner| Session { inner })
+    }
+
+    pub(crate) fn is_gone(&self) -> bool {
+        self.0.strong_count() == 0
     }
 }
 
@@ -272,6 +308,19 @@ impl Session {
                 call_ended: Notify::new(),
             }),
         }
+    }
+
+    /// A handle that does not keep the session open.
+    pub(crate) fn downgrade(&self) -> WeakSession {
+        WeakSession(Arc::downgrade(&self.inner))
+    }
+
+    /// Cancel this session's call found by `task_id`, if it has one.
+    pub(crate) fn cancel_task(&self, task_id: &str) -> Option<Result<(), CancelError>> {
+        let call_id = (self.inner.state().records.values())
+            .find(|r| r.task_id == task_id)
+            .map(|r| r.call.call_id.clone())?;
+        Some(self.cancel(&call_id))
     }
 
     pub fn id(&self) -> &str {

@@ -90,7 +90,13 @@ impl Task {
                 r.call.status = CallStatus::Running;
                 r.call.started_at = Some(started_at);
             }
-            inner.emit(&self.call_id, self.tool(), EventKind::Started);
+            inner.emit(
+                &self.task_id,
+                Some(&self.args),
+                &self.call_id,
+                self.tool(),
+                EventKind::Started,
+            );
         }
 
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -201,7 +207,13 @@ impl Task {
             );
             self.delivery.push(item);
         }
-        inner.emit(&self.call_id, &tool, EventKind::Updated { n, message });
+        inner.emit(
+            &self.task_id,
+            None,
+            &self.call_id,
+            &tool,
+            EventKind::Updated { n, message },
+        );
     }
 
     fn end(mut self, outcome: CallOutcome) {
@@ -267,6 +279,8 @@ impl Task {
         let _ = self.ended.send(true);
         if let Some(inner) = inner {
             inner.emit(
+                &self.task_id,
+                None,
                 &self.call_id,
                 &tool,
                 EventKind::Ended {

@@ -1,0 +1,237 @@
+//! The dashboard: a web page over a host, to see every call and try every
+//! tool without an agent.
+//!
+//! Pages (plain HTML, readable without JavaScript; a small script, embedded
+//! like the style sheet, makes them live):
+//! - `/`: the running and queued calls of every session, kept live by
+//!   server-sent events from [`Host::subscribe`] (no polling);
+//! - `/history`: finished calls from the task store, filtered by tool,
+//!   status and session; `/calls/{task_id}`: one call with every update,
+//!   its result or error, fuel and duration;
+//! - `/plugins`: every plugin with its file, size, grants and limits, the
+//!   refused ones with their reason, and every tool;
+//! - `/tools/{name}`: a tool's schemas and a form made from its input
+//!   schema that calls it in the dashboard's own session.
+//!
+//! [`Dashboard::router`] is everything but `/mcp`, to mount beside the MCP
+//! endpoint; [`bind`] serves it alone (`toolhost dashboard`).
+//!
+//! ```no_run
+//! # async fn demo(host: toolhost::Host) -> anyhow::Result<()> {
+//! use toolhost::dashboard::{self, DashboardOptions};
+//!
+//! let server = dashboard::bind(&host, "127.0.0.1:8701".parse()?, DashboardOptions::default()).await?;
+//! println!("open {}", server.url());
+//! server.run(std::future::pending()).await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Who may use it
+//! It can start any tool, so by default it listens on loopback only. On any
+//! other address [`bind`] refuses to start without a token; with one, every
+//! request must carry it (`Authorization: Bearer`, or the cookie set by
+//! visiting `/?token=...` once). Every request's `Host` header must be one
+//! of [`DashboardOptions::allowed_hosts`] (against DNS rebinding), and a
+//! request that changes something (`POST`) from another origin is refused.
+
+mod assets;
+mod form;
+mod guard;
+mod live;
+mod pages;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::host::Host;
+use crate::session::{Session, SessionOptions};
+
+/// Settings of the dashboard. Start from [`DashboardOptions::default`].
+///
+/// Defaults:
+/// - `token`: none; required by [`bind`] on any address but loopback
+/// - `allowed_hosts`: `localhost`, `127.0.0.1`, `::1`: the `Host` headers
+///   accepted (as the MCP server's)
+/// - `max_streams`: 64 live views open at once; past it a new one is
+///   refused (503) until one closes
+/// - `history_limit`: 100 calls a history page shows, at most 1000
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DashboardOptions {
+    pub token: Option<String>,
+    pub allowed_hosts: Vec<String>,
+    pub max_streams: usize,
+    pub history_limit: usize,
+}
+
+impl Default for DashboardOptions {
+    fn default() -> Self {
+        Self {
+            token: None,
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            max_streams: 64,
+            history_limit: 100,
+        }
+    }
+}
+
+/// Why the dashboard could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    #[error(
+        "refusing to serve the dashboard on {addr} without a token: anyone who reaches it could run tools (set --token, or `token` in the [dashboard] table of toolhost.toml)"
+    )]
+    TokenRequired { addr: SocketAddr },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What every page handler reads.
+struct Shared {
+    host: Host,
+    /// Where "try a tool" calls run; closed with the dashboard.
+    session: Session,
+    options: DashboardOptions,
+    /// Turns true when the dashboard stops: live streams end then, so a
+    /// graceful shutdown does not wait for browsers to go.
+    closing: watch::Sender<bool>,
+    streams: Arc<Semaphore>,
+}
+
+/// The dashboard of one host. Cheap to clone.
+#[derive(Clone)]
+pub struct Dashboard {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Dashboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dashboard").finish_non_exhaustive()
+    }
+}
+
+impl Dashboard {
+    /// The dashboard of `host`, with a session of its own for the calls it
+    /// starts (their updates go to the page, not to a delivery queue).
+    pub fn new(host: &Host, options: DashboardOptions) -> Self {
+        let session = host.open_session(SessionOptions {
+            delivery: false,
+            ..SessionOptions::default()
+        });
+        Self {
+            shared: Arc::new(Shared {
+                host: host.clone(),
+                session,
+                streams: Arc::new(Semaphore::new(options.max_streams)),
+                options,
+                closing: watch::Sender::new(false),
+            }),
+        }
+    }
+
+    /// Every page and the live events, behind the guard (Host, Origin,
+    /// token): a router to serve alone or beside `/mcp`.
+    pub fn router(&self) -> Router {
+        let shared = self.shared.clone();
+        Router::new()
+            .route("/", get(pages::live))
+            .route("/history", get(pages::history))
+            .route("/calls/{task_id}", get(pages::call))
+            .route("/calls/{task_id}/cancel", post(pages::cancel))
+            .route("/plugins", get(pages::plugins))
+            .route("/tools/{name}", get(pages::tool).post(pages::try_tool))
+            .route("/events", get(live::events))
+            .route("/assets/{file}", get(assets::serve))
+            .fallback(pages::not_found)
+            .layer(axum::middleware::from_fn_with_state(
+                shared.clone(),
+                guard::guard,
+            ))
+            .with_state(shared)
+    }
+
+    /// End the live streams and close the dashboard's session: its
+    /// cancellable calls are cancelled, the others get the session's close
+    /// timeout (B24).
+    pub async fn close(&self) {
+        self.shared.closing.send_replace(true);
+        self.shared.session.close().await;
+    }
+}
+
+/// The dashboard bound to its address, not yet serving.
+#[derive(Debug)]
+pub struct DashboardServer {
+    listener: TcpListener,
+    addr: SocketAddr,
+    dashboard: Dashboard,
+}
+
+/// Bind the dashboard of `host` to `addr` (port 0 picks a free port). Any
+/// address but loopback needs [`DashboardOptions::token`].
+pub async fn bind(
+    host: &Host,
+    addr: SocketAddr,
+    options: DashboardOptions,
+) -> Result<DashboardServer, DashboardError> {
+    if !addr.ip().is_loopback() && options.token.as_deref().is_none_or(str::is_empty) {
+        return Err(DashboardError::TokenRequired { addr });
+    }
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| DashboardError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| DashboardError::Bind { addr, source })?;
+    Ok(DashboardServer {
+        listener,
+        addr,
+        dashboard: Dashboard::new(host, options),
+    })
+}
+
+impl DashboardServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The address to open in a browser.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// Serve until `shutdown` resolves, then end the live streams, close
+    /// the dashboard's session and let open requests finish.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: resolve `shutdown` to stop gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let Self {
+            listener,
+            addr,
+            dashboard,
+        } = self;
+        tracing::info!(%addr, "serving the dashboard");
+        let closer = dashboard.clone();
+        let stop = async move {
+            shutdown.await;
+            closer.close().await;
+        };
+        if let Err(e) = axum::serve(listener, dashboard.router())
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::warn!(%addr, error = %e, "the dashboard stopped with an error");
+        }
+        tracing::info!(%addr, "dashboard stopped");
+    }
+}

@@ -1,0 +1,618 @@
+//! The dashboard (issue 14) from outside: its pages over HTTP against a
+//! host serving the example plugins, its live events, "try a tool", and
+//! who may use it. `dashboard_browser.rs`-style checks in a real browser
+//! are at the end (headless Chromium).
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{Folder, WAIT, config, root};
+use fantoccini::Locator;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use toolhost::Host;
+use toolhost::dashboard::{self, DashboardError, DashboardOptions};
+
+/// A host serving the example plugins, and its dashboard on a free
+/// loopback port.
+async fn dashboard_with(options: DashboardOptions) -> (Host, SocketAddr) {
+    let host = Host::new(config()).expect("host");
+    let report = host
+        .load_dir(root().join("dist").join("plugins"))
+        .await
+        .expect("load");
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let addr = serve(&host, options).await;
+    (host, addr)
+}
+
+async fn serve(host: &Host, options: DashboardOptions) -> SocketAddr {
+    let server = dashboard::bind(host, "127.0.0.1:0".parse().expect("addr"), options)
+        .await
+        .expect("bind");
+    let addr = server.local_addr();
+    tokio::spawn(server.run(std::future::pending()));
+    addr
+}
+
+/// An HTTP/1.1 answer: status, headers (lowercase names) and body.
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Send one request with `Connection: close` and read the whole answer.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut text = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        text.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method == "POST" {
+        text.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+        text.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    stream.write_all(text.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    Reply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path, &[], "").await
+}
+
+/// Text as the pages escape it.
+fn escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The task id a "try a tool" answer redirects to.
+fn task_of(reply: &Reply) -> String {
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let location = reply.header("location").expect("a location");
+    location
+        .strip_prefix("/calls/")
+        .expect("a call page")
+        .to_owned()
+}
+
+/// An open event stream, read as it comes.
+struct Events {
+    stream: TcpStream,
+    seen: String,
+}
+
+impl Events {
+    async fn open(addr: SocketAddr, path: &str) -> Self {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let text =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        stream.write_all(text.as_bytes()).await.expect("write");
+        Events {
+            stream,
+            seen: String::new(),
+        }
+    }
+
+    /// Read until the stream so far holds an event line `event: NAME`
+    /// followed by data holding `needle`; returns that data line.
+    async fn until(&mut self, name: &str, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let lines: Vec<&str> = self.seen.lines().collect();
+            for w in lines.windows(2) {
+                if w[0] == format!("event: {name}")
+                    && w[1].starts_with("data: ")
+                    && w[1].contains(needle)
+                {
+                    return w[1].to_owned();
+                }
+            }
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no `{name}` event with {needle} in:\n{}", self.seen))
+                .expect("read");
+            assert!(n > 0, "the stream ended before `{name}`:\n{}", self.seen);
+            self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_loopback_bind_without_a_token_is_refused() {
+    let host = Host::new(config()).expect("host");
+    let addr: SocketAddr = "0.0.0.0:0".parse().expect("addr");
+    let refused = dashboard::bind(&host, addr, DashboardOptions::default()).await;
+    assert!(
+        matches!(refused, Err(DashboardError::TokenRequired { .. })),
+        "{refused:?}"
+    );
+    let mut options = DashboardOptions::default();
+    options.token = Some(String::new());
+    let refused = dashboard::bind(&host, addr, options).await;
+    assert!(matches!(refused, Err(DashboardError::TokenRequired { .. })));
+    let mut options = DashboardOptions::default();
+    options.token = Some("s3cret".into());
+    assert!(dashboard::bind(&host, addr, options).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_command_refuses_a_non_loopback_address_without_a_token() {
+    let (ok, _, err) = common::toolhost(&["dashboard", "--addr", "0.0.0.0:0"]);
+    assert!(!ok);
+    assert!(err.contains("without a token"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cross_origin_request_is_refused() {
+    let (_host, addr) = dashboard_with(DashboardOptions::default()).await;
+    let form = "text=one+two";
+    let other = request(
+        addr,
+        "POST",
+        "/tools/word_count",
+        &[("Origin", "http://evil.example")],
+        form,
+    )
+    .await;
+    assert_eq!(other.status, 403, "{}", other.body);
+    // Same host name, another port: another origin too.
+    let port = request(
+        addr,
+        "POST",
+        "/tools/word_count",
+        &[("Origin", "http://127.0.0.1:1")],
+        form,
+    )
+    .await;
+    assert_eq!(port.status, 403);
+    let site = request(
+        addr,
+        "POST",
+        "/tools/word_count",
+        &[("Sec-Fetch-Site", "cross-site")],
+        form,
+    )
+    .await;
+    assert_eq!(site.status, 403);
+    let origin = format!("http://{addr}");
+    let own = request(
+        addr,
+        "POST",
+        "/tools/word_count",
+        &[("Origin", &origin)],
+        form,
+    )
+    .await;
+    assert_eq!(own.status, 303, "{}", own.body);
+    // A name that resolves to this machine by DNS rebinding.
+    let rebound = request(addr, "GET", "/", &[("Host", "attacker.example")], "").await;
+    assert_eq!(rebound.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_is_checked_on_every_request() {
+    let mut options = DashboardOptions::default();
+    options.token = Some("s3cret".into());
+    let (_host, addr) = dashboard_with(options).await;
+    for path in [
+        "/",
+        "/history",
+        "/plugins",
+        "/events",
+        "/assets/dashboard.css",
+    ] {
+        assert_eq!(get(addr, path).await.status, 401, "{path}");
+    }
+    let wrong = request(addr, "GET", "/", &[("Authorization", "Bearer s3cre")], "").await;
+    assert_eq!(wrong.status, 401);
+    let bearer = request(
+        addr,
+        "GET",
+        "/plugins",
+        &[("Authorization", "Bearer s3cret")],
+        "",
+    )
+    .await;
+    assert_eq!(bearer.status, 200);
+    let visit = get(addr, "/?token=s3cret").await;
+    assert_eq!(visit.status, 303);
+    let cookie = visit.header("set-cookie").expect("a cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().expect("name=value");
+    let with_cookie = request(addr, "GET", "/history", &[("Cookie", pair)], "").await;
+    assert_eq!(with_cookie.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_and_a_calls_page_show_a_finished_call() {
+    let (host, addr) = dashboard_with(DashboardOptions::default()).await;
+    let session = host.open_session(Default::default());
+    let answer = session
+        .call("c1", "word_count", r#"{"text": "one two three"}"#)
+        .await;
+    let task_id = answer.task_id.expect("a task id");
+    let record = session.ended("c1").await.expect("a record");
+
+    let history = get(addr, "/history?tool=word_count&status=done").await;
+    assert_eq!(history.status, 200);
+    assert!(
+        history.body.contains(&format!("/calls/{task_id}")),
+        "{}",
+        history.body
+    );
+    let other = get(addr, "/history?tool=word_count&status=error").await;
+    assert!(!other.body.contains(&task_id));
+    let by_session = get(addr, &format!("/history?session={}", session.id())).await;
+    assert!(by_session.body.contains(&task_id));
+
+    let page = get(addr, &format!("/calls/{task_id}")).await;
+    assert_eq!(page.status, 200);
+    let text = record.result.and_then(|r| r.text).expect("a result text");
+    for shown in [
+        escaped(&text),
+        format!("<dd>{}</dd>", record.fuel_used),
+        "status-done".to_owned(),
+        escaped(r#""text": "one two three""#),
+    ] {
+        assert!(
+            page.body.contains(&shown),
+            "{shown} missing from\n{}",
+            page.body
+        );
+    }
+    assert_eq!(get(addr, "/calls/no-such-task").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_plugins_page_shows_grants_tools_and_refusals() {
+    let folder = Folder::new();
+    folder.add(&common::example("rust-compute"), "rust-compute");
+    folder.add(&common::test_plugin("bad-schema"), "bad-schema");
+    let (host, report) = common::host_for(&folder).await;
+    let reason = common::refusal(&report, "bad-schema.wasm");
+    let addr = serve(&host, DashboardOptions::default()).await;
+    let page = get(addr, "/plugins").await;
+    assert_eq!(page.status, 200);
+    for shown in [
+        escaped(&reason),
+        "bad-schema.wasm".to_owned(),
+        "href=\"/tools/word_count\"".to_owned(),
+        escaped(&host.tools()[0].plugin.limits().to_string()),
+    ] {
+        assert!(
+            page.body.contains(&shown),
+            "{shown} missing from\n{}",
+            page.body
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_argument_shows_what_the_model_would_be_told() {
+    let (host, addr) = dashboard_with(DashboardOptions::default()).await;
+    let told = host
+        .call("index_directory", r#"{"delay_ms": "soon"}"#)
+        .await
+        .model_text();
+    let reply = request(addr, "POST", "/tools/index_directory", &[], "delay_ms=soon").await;
+    assert_eq!(reply.status, 422);
+    assert!(
+        reply.body.contains(&escaped(&told)),
+        "{told} missing from\n{}",
+        reply.body
+    );
+    // What was typed stays in the form.
+    assert!(reply.body.contains("value=\"soon\""), "{}", reply.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tool_form_has_a_field_per_argument() {
+    let (_host, addr) = dashboard_with(DashboardOptions::default()).await;
+    let page = get(addr, "/tools/index_directory").await;
+    assert_eq!(page.status, 200);
+    for field in ["name=\"dir\"", "name=\"delay_ms\"", "name=\"_json\""] {
+        assert!(
+            page.body.contains(field),
+            "{field} missing from\n{}",
+            page.body
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_events_follow_a_call_started_from_the_form_until_it_is_cancelled() {
+    let (_host, addr) = dashboard_with(DashboardOptions::default()).await;
+    let mut all = Events::open(addr, "/events").await;
+    all.until("snapshot", "[").await;
+    let started = request(addr, "POST", "/tools/index_directory", &[], "delay_ms=300").await;
+    let task_id = task_of(&started);
+    let mut one = Events::open(addr, &format!("/events?task={task_id}")).await;
+    let data = all.until("started", &task_id).await;
+    assert!(data.contains(r#""arguments":{"delay_ms":300}"#), "{data}");
+    all.until("updated", &task_id).await;
+    one.until("updated", &task_id).await;
+
+    let live = get(addr, "/").await;
+    assert!(
+        live.body.contains(&format!("task-{task_id}")),
+        "{}",
+        live.body
+    );
+    let cancel = request(addr, "POST", &format!("/calls/{task_id}/cancel"), &[], "").await;
+    assert_eq!(cancel.status, 303, "{}", cancel.body);
+    all.until("ended", r#""status":"cancelled""#).await;
+    one.until("ended", &task_id).await;
+
+    let history = get(addr, "/history?status=cancelled&tool=index_directory").await;
+    assert!(history.body.contains(&task_id), "{}", history.body);
+    let page = get(addr, &format!("/calls/{task_id}")).await;
+    assert!(page.body.contains("status-cancelled"));
+    // A page opened after the end hears of it at once.
+    let mut late = Events::open(addr, &format!("/events?task={task_id}")).await;
+    late.until("ended", "cancelled").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_of_another_session_is_cancelled_by_its_task_id() {
+    let (host, addr) = dashboard_with(DashboardOptions::default()).await;
+    let session = host.open_session(Default::default());
+    let answer = session
+        .call("c1", "index_directory", r#"{"delay_ms": 300}"#)
+        .await;
+    let task_id = answer.task_id.expect("a task id");
+    let cancel = request(addr, "POST", &format!("/calls/{task_id}/cancel"), &[], "").await;
+    assert_eq!(cancel.status, 303, "{}", cancel.body);
+    let record = tokio::time::timeout(WAIT, session.ended("c1"))
+        .await
+        .expect("ends")
+        .expect("a record");
+    assert_eq!(record.status, toolhost::CallStatus::Cancelled);
+    let again = request(addr, "POST", &format!("/calls/{task_id}/cancel"), &[], "").await;
+    assert_eq!(again.status, 409);
+}
+
+/// Headless Chromium, driven through chromedriver (Debian's `chromium` and
+/// `chromium-driver`, which `tools/test` installs).
+mod browser {
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use fantoccini::{Client, ClientBuilder, Locator};
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use serde_json::json;
+
+    pub const WAIT: Duration = Duration::from_secs(30);
+
+    /// A browser session; the driver stops with it.
+    pub struct Browser {
+        pub client: Client,
+        driver: Child,
+    }
+
+    impl Drop for Browser {
+        fn drop(&mut self) {
+            let _ = self.driver.kill();
+            let _ = self.driver.wait();
+        }
+    }
+
+    pub async fn open() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "chromedriver: install Debian's chromium and chromium-driver (tools/test does)",
+            );
+        let browser = Browser {
+            client: connect(port).await,
+            driver,
+        };
+        browser
+            .client
+            .set_window_size(1200, 800)
+            .await
+            .expect("window size");
+        browser
+    }
+
+    async fn connect(port: u16) -> Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"] }),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match ClientBuilder::new(HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => return client,
+                // The driver is not listening yet.
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("no WebDriver session: {e}"),
+            }
+        }
+    }
+
+    /// Wait for an element matching `css`.
+    pub async fn element(client: &Client, css: &str) -> fantoccini::elements::Element {
+        client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no `{css}`: {e}"))
+    }
+
+    /// Wait for an element matching the XPath `xpath`.
+    pub async fn xpath(client: &Client, xpath: &str) -> fantoccini::elements::Element {
+        client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::XPath(xpath))
+            .await
+            .unwrap_or_else(|e| panic!("no `{xpath}`: {e}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_starts_index_directory_sees_its_updates_cancels_it_and_finds_it_in_history() {
+    let (_host, addr) = dashboard_with(DashboardOptions::default()).await;
+    let b = browser::open().await;
+    let c = &b.client;
+    c.goto(&format!("http://{addr}/tools/index_directory"))
+        .await
+        .expect("open the tool");
+    let delay = browser::element(c, "input[name=delay_ms]").await;
+    delay.clear().await.expect("clear");
+    delay.send_keys("400").await.expect("type");
+    browser::element(c, "#try button[type=submit]")
+        .await
+        .click()
+        .await
+        .expect("submit");
+    // The call's page, its updates arriving after it loaded.
+    let call = browser::element(c, "#call[data-live=true]").await;
+    let task_id = call.attr("data-task").await.expect("attr").expect("a task");
+    let loaded = c
+        .find_all(Locator::Css("#updates li"))
+        .await
+        .expect("updates")
+        .len();
+    browser::xpath(c, &format!("//ol[@id='updates']/li[{}]", loaded + 1)).await;
+
+    // The live view shows it running, with its latest update.
+    c.goto(&format!("http://{addr}/")).await.expect("open live");
+    let row = format!("#task-{task_id}");
+    browser::element(c, &row).await;
+    browser::xpath(
+        c,
+        &format!(
+            "//tr[@id='task-{task_id}']/td[contains(@class,'latest')][normalize-space(.)!='']"
+        ),
+    )
+    .await;
+    let screenshot = c.screenshot().await.expect("screenshot");
+    let png = root().join("target").join("dashboard.png");
+    std::fs::write(&png, screenshot).expect("save the screenshot");
+
+    browser::element(c, &format!("{row} button"))
+        .await
+        .click()
+        .await
+        .expect("cancel");
+    // The call's page, once the call has ended.
+    browser::element(c, "#call[data-live=false] .status-cancelled").await;
+    c.goto(&format!(
+        "http://{addr}/history?status=cancelled&tool=index_directory"
+    ))
+    .await
+    .expect("open history");
+    browser::element(c, &format!("#history a[href='/calls/{task_id}']")).await;
+    b.client.clone().close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_shows_a_refused_plugin_with_its_reason_and_a_bad_argument_as_the_model_reads_it() {
+    let folder = Folder::new();
+    folder.add(&common::example("rust-compute"), "rust-compute");
+    folder.add(&common::test_plugin("bad-schema"), "bad-schema");
+    let (host, report) = common::host_for(&folder).await;
+    let reason = common::refusal(&report, "bad-schema.wasm");
+    let addr = serve(&host, DashboardOptions::default()).await;
+    let b = browser::open().await;
+    let c = &b.client;
+    c.goto(&format!("http://{addr}/plugins"))
+        .await
+        .expect("open plugins");
+    let refused = browser::element(c, "#refused")
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(refused.contains("bad-schema.wasm"), "{refused}");
+    assert!(refused.contains(reason.trim()), "{reason} not in {refused}");
+
+    let told = host.call("word_count", r#"{"text": 7}"#).await.model_text();
+    c.goto(&format!("http://{addr}/tools/word_count"))
+        .await
+        .expect("open tool");
+    browser::element(c, "details summary")
+        .await
+        .click()
+        .await
+        .expect("open JSON");
+    browser::element(c, "#f-json")
+        .await
+        .send_keys(r#"{"text": 7}"#)
+        .await
+        .expect("type");
+    browser::element(c, "#try button[type=submit]")
+        .await
+        .click()
+        .await
+        .expect("submit");
+    let shown = browser::element(c, "#refusal pre")
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(shown.trim(), told.trim());
+    b.client.clone().close().await.expect("close");
+}
