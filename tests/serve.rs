@@ -285,3 +285,28 @@ async fn the_live_folder_is_quiet_until_the_served_tools_change() {
     let again = tokio::time::timeout(Duration::from_secs(2), changed.changed()).await;
     assert!(again.is_err(), "one plugin added, one notice");
 }
+
+/// `serve --http` serves the dashboard beside `/mcp` (issue 14): its live
+/// view at `/`, behind the same Host check; `/mcp` answers as before.
+#[test]
+fn serve_http_serves_the_dashboard_beside_mcp() {
+    let folder = behave_folder();
+    let (mut child, addr) = start_http(&folder);
+    let get = |path: &str, host: &str| {
+        http(
+            &addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let live = get("/", "localhost");
+    assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+    assert!(live.contains("Live calls"), "{live}");
+    let plugins = get("/plugins", "localhost");
+    assert!(plugins.contains("behave"), "{plugins}");
+    let foreign = get("/", "evil.example");
+    assert!(foreign.starts_with("HTTP/1.1 403"), "{foreign}");
+    let response = http(&addr, &initialize_request(""));
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use toolhost::dashboard::{Dashboard, DashboardOptions};
 use toolhost::mcp::{self, McpOptions};
 use toolhost::{AnswerMode, Host};
 
@@ -46,13 +47,49 @@ pub async fn serve(
     match http {
         None => mcp::serve_stdio(host, options, ctrl_c).await?,
         Some(addr) => {
-            let server = mcp::bind_http(host, addr, options).await?;
+            let dashboard = dashboard_beside_mcp(host, addr, &options);
+            let mut server = mcp::bind_http(host, addr, options).await?;
+            let base = format!("http://{}/", server.local_addr());
             // On stderr, so a script or test can learn a port picked with :0.
             eprintln!("toolhost: serving MCP on {}", server.url());
+            if let Some((dashboard, token)) = dashboard {
+                server = server.with_dashboard(dashboard);
+                match token {
+                    Some(t) => eprintln!("toolhost: dashboard on {base}?token={t}"),
+                    None => eprintln!("toolhost: dashboard on {base}"),
+                }
+            }
             server.run(ctrl_c).await;
         }
     }
     Ok(())
+}
+
+/// The dashboard that `serve --http` serves beside `/mcp`, with the same
+/// Host and Origin rules and the configuration's token: on loopback, or
+/// with a token; on another address without one it is left out (said on
+/// stderr), while MCP is served as asked.
+fn dashboard_beside_mcp(
+    host: &Host,
+    addr: SocketAddr,
+    mcp: &McpOptions,
+) -> Option<(Dashboard, Option<String>)> {
+    let mut options = DashboardOptions::default();
+    options.allowed_hosts = mcp.allowed_hosts.clone();
+    options.token = host
+        .config()
+        .dashboard
+        .token
+        .clone()
+        .filter(|t| !t.is_empty());
+    if options.token.is_none() && !addr.ip().is_loopback() {
+        eprintln!(
+            "toolhost: the dashboard is not served on {addr}: a non-loopback address needs a token (`token` in the [dashboard] table of toolhost.toml)"
+        );
+        return None;
+    }
+    let token = options.token.clone();
+    Some((Dashboard::new(host, options), token))
 }
 
 /// Resolves on Ctrl-C (SIGINT), SIGTERM or SIGHUP: process managers and

@@ -18,11 +18,13 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::ServiceExt;
 
 use super::server::{HttpLane, ToolServer};
 use super::tasks::Tasks;
 use super::wire::{self, Read};
 use super::{McpOptions, ServeError};
+use crate::dashboard::Dashboard;
 use crate::host::Host;
 
 type Service = StreamableHttpService<ToolServer, LocalSessionManager>;
@@ -34,6 +36,7 @@ pub struct HttpServer {
     service: Service,
     sessions: Arc<LocalSessionManager>,
     lane: Arc<HttpLane>,
+    dashboard: Option<Dashboard>,
 }
 
 impl std::fmt::Debug for HttpServer {
@@ -84,12 +87,20 @@ pub async fn bind_http(
         service,
         sessions,
         lane,
+        dashboard: None,
     })
 }
 
 impl HttpServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Serve `dashboard` on every path but the MCP one (`/` is its live
+    /// view); it is closed when the server stops.
+    pub fn with_dashboard(mut self, dashboard: Dashboard) -> Self {
+        self.dashboard = Some(dashboard);
+        self
     }
 
     /// The URL clients connect to.
@@ -109,7 +120,9 @@ impl HttpServer {
             service,
             sessions,
             lane,
+            dashboard,
         } = self;
+        let pages = dashboard.as_ref().map(Dashboard::router);
         let gate = Arc::new(SessionGate {
             sessions,
             max: lane.options.max_sessions,
@@ -135,15 +148,17 @@ impl HttpServer {
             let path = path.clone();
             let origins = origins.clone();
             let gate = gate.clone();
+            let pages = pages.clone();
             tokio::spawn(async move {
                 let handler = hyper::service::service_fn(move |request| {
                     let service = service.clone();
                     let path = path.clone();
                     let origins = origins.clone();
                     let gate = gate.clone();
+                    let pages = pages.clone();
                     async move {
                         if let Some(refusal) = refuse(&request, &origins) {
-                            return Ok(refusal);
+                            return Ok(refusal.map(axum::body::Body::new));
                         }
                         if request.uri().path() == &*path {
                             let delete = request.method() == hyper::Method::DELETE;
@@ -163,9 +178,12 @@ impl HttpServer {
                             if delete && response.status() == hyper::StatusCode::ACCEPTED {
                                 *response.status_mut() = hyper::StatusCode::OK;
                             }
-                            Ok::<_, Infallible>(response)
+                            Ok::<_, Infallible>(response.map(axum::body::Body::new))
+                        } else if let Some(pages) = pages {
+                            // The dashboard, behind its own guard (token).
+                            pages.oneshot(request.map(axum::body::Body::new)).await
                         } else {
-                            Ok(not_found())
+                            Ok(not_found().map(axum::body::Body::new))
                         }
                     }
                 });
@@ -183,6 +201,9 @@ impl HttpServer {
         // and the sessionless ones kept open for their tasks.
         service.config.cancellation_token.cancel();
         lane.stopping.send_replace(true);
+        if let Some(dashboard) = &dashboard {
+            dashboard.close().await;
+        }
         let bound = lane.options.session.close_timeout + Duration::from_secs(1);
         let mut open = lane.open.subscribe();
         if tokio::time::timeout(bound, open.wait_for(|n| *n == 0))
