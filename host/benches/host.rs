@@ -90,59 +90,23 @@ async fn store() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
 
     println!("\n## Task store: 10 000 concurrent background calls with SQLite");
-    let behave = root().join("dist").join("test-plugins").join("behave.wasm");
-    let n = 10_000usize;
-    let folder = tempfile::tempdir()?;
-    std::fs::copy(&behave, folder.path().join("behave.wasm"))?;
-    std::fs::write(
-        folder.path().join("behave.toml"),
-        format!("[limits]\nmax-concurrency = {n}\nmemory = \"8MiB\"\n"),
-    )?;
     let path = dir.path().join("background.db");
-    let mut c = config(Some(cache.clone()));
-    c.engine.instances = n as u32 + n as u32 / 8 + 16;
-    c.engine.max_memory = 16 << 20;
     let store: Arc<dyn TaskStore> = Arc::new(SqliteStore::open(&path, StoreOptions::default())?);
-    c.store = Some(store.clone());
-    let host = Host::new(c)?;
-    host.load_dir(folder.path()).await?;
-    let session = host.open_session(SessionOptions::default());
-    reset_peak_rss();
-    let base = peak_rss_mib();
+    let (released, done, rss) = sleeping_calls(Some(store.clone())).await?;
     let t = Instant::now();
-    let calls: Vec<_> = (0..n)
-        .map(|i| {
-            let s = session.clone();
-            tokio::spawn(async move {
-                s.call(
-                    &format!("c{i}"),
-                    "progress",
-                    r#"{"n": 2, "sleep_ms": 1000}"#,
-                )
-                .await
-            })
-        })
-        .collect();
-    for c in calls {
-        anyhow::ensure!(c.await?.kind == AnswerKind::Released, "released");
-    }
-    let released = t.elapsed();
-    while !session.running().is_empty() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     store.flush().await?;
-    let total = t.elapsed();
+    let total = done + t.elapsed();
     let health = store.health();
     anyhow::ensure!(health.lost_writes == 0, "{health}");
     println!(
         "all released (each durable first) in {}, all done and committed in {}; peak RSS +{:.0} MiB over idle; database {} (+ WAL {})",
         ms(released),
         ms(total),
-        peak_rss_mib() - base,
+        rss,
         figures::size(&path)?,
         figures::size(&path.with_extension("db-wal")).unwrap_or_else(|_| "none".into()),
     );
-    drop((session, host, store));
+    drop(store);
 
     println!("\n## Task store: a trivial call through a session (word_count), memory vs SQLite");
     let memory = Host::new(config(Some(cache.clone())))?;
@@ -360,12 +324,15 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-async fn background() -> anyhow::Result<()> {
+/// 10 000 concurrent calls of `progress` (update, sleep 1 s in WASI,
+/// update) in one session of a host keeping its records in `store` (else
+/// in memory): how long until all were released (B2), until all were done,
+/// and the peak RSS over idle in MiB.
+async fn sleeping_calls(
+    store: Option<Arc<dyn toolhost::store::TaskStore>>,
+) -> anyhow::Result<(Duration, Duration, f64)> {
     let behave = root().join("dist").join("test-plugins").join("behave.wasm");
     anyhow::ensure!(behave.exists(), "run tools/build-plugins first");
-    let cache = root().join("target").join("toolhost-bench-cache");
-
-    println!("\n## 10 000 concurrent calls that sleep in WASI and update twice");
     let n = 10_000usize;
     let folder = tempfile::tempdir()?;
     std::fs::copy(&behave, folder.path().join("behave.wasm"))?;
@@ -373,11 +340,12 @@ async fn background() -> anyhow::Result<()> {
         folder.path().join("behave.toml"),
         format!("[limits]\nmax-concurrency = {n}\nmemory = \"8MiB\"\n"),
     )?;
-    let mut c = config(Some(cache.clone()));
+    let mut c = config(Some(root().join("target").join("toolhost-bench-cache")));
     // Room for the plugin's 10 000 calls under the cap rule (the others
     // keep a sixteenth of the pool).
     c.engine.instances = n as u32 + n as u32 / 8 + 16;
     c.engine.max_memory = 16 << 20;
+    c.store = store;
     let host = Host::new(c)?;
     host.load_dir(folder.path()).await?;
     let session = host.open_session(SessionOptions::default());
@@ -414,15 +382,21 @@ async fn background() -> anyhow::Result<()> {
         .filter(|r| r.status == toolhost::CallStatus::Done)
         .count();
     anyhow::ensure!(done == n, "{done} of {n} calls done");
-    let total = t.elapsed();
+    Ok((released, t.elapsed(), peak_rss_mib() - base))
+}
+
+async fn background() -> anyhow::Result<()> {
+    let behave = root().join("dist").join("test-plugins").join("behave.wasm");
+    anyhow::ensure!(behave.exists(), "run tools/build-plugins first");
+    let cache = root().join("target").join("toolhost-bench-cache");
+
+    println!("\n## 10 000 concurrent calls that sleep in WASI and update twice");
+    let (released, total, rss) = sleeping_calls(None).await?;
     println!(
-        "all released in {}, all done in {} (each: update, sleep 1 s in WASI, update); host peak RSS {:.0} MiB (+{:.0} MiB over idle)",
+        "all released in {}, all done in {} (each: update, sleep 1 s in WASI, update); +{rss:.0} MiB peak RSS over idle",
         ms(released),
         ms(total),
-        peak_rss_mib(),
-        peak_rss_mib() - base
     );
-    drop(session);
 
     println!("\n## Cancellation latency of a call spinning without host calls (grace 0)");
     let folder = tempfile::tempdir()?;

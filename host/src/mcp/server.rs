@@ -541,7 +541,7 @@ async fn follow_task(
                     error,
                     ..
                 } => {
-                    let answer = connection.session().end_answer(
+                    let answer = crate::session::ending_answer(
                         &call_id,
                         &event.tool,
                         status,
@@ -560,7 +560,7 @@ async fn follow_task(
                 if let Some(record) = connection.session().record(&call_id)
                     && !record.status.is_live()
                 {
-                    let answer = connection.session().end_answer(
+                    let answer = crate::session::ending_answer(
                         &call_id,
                         &record.tool,
                         record.status,

@@ -59,8 +59,9 @@ pub use self::delivery::ReplyRequest;
 pub use crate::config::AnswerMode;
 
 /// What a call that ended with `status` answers when it answers at its end
-/// (B1, B5, B22): for a call read back from the task store. The default
-/// templates serve: only a released call's end uses them.
+/// (B1, B5, B22), for answers given later than the call: MCP tasks, and
+/// calls read back from the task store. The default templates serve: only
+/// a released call's end uses the session's.
 pub(crate) fn ending_answer(
     call_id: &str,
     tool: &str,
@@ -461,27 +462,6 @@ impl Session {
                 })),
             },
         }
-    }
-
-    /// What a call that ended with `status` answers (B1, B5, B22), for
-    /// answers given later than the call (MCP tasks).
-    pub(crate) fn end_answer(
-        &self,
-        call_id: &str,
-        tool: &str,
-        status: CallStatus,
-        result: Option<&Output>,
-        error: Option<&str>,
-    ) -> Option<Answer> {
-        answer::ending(
-            &self.inner.templates,
-            call_id,
-            tool,
-            status,
-            result,
-            error,
-            false,
-        )
     }
 
     /// Ask a running or queued call to stop (B20–B22): `cancelled()` turns
