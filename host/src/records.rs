@@ -24,6 +24,16 @@ pub enum CallStatus {
 }
 
 impl CallStatus {
+    /// Every status, in the order of a call's life.
+    pub const ALL: [CallStatus; 6] = [
+        CallStatus::Queued,
+        CallStatus::Running,
+        CallStatus::Done,
+        CallStatus::Error,
+        CallStatus::Cancelled,
+        CallStatus::Interrupted,
+    ];
+
     pub fn is_live(self) -> bool {
         matches!(self, CallStatus::Queued | CallStatus::Running)
     }
@@ -45,17 +55,10 @@ impl std::str::FromStr for CallStatus {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            CallStatus::Queued,
-            CallStatus::Running,
-            CallStatus::Done,
-            CallStatus::Error,
-            CallStatus::Cancelled,
-            CallStatus::Interrupted,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == s)
-        .ok_or_else(|| format!("unknown call status `{s}`"))
+        CallStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown call status `{s}`"))
     }
 }
 

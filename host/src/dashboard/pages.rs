@@ -250,14 +250,7 @@ pub(super) async fn history(
     {
         tools.push(t.clone());
     }
-    let statuses = [
-        CallStatus::Queued,
-        CallStatus::Running,
-        CallStatus::Done,
-        CallStatus::Error,
-        CallStatus::Cancelled,
-        CallStatus::Interrupted,
-    ];
+    let statuses = CallStatus::ALL;
     page(
         "History",
         Nav::History,
