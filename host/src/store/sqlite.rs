@@ -195,6 +195,14 @@ impl Op {
         )
     }
 
+    /// Somebody waits for its answer: it ends the writer's gathering.
+    fn urgent(&self) -> bool {
+        !matches!(
+            self,
+            Op::Start(_, None) | Op::Running(..) | Op::Update(..) | Op::End(_, _, None)
+        )
+    }
+
     fn is_write(&self) -> bool {
         matches!(
             self,
@@ -265,8 +273,16 @@ impl SqliteStore {
             return Err(StoreError::Closed);
         };
         let is_write = op.is_write();
+        let urgent = op.urgent();
         match writes.try_send(op) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // The writer gathering lazy writes sleeps through them; one
+                // that somebody waits for wakes it.
+                if urgent && let Some(writer) = &self.writer {
+                    writer.thread().unpark();
+                }
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => {
                 if is_write {
                     self.shared.lost_writes.fetch_add(1, Ordering::Relaxed);
@@ -611,26 +627,28 @@ impl Writer {
                 },
             };
             // Group commit: lazy writes wait up to LAZY_WINDOW for company,
-            // so a stream of calls costs a commit per window, not three per
-            // call; a write someone waits for commits at once.
-            let mut durable = first.durable();
+            // so a stream of calls costs one commit per window, not three
+            // per call. The writer sleeps meanwhile rather than wait on the
+            // queue, so the callers' pushes wake nobody; a write somebody
+            // waits for wakes it (`SqliteStore::send`) and commits at once.
+            let mut urgent = first.urgent();
             let mut batch = vec![first];
             let until = Instant::now() + LAZY_WINDOW;
-            while batch.len() < MAX_BATCH {
-                let next = if durable {
-                    queue.try_recv().map_err(|_| ())
-                } else {
-                    queue
-                        .recv_timeout(until.saturating_duration_since(Instant::now()))
-                        .map_err(|_| ())
-                };
-                match next {
-                    Ok(op) => {
-                        durable |= op.durable();
-                        batch.push(op);
+            loop {
+                while batch.len() < MAX_BATCH {
+                    match queue.try_recv() {
+                        Ok(op) => {
+                            urgent |= op.urgent();
+                            batch.push(op);
+                        }
+                        Err(_) => break,
                     }
-                    Err(()) => break,
                 }
+                let now = Instant::now();
+                if urgent || batch.len() >= MAX_BATCH || now >= until {
+                    break;
+                }
+                std::thread::park_timeout(until - now);
             }
             self.commit(batch);
         }
