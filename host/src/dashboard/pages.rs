@@ -123,6 +123,20 @@ async fn flushed(shared: &Shared) {
     }
 }
 
+/// The call `task_id` from the task store, or the page that says why not.
+async fn stored_call(shared: &Shared, task_id: &str) -> Result<TaskRecord, Response> {
+    flushed(shared).await;
+    match shared.host.store().get(task_id).await {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(problem(
+            StatusCode::NOT_FOUND,
+            "No such call",
+            "The task store has no call with this id.",
+        )),
+        Err(e) => Err(store_problem(e)),
+    }
+}
+
 /// The running and queued calls of every session, newest first.
 pub(super) async fn live_records(shared: &Shared) -> Result<Vec<TaskRecord>, StoreError> {
     flushed(shared).await;
@@ -309,17 +323,9 @@ pub(super) async fn call(
     State(shared): State<Arc<Shared>>,
     Path(task_id): Path<String>,
 ) -> Response {
-    flushed(&shared).await;
-    let record = match shared.host.store().get(&task_id).await {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return problem(
-                StatusCode::NOT_FOUND,
-                "No such call",
-                "The task store has no call with this id.",
-            );
-        }
-        Err(e) => return store_problem(e),
+    let record = match stored_call(&shared, &task_id).await {
+        Ok(r) => r,
+        Err(page) => return page,
     };
     let c = &record.call;
     let cancellable = c.status.is_live() && cancellable_tools(&shared).contains(&c.tool);
@@ -384,17 +390,9 @@ pub(super) async fn cancel(
     State(shared): State<Arc<Shared>>,
     Path(task_id): Path<String>,
 ) -> Response {
-    flushed(&shared).await;
-    let record = match shared.host.store().get(&task_id).await {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return problem(
-                StatusCode::NOT_FOUND,
-                "No such call",
-                "The task store has no call with this id.",
-            );
-        }
-        Err(e) => return store_problem(e),
+    let record = match stored_call(&shared, &task_id).await {
+        Ok(r) => r,
+        Err(page) => return page,
     };
     match shared.host.cancel_task(&task_id) {
         Ok(()) => Redirect::to(&format!("/calls/{task_id}")).into_response(),
