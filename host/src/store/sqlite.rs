@@ -1,6 +1,7 @@
 //! The SQLite task store: one file in WAL mode, one writer thread that
 //! commits queued writes in batches, readers on their own connections.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -717,6 +718,7 @@ impl Writer {
             owner: &self.owner,
             hosts: &self.hosts,
         };
+        let batch = coalesce(batch);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -756,6 +758,71 @@ impl Writer {
                 tracing::warn!(path = %self.path.display(), error = %describe(&e), "cannot prune task records")
             }
         }
+    }
+}
+
+/// Fold the later lazy writes of a call started in the same batch into its
+/// start: a call that runs between two commits, as most do, costs one
+/// INSERT rather than an INSERT and two UPDATEs. What would be refused
+/// (a `running` for a call not queued, an end as a live status, a second
+/// end) is left as it came, to be refused the same way.
+fn coalesce(batch: Vec<Op>) -> Vec<Op> {
+    let mut out: Vec<Op> = Vec::with_capacity(batch.len());
+    // Starts of this batch not yet ended, by task id: where they are in `out`.
+    let mut open: HashMap<String, usize> = HashMap::new();
+    for op in batch {
+        let op = match op {
+            Op::Start(record, reply) => {
+                if record.finished_at().is_none() {
+                    open.insert(record.task_id.clone(), out.len());
+                }
+                Op::Start(record, reply)
+            }
+            Op::Running(id, at) => match started(&mut out, &open, &id) {
+                Some(call) if call.status == CallStatus::Queued => {
+                    call.status = CallStatus::Running;
+                    call.started_at = Some(at);
+                    continue;
+                }
+                _ => Op::Running(id, at),
+            },
+            Op::Update(id, update) => match started(&mut out, &open, &id) {
+                Some(call) => {
+                    call.updates.push(update);
+                    continue;
+                }
+                None => Op::Update(id, update),
+            },
+            Op::End(id, end, None) if !end.status.is_live() => {
+                match started(&mut out, &open, &id) {
+                    Some(call) => {
+                        call.status = end.status;
+                        call.result = end.result;
+                        call.error = end.error;
+                        call.fuel_used = end.fuel_used;
+                        call.ended_at = Some(end.ended_at);
+                        open.remove(&id);
+                        continue;
+                    }
+                    None => Op::End(id, end, None),
+                }
+            }
+            op => op,
+        };
+        out.push(op);
+    }
+    out
+}
+
+/// The record of the call `task_id` started earlier in the batch.
+fn started<'a>(
+    out: &'a mut [Op],
+    open: &HashMap<String, usize>,
+    task_id: &str,
+) -> Option<&'a mut CallRecord> {
+    match out.get_mut(*open.get(task_id)?) {
+        Some(Op::Start(record, _)) => Some(&mut record.call),
+        _ => None,
     }
 }
 
@@ -1107,4 +1174,86 @@ fn to_i64(n: u64) -> i64 {
 
 fn from_i64(n: i64) -> u64 {
     n.max(0) as u64
+}
+
+#[cfg(test)]
+mod coalesce_tests {
+    use super::*;
+
+    fn record(task_id: &str) -> Box<TaskRecord> {
+        Box::new(TaskRecord::new(
+            task_id.into(),
+            CallRecord {
+                call_id: "c".into(),
+                session_id: "s".into(),
+                tool: "t".into(),
+                arguments: Value::Null,
+                status: CallStatus::Queued,
+                updates: Vec::new(),
+                result: None,
+                error: None,
+                fuel_used: 0,
+                created_at: UNIX_EPOCH,
+                started_at: None,
+                ended_at: None,
+            },
+        ))
+    }
+
+    fn end(status: CallStatus) -> Box<CallEnd> {
+        Box::new(CallEnd {
+            status,
+            result: None,
+            error: None,
+            fuel_used: 3,
+            ended_at: UNIX_EPOCH + Duration::from_secs(2),
+        })
+    }
+
+    #[test]
+    fn a_call_started_and_ended_in_one_batch_is_one_insert() {
+        let update = UpdateRecord {
+            at: UNIX_EPOCH,
+            message: "half".into(),
+        };
+        let batch = vec![
+            Op::Start(record("a"), None),
+            Op::Running("a".into(), UNIX_EPOCH + Duration::from_secs(1)),
+            Op::Update("a".into(), update.clone()),
+            // Another call's writes stay as they are.
+            Op::Update("b".into(), update.clone()),
+            Op::End("a".into(), end(CallStatus::Done), None),
+            // What would be refused is left to be refused.
+            Op::End("a".into(), end(CallStatus::Error), None),
+            Op::Running("a".into(), UNIX_EPOCH),
+        ];
+        let out = coalesce(batch);
+        let [
+            Op::Start(a, None),
+            Op::Update(b, _),
+            Op::End(again, _, None),
+            Op::Running(late, _),
+        ] = out.as_slice()
+        else {
+            panic!("{out:?}");
+        };
+        assert_eq!((b.as_str(), again.as_str(), late.as_str()), ("b", "a", "a"));
+        let call = &a.call;
+        assert_eq!(call.status, CallStatus::Done);
+        assert_eq!(call.started_at, Some(UNIX_EPOCH + Duration::from_secs(1)));
+        assert_eq!(call.updates, [update]);
+        assert_eq!(call.fuel_used, 3);
+        assert_eq!(call.ended_at, Some(UNIX_EPOCH + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn an_end_somebody_waits_for_or_a_live_end_is_not_folded() {
+        let (reply, _answer) = oneshot::channel();
+        let out = coalesce(vec![
+            Op::Start(record("a"), None),
+            Op::End("a".into(), end(CallStatus::Running), None),
+            Op::End("a".into(), end(CallStatus::Done), Some(reply)),
+        ]);
+        assert_eq!(out.len(), 3, "{out:?}");
+    }
 }

@@ -150,6 +150,35 @@ async fn round_trip(store: &dyn TaskStore) {
     assert_eq!(store.health().problem, None);
 }
 
+/// A whole call between two commits (the SQLite writer folds it into one
+/// insert) reads back as the same writes made one by one; a second end
+/// and a late `running` change nothing.
+async fn a_call_between_two_commits(store: &dyn TaskStore) {
+    let start = record("w", "s", "word_count", CallStatus::Queued, 0);
+    let _ = store.start(start.clone(), Durability::Lazy);
+    store.running("w", at(1));
+    let updates: Vec<UpdateRecord> = (0..2)
+        .map(|i| UpdateRecord {
+            at: at(2 + i),
+            message: format!("step {i}"),
+        })
+        .collect();
+    for update in &updates {
+        store.update("w", update.clone());
+    }
+    let end = done(5);
+    let _ = store.end("w", end.clone(), Durability::Lazy);
+    let _ = store.end("w", done(6), Durability::Lazy);
+    store.running("w", at(7));
+    store.flush().await.expect("flush");
+
+    let mut expected = ended(start, &end);
+    expected.call.started_at = Some(at(1));
+    expected.call.updates = updates;
+    assert_eq!(store.get("w").await.expect("get"), Some(expected));
+    assert_eq!(store.health().problem, None);
+}
+
 async fn listing(store: &dyn TaskStore) {
     let records = [
         record("a", "s1", "fetch", CallStatus::Running, 1),
@@ -414,6 +443,7 @@ macro_rules! on_both_stores {
 
 on_both_stores!(
     round_trip,
+    a_call_between_two_commits,
     listing,
     updates_past_the_bound_are_counted,
     retention_prunes_what_it_should,
