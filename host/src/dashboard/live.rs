@@ -112,6 +112,7 @@ pub(super) async fn events(
 /// event as JSON.
 fn event_of(e: &HostEvent) -> Event {
     let name = match e.event.kind {
+        EventKind::Queued => "queued",
         EventKind::Started => "started",
         EventKind::Updated { .. } => "updated",
         EventKind::Ended { .. } => "ended",

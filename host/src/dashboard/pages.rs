@@ -247,6 +247,7 @@ pub(super) async fn history(
         tool: non_empty(&q.tool),
         session_id: non_empty(&q.session),
         limit,
+        ..Filter::default()
     };
     flushed(&shared).await;
     let records = match shared.host.store().list(&filter).await {
