@@ -416,6 +416,205 @@ async fn a_call_of_another_session_is_cancelled_by_its_task_id() {
     assert_eq!(again.status, 409);
 }
 
+/// The `behave` test plugin's host and its dashboard.
+async fn behave_dashboard() -> (Host, SocketAddr, Folder) {
+    let folder = Folder::new();
+    folder.add(&common::test_plugin("behave"), "behave");
+    let (host, report) = common::host_for(&folder).await;
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let addr = serve(&host, DashboardOptions::default()).await;
+    (host, addr, folder)
+}
+
+/// The HTML of the figures row of `tool`.
+fn figures_row<'a>(page: &'a str, tool: &str) -> &'a str {
+    let start = page
+        .find(&format!("<tr data-tool=\"{tool}\">"))
+        .unwrap_or_else(|| panic!("no figures row for {tool} in\n{page}"));
+    let row = &page[start..];
+    &row[..row.find("</tr>").expect("the row ends")]
+}
+
+/// Nearest-rank percentile, as the figures count it.
+fn nearest_rank<T: Copy + Ord>(values: &mut [T], p: usize) -> T {
+    values.sort_unstable();
+    values[(values.len() * p).div_ceil(100).max(1) - 1]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_figures_count_the_calls_of_the_last_hour() {
+    let (host, addr, _folder) = behave_dashboard().await;
+    let session = host.open_session(Default::default());
+    let mut records = Vec::new();
+    for (i, n) in [3, 40, 7, 12].into_iter().enumerate() {
+        let id = format!("d{i}");
+        session
+            .call(
+                &id,
+                "spin_once",
+                &format!(r#"{{"iterations": {}}}"#, n * 1000),
+            )
+            .await;
+        records.push(session.ended(&id).await.expect("a record"));
+    }
+    for id in ["f1", "f2"] {
+        session.call(id, "fail", "{}").await;
+        session.ended(id).await.expect("a record");
+    }
+
+    let page = get(addr, "/").await;
+    assert_eq!(page.status, 200);
+    let spin = figures_row(&page.body, "spin_once");
+    let mut fuel: Vec<u64> = records.iter().map(|r| r.fuel_used).collect();
+    let mut micros: Vec<u128> = (records.iter())
+        .map(|r| {
+            let (start, end) = (r.started_at.expect("started"), r.ended_at.expect("ended"));
+            end.duration_since(start).expect("in order").as_micros()
+        })
+        .collect();
+    assert!(fuel.iter().all(|&f| f > 0), "{fuel:?}");
+    for shown in [
+        r#"data-calls="4""#.to_owned(),
+        r#"data-errors="0" data-finished="4""#.to_owned(),
+        format!(
+            r#"data-p50="{}" data-p99="{}""#,
+            nearest_rank(&mut fuel, 50),
+            nearest_rank(&mut fuel, 99)
+        ),
+        format!(
+            r#"data-p50-us="{}" data-p99-us="{}""#,
+            nearest_rank(&mut micros, 50),
+            nearest_rank(&mut micros, 99)
+        ),
+        "0.0 % (0 of 4)".to_owned(),
+        // The per-minute chart, its label and a bar.
+        r#"aria-label="4 calls in the last hour, at most "#.to_owned(),
+        "<rect x=".to_owned(),
+    ] {
+        assert!(spin.contains(&shown), "{shown} missing from\n{spin}");
+    }
+    let fail = figures_row(&page.body, "fail");
+    for shown in [
+        r#"data-calls="2""#,
+        r#"data-errors="2" data-finished="2""#,
+        "100.0 % (2 of 2)",
+    ] {
+        assert!(fail.contains(shown), "{shown} missing from\n{fail}");
+    }
+    // The busiest tool first.
+    assert!(page.body.find("data-tool=\"spin_once\"") < page.body.find("data-tool=\"fail\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_history_filters_by_time() {
+    let (host, addr, _folder) = behave_dashboard().await;
+    let session = host.open_session(Default::default());
+    let task_id = session
+        .call("c1", "ok", "{}")
+        .await
+        .task_id
+        .expect("a task id");
+    session.ended("c1").await.expect("a record");
+
+    let shows = |path: &'static str| {
+        let task_id = task_id.clone();
+        async move {
+            let page = get(addr, path).await;
+            assert_eq!(page.status, 200, "{path}: {}", page.body);
+            page.body.contains(&task_id)
+        }
+    };
+    assert!(shows("/history?since=1h").await);
+    assert!(shows("/history?since=1h&tool=ok&status=done").await);
+    assert!(
+        !shows("/history?until=1h").await,
+        "created before an hour ago"
+    );
+    assert!(!shows("/history?since=2000-01-01&until=2000-01-02+12:00").await);
+    assert!(shows("/history?since=2000-01-01&until=2999-01-01T00:00:00Z").await);
+    let bad = get(addr, "/history?since=yesterday-ish").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("yesterday-ish"), "{}", bad.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_view_shows_queued_calls_and_the_fuel_so_far() {
+    let (host, addr, _folder) = behave_dashboard().await;
+    let session = host.open_session(Default::default());
+    let mut events = Events::open(addr, "/events").await;
+    events.until("snapshot", "[").await;
+
+    // A call that sends an update, then sleeps: its fuel so far is what it
+    // had burned at the update.
+    let progress = session
+        .call("p1", "progress", r#"{"n": 2, "sleep_ms": 5000}"#)
+        .await;
+    let progress_id = progress.task_id.expect("a task id");
+    let data = events.until("updated", &progress_id).await;
+    let event: serde_json::Value =
+        serde_json::from_str(data.trim_start_matches("data: ")).expect("json");
+    let fuel = event["fuel_used"].as_u64().expect("fuel_used");
+    assert!(fuel > 0, "{event}");
+
+    // A queued call: its event, then its row.
+    let first = session.clone();
+    let running =
+        tokio::spawn(async move { first.call("q1", "queue_me", r#"{"ms": 2000}"#).await });
+    events.until("started", r#""call_id":"q1""#).await;
+    let queued = session.call("q2", "queue_me", r#"{"ms": 1}"#).await;
+    assert_eq!(queued.kind, toolhost::AnswerKind::Queued);
+    let queued_id = queued.task_id.expect("a task id");
+    let data = events.until("queued", &queued_id).await;
+    assert!(data.contains(r#""arguments":{"ms":1}"#), "{data}");
+
+    let live = get(addr, "/").await;
+    let row = |task_id: &str| {
+        let start = live
+            .body
+            .find(&format!("id=\"task-{task_id}\""))
+            .unwrap_or_else(|| panic!("no row for {task_id} in\n{}", live.body));
+        let row = &live.body[start..];
+        row[..row.find("</tr>").expect("the row ends")].to_owned()
+    };
+    assert!(row(&queued_id).contains("status-queued"));
+    let shown = format!(r#"<td class="num fuel">{fuel}</td>"#);
+    assert!(
+        row(&progress_id).contains(&shown),
+        "{shown} not in {}",
+        row(&progress_id)
+    );
+    // The call's own page says so too.
+    let page = get(addr, &format!("/calls/{progress_id}")).await;
+    assert!(
+        page.body.contains(&format!("{fuel} so far")),
+        "{}",
+        page.body
+    );
+
+    session.cancel("p1").expect("cancel");
+    running.await.expect("the first call");
+    events.until("ended", &queued_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_plugins_page_names_each_plugin_s_language() {
+    let (_host, addr) = dashboard_with(DashboardOptions::default()).await;
+    let page = get(addr, "/plugins").await;
+    for (plugin, language) in [
+        ("rust-files", "Rust"),
+        ("c-checksum", "C"),
+        ("python-csv", "Python"),
+        ("js-markdown", "JavaScript"),
+    ] {
+        let start = (page.body.find(&format!("<h2>{plugin}</h2>")))
+            .unwrap_or_else(|| panic!("no {plugin} in\n{}", page.body));
+        let section = &page.body[start..];
+        let section = &section[..section.find("</section>").expect("the section ends")];
+        let shown = format!(r#"<dd class="language">{language}</dd>"#);
+        assert!(section.contains(&shown), "{shown} missing from\n{section}");
+    }
+}
+
 /// Headless Chromium, driven through chromedriver (Debian's `chromium` and
 /// `chromium-driver`, which `tools/test` installs).
 mod browser {
@@ -513,7 +712,27 @@ mod browser {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn browser_starts_index_directory_sees_its_updates_cancels_it_and_finds_it_in_history() {
-    let (_host, addr) = dashboard_with(DashboardOptions::default()).await;
+    let (host, addr) = dashboard_with(DashboardOptions::default()).await;
+    // Some calls of the last hour, for the figures below the live calls.
+    let earlier = host.open_session(Default::default());
+    for (i, text) in ["one two", "the quick brown fox", "a b c d e f"]
+        .iter()
+        .enumerate()
+    {
+        let id = format!("w{i}");
+        earlier
+            .call(
+                &id,
+                "word_count",
+                &serde_json::json!({ "text": text }).to_string(),
+            )
+            .await;
+        earlier.ended(&id).await.expect("a record");
+    }
+    earlier
+        .call("s1", "search_text", r#"{"query": "wasm"}"#)
+        .await;
+    earlier.ended("s1").await.expect("a record");
     let b = browser::open().await;
     let c = &b.client;
     c.goto(&format!("http://{addr}/tools/index_directory"))
@@ -548,6 +767,14 @@ async fn browser_starts_index_directory_sees_its_updates_cancels_it_and_finds_it
         ),
     )
     .await;
+    // Its fuel so far, a number above zero once it has sent an update.
+    let fuel = browser::element(c, &format!("{row} td.fuel"))
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(fuel.trim().parse::<u64>().is_ok_and(|f| f > 0), "{fuel}");
+    browser::element(c, "#figures-table tr[data-tool=word_count] svg[role=img]").await;
     let screenshot = c.screenshot().await.expect("screenshot");
     let png = root().join("target").join("dashboard.png");
     std::fs::write(&png, screenshot).expect("save the screenshot");

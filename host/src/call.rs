@@ -14,7 +14,7 @@ use crate::engine::Runtime;
 use crate::error::{CallError, Limit};
 use crate::ids::CallIdentity;
 use crate::plugin::{Plugin, Tool, is_out_of_fuel};
-use crate::sandbox::{CallControl, CallState};
+use crate::sandbox::{CallControl, CallState, SentUpdate};
 
 /// What a tool returned. `text` is what the model reads; `data` is the
 /// structured result.
@@ -72,7 +72,7 @@ pub(crate) async fn run(
     arguments: &Value,
     identity: CallIdentity,
     control: Arc<CallControl>,
-    updates: Option<mpsc::UnboundedSender<String>>,
+    updates: Option<mpsc::UnboundedSender<SentUpdate>>,
 ) -> CallOutcome {
     let started = std::time::Instant::now();
     let call_id = identity.call_id.clone();

@@ -44,6 +44,7 @@ pub mod mcp;
 mod output;
 mod plugin;
 pub mod portable;
+mod producers;
 mod records;
 mod registry;
 mod sandbox;

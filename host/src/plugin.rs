@@ -35,6 +35,8 @@ pub struct Plugin {
     /// How the component was obtained and how long loading took.
     pub(crate) cache: CacheOutcome,
     pub(crate) load_time: Duration,
+    /// What the component's `producers` sections say it was written in.
+    pub(crate) language: Option<String>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -107,6 +109,11 @@ impl Plugin {
     }
     pub fn load_time(&self) -> Duration {
         self.load_time
+    }
+    /// The language the component was written in, when its `producers`
+    /// sections tell (a best guess: toolchains fill them in unevenly).
+    pub fn language(&self) -> Option<&str> {
+        self.language.as_deref()
     }
 }
 
@@ -183,10 +190,18 @@ pub(crate) async fn load(
     let content = content_hash(&bytes, manifest_path.as_deref());
 
     let compiling = runtime.clone();
-    let (component, cache_outcome) = tokio::task::spawn_blocking(move || compiling.compile(&bytes))
-        .await
-        .map_err(|e| fail(LoadErrorKind::Host(format!("compiling panicked: {e}"))))?
-        .map_err(|e| fail(LoadErrorKind::NotAComponent(first_line(&e))))?;
+    // Read once, with the compile: a whole pass over the file, off the
+    // runtime's threads.
+    let (compiled, language) = tokio::task::spawn_blocking(move || {
+        (
+            compiling.compile(&bytes),
+            crate::producers::language(&bytes),
+        )
+    })
+    .await
+    .map_err(|e| fail(LoadErrorKind::Host(format!("compiling panicked: {e}"))))?;
+    let (component, cache_outcome) =
+        compiled.map_err(|e| fail(LoadErrorKind::NotAComponent(first_line(&e))))?;
 
     let engine = runtime.engine();
     let ty = component.component_type();
@@ -227,6 +242,7 @@ pub(crate) async fn load(
         content,
         cache: cache_outcome,
         load_time: started.elapsed(),
+        language,
     })
 }
 

@@ -115,15 +115,19 @@ pub struct TaskRecord {
 }
 
 /// What a call event says (B29): `Started`, then `Updated` 0..n times, then
-/// exactly one `Ended`.
+/// exactly one `Ended`. A call that waits for duplicates first (B14) says
+/// `Queued` before all of them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
 pub enum EventKind {
+    Queued,
     Started,
     Updated {
         /// 1 for the first update.
         n: usize,
         message: String,
+        /// The fuel the call had burned when it sent the update.
+        fuel_used: u64,
     },
     Ended {
         /// `done`, `error` or `cancelled`.
@@ -153,7 +157,7 @@ pub struct CallEvent {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostEvent {
     pub task_id: String,
-    /// The call's arguments, on its `started` event only.
+    /// The call's arguments, on its `queued` and `started` events only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Value>,
     #[serde(flatten)]

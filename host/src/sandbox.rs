@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 use wasmtime::component::{HasData, HasSelf, Linker, Resource, ResourceTable};
-use wasmtime::{ResourceLimiter, StoreLimits};
+use wasmtime::{ResourceLimiter, StoreContextMut, StoreLimits};
 use wasmtime_wasi::ResourceTableError;
 use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup as lookup;
 use wasmtime_wasi::p2::bindings::sockets::network::{self, Network};
@@ -75,6 +75,13 @@ impl CallControl {
     }
 }
 
+/// An update a plugin sent, with the fuel its call had burned by then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SentUpdate {
+    pub(crate) message: String,
+    pub(crate) fuel_used: u64,
+}
+
 /// The data of one call's store.
 pub(crate) struct CallState {
     wasi: WasiCtx,
@@ -84,7 +91,9 @@ pub(crate) struct CallState {
     limiter: MemoryLimiter,
     pub(crate) identity: CallIdentity,
     pub(crate) control: Arc<CallControl>,
-    updates: Option<mpsc::UnboundedSender<String>>,
+    updates: Option<mpsc::UnboundedSender<SentUpdate>>,
+    /// The call's fuel budget, to tell the fuel burned from what is left.
+    fuel: u64,
     bounds: Bounds,
 }
 
@@ -107,7 +116,7 @@ impl CallState {
         identity: CallIdentity,
         limits: &Limits,
         control: Arc<CallControl>,
-        updates: Option<mpsc::UnboundedSender<String>>,
+        updates: Option<mpsc::UnboundedSender<SentUpdate>>,
     ) -> Self {
         let memory = limits.memory;
         let mut wasi = WasiCtxBuilder::new();
@@ -163,6 +172,7 @@ impl CallState {
             identity,
             control,
             updates,
+            fuel: limits.fuel,
             bounds: Bounds {
                 max_updates: limits.updates,
                 max_update_size: limits.update_size,
@@ -372,8 +382,10 @@ impl WasiHttpView for CallState {
 
 impl bindings::toolhost::plugin::types::Host for CallState {}
 
-impl bindings::toolhost::plugin::host::Host for CallState {
-    fn update(&mut self, message: String) -> wasmtime::Result<()> {
+impl CallState {
+    /// The `update` import: bounded, logged, and passed on with the fuel
+    /// burned so far.
+    fn send_update(&mut self, message: String, fuel_used: u64) -> wasmtime::Result<()> {
         let b = &mut self.bounds;
         b.updates += 1;
         if message.len() as u64 > b.max_update_size {
@@ -389,9 +401,17 @@ impl bindings::toolhost::plugin::host::Host for CallState {
         if let Some(tx) = &self.updates {
             // The receiver is gone only when nobody waits for this call any
             // more; the update has nowhere to go.
-            let _ = tx.send(message);
+            let _ = tx.send(SentUpdate { message, fuel_used });
         }
         Ok(())
+    }
+}
+
+impl bindings::toolhost::plugin::host::Host for CallState {
+    /// Never reached from a plugin: [`linker`] defines `update` again with
+    /// the store at hand, to read the fuel.
+    fn update(&mut self, message: String) -> wasmtime::Result<()> {
+        self.send_update(message, 0)
     }
 
     fn cancelled(&mut self) -> wasmtime::Result<bool> {
@@ -529,6 +549,9 @@ impl CallState {
     }
 }
 
+/// The WIT interface of the host functions a plugin imports.
+const HOST_INTERFACE: &str = "toolhost:plugin/host@0.1.0";
+
 /// The linker every plugin is instantiated with: all of WASI preview 2,
 /// `wasi:http`, and the `toolhost:plugin/host` interface.
 pub(crate) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<CallState>> {
@@ -541,5 +564,19 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<CallSta
     linker.allow_shadowing(false);
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     bindings::Plugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    // `update` once more, with the store at hand: each update carries the
+    // fuel burned so far (what a running call shows), read only when the
+    // plugin sends one.
+    linker.allow_shadowing(true);
+    linker.instance(HOST_INTERFACE)?.func_wrap(
+        "update",
+        |mut store: StoreContextMut<'_, CallState>, (message,): (String,)| {
+            let left = store.get_fuel().ok();
+            let state = store.data_mut();
+            let fuel_used = left.map_or(0, |left| state.fuel.saturating_sub(left));
+            state.send_update(message, fuel_used)
+        },
+    )?;
+    linker.allow_shadowing(false);
     Ok(linker)
 }

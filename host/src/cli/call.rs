@@ -66,7 +66,7 @@ pub async fn call(host: &Host, tool: &str, arguments: &str, json: bool) -> Resul
                         EventKind::Ended { status, result, error, .. } => {
                             break view.ended(status, result, error);
                         }
-                        EventKind::Started => {}
+                        EventKind::Queued | EventKind::Started => {}
                     }
                 }
                 Ok(_) | Err(RecvError::Lagged(_)) => {}

@@ -116,6 +116,7 @@ pub async fn tasks(
                     tool: filter.tool.clone(),
                     session_id: filter.session.clone(),
                     limit: filter.limit,
+                    ..Filter::default()
                 })
                 .await?;
             if filter.json {

@@ -2,8 +2,8 @@
 //! ([`Host::subscribe`](crate::Host::subscribe)), no polling.
 //!
 //! `GET /events` sends `snapshot` first (the running and queued calls, read
-//! after subscribing, so no event falls between the two), then `started`,
-//! `updated` and `ended` as calls go. `GET /events?task=ID` follows one
+//! after subscribing, so no event falls between the two), then `queued`,
+//! `started`, `updated` (with the fuel so far) and `ended` as calls go. `GET /events?task=ID` follows one
 //! call and ends with its `ended` (at once when it has already ended).
 //! `lagged` says events were lost (a browser too slow): reload.
 
@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Shared;
-use super::pages::{epoch_ms, live_records};
+use super::pages::{epoch_ms, live_records, settled};
 use crate::records::{EventKind, HostEvent, TaskRecord};
 
 #[derive(Debug, Deserialize)]
@@ -50,9 +50,7 @@ pub(super) async fn events(
             Err(e) => vec![Event::default().event("failed").data(e.to_string())],
         },
         Some(task) => {
-            if let Err(e) = shared.host.store().flush().await {
-                tracing::debug!(error = %e, "dashboard: flush before a read failed");
-            }
+            settled(&shared).await;
             match shared.host.store().get(task).await {
                 Ok(Some(r)) if !r.call.status.is_live() => vec![ended_of(&r)],
                 Ok(_) => Vec::new(),
@@ -112,6 +110,7 @@ pub(super) async fn events(
 /// event as JSON.
 fn event_of(e: &HostEvent) -> Event {
     let name = match e.event.kind {
+        EventKind::Queued => "queued",
         EventKind::Started => "started",
         EventKind::Updated { .. } => "updated",
         EventKind::Ended { .. } => "ended",
@@ -147,6 +146,7 @@ fn snapshot(records: &[TaskRecord]) -> Event {
                 "status": c.status,
                 "arguments": c.arguments,
                 "since_ms": epoch_ms(c.started_at.unwrap_or(c.created_at)) as u64,
+                "fuel_used": c.fuel_used,
                 "latest": c.updates.last().map(|u| u.message.as_str()),
             })
         })

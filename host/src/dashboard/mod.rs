@@ -3,13 +3,15 @@
 //!
 //! Pages (plain HTML, readable without JavaScript; a small script, embedded
 //! like the style sheet, makes them live):
-//! - `/`: the running and queued calls of every session, kept live by
-//!   server-sent events from [`Host::subscribe`] (no polling);
-//! - `/history`: finished calls from the task store, filtered by tool,
-//!   status and session; `/calls/{task_id}`: one call with every update,
+//! - `/`: the running and queued calls of every session, with their fuel
+//!   so far, kept live by server-sent events from [`Host::subscribe`] (no
+//!   polling); below them, figures of the last hour per tool (calls per
+//!   minute, error rate, duration and fuel) as small charts;
+//! - `/history`: calls from the task store, filtered by tool, status,
+//!   session and time; `/calls/{task_id}`: one call with every update,
 //!   its result or error, fuel and duration;
-//! - `/plugins`: every plugin with its file, size, grants and limits, the
-//!   refused ones with their reason, and every tool;
+//! - `/plugins`: every plugin with its file, language, size, grants and
+//!   limits, the refused ones with their reason, and every tool;
 //! - `/tools/{name}`: a tool's schemas and a form made from its input
 //!   schema that calls it in the dashboard's own session.
 //!
@@ -35,6 +37,7 @@
 //! request that changes something (`POST`) from another origin is refused.
 
 mod assets;
+mod figures;
 mod form;
 mod guard;
 mod live;

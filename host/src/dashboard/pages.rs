@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::Shared;
+use super::figures;
 use super::form::{self, RAW, Typed};
 use crate::records::{CallStatus, TaskRecord};
 use crate::session::CancelError;
@@ -115,17 +116,18 @@ fn ran(call: &crate::records::CallRecord) -> Option<Duration> {
     end.duration_since(start).ok()
 }
 
-/// Read your own writes: the calls this dashboard started may still be
-/// queued for the store's writer.
-async fn flushed(shared: &Shared) {
-    if let Err(e) = shared.host.store().flush().await {
-        tracing::debug!(error = %e, "dashboard: flush before a read failed");
+/// Read the newest records: calls (this dashboard's too) whose writes may
+/// still wait in the store's queue. Committed, not synced: a page read
+/// costs no disk sync.
+pub(super) async fn settled(shared: &Shared) {
+    if let Err(e) = shared.host.store().settle().await {
+        tracing::debug!(error = %e, "dashboard: settling the store before a read failed");
     }
 }
 
 /// The call `task_id` from the task store, or the page that says why not.
 async fn stored_call(shared: &Shared, task_id: &str) -> Result<TaskRecord, Response> {
-    flushed(shared).await;
+    settled(shared).await;
     match shared.host.store().get(task_id).await {
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err(problem(
@@ -139,7 +141,7 @@ async fn stored_call(shared: &Shared, task_id: &str) -> Result<TaskRecord, Respo
 
 /// The running and queued calls of every session, newest first.
 pub(super) async fn live_records(shared: &Shared) -> Result<Vec<TaskRecord>, StoreError> {
-    flushed(shared).await;
+    settled(shared).await;
     let mut all = Vec::new();
     for status in [CallStatus::Running, CallStatus::Queued] {
         let filter = Filter {
@@ -177,6 +179,18 @@ pub(super) async fn live(State(shared): State<Arc<Shared>>) -> Response {
         Ok(r) => r,
         Err(e) => return store_problem(e),
     };
+    let now = SystemTime::now();
+    let since = now.checked_sub(figures::SPAN).unwrap_or(UNIX_EPOCH);
+    let calls = match shared
+        .host
+        .store()
+        .summaries(since, figures::MAX_CALLS)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return store_problem(e),
+    };
+    let counted = figures::count(&calls, now);
     let cancellable = cancellable_tools(&shared);
     let tools_json = serde_json::to_string(&cancellable).unwrap_or_else(|_| "[]".into());
     let own = shared.session.id();
@@ -189,7 +203,8 @@ pub(super) async fn live(State(shared): State<Arc<Shared>>) -> Response {
             table {
                 thead { tr {
                     th { "Tool" } th { "Session" } th { "Arguments" } th { "Status" }
-                    th.num { "Elapsed" } th { "Latest update" } th { span.muted { "Action" } }
+                    th.num { "Elapsed" } th.num { "Fuel so far" } th { "Latest update" }
+                    th { span.muted { "Action" } }
                 } }
                 tbody #live data-own-session=(own) {
                     @for r in &records {
@@ -202,6 +217,7 @@ pub(super) async fn live(State(shared): State<Arc<Shared>>) -> Response {
                             td.num data-since=(epoch_ms(c.started_at.unwrap_or(c.created_at))) {
                                 (ran(c).map(duration).unwrap_or_default())
                             }
+                            td.num.fuel { (c.fuel_used) }
                             td.latest { (c.updates.last().map(|u| u.message.as_str()).unwrap_or("")) }
                             td { @if cancellable.contains(&c.tool) { (cancel_button(&r.task_id)) } }
                         }
@@ -209,6 +225,8 @@ pub(super) async fn live(State(shared): State<Arc<Shared>>) -> Response {
                 }
             }
             p #live-empty hidden[!records.is_empty()] { "No call is running." }
+            p.muted { "A running call's fuel is as of its latest update." }
+            (figures::section(&counted, calls.len(), now))
         },
     )
     .into_response()
@@ -219,7 +237,35 @@ pub(super) struct HistoryQuery {
     tool: Option<String>,
     status: Option<String>,
     session: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
     limit: Option<usize>,
+}
+
+/// The spans offered for `since`; any other humantime span is taken too.
+const SPANS: [(&str, &str); 3] = [
+    ("1h", "the last hour"),
+    ("1d", "the last day"),
+    ("7d", "the last week"),
+];
+
+/// A time a history filter names: a span back from `now` (`1h`, `2d`), or a
+/// UTC time (`2026-11-30 12:00`, `2026-11-30`, RFC 3339).
+fn filter_time(text: &str, now: SystemTime) -> Result<SystemTime, String> {
+    if let Ok(span) = humantime::parse_duration(text) {
+        return Ok(now.checked_sub(span).unwrap_or(UNIX_EPOCH));
+    }
+    // humantime wants seconds; a date or a minute alone is filled in.
+    let full = match text.len() {
+        10 => format!("{text} 00:00:00"),
+        16 => format!("{text}:00"),
+        _ => text.to_owned(),
+    };
+    humantime::parse_rfc3339_weak(&full).map_err(|_| {
+        format!(
+            "`{text}` is neither a span back from now (1h, 2d) nor a time (2026-11-30 12:00, UTC)"
+        )
+    })
 }
 
 fn non_empty(s: &Option<String>) -> Option<String> {
@@ -242,13 +288,21 @@ pub(super) async fn history(
         .limit
         .unwrap_or(shared.options.history_limit)
         .clamp(1, 1000);
+    let now = SystemTime::now();
+    let when = |text: &Option<String>| non_empty(text).map(|t| filter_time(&t, now)).transpose();
+    let (since, until) = match (when(&q.since), when(&q.until)) {
+        (Ok(since), Ok(until)) => (since, until),
+        (Err(e), _) | (_, Err(e)) => return problem(StatusCode::BAD_REQUEST, "Bad filter", &e),
+    };
     let filter = Filter {
         status,
         tool: non_empty(&q.tool),
         session_id: non_empty(&q.session),
+        since,
+        until,
         limit,
     };
-    flushed(&shared).await;
+    settled(&shared).await;
     let records = match shared.host.store().list(&filter).await {
         Ok(r) => r,
         Err(e) => return store_problem(e),
@@ -285,10 +339,29 @@ pub(super) async fn history(
                 label { "Session"
                     input name="session" type="text" value=[filter.session_id.as_deref()];
                 }
+                label { "Since"
+                    input name="since" type="text" list="spans" size="16" placeholder="1h or 2026-11-30 12:00"
+                        value=[non_empty(&q.since)];
+                }
+                label { "Until"
+                    input name="until" type="text" size="16" placeholder="UTC time or span ago"
+                        value=[non_empty(&q.until)];
+                }
+                datalist #spans {
+                    @for (value, label) in SPANS { option value=(value) { (label) } }
+                }
                 label { "At most"
                     input name="limit" type="number" min="1" max="1000" value=(limit);
                 }
                 button type="submit" { "Show" }
+            }
+            @if since.is_some() || until.is_some() {
+                p.muted #time-span {
+                    "Calls created"
+                    @if let Some(t) = since { " from " (time(t)) }
+                    @if let Some(t) = until { " before " (time(t)) }
+                    " (UTC)."
+                }
             }
             @if records.is_empty() {
                 p { "No call matches." }
@@ -353,7 +426,9 @@ pub(super) async fn call(
                         @if c.ended_at.is_some() { dd { (duration(d)) } }
                         @else { dd data-since=(epoch_ms(c.started_at.unwrap_or(c.created_at))) { (duration(d)) } }
                     }
-                    dt { "Fuel" } dd { (c.fuel_used) }
+                    dt { "Fuel" }
+                    @if c.status.is_live() { dd #call-fuel { (c.fuel_used) " so far" } }
+                    @else { dd { (c.fuel_used) } }
                 }
                 @if cancellable { (cancel_button(&record.task_id)) }
                 h2 { "Arguments" }
@@ -443,6 +518,7 @@ pub(super) async fn plugins(State(shared): State<Arc<Shared>>) -> Response {
                             Some(m) => { code { (m.display()) } }
                             None => { "none: no files, no environment, no network" }
                         } }
+                        dt { "Language" } dd.language { (p.language().unwrap_or("unknown")) }
                         dt { "Size" } dd { (size.map(|s| bytesize::ByteSize(s).to_string()).unwrap_or_else(|| "unknown".into())) }
                         dt { "Loaded in" } dd { (duration(p.load_time())) @if p.from_cache() { " (from the compile cache)" } }
                         dt { "Environment" } dd { @if perms.env.is_empty() { "none" } @else { (perms.env.join(", ")) } }

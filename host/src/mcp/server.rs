@@ -552,7 +552,7 @@ async fn follow_task(
                     tasks.finish(&task_id, payload, message);
                     return;
                 }
-                EventKind::Started => {}
+                EventKind::Queued | EventKind::Started => {}
             },
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -638,7 +638,7 @@ impl Progress {
         let Some(token) = &self.token else { return };
         let Ok(CallEvent {
             call_id: id,
-            kind: EventKind::Updated { n, message },
+            kind: EventKind::Updated { n, message, .. },
             ..
         }) = event
         else {

@@ -15,7 +15,7 @@ use crate::arguments;
 use crate::bindings::{Delivery as DeliveryKind, DuplicatePolicy, DuplicateScope};
 use crate::config::AnswerMode;
 use crate::error::CallError;
-use crate::records::{CallRecord, CallStatus, TaskRecord};
+use crate::records::{CallRecord, CallStatus, EventKind, TaskRecord};
 use crate::sandbox::CallControl;
 use crate::store::Durability;
 use crate::templates::render;
@@ -172,6 +172,8 @@ impl Session {
         );
         state.order.push_back(call_id.to_owned());
         let task_id = crate::store::new_task_id();
+        let queued = !wait_for.is_empty();
+        let created_at = SystemTime::now();
         let record = TaskRecord::new(
             task_id.clone(),
             CallRecord {
@@ -179,17 +181,19 @@ impl Session {
                 session_id: inner.id.clone(),
                 tool: t.name.clone(),
                 arguments: args.clone(),
-                status: if wait_for.is_empty() {
-                    CallStatus::Running
-                } else {
+                status: if queued {
                     CallStatus::Queued
+                } else {
+                    CallStatus::Running
                 },
                 updates: Vec::new(),
                 result: None,
                 error: None,
                 fuel_used: 0,
-                created_at: SystemTime::now(),
-                started_at: None,
+                created_at,
+                // A call that runs at once starts as it is recorded; a
+                // queued one when it leaves the queue (`Task::run`).
+                started_at: (!queued).then_some(created_at),
                 ended_at: None,
             },
         );
@@ -199,6 +203,9 @@ impl Session {
         // (`Session::make_durable`).
         let store = inner.registry.store.clone();
         let _ = store.start(record, Durability::Lazy);
+        if queued {
+            inner.emit(&task_id, Some(&args), call_id, &t.name, EventKind::Queued);
+        }
         if to_end {
             now = None;
         }

@@ -22,7 +22,7 @@ use crate::error::CallError;
 use crate::ids::CallIdentity;
 use crate::records::{CallStatus, EventKind, UpdateRecord};
 use crate::registry::ToolEntry;
-use crate::sandbox::CallControl;
+use crate::sandbox::{CallControl, SentUpdate};
 use crate::store::{CallEnd, Durability, TaskStore};
 use crate::templates::{Templates, render};
 
@@ -66,6 +66,7 @@ impl Task {
     pub(super) async fn run(mut self, wait_for: Vec<watch::Receiver<bool>>) {
         // B13/B14: wait for the duplicates to end; a cancel while queued ends
         // the wait.
+        let queued = !wait_for.is_empty();
         for mut rx in wait_for {
             tokio::select! {
                 _ = rx.wait_for(|ended| *ended) => {}
@@ -83,12 +84,17 @@ impl Task {
             self.end(outcome);
             return;
         }
-        let started_at = SystemTime::now();
-        self.store.running(&self.task_id, started_at);
+        // A call that did not wait was recorded as started (`start`).
+        let started_at = queued.then(SystemTime::now);
+        if let Some(at) = started_at {
+            self.store.running(&self.task_id, at);
+        }
         if let Some(inner) = self.session.upgrade() {
-            if let Some(r) = inner.state().records.get_mut(&self.call_id) {
+            if let Some(at) = started_at
+                && let Some(r) = inner.state().records.get_mut(&self.call_id)
+            {
                 r.call.status = CallStatus::Running;
-                r.call.started_at = Some(started_at);
+                r.call.started_at = Some(at);
             }
             inner.emit(
                 &self.task_id,
@@ -127,16 +133,16 @@ impl Task {
         let outcome = loop {
             tokio::select! {
                 biased;
-                Some(message) = rx.recv() => {
+                Some(sent) = rx.recv() => {
                     updates += 1;
-                    self.update(updates, message);
+                    self.update(updates, sent);
                 }
                 outcome = &mut run => break outcome,
             }
         };
-        while let Ok(message) = rx.try_recv() {
+        while let Ok(sent) = rx.try_recv() {
             updates += 1;
-            self.update(updates, message);
+            self.update(updates, sent);
         }
         self.end(outcome);
     }
@@ -154,19 +160,21 @@ impl Task {
         }
     }
 
-    fn update(&mut self, n: usize, message: String) {
+    fn update(&mut self, n: usize, sent: SentUpdate) {
+        let SentUpdate { message, fuel_used } = sent;
         let update = UpdateRecord {
             at: SystemTime::now(),
             message: message.clone(),
         };
         // Before the update can answer the call (B2), which then makes the
         // store durable.
-        self.store.update(&self.task_id, update.clone());
+        self.store.update(&self.task_id, update.clone(), fuel_used);
         let Some(inner) = self.session.upgrade() else {
             return;
         };
         if let Some(r) = inner.state().records.get_mut(&self.call_id) {
             r.call.updates.push(update);
+            r.call.fuel_used = fuel_used;
         }
         let tool = self.tool().to_owned();
         if self.fire_and_forget() {
@@ -212,7 +220,11 @@ impl Task {
             None,
             &self.call_id,
             &tool,
-            EventKind::Updated { n, message },
+            EventKind::Updated {
+                n,
+                message,
+                fuel_used,
+            },
         );
     }
 

@@ -7,8 +7,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use futures::future::BoxFuture;
 
 use super::{
-    CallEnd, Durability, Filter, Health, Retention, StoreError, StoreOptions, TaskRecord,
-    TaskStore, Ticket,
+    CallEnd, CallSummary, Durability, Filter, Health, Retention, StoreError, StoreOptions,
+    TaskRecord, TaskStore, Ticket,
 };
 use crate::records::{CallStatus, UpdateRecord};
 
@@ -188,9 +188,10 @@ impl TaskStore for MemoryStore {
         });
     }
 
-    fn update(&self, task_id: &str, update: UpdateRecord) {
+    fn update(&self, task_id: &str, update: UpdateRecord, fuel_used: u64) {
         let _ = self.change(task_id, |record, max| {
             push_update(record, update, max);
+            record.call.fuel_used = fuel_used;
             Ok(())
         });
     }
@@ -217,6 +218,10 @@ impl TaskStore for MemoryStore {
         Ticket::ready(Ok(()))
     }
 
+    fn settle(&self) -> Ticket {
+        Ticket::ready(Ok(()))
+    }
+
     fn get<'a>(
         &'a self,
         task_id: &'a str,
@@ -233,15 +238,7 @@ impl TaskStore for MemoryStore {
         let mut found: Vec<&Entry> = state
             .records
             .values()
-            .filter(|e| {
-                let call = &e.record.call;
-                filter.status.is_none_or(|s| s == call.status)
-                    && filter.tool.as_ref().is_none_or(|t| *t == call.tool)
-                    && filter
-                        .session_id
-                        .as_ref()
-                        .is_none_or(|s| *s == call.session_id)
-            })
+            .filter(|e| filter.matches(&e.record.call))
             .collect();
         found.sort_by_key(|e| std::cmp::Reverse((e.record.call.created_at, e.seq)));
         let records = found
@@ -250,6 +247,22 @@ impl TaskStore for MemoryStore {
             .map(|e| e.record.clone())
             .collect();
         Box::pin(std::future::ready(Ok(records)))
+    }
+
+    fn summaries(
+        &self,
+        since: SystemTime,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<CallSummary>, StoreError>> {
+        let state = self.state();
+        let mut found: Vec<&Entry> = (state.records.values())
+            .filter(|e| e.record.call.created_at >= since)
+            .collect();
+        found.sort_by_key(|e| std::cmp::Reverse((e.record.call.created_at, e.seq)));
+        let summaries = (found.into_iter().take(limit))
+            .map(|e| CallSummary::of(&e.record.call))
+            .collect();
+        Box::pin(std::future::ready(Ok(summaries)))
     }
 
     /// Every record of a memory store is this process's own, kept by a

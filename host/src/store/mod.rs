@@ -48,7 +48,8 @@
 //! [`Durability::Durable`] write gives a [`Ticket`] that resolves once its
 //! transaction committed (and was synced to disk); a [`Durability::Lazy`]
 //! one only says whether it was queued. Reads see committed writes: await
-//! [`TaskStore::flush`] first to read your own lazy writes.
+//! [`TaskStore::settle`] first to read your own lazy writes (or
+//! [`TaskStore::flush`] to also have them on disk).
 //!
 //! # Who reads what
 //!
@@ -159,9 +160,11 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// The queued call `task_id` started running at `at`.
     fn running(&self, task_id: &str, at: SystemTime);
 
-    /// Append an update to a live call. Past the store's bound per call the
-    /// oldest update is folded into `updates_dropped`.
-    fn update(&self, task_id: &str, update: UpdateRecord);
+    /// Append an update to a live call, sent when the call had burned
+    /// `fuel_used`: a live record's `fuel_used` is the fuel as of its
+    /// latest update. Past the store's bound per call the oldest update is
+    /// folded into `updates_dropped`.
+    fn update(&self, task_id: &str, update: UpdateRecord, fuel_used: u64);
 
     /// The call ended. Applies only to a call still `queued` or `running`,
     /// so a call ends once (B29).
@@ -170,6 +173,11 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// Resolves once every write made before it is committed and synced.
     fn flush(&self) -> Ticket;
 
+    /// Resolves once every write made before it is committed, so that a
+    /// read sees it; unlike [`flush`](Self::flush) it does not wait for the
+    /// disk (what a page that reads its own writes needs, at no sync).
+    fn settle(&self) -> Ticket;
+
     /// One record by its task id, with its kept updates.
     fn get<'a>(&'a self, task_id: &'a str)
     -> BoxFuture<'a, Result<Option<TaskRecord>, StoreError>>;
@@ -177,6 +185,15 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// Records matching `filter`, newest first (by `created_at`).
     fn list<'a>(&'a self, filter: &'a Filter)
     -> BoxFuture<'a, Result<Vec<TaskRecord>, StoreError>>;
+
+    /// The calls created at or after `since`, newest first, at most
+    /// `limit`, in brief (no arguments, updates or result): what figures
+    /// over a recent span are made of, at a fraction of a listing's cost.
+    fn summaries(
+        &self,
+        since: SystemTime,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<CallSummary>, StoreError>>;
 
     /// Mark every record left `queued` or `running` by a host that is gone
     /// as `interrupted`, found at `found_at`; returns how many. Records of
@@ -225,6 +242,10 @@ pub struct Filter {
     pub status: Option<CallStatus>,
     pub tool: Option<String>,
     pub session_id: Option<String>,
+    /// Created at or after this time.
+    pub since: Option<SystemTime>,
+    /// Created before this time.
+    pub until: Option<SystemTime>,
     /// At most this many; default [`DEFAULT_LIST_LIMIT`].
     pub limit: usize,
 }
@@ -235,7 +256,45 @@ impl Default for Filter {
             status: None,
             tool: None,
             session_id: None,
+            since: None,
+            until: None,
             limit: DEFAULT_LIST_LIMIT,
+        }
+    }
+}
+
+impl Filter {
+    /// Whether `call` passes the filter (all but the limit).
+    pub(crate) fn matches(&self, call: &CallRecord) -> bool {
+        self.status.is_none_or(|s| s == call.status)
+            && self.tool.as_ref().is_none_or(|t| *t == call.tool)
+            && (self.session_id.as_ref()).is_none_or(|s| *s == call.session_id)
+            && self.since.is_none_or(|t| call.created_at >= t)
+            && self.until.is_none_or(|t| call.created_at < t)
+    }
+}
+
+/// One call in brief, as [`TaskStore::summaries`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSummary {
+    pub tool: String,
+    pub status: CallStatus,
+    /// The fuel it burned: at its end, or as of its latest update.
+    pub fuel_used: u64,
+    pub created_at: SystemTime,
+    pub started_at: Option<SystemTime>,
+    pub ended_at: Option<SystemTime>,
+}
+
+impl CallSummary {
+    pub(crate) fn of(call: &CallRecord) -> Self {
+        CallSummary {
+            tool: call.tool.clone(),
+            status: call.status,
+            fuel_used: call.fuel_used,
+            created_at: call.created_at,
+            started_at: call.started_at,
+            ended_at: call.ended_at,
         }
     }
 }

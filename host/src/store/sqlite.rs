@@ -16,8 +16,8 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{
-    CallEnd, Durability, Filter, Health, Retention, StoreError, StoreOptions, TaskRecord,
-    TaskStore, Ticket,
+    CallEnd, CallSummary, Durability, Filter, Health, Retention, StoreError, StoreOptions,
+    TaskRecord, TaskStore, Ticket,
 };
 use crate::call::Output;
 use crate::records::{CallRecord, CallStatus, UpdateRecord};
@@ -180,9 +180,11 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 enum Op {
     Start(Box<TaskRecord>, Option<Reply<()>>),
     Running(String, SystemTime),
-    Update(String, UpdateRecord),
+    Update(String, UpdateRecord, u64),
     End(String, Box<CallEnd>, Option<Reply<()>>),
     Flush(Reply<()>),
+    /// Like `Flush`, answered at commit without making it synced.
+    Settle(Reply<()>),
     Orphans(SystemTime, Reply<u64>),
     Prune(Retention, SystemTime, Reply<u64>),
 }
@@ -377,8 +379,8 @@ impl TaskStore for SqliteStore {
         let _ = self.send(Op::Running(task_id.to_owned(), at));
     }
 
-    fn update(&self, task_id: &str, update: UpdateRecord) {
-        let _ = self.send(Op::Update(task_id.to_owned(), update));
+    fn update(&self, task_id: &str, update: UpdateRecord, fuel_used: u64) {
+        let _ = self.send(Op::Update(task_id.to_owned(), update, fuel_used));
     }
 
     fn end(&self, task_id: &str, end: CallEnd, durability: Durability) -> Ticket {
@@ -390,6 +392,14 @@ impl TaskStore for SqliteStore {
     fn flush(&self) -> Ticket {
         let (reply, ticket) = Ticket::waiting();
         match self.send(Op::Flush(reply)) {
+            Ok(()) => ticket,
+            Err(e) => Ticket::ready(Err(e)),
+        }
+    }
+
+    fn settle(&self) -> Ticket {
+        let (reply, ticket) = Ticket::waiting();
+        match self.send(Op::Settle(reply)) {
             Ok(()) => ticket,
             Err(e) => Ticket::ready(Err(e)),
         }
@@ -421,6 +431,7 @@ impl TaskStore for SqliteStore {
                     "SELECT {TASK_COLUMNS} FROM tasks \
                      WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tool = ?2) \
                        AND (?3 IS NULL OR session_id = ?3) \
+                       AND (?5 IS NULL OR created_at >= ?5) AND (?6 IS NULL OR created_at < ?6) \
                      ORDER BY created_at DESC, rowid DESC LIMIT ?4"
                 );
                 let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
@@ -431,7 +442,9 @@ impl TaskStore for SqliteStore {
                             filter.status.map(CallStatus::as_str),
                             filter.tool,
                             filter.session_id,
-                            limit
+                            limit,
+                            filter.since.map(nanos),
+                            filter.until.map(nanos),
                         ],
                         read_task,
                     )?
@@ -439,6 +452,34 @@ impl TaskStore for SqliteStore {
                 rows.into_iter()
                     .map(|row| with_updates(conn, row))
                     .collect()
+            })
+        })
+    }
+
+    fn summaries(
+        &self,
+        since: SystemTime,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<CallSummary>, StoreError>> {
+        Box::pin(async move {
+            self.read(|conn| {
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                conn.prepare_cached(
+                    "SELECT tool, status, fuel_used, created_at, started_at, ended_at \
+                     FROM tasks WHERE created_at >= ?1 \
+                     ORDER BY created_at DESC, rowid DESC LIMIT ?2",
+                )?
+                .query_map(params![nanos(since), limit], |row| {
+                    Ok(CallSummary {
+                        tool: row.get(0)?,
+                        status: read_status(row, 1)?,
+                        fuel_used: from_i64(row.get(2)?),
+                        created_at: time(row.get(3)?),
+                        started_at: row.get::<_, Option<i64>>(4)?.map(time),
+                        ended_at: row.get::<_, Option<i64>>(5)?.map(time),
+                    })
+                })?
+                .collect()
             })
         })
     }
@@ -853,15 +894,15 @@ fn apply_one(
             let result = set_running(tx, &id, at);
             (id, result, None, false)
         }
-        Op::Update(id, update) => {
-            let result = append_update(tx, &id, &update, max_updates);
+        Op::Update(id, update, fuel_used) => {
+            let result = append_update(tx, &id, &update, Some(fuel_used), max_updates);
             (id, result, None, false)
         }
         Op::End(id, end, reply) => {
             let result = set_end(tx, &id, &end);
             (id, result, reply, true)
         }
-        Op::Flush(reply) => {
+        Op::Flush(reply) | Op::Settle(reply) => {
             answers.push(Answer::Done(reply, Ok(())));
             return Ok(());
         }
@@ -905,7 +946,10 @@ fn count(
 /// Keep the answer of an operation not applied, to fail it with its batch.
 fn hold(op: Op, answers: &mut Vec<Answer>) {
     match op {
-        Op::Start(_, Some(reply)) | Op::End(_, _, Some(reply)) | Op::Flush(reply) => {
+        Op::Start(_, Some(reply))
+        | Op::End(_, _, Some(reply))
+        | Op::Flush(reply)
+        | Op::Settle(reply) => {
             answers.push(Answer::Done(reply, Ok(())));
         }
         Op::Orphans(_, reply) | Op::Prune(_, _, reply) => answers.push(Answer::Count(reply, Ok(0))),
@@ -951,7 +995,7 @@ fn insert(
         owner,
     ])?;
     for update in &call.updates {
-        append_update(tx, &record.task_id, update, max_updates)?;
+        append_update(tx, &record.task_id, update, None, max_updates)?;
     }
     Ok(())
 }
@@ -969,20 +1013,23 @@ fn set_running(tx: &Transaction<'_>, task_id: &str, at: SystemTime) -> Result<()
     }
 }
 
-/// Append one update as number `updates_total + 1`, then fold the oldest
-/// past `max_updates` into `updates_dropped`.
+/// Append one update as number `updates_total + 1` (with the call's fuel
+/// so far, `fuel_used`; none for an update recorded with its start), then
+/// fold the oldest past `max_updates` into `updates_dropped`.
 fn append_update(
     tx: &Transaction<'_>,
     task_id: &str,
     update: &UpdateRecord,
+    fuel_used: Option<u64>,
     max_updates: usize,
 ) -> Result<(), Failure> {
     let n: i64 = tx
         .prepare_cached(
-            "UPDATE tasks SET updates_total = updates_total + 1 WHERE task_id = ?1 \
+            "UPDATE tasks SET updates_total = updates_total + 1, \
+             fuel_used = coalesce(?2, fuel_used) WHERE task_id = ?1 \
              RETURNING updates_total",
         )?
-        .query_row([task_id], |row| row.get(0))
+        .query_row(params![task_id, fuel_used.map(to_i64)], |row| row.get(0))
         .optional()?
         .ok_or_else(|| Failure::Refused("no task by this id".into()))?;
     tx.prepare_cached("INSERT INTO updates (task_id, n, at, message) VALUES (?1, ?2, ?3, ?4)")?
@@ -1095,10 +1142,7 @@ fn read_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
             rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
         })
     };
-    let status: String = row.get(5)?;
-    let status = status.parse::<CallStatus>().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, e.into())
-    })?;
+    let status = read_status(row, 5)?;
     let result = row
         .get::<_, Option<String>>(6)?
         .map(|text| {
@@ -1133,6 +1177,13 @@ fn read_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
         },
         interrupted_at: row.get::<_, Option<i64>>(12)?.map(time),
         updates_dropped: from_i64(row.get(13)?),
+    })
+}
+
+fn read_status(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<CallStatus> {
+    let status: String = row.get(i)?;
+    status.parse::<CallStatus>().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
     })
 }
 

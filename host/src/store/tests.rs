@@ -98,9 +98,15 @@ async fn round_trip(store: &dyn TaskStore) {
             message: format!("step {i} ✓"),
         })
         .collect();
-    for update in &updates {
-        store.update("t1", update.clone());
+    for (i, update) in updates.iter().enumerate() {
+        store.update("t1", update.clone(), 100 * (i as u64 + 1));
     }
+    // A live call's fuel is the fuel as of its latest update; settled
+    // writes are readable.
+    store.settle().await.expect("settle");
+    let live = store.get("t1").await.expect("get").expect("recorded");
+    assert_eq!(live.call.fuel_used, 300);
+    assert_eq!(live.call.updates.len(), 3);
     let end = done(9);
     store
         .end("t1", end.clone(), Durability::Lazy)
@@ -224,6 +230,57 @@ async fn listing(store: &dyn TaskStore) {
         ..Filter::default()
     };
     assert_eq!(ids(two).await, ["e", "d"]);
+    // Created at or after `since`, before `until`.
+    let from_2_to_4 = Filter {
+        since: Some(at(2)),
+        until: Some(at(4)),
+        ..Filter::default()
+    };
+    assert_eq!(ids(from_2_to_4).await, ["c", "b"]);
+    let fetch_since_3 = Filter {
+        tool: Some("fetch".into()),
+        since: Some(at(3)),
+        ..Filter::default()
+    };
+    assert_eq!(ids(fetch_since_3).await, ["e", "c"]);
+}
+
+async fn summaries_since(store: &dyn TaskStore) {
+    for (id, tool, created) in [("a", "fetch", 1), ("b", "count", 2), ("c", "fetch", 3)] {
+        let _ = store.start(
+            record(id, "s", tool, CallStatus::Running, created),
+            Durability::Lazy,
+        );
+    }
+    let _ = store.end("b", done(5), Durability::Lazy);
+    store.settle().await.expect("settle");
+
+    let got = store.summaries(at(2), 100).await.expect("summaries");
+    assert_eq!(
+        got,
+        [
+            CallSummary {
+                tool: "fetch".into(),
+                status: CallStatus::Running,
+                fuel_used: 0,
+                created_at: at(3),
+                started_at: Some(at(3)),
+                ended_at: None,
+            },
+            CallSummary {
+                tool: "count".into(),
+                status: CallStatus::Done,
+                fuel_used: 10_005,
+                created_at: at(2),
+                started_at: Some(at(2)),
+                ended_at: Some(at(5)),
+            },
+        ]
+    );
+    // Bounded: the newest first.
+    let one = store.summaries(at(0), 1).await.expect("summaries");
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].created_at, at(3));
 }
 
 async fn updates_past_the_bound_are_counted(store: &dyn TaskStore) {
@@ -239,6 +296,7 @@ async fn updates_past_the_bound_are_counted(store: &dyn TaskStore) {
                 at: at(i),
                 message: format!("update {i}"),
             },
+            i,
         );
     }
     store.flush().await.expect("flush");
@@ -445,6 +503,7 @@ on_both_stores!(
     round_trip,
     a_call_between_two_commits,
     listing,
+    summaries_since,
     updates_past_the_bound_are_counted,
     retention_prunes_what_it_should,
 );

@@ -53,6 +53,7 @@
       status.append(statusOf(c.status));
       const elapsed = cell("", "num");
       elapsed.dataset.since = String(c.since_ms);
+      const fuel = cell(String(c.fuel_used ?? 0), "num fuel");
       const latest = cell(c.latest ?? "", "latest");
       const action = cell();
       if (cancellable.includes(c.tool)) {
@@ -65,12 +66,19 @@
         form.append(button);
         action.append(form);
       }
-      tr.append(tool, session, args, status, elapsed, latest, action);
+      tr.append(tool, session, args, status, elapsed, fuel, latest, action);
       return tr;
     };
     const events = new EventSource("/events");
     events.addEventListener("snapshot", (e) => {
       live.replaceChildren(...JSON.parse(e.data).map(row));
+      shown();
+      tick();
+    });
+    events.addEventListener("queued", (e) => {
+      const ev = JSON.parse(e.data);
+      if (document.getElementById(`task-${ev.task_id}`)) return;
+      live.prepend(row({ ...ev, status: "queued", since_ms: Date.parse(ev.at) }));
       shown();
       tick();
     });
@@ -91,7 +99,10 @@
     events.addEventListener("updated", (e) => {
       const ev = JSON.parse(e.data);
       const tr = document.getElementById(`task-${ev.task_id}`);
-      if (tr) tr.querySelector(".latest").textContent = ev.message;
+      if (tr) {
+        tr.querySelector(".latest").textContent = ev.message;
+        tr.querySelector(".fuel").textContent = String(ev.fuel_used);
+      }
     });
     events.addEventListener("ended", (e) => {
       const ev = JSON.parse(e.data);
@@ -119,6 +130,8 @@
       li.append(time, ` ${ev.message}`);
       updates.append(li);
       document.getElementById("no-updates")?.remove();
+      const fuel = document.getElementById("call-fuel");
+      if (fuel) fuel.textContent = `${ev.fuel_used} so far`;
     });
     // The page as the server shows an ended call: result, fuel, duration.
     const reload = () => { events.close(); location.reload(); };
