@@ -827,12 +827,13 @@ fn coalesce(batch: Vec<Op>) -> Vec<Op> {
                 }
                 _ => Op::Running(id, at),
             },
-            Op::Update(id, update) => match started(&mut out, &open, &id) {
+            Op::Update(id, update, fuel_used) => match started(&mut out, &open, &id) {
                 Some(call) => {
                     call.updates.push(update);
+                    call.fuel_used = fuel_used;
                     continue;
                 }
-                None => Op::Update(id, update),
+                None => Op::Update(id, update, fuel_used),
             },
             Op::End(id, end, None) if !end.status.is_live() => {
                 match started(&mut out, &open, &id) {
@@ -1270,9 +1271,9 @@ mod coalesce_tests {
         let batch = vec![
             Op::Start(record("a"), None),
             Op::Running("a".into(), UNIX_EPOCH + Duration::from_secs(1)),
-            Op::Update("a".into(), update.clone()),
+            Op::Update("a".into(), update.clone(), 2),
             // Another call's writes stay as they are.
-            Op::Update("b".into(), update.clone()),
+            Op::Update("b".into(), update.clone(), 0),
             Op::End("a".into(), end(CallStatus::Done), None),
             // What would be refused is left to be refused.
             Op::End("a".into(), end(CallStatus::Error), None),
@@ -1281,7 +1282,7 @@ mod coalesce_tests {
         let out = coalesce(batch);
         let [
             Op::Start(a, None),
-            Op::Update(b, _),
+            Op::Update(b, _, _),
             Op::End(again, _, None),
             Op::Running(late, _),
         ] = out.as_slice()

@@ -170,7 +170,7 @@ async fn a_call_between_two_commits(store: &dyn TaskStore) {
         })
         .collect();
     for update in &updates {
-        store.update("w", update.clone());
+        store.update("w", update.clone(), 100);
     }
     let end = done(5);
     let _ = store.end("w", end.clone(), Durability::Lazy);
