@@ -19,7 +19,7 @@ use wasmtime::{
 
 use crate::sandbox::CallState;
 
-pub(crate) use self::cache::{CacheOutcome, CompileCache};
+pub(crate) use self::cache::{CacheOutcome, CompileCache, FileStamp};
 
 /// How much fuel a call burns, by default, between two yields to the async
 /// runtime.
@@ -113,10 +113,19 @@ impl Runtime {
         &self.config
     }
 
-    /// The compiled form of `bytes`, from the cache or freshly compiled.
-    /// Blocking: compiling a large component takes seconds.
-    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<(Component, CacheOutcome)> {
-        self.cache.load(&self.engine, bytes)
+    /// The compiled form of `bytes` (whose BLAKE3 hash is `hash`), from the
+    /// cache or freshly compiled. Blocking: compiling a large component
+    /// takes seconds.
+    pub(crate) fn compile(
+        &self,
+        hash: &blake3::Hash,
+        bytes: &[u8],
+    ) -> Result<(Component, CacheOutcome)> {
+        self.cache.load(&self.engine, hash, bytes)
+    }
+
+    pub(crate) fn cache(&self) -> &CompileCache {
+        &self.cache
     }
 
     /// Resolve a component's imports against the host's linker.
