@@ -111,6 +111,32 @@ async fn every_language_returns_text_and_data() {
     }
 }
 
+/// A pool too large for 4 GiB of address space per memory (the 10 000
+/// concurrent calls of the benchmark) reserves less per memory, and the
+/// compiled code checks bounds: every language still loads and runs,
+/// Python and JavaScript with their several memories and large tables.
+#[tokio::test]
+async fn every_language_runs_in_a_pool_past_full_memory_reservations() {
+    let mut cfg = config();
+    cfg.engine.instances = 5_000;
+    cfg.engine.max_memory = 256 << 20;
+    let host = Host::new(cfg).expect("a pool of 5 000 instances");
+    for (language, plugin) in LANGUAGES {
+        if let Err(e) = host.load_file(test_plugin(plugin)).await {
+            panic!("{language} refused: {}", e.reason());
+        }
+        let o = host
+            .call("word_count", r#"{"text": "one two\nthree  four\n"}"#)
+            .await;
+        assert_eq!(
+            data(&o),
+            json!({"words": 4, "lines": 2, "chars": 20}),
+            "{language}"
+        );
+        host.unload(&test_plugin(plugin));
+    }
+}
+
 #[tokio::test]
 async fn every_language_turns_its_errors_into_tool_errors() {
     for (language, plugin) in LANGUAGES {

@@ -128,6 +128,34 @@ async fn a_second_start_compiles_nothing() {
     let host = Host::new(cfg).expect("host");
     let report = host.load_dir(changed.path()).await.expect("load");
     assert!(!report.loaded[0].from_cache());
+
+    // The cache remembers each file unchanged without reading it; a file
+    // rewritten in place is read again: compiled when its bytes differ,
+    // from the cache when they are the same.
+    let in_place = |from: &std::path::Path| {
+        let bytes = std::fs::read(from).expect("read plugin");
+        std::fs::write(folder.path().join("behave.wasm"), bytes).expect("rewrite plugin");
+    };
+    in_place(&example("rust-files"));
+    let rewritten = start().await;
+    let behave = |r: &toolhost::LoadReport| {
+        r.loaded
+            .iter()
+            .find(|p| p.name() == "behave")
+            .cloned()
+            .expect("behave.wasm loaded")
+    };
+    let plugin = behave(&rewritten);
+    assert!(
+        plugin.tools().iter().any(|t| t.name == "find_files"),
+        "the new content serves: {:?}",
+        plugin.tools().iter().map(|t| &t.name).collect::<Vec<_>>()
+    );
+    in_place(&test_plugin("behave"));
+    let same_again = start().await;
+    let plugin = behave(&same_again);
+    assert!(plugin.from_cache(), "the old content is still in the cache");
+    assert!(plugin.tools().iter().any(|t| t.name == "progress"));
 }
 
 #[tokio::test]

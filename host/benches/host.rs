@@ -359,7 +359,10 @@ async fn sleeping_calls(
     c.store = store;
     let host = Host::new(c)?;
     host.load_dir(folder.path()).await?;
-    let session = host.open_session(SessionOptions::default());
+    // Every call's record stays, to count them done.
+    let mut options = SessionOptions::default();
+    options.keep_records = n;
+    let session = host.open_session(options);
     reset_peak_rss();
     let base = peak_rss_mib();
     let t = Instant::now();

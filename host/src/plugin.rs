@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use wasmtime::component::Component;
 
 use crate::bindings::{Delivery, DuplicatePolicy, DuplicateScope, PluginPre, ToolSpec};
 use crate::config::HostConfig;
-use crate::engine::{CacheOutcome, Runtime};
+use crate::engine::{CacheOutcome, FileStamp, Known, Runtime};
 use crate::error::{LoadError, LoadErrorKind, TOOL_INTERFACE};
 use crate::ids::CallIdentity;
 use crate::limits::Limits;
@@ -183,25 +184,15 @@ pub(crate) async fn load(
         }));
     }
 
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|e| fail(LoadErrorKind::Unreadable(e.to_string())))?;
-    check_header(&bytes).map_err(fail)?;
-    let content = content_hash(&bytes, manifest_path.as_deref());
-
     let compiling = runtime.clone();
-    // Read once, with the compile: a whole pass over the file, off the
-    // runtime's threads.
-    let (compiled, language) = tokio::task::spawn_blocking(move || {
-        (
-            compiling.compile(&bytes),
-            crate::producers::language(&bytes),
-        )
-    })
-    .await
-    .map_err(|e| fail(LoadErrorKind::Host(format!("compiling panicked: {e}"))))?;
-    let (component, cache_outcome) =
-        compiled.map_err(|e| fail(LoadErrorKind::NotAComponent(first_line(&e))))?;
+    let file = path.to_owned();
+    let (component, known, cache_outcome) =
+        tokio::task::spawn_blocking(move || compile_file(&compiling, &file))
+            .await
+            .map_err(|e| fail(LoadErrorKind::Host(format!("compiling panicked: {e}"))))?
+            .map_err(fail)?;
+    let content = content_hash(&known.hash, manifest_path.as_deref());
+    let language = known.language;
 
     let engine = runtime.engine();
     let ty = component.component_type();
@@ -246,10 +237,58 @@ pub(crate) async fn load(
     })
 }
 
-/// The hash of a component's bytes and of its manifest (when it has one).
-pub(crate) fn content_hash(wasm: &[u8], manifest: Option<&Path>) -> blake3::Hash {
+/// The compiled component of the plugin file at `path`, the file's BLAKE3
+/// hash, and whether the component came from the cache. Blocking.
+///
+/// A file the cache remembers unchanged is not read at all: its hash is
+/// remembered and its component mapped from the cache, which makes most of
+/// a warm start.
+fn compile_file(
+    runtime: &Runtime,
+    path: &Path,
+) -> Result<(Component, Known, CacheOutcome), LoadErrorKind> {
+    let unreadable = |e: std::io::Error| LoadErrorKind::Unreadable(e.to_string());
+    // Taken before the read, so that a write during it changes the stamp.
+    let stamp = FileStamp::of(path).map_err(unreadable)?;
+    let cache = runtime.cache();
+    if let Some(known) = stamp.as_ref().and_then(|s| cache.known_hash(path, s))
+        && let Some(component) = cache.cached(runtime.engine(), &known.hash)
+    {
+        return Ok((component, known, CacheOutcome::Hit));
+    }
+    let bytes = std::fs::read(path).map_err(unreadable)?;
+    check_header(&bytes)?;
+    let known = Known {
+        hash: blake3::hash(&bytes),
+        language: crate::producers::language(&bytes),
+    };
+    let (component, outcome) = runtime
+        .compile(&known.hash, &bytes)
+        .map_err(|e| LoadErrorKind::NotAComponent(first_line(&e)))?;
+    if let Some(stamp) = &stamp {
+        cache.remember(path, stamp, &known);
+    }
+    Ok((component, known, outcome))
+}
+
+/// The BLAKE3 hash of the plugin file at `path` as it is now: remembered
+/// by the compile cache while the file is unchanged, else read and hashed.
+pub(crate) fn file_hash(runtime: &Runtime, path: &Path) -> std::io::Result<blake3::Hash> {
+    let stamp = FileStamp::of(path)?;
+    if let Some(known) = stamp
+        .as_ref()
+        .and_then(|s| runtime.cache().known_hash(path, s))
+    {
+        return Ok(known.hash);
+    }
+    Ok(blake3::hash(&std::fs::read(path)?))
+}
+
+/// The hash of a component's file hash and of its manifest (when it has
+/// one): what a plugin is made of.
+pub(crate) fn content_hash(wasm: &blake3::Hash, manifest: Option<&Path>) -> blake3::Hash {
     let mut h = blake3::Hasher::new();
-    h.update(wasm);
+    h.update(wasm.as_bytes());
     if let Some(text) = manifest.and_then(|m| std::fs::read(m).ok()) {
         h.update(&text);
     }

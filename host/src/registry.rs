@@ -146,8 +146,8 @@ impl Registry {
             return false;
         };
         let manifest = plugin::manifest_path_for(path);
-        let current = std::fs::read(path).is_ok_and(|bytes| {
-            plugin::content_hash(&bytes, manifest.exists().then_some(manifest.as_path())) == serving
+        let current = plugin::file_hash(&self.runtime, path).is_ok_and(|wasm| {
+            plugin::content_hash(&wasm, manifest.exists().then_some(manifest.as_path())) == serving
         });
         if current {
             self.served_mut().refused.remove(path);

@@ -5,9 +5,18 @@
 //! file's BLAKE3 hash and the engine's fingerprint, so a second start with the
 //! same plugins compiles nothing, and a changed engine never loads a stale
 //! artifact.
+//!
+//! Reading and hashing a plugin is most of a warm start (the Python and
+//! JavaScript examples are 12-20 MB each), so the cache also remembers each
+//! plugin file's hash with the file's identity (device, inode, size,
+//! modification and change times): while those are the same the file is
+//! not read again, and the compiled artifact is mapped from the cache. Any
+//! write to the file, in place or by a rename over it, changes its change
+//! time or its inode, and the file is read and hashed again.
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -39,10 +48,15 @@ impl CompileCache {
             .or_else(|| dirs::cache_dir().map(|d| d.join("toolhost")))
     }
 
-    /// The compiled form of `bytes`, from the cache or freshly compiled (and
-    /// then stored).
-    pub(crate) fn load(&self, engine: &Engine, bytes: &[u8]) -> Result<(Component, CacheOutcome)> {
-        let Some(path) = self.entry(bytes) else {
+    /// The compiled form of `bytes`, whose BLAKE3 hash is `hash`, from the
+    /// cache or freshly compiled (and then stored).
+    pub(crate) fn load(
+        &self,
+        engine: &Engine,
+        hash: &blake3::Hash,
+        bytes: &[u8],
+    ) -> Result<(Component, CacheOutcome)> {
+        let Some(path) = self.entry(hash) else {
             return Ok((Component::new(engine, bytes)?, CacheOutcome::Compiled));
         };
         if path.exists() {
@@ -63,10 +77,132 @@ impl CompileCache {
         Ok((component, CacheOutcome::Compiled))
     }
 
-    fn entry(&self, bytes: &[u8]) -> Option<PathBuf> {
+    /// The BLAKE3 hash of the plugin file at `path`, when the file is the
+    /// one last remembered there (see [`remember`](Self::remember)). Never
+    /// reads the plugin file.
+    pub(crate) fn known_hash(&self, path: &Path, stamp: &FileStamp) -> Option<Known> {
+        let text = std::fs::read_to_string(self.known(path)?).ok()?;
+        let mut lines = text.lines();
+        let (known_stamp, hex) = lines.next()?.rsplit_once(' ')?;
+        if known_stamp != stamp.key {
+            return None;
+        }
+        Some(Known {
+            hash: blake3::Hash::from_hex(hex).ok()?,
+            language: lines.next().filter(|l| !l.is_empty()).map(str::to_owned),
+        })
+    }
+
+    /// The compiled form of the file whose hash is `hash`, when the cache
+    /// has a usable one: mapped from the cache file, not read.
+    pub(crate) fn cached(&self, engine: &Engine, hash: &blake3::Hash) -> Option<Component> {
+        let entry = self.entry(hash)?;
+        if !entry.exists() {
+            return None;
+        }
+        deserialize(engine, &entry)
+            .inspect_err(
+                |e| tracing::debug!(path = %entry.display(), error = %e, "cache entry not usable"),
+            )
+            .ok()
+    }
+
+    /// Remember that the plugin file at `path`, with the identity `stamp`
+    /// taken before it was read, has the BLAKE3 hash `hash`; unless the
+    /// file changed in the last [`SETTLED`], when it is read again next
+    /// time.
+    pub(crate) fn remember(&self, path: &Path, stamp: &FileStamp, known: &Known) {
+        let Some(file) = self.known(path).filter(|_| stamp.settled()) else {
+            return;
+        };
+        let line = format!(
+            "{} {}\n{}\n",
+            stamp.key,
+            known.hash.to_hex(),
+            known.language.as_deref().unwrap_or_default()
+        );
+        let known = file;
+        if let Err(e) = store(&known, line.as_bytes()) {
+            tracing::warn!(path = %known.display(), error = %e, "cannot write compile cache");
+        }
+    }
+
+    fn entry(&self, hash: &blake3::Hash) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
-        let hash = blake3::hash(bytes).to_hex();
+        let hash = hash.to_hex();
         Some(dir.join(format!("{}-{}.cwasm", &hash[..32], self.fingerprint)))
+    }
+
+    /// Where the hash of the plugin file at `path` is remembered.
+    fn known(&self, path: &Path) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        let key = blake3::hash(path.as_os_str().as_encoded_bytes()).to_hex();
+        Some(dir.join("files").join(&key[..32]))
+    }
+}
+
+/// What the cache remembers of a plugin file: its hash, and the language
+/// its `producers` sections name, so a warm start need not read it.
+#[derive(Debug, Clone)]
+pub(crate) struct Known {
+    pub(crate) hash: blake3::Hash,
+    pub(crate) language: Option<String>,
+}
+
+/// What identifies a file's content without reading it: its device, inode,
+/// size, and modification and change times (to the nanosecond). Where these
+/// are not all known (not Unix), no stamp is taken and files are always
+/// read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileStamp {
+    key: String,
+    changed: SystemTime,
+}
+
+/// How old a file's last change must be for its stamp to be remembered.
+/// File times advance by the kernel's clock tick, so a file rewritten with
+/// the same size within a tick of the stamp could keep its stamp; a file
+/// changed this long ago cannot (Git calls such files "racily clean").
+const SETTLED: Duration = Duration::from_secs(2);
+
+impl FileStamp {
+    /// The stamp of the file at `path` now, or `None` where stamps are not
+    /// taken.
+    pub(crate) fn of(path: &Path) -> std::io::Result<Option<Self>> {
+        let meta = std::fs::metadata(path)?;
+        Ok(Self::from_metadata(&meta))
+    }
+
+    #[cfg(unix)]
+    fn from_metadata(m: &std::fs::Metadata) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let changed = u64::try_from(m.ctime())
+            .ok()
+            .map(|s| UNIX_EPOCH + Duration::new(s, u32::try_from(m.ctime_nsec()).unwrap_or(0)))?;
+        let key = format!(
+            "{}:{}:{}:{}.{}:{}.{}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        );
+        Some(Self { key, changed })
+    }
+
+    #[cfg(not(unix))]
+    fn from_metadata(_: &std::fs::Metadata) -> Option<Self> {
+        None
+    }
+
+    /// Whether the file was last changed long enough ago that any later
+    /// change shows in its stamp.
+    fn settled(&self) -> bool {
+        SystemTime::now()
+            .duration_since(self.changed)
+            .is_ok_and(|age| age >= SETTLED)
     }
 }
 

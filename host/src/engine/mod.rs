@@ -19,7 +19,7 @@ use wasmtime::{
 
 use crate::sandbox::CallState;
 
-pub(crate) use self::cache::{CacheOutcome, CompileCache};
+pub(crate) use self::cache::{CacheOutcome, CompileCache, FileStamp, Known};
 
 /// How much fuel a call burns, by default, between two yields to the async
 /// runtime.
@@ -31,11 +31,30 @@ pub(crate) use self::cache::{CacheOutcome, CompileCache};
 /// benchmark in the README).
 const FUEL_YIELD_INTERVAL: u64 = 100_000;
 
+/// Linear memories of the pool per instance: most plugins have one, the
+/// C (preview 1 adapter), Python and JavaScript ones two or more.
+const MEMORIES_PER_INSTANCE: u32 = 2;
+
+/// The address space each memory slot reserves by default (wasmtime's 64-bit
+/// default): a 32-bit memory can then never reach past its slot, so compiled
+/// code needs no bounds checks.
+const FULL_RESERVATION: u64 = 4 << 30;
+
+/// The guard region after each memory slot (wasmtime's 64-bit default).
+const GUARD: u64 = 32 << 20;
+
+/// The address space the memory pool may take with full reservations: 32 TiB
+/// of the 128 TiB a Linux x86-64 process has, about 4 000 instances.
+const POOL_ADDRESS_SPACE: u64 = 32 << 40;
+
 /// The engine-wide settings. Start from [`EngineConfig::default`].
 ///
 /// Defaults:
 /// - `instances`: 1000 plugin instances alive at once across all plugins
-///   (each running call and each `describe()` holds one).
+///   (each running call and each `describe()` holds one). Each instance
+///   reserves 8 GiB of address space for two memories; past about 4 000
+///   instances a memory reserves only `max_memory`, and compiled code
+///   checks its memory bounds (slower on memory-heavy tools).
 /// - `max_memory`: 1 GiB, the largest linear memory any plugin may be granted.
 /// - `pooling`: true; false uses on-demand allocation (no fixed slot count,
 ///   slower to instantiate).
@@ -94,10 +113,19 @@ impl Runtime {
         &self.config
     }
 
-    /// The compiled form of `bytes`, from the cache or freshly compiled.
-    /// Blocking: compiling a large component takes seconds.
-    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<(Component, CacheOutcome)> {
-        self.cache.load(&self.engine, bytes)
+    /// The compiled form of `bytes` (whose BLAKE3 hash is `hash`), from the
+    /// cache or freshly compiled. Blocking: compiling a large component
+    /// takes seconds.
+    pub(crate) fn compile(
+        &self,
+        hash: &blake3::Hash,
+        bytes: &[u8],
+    ) -> Result<(Component, CacheOutcome)> {
+        self.cache.load(&self.engine, hash, bytes)
+    }
+
+    pub(crate) fn cache(&self) -> &CompileCache {
+        &self.cache
     }
 
     /// Resolve a component's imports against the host's linker.
@@ -135,12 +163,22 @@ fn build(config: &EngineConfig) -> Result<Engine> {
         .max_wasm_stack(1 << 20)
         .async_stack_size(2 << 20);
     if config.pooling {
+        let memories = config.instances.saturating_mul(MEMORIES_PER_INSTANCE);
+        // Each memory slot of the pool is reserved up front. 4 GiB per slot
+        // lets compiled code skip bounds checks, but 10 000 instances of
+        // that (80 TiB) do not fit in a process's 128 TiB of address space
+        // next to everything else; past the budget a slot reserves only the
+        // largest memory a plugin may have, and code checks its bounds.
+        if u64::from(memories) * (FULL_RESERVATION + GUARD) > POOL_ADDRESS_SPACE {
+            c.memory_reservation(config.max_memory);
+        }
+        c.memory_guard_size(GUARD);
         let mut pool = PoolingAllocationConfig::new();
         // Python and JavaScript components hold dozens of core instances,
         // several memories and tables of tens of thousands of entries.
         pool.total_component_instances(config.instances)
             .total_core_instances(config.instances * 4)
-            .total_memories(config.instances * 2)
+            .total_memories(memories)
             .total_tables(config.instances * 4)
             .total_stacks(config.instances)
             .total_gc_heaps(config.instances)
