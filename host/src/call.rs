@@ -94,7 +94,7 @@ pub(crate) async fn run(
         };
         let limits = &plugin.limits;
         let state = CallState::new(&plugin.grants, identity, limits, control.clone(), updates);
-        let mut store = match runtime.store(state, limits.fuel) {
+        let mut store = match runtime.store(limits.metering, state, limits.fuel) {
             Ok(s) => s,
             Err(e) => {
                 return (

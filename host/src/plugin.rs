@@ -182,13 +182,20 @@ pub(crate) async fn load(
     check_header(&bytes).map_err(fail)?;
     let content = content_hash(&bytes, manifest_path.as_deref());
 
+    // The plugin's engine by its metering; the epoch engine is built when
+    // the first plugin asks for it.
+    let sandboxes = runtime
+        .sandboxes(limits.metering)
+        .map_err(|e| fail(LoadErrorKind::Host(format!("{e:#}"))))?;
     let compiling = runtime.clone();
-    let (component, cache_outcome) = tokio::task::spawn_blocking(move || compiling.compile(&bytes))
-        .await
-        .map_err(|e| fail(LoadErrorKind::Host(format!("compiling panicked: {e}"))))?
-        .map_err(|e| fail(LoadErrorKind::NotAComponent(first_line(&e))))?;
+    let metering = limits.metering;
+    let (component, cache_outcome) =
+        tokio::task::spawn_blocking(move || compiling.sandboxes(metering)?.compile(&bytes))
+            .await
+            .map_err(|e| fail(LoadErrorKind::Host(format!("compiling panicked: {e}"))))?
+            .map_err(|e| fail(LoadErrorKind::NotAComponent(first_line(&e))))?;
 
-    let engine = runtime.engine();
+    let engine = sandboxes.engine();
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
     if !exports.iter().any(|e| e == TOOL_INTERFACE) {
@@ -201,7 +208,7 @@ pub(crate) async fn load(
         }));
     }
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
-    let instance_pre = runtime
+    let instance_pre = sandboxes
         .instantiate_pre(&component)
         .map_err(|e| fail(LoadErrorKind::UnknownImport(first_line(&e))))?;
     let pre = PluginPre::new(instance_pre)
@@ -281,7 +288,7 @@ async fn describe(
     );
     let fuel = config.describe_fuel;
     let mut store = runtime
-        .store(state, fuel)
+        .store(limits.metering, state, fuel)
         .map_err(|e| LoadErrorKind::Host(e.to_string()))?;
     let timeout = config.describe_timeout;
     let run = async {
