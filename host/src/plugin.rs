@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::bindings::{Delivery, DuplicatePolicy, DuplicateScope, PluginPre, ToolSpec};
 use crate::config::HostConfig;
-use crate::engine::{CacheOutcome, Runtime};
+use crate::engine::{CacheOutcome, Cooperative, Runtime};
 use crate::error::{LoadError, LoadErrorKind, TOOL_INTERFACE};
 use crate::ids::CallIdentity;
 use crate::limits::Limits;
@@ -298,7 +298,8 @@ async fn describe(
             .call_describe(&mut store)
             .await
     };
-    match tokio::time::timeout(timeout, run).await {
+    let run = std::pin::pin!(run);
+    match tokio::time::timeout(timeout, Cooperative::new(run)).await {
         Err(_) => Err(LoadErrorKind::DescribeTimedOut(timeout)),
         Ok(Err(e)) if is_out_of_fuel(&e) => Err(LoadErrorKind::DescribeOutOfFuel(fuel)),
         Ok(Err(e)) => {

@@ -12,6 +12,7 @@
 //! per engine) sized by [`EngineConfig`].
 
 mod cache;
+mod yielding;
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ use crate::limits::Metering;
 use crate::sandbox::CallState;
 
 pub(crate) use self::cache::{CacheOutcome, CompileCache};
+pub(crate) use self::yielding::Cooperative;
 
 /// How much fuel a call burns, by default, between two yields to the async
 /// runtime.
