@@ -197,6 +197,58 @@ async fn b23_timeout_stops_a_loop_that_never_calls_the_host() {
 }
 
 #[tokio::test]
+async fn b23_an_epoch_metered_loop_is_stopped_by_its_timeout_not_by_fuel() {
+    let folder = Folder::new();
+    // A fuel budget an epoch-metered call never counts against.
+    folder.add_with_manifest(
+        &test_plugin("spin"),
+        "spin",
+        "[limits]\nmetering = \"epoch\"\nfuel = 1000\ntimeout = \"300ms\"\n",
+    );
+    let (host, report) = host_for(&folder).await;
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let o = host.call("spin", "{}").await;
+    assert!(
+        matches!(o.result, Err(CallError::Limit(Limit::Timeout(d))) if d.as_millis() == 300),
+        "{:?}",
+        o.result
+    );
+    assert_eq!(o.fuel_used, 0);
+}
+
+#[tokio::test]
+async fn an_epoch_metered_plugin_answers_as_the_fuel_metered_one() {
+    let manifest = std::fs::read_to_string(example("rust-compute").with_extension("toml"))
+        .expect("rust-compute.toml");
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &example("rust-compute"),
+        "rust-compute",
+        &manifest.replace("[limits]", "[limits]\nmetering = \"epoch\""),
+    );
+    let (epoch, report) = host_for(&folder).await;
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    assert_eq!(
+        report.loaded[0].limits().metering,
+        toolhost::Metering::Epoch
+    );
+    let fuel_folder = Folder::new();
+    fuel_folder.add(&example("rust-compute"), "rust-compute");
+    let (fuel, _) = host_for(&fuel_folder).await;
+    for (tool, args) in [
+        ("count_primes", r#"{"limit": 1000000}"#),
+        ("sha256", r#"{"text": "the quick brown fox"}"#),
+        ("word_count", r#"{"text": "one two three"}"#),
+    ] {
+        let (e, f) = (epoch.call(tool, args).await, fuel.call(tool, args).await);
+        assert_eq!(text(&e), text(&f), "{tool}");
+        assert_eq!(e.fuel_used, 0, "{tool}: no fuel counted");
+        assert!(f.fuel_used > 0);
+    }
+    assert!(text(&epoch.call("count_primes", r#"{"limit": 1000000}"#).await).contains("78498"));
+}
+
+#[tokio::test]
 async fn fuel_used_grows_with_the_work_done() {
     let (host, _f) = host_with(&["behave"]).await;
     let small = host.call("spin_once", r#"{"iterations": 1000}"#).await;

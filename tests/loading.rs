@@ -230,6 +230,80 @@ async fn a_describe_that_spins_is_stopped_by_its_fuel_budget() {
     );
 }
 
+#[tokio::test]
+async fn an_unknown_metering_is_a_manifest_error_naming_the_key() {
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &test_plugin("behave"),
+        "behave",
+        "[limits]\nmetering = \"cycles\"\n",
+    );
+    let (_host, report) = host_for(&folder).await;
+    let reason = refusal(&report, "behave.wasm");
+    assert!(
+        reason.contains("behave.toml")
+            && reason.contains("limits.metering: \"cycles\" is not a metering mode")
+            && reason.contains("\"epoch\""),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_describe_that_spins_in_an_epoch_plugin_is_stopped_by_its_timeout() {
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &test_plugin("describe-loop"),
+        "describe-loop",
+        "[limits]\nmetering = \"epoch\"\n",
+    );
+    let mut cfg = config();
+    // No fuel budget stops an epoch-metered describe(): only its time.
+    cfg.describe_fuel = 10_000_000;
+    cfg.describe_timeout = Duration::from_millis(300);
+    let host = Host::new(cfg).expect("host");
+    let report = host.load_dir(folder.path()).await.expect("load");
+    let reason = refusal(&report, "describe-loop.wasm");
+    assert!(
+        reason.contains("describe() did not return within 300ms"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn each_metering_keeps_its_own_compile_cache_entries() {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let start = |manifest: &'static str| {
+        let cache = cache.path().to_owned();
+        async move {
+            let folder = Folder::new();
+            folder.add_with_manifest(&test_plugin("behave"), "behave", manifest);
+            let mut cfg = config();
+            cfg.cache_dir = Some(cache);
+            let host = Host::new(cfg).expect("host");
+            let report = host.load_dir(folder.path()).await.expect("load");
+            assert!(report.refused.is_empty(), "{:?}", report.refused);
+            let o = host.call("spin_once", r#"{"iterations": 1000}"#).await;
+            (report.loaded[0].from_cache(), o.fuel_used, text(&o))
+        }
+    };
+    let (cached, fuel, fuel_answer) = start("").await;
+    assert!(!cached && fuel > 0);
+    // The same file metered by epoch is compiled for its own engine, not
+    // taken from the fuel engine's entry.
+    let epoch = "[limits]\nmetering = \"epoch\"\n";
+    let (cached, fuel, epoch_answer) = start(epoch).await;
+    assert!(!cached, "the epoch engine compiled its own");
+    assert_eq!(fuel, 0, "an epoch-metered call counts no fuel");
+    assert_eq!(epoch_answer, fuel_answer);
+    let (cached, _, _) = start(epoch).await;
+    assert!(cached, "and cached it under its own key");
+    let (cached, fuel, _) = start("").await;
+    assert!(
+        cached && fuel > 0,
+        "the fuel engine's entry is still its own"
+    );
+}
+
 /// Poll `f` until it holds: a refusal changes no tool list, so there is no
 /// event to wait on.
 async fn until(what: &str, mut f: impl FnMut() -> bool) {

@@ -435,6 +435,25 @@ async fn b21_a_loop_that_never_calls_the_host_is_stopped_after_the_grace_period(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b21_an_epoch_metered_loop_is_stopped_after_the_grace_period() {
+    let (s, _f) = session(Some(
+        "[limits]\nmetering = \"epoch\"\ncancel-grace = \"100ms\"\n",
+    ))
+    .await;
+    let call = spawn_call(&s, "c1", "spin_cancellable", "{}");
+    live(&s, "c1", CallStatus::Running).await;
+    s.cancel("c1").expect("cancel");
+    let a = tokio::time::timeout(WAIT, call)
+        .await
+        .expect("stopped")
+        .expect("join");
+    assert_eq!(a.kind, AnswerKind::Cancelled);
+    let r = s.record("c1").expect("record");
+    assert_eq!(r.status, CallStatus::Cancelled);
+    assert_eq!(r.fuel_used, 0, "epoch metering counts no fuel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b21_a_call_blocked_in_a_host_sleep_is_stopped() {
     let (s, _f) = session(Some(
         "[limits]\ncancel-grace = \"0s\"\n[tools.sleep]\nenabled = true\n",

@@ -3,7 +3,7 @@
 //! Run with `tools/build-plugins && cargo bench -p toolhost --bench host`.
 //! Figures: compile time per example plugin, cold and warm start of the
 //! example folder, latency and throughput of a trivial tool, and the cost of
-//! fuel metering on a compute-heavy tool; background calls: 10 000
+//! epoch and fuel metering on a compute-heavy tool; background calls: 10 000
 //! concurrent sleeping calls, cancellation latency of a spinning call, and
 //! updates per second from one call.
 //!
@@ -12,7 +12,9 @@
 //! SQLite store, and recovering 100 000 records at start.
 //!
 //! `cargo bench -p toolhost --bench host -- background` runs only the
-//! background figures, `-- store` only the task store's.
+//! background figures, `-- store` only the task store's, `-- cancel` only
+//! the cancellation latency and the CPU a spinning call keeps busy,
+//! `-- metering` only the cost of metering (unmetered, epoch, fuel).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +39,13 @@ async fn run() -> anyhow::Result<()> {
     }
     if only("session") {
         return session_only().await;
+    }
+    if only("cancel") {
+        return cancel().await;
+    }
+    if only("metering") {
+        let cache = root().join("target").join("toolhost-bench-cache");
+        return metering(&cache).await;
     }
     if !only("background") {
         core().await?;
@@ -278,7 +287,15 @@ async fn core() -> anyhow::Result<()> {
         );
     }
 
-    println!("\n## Fuel metering on a compute-heavy tool (count_primes below 20 000 000)");
+    metering(cache.path()).await
+}
+
+/// What metering costs on a compute-heavy tool: `count_primes` unmetered,
+/// epoch-metered and fuel-metered at several yield intervals, interleaved
+/// in one run.
+async fn metering(cache: &std::path::Path) -> anyhow::Result<()> {
+    let plugins = root().join("dist").join("plugins");
+    println!("\n## Metering on a compute-heavy tool (count_primes below 20 000 000)");
     let heavy = r#"{"limit": 20000000}"#;
     let engine = |fuel: bool, yield_interval: u64| {
         let mut e = EngineConfig::default();
@@ -286,33 +303,60 @@ async fn core() -> anyhow::Result<()> {
         e.yield_interval = yield_interval;
         e
     };
+    // rust-compute alone, with its manifest and `metering = "epoch"`.
+    let epoch_folder = tempfile::tempdir()?;
+    std::fs::copy(
+        plugins.join("rust-compute.wasm"),
+        epoch_folder.path().join("rust-compute.wasm"),
+    )?;
+    let manifest = std::fs::read_to_string(plugins.join("rust-compute.toml"))?;
+    std::fs::write(
+        epoch_folder.path().join("rust-compute.toml"),
+        manifest.replace("[limits]", "[limits]\nmetering = \"epoch\""),
+    )?;
     let mut hosts = Vec::new();
-    for (label, e) in [
-        ("unmetered", engine(false, 1)),
+    for (label, e, folder) in [
+        ("unmetered", engine(false, 1), plugins.as_path()),
         (
-            "metered, yield every 100 000 (default)",
-            engine(true, 100_000),
+            "epoch (metering = \"epoch\")",
+            EngineConfig::default(),
+            epoch_folder.path(),
         ),
-        ("metered, yield every 1 000 000", engine(true, 1_000_000)),
-        ("metered, yield every 10 000 000", engine(true, 10_000_000)),
+        (
+            "fuel, yield every 100 000 (default)",
+            engine(true, 100_000),
+            plugins.as_path(),
+        ),
+        (
+            "fuel, yield every 1 000 000",
+            engine(true, 1_000_000),
+            plugins.as_path(),
+        ),
+        (
+            "fuel, yield every 10 000 000",
+            engine(true, 10_000_000),
+            plugins.as_path(),
+        ),
     ] {
-        let mut c = config(Some(cache.path().to_owned()));
+        let mut c = config(Some(cache.to_owned()));
         c.engine = e;
         let h = Host::new(c)?;
-        h.load_dir(&plugins).await?;
+        h.load_dir(folder).await?;
         hosts.push((label, h, Duration::MAX));
     }
+    let expected = hosts[0].1.call("count_primes", heavy).await.result?;
     for _ in 0..7 {
         for (_, h, best) in &mut hosts {
             let t = Instant::now();
-            h.call("count_primes", heavy).await.result?;
+            let out = h.call("count_primes", heavy).await.result?;
             *best = (*best).min(t.elapsed());
+            anyhow::ensure!(out == expected, "{out:?} against {expected:?}");
         }
     }
     let base = hosts[0].2;
     for (label, _, best) in &hosts {
         println!(
-            "{label:<42} {}  {:+.1}% (best of 7)",
+            "{label:<42} {}  {:+.1}% over unmetered (best of 7, interleaved)",
             ms(*best),
             (best.as_secs_f64() / base.as_secs_f64() - 1.0) * 100.0
         );
@@ -412,42 +456,13 @@ async fn background() -> anyhow::Result<()> {
         ms(total),
     );
 
-    println!("\n## Cancellation latency of a call spinning without host calls (grace 0)");
+    cancel().await?;
+
     let folder = tempfile::tempdir()?;
     std::fs::copy(&behave, folder.path().join("behave.wasm"))?;
-    std::fs::write(
-        folder.path().join("behave.toml"),
-        "[limits]\ncancel-grace = \"0s\"\n",
-    )?;
     let host = Host::new(config(Some(cache.clone())))?;
     host.load_dir(folder.path()).await?;
     let session = host.open_session(SessionOptions::default());
-    let mut lat = Vec::new();
-    for i in 0..300 {
-        let id = format!("s{i}");
-        let call = tokio::spawn({
-            let (s, id) = (session.clone(), id.clone());
-            async move { s.call(&id, "spin_cancellable", "{}").await }
-        });
-        while session.record(&id).is_none_or(|r| r.started_at.is_none()) {
-            tokio::task::yield_now().await;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        let t = Instant::now();
-        session.cancel(&id).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let a = call.await?;
-        lat.push(t.elapsed());
-        anyhow::ensure!(a.kind == AnswerKind::Cancelled, "{a:?}");
-    }
-    lat.sort();
-    println!(
-        "cancel to answer: p50 {}  p99 {}  max {} ({} calls)",
-        us(percentile(&lat, 0.50)),
-        us(percentile(&lat, 0.99)),
-        us(*lat.last().unwrap_or(&Duration::ZERO)),
-        lat.len()
-    );
-
     println!("\n## Updates per second from one call");
     let updates = 100_000;
     let t = Instant::now();
@@ -472,5 +487,107 @@ async fn background() -> anyhow::Result<()> {
         ms(total),
         updates as f64 / total.as_secs_f64()
     );
+    Ok(())
+}
+
+/// Process CPU time (user and system, all threads) so far.
+fn cpu_time() -> Duration {
+    // /proc/self/stat: fields 14 and 15 (utime, stime) in clock ticks of
+    // 1/100 s, counted after the command name's closing parenthesis.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|t| t.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Start `spin_cancellable` as `id` in `session` and wait until it runs.
+async fn start_spinning(
+    session: &toolhost::Session,
+    id: &str,
+) -> tokio::task::JoinHandle<toolhost::Answer> {
+    let call = tokio::spawn({
+        let (s, id) = (session.clone(), id.to_owned());
+        async move { s.call(&id, "spin_cancellable", "{}").await }
+    });
+    while session.record(id).is_none_or(|r| r.started_at.is_none()) {
+        tokio::task::yield_now().await;
+    }
+    call
+}
+
+/// The CPU one spinning call keeps busy, and the cancellation latency of a
+/// spinning call (grace 0), alone and beside two other spinning calls.
+async fn cancel() -> anyhow::Result<()> {
+    let behave = root().join("dist").join("test-plugins").join("behave.wasm");
+    anyhow::ensure!(behave.exists(), "run tools/build-plugins first");
+    let cache = root().join("target").join("toolhost-bench-cache");
+    let folder = tempfile::tempdir()?;
+    std::fs::copy(&behave, folder.path().join("behave.wasm"))?;
+    // Fuel for minutes of spinning: the calls that load the machine run
+    // until they are cancelled.
+    std::fs::write(
+        folder.path().join("behave.toml"),
+        "[limits]\ncancel-grace = \"0s\"\nfuel = 1_000_000_000_000\n",
+    )?;
+    let host = Host::new(config(Some(cache)))?;
+    host.load_dir(folder.path()).await?;
+    let session = host.open_session(SessionOptions::default());
+    let load = host.open_session(SessionOptions::default());
+
+    println!("\n## CPU kept busy by one call spinning without host calls");
+    let spinning = start_spinning(&load, "busy").await;
+    let (t, cpu) = (Instant::now(), cpu_time());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cores = (cpu_time() - cpu).as_secs_f64() / t.elapsed().as_secs_f64();
+    load.cancel("busy").map_err(|e| anyhow::anyhow!("{e}"))?;
+    spinning.await?;
+    println!("{cores:.2} cores (process CPU time over 3 s of wall clock)");
+
+    println!("\n## Cancellation latency of a call spinning without host calls (grace 0)");
+    for others in [0, 2] {
+        let load_calls: Vec<String> = (0..others).map(|i| format!("load{others}_{i}")).collect();
+        let mut handles = Vec::new();
+        for id in &load_calls {
+            handles.push(start_spinning(&load, id).await);
+        }
+        let mut lat = Vec::new();
+        for i in 0..300 {
+            let id = format!("s{others}_{i}");
+            let call = start_spinning(&session, &id).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let t = Instant::now();
+            session.cancel(&id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let a = call.await?;
+            lat.push(t.elapsed());
+            anyhow::ensure!(a.kind == AnswerKind::Cancelled, "{a:?}");
+        }
+        for id in &load_calls {
+            load.cancel(id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        for h in handles {
+            h.await?;
+        }
+        lat.sort();
+        println!(
+            "{:<30} cancel to answer: p50 {}  p99 {}  max {} ({} calls)",
+            if others == 0 {
+                "alone:".to_owned()
+            } else {
+                format!("beside {others} spinning calls:")
+            },
+            us(percentile(&lat, 0.50)),
+            us(percentile(&lat, 0.99)),
+            us(*lat.last().unwrap_or(&Duration::ZERO)),
+            lat.len()
+        );
+    }
     Ok(())
 }

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::arguments::integral_numbers;
 use crate::bindings::ToolError;
-use crate::engine::Runtime;
+use crate::engine::{Cooperative, Runtime};
 use crate::error::{CallError, Limit};
 use crate::ids::CallIdentity;
 use crate::plugin::{Plugin, Tool, is_out_of_fuel};
@@ -94,7 +94,7 @@ pub(crate) async fn run(
         };
         let limits = &plugin.limits;
         let state = CallState::new(&plugin.grants, identity, limits, control.clone(), updates);
-        let mut store = match runtime.store(state, limits.fuel) {
+        let mut store = match runtime.store(limits.metering, state, limits.fuel) {
             Ok(s) => s,
             Err(e) => {
                 return (
@@ -119,12 +119,17 @@ pub(crate) async fn run(
                 .await
                 .map_err(|e| (false, e))
         };
-        let ended = tokio::select! {
-            r = tokio::time::timeout(limits.timeout, run) => match r {
-                Ok(r) => Ok(r),
-                Err(_) => Err(CallError::Limit(Limit::Timeout(limits.timeout))),
-            },
-            () = control.force_stopped() => Err(CallError::Cancelled),
+        let ended = {
+            // Dropped with this block, so that `store` is free again after.
+            let run = std::pin::pin!(run);
+            let run = Cooperative::new(run);
+            tokio::select! {
+                r = tokio::time::timeout(limits.timeout, run) => match r {
+                    Ok(r) => Ok(r),
+                    Err(_) => Err(CallError::Limit(Limit::Timeout(limits.timeout))),
+                },
+                () = control.force_stopped() => Err(CallError::Cancelled),
+            }
         };
         let fuel_used = Runtime::fuel_used(&store, limits.fuel);
         let result = match ended {

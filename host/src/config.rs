@@ -8,6 +8,7 @@
 //! timeout = "5m"
 //! max-concurrency = 16
 //! cancel-grace = "1s"
+//! metering = "fuel"        # or "epoch" (no fuel budget)
 //!
 //! [templates]              # any of the texts in `Templates`
 //! started = "Started {tool} as {call_id}."

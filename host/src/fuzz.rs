@@ -172,6 +172,7 @@ const LIMIT_KEYS: &[&str] = &[
     "update-size",
     "result-size",
     "log",
+    "metering",
 ];
 
 const VALUES: &[&str] = &[
@@ -209,6 +210,8 @@ const VALUES: &[&str] = &[
     "{",
     "release",
     "final",
+    "fuel",
+    "epoch",
 ];
 
 /// A refusal of a TOML file names where (a line and column) or what (the key).

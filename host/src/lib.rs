@@ -61,7 +61,7 @@ pub use self::engine::EngineConfig;
 pub use self::error::{CallError, FileError, Limit, LoadError, LoadErrorKind};
 pub use self::folder::FolderWatch;
 pub use self::host::Host;
-pub use self::limits::Limits;
+pub use self::limits::{Limits, Metering};
 pub use self::plugin::{Plugin, Tool};
 pub use self::records::{CallEvent, CallRecord, CallStatus, EventKind, HostEvent, UpdateRecord};
 pub use self::registry::{LoadReport, ToolEntry};

@@ -378,6 +378,7 @@ async fn check(host: &Host, file: &std::path::Path, json: bool) -> Result<ExitCo
                 "cancel_grace_ms": limits.cancel_grace.as_millis() as u64,
                 "updates": limits.updates, "update_size": limits.update_size,
                 "result_size": limits.result_size, "log": limits.log,
+                "metering": limits.metering.as_str(),
             },
             "tools": tools,
         });

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::bindings::{DuplicatePolicy, DuplicateScope};
 use crate::error::FileError;
+use crate::limits::Metering;
 
 /// A parsed and checked manifest. Relative `dirs` are resolved against the
 /// manifest's folder.
@@ -35,6 +36,7 @@ pub struct LimitOverrides {
     pub update_size: Option<u64>,
     pub result_size: Option<u64>,
     pub log: Option<u64>,
+    pub metering: Option<Metering>,
 }
 
 /// What a plugin may reach outside its sandbox. The default grants nothing.
@@ -200,6 +202,10 @@ pub(crate) fn limit_overrides(raw: raw::Limits) -> Result<LimitOverrides, String
         update_size: size("limits.update-size", raw.update_size)?,
         result_size: size("limits.result-size", raw.result_size)?,
         log: size("limits.log", raw.log)?,
+        metering: raw
+            .metering
+            .map(|m| m.parse().map_err(|e| format!("limits.metering: {e}")))
+            .transpose()?,
     };
     if limits.fuel == Some(0) {
         return Err("limits.fuel: must be more than 0".into());
@@ -282,6 +288,7 @@ pub(crate) mod raw {
         pub update_size: Option<super::Size>,
         pub result_size: Option<super::Size>,
         pub log: Option<super::Size>,
+        pub metering: Option<String>,
     }
 
     #[derive(Deserialize, Default)]
@@ -402,6 +409,7 @@ enabled = true
         assert_eq!(m.limits.memory, Some(64 << 20));
         assert_eq!(m.limits.timeout, Some(Duration::from_secs(300)));
         assert_eq!(m.limits.cancel_grace, Some(Duration::from_secs(1)));
+        assert_eq!(m.limits.metering, None, "fuel unless asked");
         assert_eq!(m.permissions.network[1].host, "api.example.com");
         assert_eq!(m.permissions.network[1].port, 443);
         assert_eq!(
@@ -411,11 +419,24 @@ enabled = true
     }
 
     #[test]
+    fn metering_is_fuel_or_epoch() {
+        let m =
+            Manifest::parse("[limits]\nmetering = \"epoch\"\n", Path::new(".")).expect("parses");
+        assert_eq!(m.limits.metering, Some(Metering::Epoch));
+        let m = Manifest::parse("[limits]\nmetering = \"fuel\"\n", Path::new(".")).expect("parses");
+        assert_eq!(m.limits.metering, Some(Metering::Fuel));
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             ("[limits]\nfule = 1\n", "fule"),
             ("[limits]\nmemory = \"lots\"\n", "limits.memory"),
             ("[limits]\ntimeout = \"soon\"\n", "limits.timeout"),
+            (
+                "[limits]\nmetering = \"cycles\"\n",
+                "limits.metering: \"cycles\" is not a metering mode",
+            ),
             (
                 "[permissions]\nnetwork = [\"nope\"]\n",
                 "permissions.network[0]",

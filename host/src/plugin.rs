@@ -10,7 +10,7 @@ use wasmtime::component::Component;
 
 use crate::bindings::{Delivery, DuplicatePolicy, DuplicateScope, PluginPre, ToolSpec};
 use crate::config::HostConfig;
-use crate::engine::{CacheOutcome, FileStamp, Known, Runtime};
+use crate::engine::{CacheOutcome, Cooperative, FileStamp, Known, Runtime, Sandboxes};
 use crate::error::{LoadError, LoadErrorKind, TOOL_INTERFACE};
 use crate::ids::CallIdentity;
 use crate::limits::Limits;
@@ -184,17 +184,26 @@ pub(crate) async fn load(
         }));
     }
 
+    // The plugin's engine by its metering; the epoch engine is built when
+    // the first plugin asks for it.
+    let sandboxes = runtime
+        .sandboxes(limits.metering)
+        .map_err(|e| fail(LoadErrorKind::Host(format!("{e:#}"))))?;
     let compiling = runtime.clone();
+    let metering = limits.metering;
     let file = path.to_owned();
-    let (component, known, cache_outcome) =
-        tokio::task::spawn_blocking(move || compile_file(&compiling, &file))
-            .await
-            .map_err(|e| fail(LoadErrorKind::Host(format!("compiling panicked: {e}"))))?
-            .map_err(fail)?;
+    let (component, known, cache_outcome) = tokio::task::spawn_blocking(move || {
+        let sandboxes =
+            (compiling.sandboxes(metering)).map_err(|e| LoadErrorKind::Host(format!("{e:#}")))?;
+        compile_file(sandboxes, &file)
+    })
+    .await
+    .map_err(|e| fail(LoadErrorKind::Host(format!("compiling panicked: {e}"))))?
+    .map_err(fail)?;
     let content = content_hash(&known.hash, manifest_path.as_deref());
     let language = known.language;
 
-    let engine = runtime.engine();
+    let engine = sandboxes.engine();
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
     if !exports.iter().any(|e| e == TOOL_INTERFACE) {
@@ -207,7 +216,7 @@ pub(crate) async fn load(
         }));
     }
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
-    let instance_pre = runtime
+    let instance_pre = sandboxes
         .instantiate_pre(&component)
         .map_err(|e| fail(LoadErrorKind::UnknownImport(first_line(&e))))?;
     let pre = PluginPre::new(instance_pre)
@@ -244,7 +253,7 @@ pub(crate) async fn load(
 /// remembered and its component mapped from the cache, which makes most of
 /// a warm start.
 fn compile_file(
-    runtime: &Runtime,
+    runtime: &Sandboxes,
     path: &Path,
 ) -> Result<(Component, Known, CacheOutcome), LoadErrorKind> {
     let unreadable = |e: std::io::Error| LoadErrorKind::Unreadable(e.to_string());
@@ -336,7 +345,7 @@ async fn describe(
     );
     let fuel = config.describe_fuel;
     let mut store = runtime
-        .store(state, fuel)
+        .store(limits.metering, state, fuel)
         .map_err(|e| LoadErrorKind::Host(e.to_string()))?;
     let timeout = config.describe_timeout;
     let run = async {
@@ -346,7 +355,8 @@ async fn describe(
             .call_describe(&mut store)
             .await
     };
-    match tokio::time::timeout(timeout, run).await {
+    let run = std::pin::pin!(run);
+    match tokio::time::timeout(timeout, Cooperative::new(run)).await {
         Err(_) => Err(LoadErrorKind::DescribeTimedOut(timeout)),
         Ok(Err(e)) if is_out_of_fuel(&e) => Err(LoadErrorKind::DescribeOutOfFuel(fuel)),
         Ok(Err(e)) => {

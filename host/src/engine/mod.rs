@@ -1,25 +1,36 @@
 //! The one place that narrows wasmtime's flexibility to the choices toolhost
-//! makes: the engine, the linker, the compile cache, and every store.
+//! makes: the engines, their linkers and compile caches, and every store.
 //!
-//! Every call is fuel-metered and yields to the async runtime at a fixed fuel
+//! A plugin runs in one of two engines, by its [`Metering`]. By default every
+//! call is fuel-metered and yields to the async runtime at a fixed fuel
 //! interval, so a spinning plugin never blocks a runtime thread and can be
-//! stopped at its next yield. Instances come from a pooling allocator sized by
-//! [`EngineConfig`].
+//! stopped at its next yield. A plugin that asks for `metering = "epoch"`
+//! runs in a second engine, built when the first such plugin loads, whose
+//! code checks an epoch counter instead of counting fuel; one thread
+//! advances the counter every millisecond while that engine exists, and a
+//! call yields at each tick. Instances come from a pooling allocator (one
+//! per engine) sized by [`EngineConfig`].
 
 mod cache;
+mod yielding;
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, Store,
+    Config, Engine, EngineWeak, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+    Store,
 };
 
+use crate::limits::Metering;
 use crate::sandbox::CallState;
 
 pub(crate) use self::cache::{CacheOutcome, CompileCache, FileStamp, Known};
+pub(crate) use self::yielding::Cooperative;
 
 /// How much fuel a call burns, by default, between two yields to the async
 /// runtime.
@@ -43,9 +54,15 @@ const FULL_RESERVATION: u64 = 4 << 30;
 /// The guard region after each memory slot (wasmtime's 64-bit default).
 const GUARD: u64 = 32 << 20;
 
-/// The address space the memory pool may take with full reservations: 32 TiB
-/// of the 128 TiB a Linux x86-64 process has, about 4 000 instances.
+/// The address space the memory pool of one engine may take with full
+/// reservations: 32 TiB of the 128 TiB a Linux x86-64 process has, about
+/// 4 000 instances.
 const POOL_ADDRESS_SPACE: u64 = 32 << 40;
+
+/// How often the epoch engine's counter advances, and so how often a call
+/// of an epoch-metered plugin yields: a cancelled or timed-out call stops
+/// within about one tick.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// The engine-wide settings. Start from [`EngineConfig::default`].
 ///
@@ -83,34 +100,108 @@ impl Default for EngineConfig {
     }
 }
 
-/// The engine all plugins of a host share, its linker and its compile
-/// cache.
+/// The engines of a host: the fuel-metered one every plugin uses by
+/// default, and the epoch-interrupted one, built when a plugin first asks
+/// for it.
 pub(crate) struct Runtime {
-    engine: Engine,
-    linker: Linker<CallState>,
-    cache: CompileCache,
+    fuel: Sandboxes,
+    epoch: OnceLock<Sandboxes>,
+    /// Held while the epoch engine is built, so it is built once.
+    building_epoch: Mutex<()>,
+    cache_dir: Option<PathBuf>,
     config: EngineConfig,
 }
 
 impl Runtime {
     pub(crate) fn new(config: &EngineConfig, cache_dir: Option<PathBuf>) -> Result<Self> {
-        let engine = build(config)?;
-        let linker = crate::sandbox::linker(&engine)?;
-        let cache = CompileCache::new(cache_dir, fingerprint(&engine));
         Ok(Self {
+            fuel: Sandboxes::new(config, Metering::Fuel, cache_dir.clone())?,
+            epoch: OnceLock::new(),
+            building_epoch: Mutex::new(()),
+            cache_dir,
+            config: config.clone(),
+        })
+    }
+
+    pub(crate) fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The compile cache of the fuel engine: what it remembers of plugin
+    /// files (their hashes) is kept in the one cache folder all engines
+    /// share, whichever engine compiles them.
+    pub(crate) fn cache(&self) -> &CompileCache {
+        self.fuel.cache()
+    }
+
+    /// The engine of plugins metered by `metering`, built on first use.
+    pub(crate) fn sandboxes(&self, metering: Metering) -> Result<&Sandboxes> {
+        match metering {
+            Metering::Fuel => Ok(&self.fuel),
+            Metering::Epoch => {
+                if let Some(epoch) = self.epoch.get() {
+                    return Ok(epoch);
+                }
+                let _building = self
+                    .building_epoch
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(epoch) = self.epoch.get() {
+                    return Ok(epoch);
+                }
+                let epoch = Sandboxes::new(&self.config, Metering::Epoch, self.cache_dir.clone())?;
+                tick(epoch.engine.weak());
+                Ok(self.epoch.get_or_init(|| epoch))
+            }
+        }
+    }
+
+    /// A fresh store for one call (or one `describe()`) of a plugin metered
+    /// by `metering`; see [`Sandboxes::store`].
+    pub(crate) fn store(
+        &self,
+        metering: Metering,
+        state: CallState,
+        fuel: u64,
+    ) -> Result<Store<CallState>> {
+        self.sandboxes(metering)?.store(state, fuel)
+    }
+
+    /// The fuel a store burned from its budget of `fuel`; 0 for a store
+    /// that counts none (epoch metering, or fuel turned off).
+    pub(crate) fn fuel_used(store: &Store<CallState>, fuel: u64) -> u64 {
+        store.get_fuel().map_or(0, |left| fuel.saturating_sub(left))
+    }
+}
+
+/// One engine with the linker and compile cache that belong to it.
+/// Components, instances and stores of one engine never mix with another's.
+pub(crate) struct Sandboxes {
+    metering: Metering,
+    engine: Engine,
+    linker: Linker<CallState>,
+    cache: CompileCache,
+    fuel: bool,
+    yield_interval: u64,
+}
+
+impl Sandboxes {
+    fn new(config: &EngineConfig, metering: Metering, cache_dir: Option<PathBuf>) -> Result<Self> {
+        let engine = build(config, metering)?;
+        let linker = crate::sandbox::linker(&engine)?;
+        let cache = CompileCache::new(cache_dir, fingerprint(&engine, metering));
+        Ok(Self {
+            metering,
             engine,
             linker,
             cache,
-            config: config.clone(),
+            fuel: config.fuel && metering == Metering::Fuel,
+            yield_interval: config.yield_interval.max(1),
         })
     }
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
-    }
-
-    pub(crate) fn config(&self) -> &EngineConfig {
-        &self.config
     }
 
     /// The compiled form of `bytes` (whose BLAKE3 hash is `hash`), from the
@@ -134,28 +225,55 @@ impl Runtime {
     }
 
     /// A fresh store for one call (or one `describe()`), with its memory
-    /// limiter, its fuel budget and its yield interval.
-    pub(crate) fn store(&self, state: CallState, fuel: u64) -> Result<Store<CallState>> {
+    /// limiter and what interrupts it: its fuel budget and yield interval,
+    /// or a yield at every epoch tick.
+    fn store(&self, state: CallState, fuel: u64) -> Result<Store<CallState>> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s.limiter());
-        if self.config.fuel {
-            store.set_fuel(fuel)?;
-            store.fuel_async_yield_interval(Some(self.config.yield_interval.max(1)))?;
+        match self.metering {
+            Metering::Fuel if self.fuel => {
+                store.set_fuel(fuel)?;
+                store.fuel_async_yield_interval(Some(self.yield_interval))?;
+            }
+            Metering::Fuel => {}
+            Metering::Epoch => {
+                store.set_epoch_deadline(1);
+                store.epoch_deadline_async_yield_and_update(1);
+            }
         }
         Ok(store)
     }
+}
 
-    /// The fuel a store burned from its budget of `fuel`.
-    pub(crate) fn fuel_used(store: &Store<CallState>, fuel: u64) -> u64 {
-        store.get_fuel().map_or(0, |left| fuel.saturating_sub(left))
+/// Advance the epoch of `engine` every [`EPOCH_TICK`], on a thread of its
+/// own (so that ticks go on when every runtime thread is busy), until the
+/// engine is dropped.
+fn tick(engine: EngineWeak) {
+    let spawned = std::thread::Builder::new()
+        .name("toolhost-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // Without ticks a call of an epoch plugin never yields: it cannot
+        // be cancelled or timed out, only finish.
+        tracing::error!(error = %e, "cannot start the epoch thread; epoch-metered calls cannot be stopped");
     }
 }
 
-/// Build the engine all plugins of a host share.
-fn build(config: &EngineConfig) -> Result<Engine> {
+/// Build an engine: fuel-metered (unless `config.fuel` is off) or
+/// epoch-interrupted.
+fn build(config: &EngineConfig, metering: Metering) -> Result<Engine> {
     let mut c = Config::new();
     c.wasm_component_model(true)
-        .consume_fuel(config.fuel)
+        .consume_fuel(config.fuel && metering == Metering::Fuel)
+        .epoch_interruption(metering == Metering::Epoch)
         .cranelift_opt_level(OptLevel::Speed)
         .parallel_compilation(true)
         // 1 MiB of wasm stack: deep enough for interpreters, small enough
@@ -222,10 +340,14 @@ fn keep_resident() -> usize {
 }
 
 /// A short hex fingerprint of everything in the engine that a compiled
-/// component depends on, for keying the compile cache.
-fn fingerprint(engine: &Engine) -> String {
+/// component depends on, for keying the compile cache. The metering is in
+/// the compatibility hash already (fuel and epoch checks are compiled in);
+/// naming it too keeps the two engines' entries apart whatever wasmtime
+/// hashes.
+fn fingerprint(engine: &Engine, metering: Metering) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
+    metering.hash(&mut h);
     env!("CARGO_PKG_VERSION").hash(&mut h);
     format!("{:016x}", h.finish())
 }

@@ -145,6 +145,11 @@ impl Live {
     /// Ask the call to stop; after its grace period, stop it by force (B21).
     fn cancel(&self) {
         self.control.cancel();
+        if self.grace.is_zero() {
+            // At once, not at the timer's next millisecond tick.
+            self.control.force_stop();
+            return;
+        }
         let control = self.control.clone();
         let grace = self.grace;
         tokio::spawn(async move {
