@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use toolhost::{
-    AnswerKind, CANCEL_TASK_TOOL, CONFIRM_ARGUMENT, CallStatus, EventKind, Host,
+    AnswerKind, CANCEL_TASK_TOOL, CONFIRM_ARGUMENT, CallRecord, CallStatus, EventKind, Host,
     RUNNING_TASKS_TOOL, Session, SessionOptions, TASK_STATUS_TOOL, Templates,
 };
 
@@ -418,9 +418,10 @@ async fn b21_cancel_sets_the_flag_the_tool_reads() {
     assert_eq!(r.result.and_then(|o| o.text).as_deref(), Some("cleaned up"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn b21_a_loop_that_never_calls_the_host_is_stopped_after_the_grace_period() {
-    let (s, _f) = session(Some("[limits]\ncancel-grace = \"100ms\"\n")).await;
+/// Cancel a loop that never calls the host, under the plugin limits
+/// `limits`: its answer says cancelled, and so does its record (returned).
+async fn spin_cancelled_after_grace(limits: &str) -> CallRecord {
+    let (s, _f) = session(Some(limits)).await;
     let call = spawn_call(&s, "c1", "spin_cancellable", "{}");
     live(&s, "c1", CallStatus::Running).await;
     s.cancel("c1").expect("cancel");
@@ -431,25 +432,20 @@ async fn b21_a_loop_that_never_calls_the_host_is_stopped_after_the_grace_period(
     assert_eq!(a.kind, AnswerKind::Cancelled);
     let r = s.record("c1").expect("record");
     assert_eq!(r.status, CallStatus::Cancelled);
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b21_a_loop_that_never_calls_the_host_is_stopped_after_the_grace_period() {
+    let r = spin_cancelled_after_grace("[limits]\ncancel-grace = \"100ms\"\n").await;
     assert!(r.fuel_used > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b21_an_epoch_metered_loop_is_stopped_after_the_grace_period() {
-    let (s, _f) = session(Some(
-        "[limits]\nmetering = \"epoch\"\ncancel-grace = \"100ms\"\n",
-    ))
-    .await;
-    let call = spawn_call(&s, "c1", "spin_cancellable", "{}");
-    live(&s, "c1", CallStatus::Running).await;
-    s.cancel("c1").expect("cancel");
-    let a = tokio::time::timeout(WAIT, call)
-        .await
-        .expect("stopped")
-        .expect("join");
-    assert_eq!(a.kind, AnswerKind::Cancelled);
-    let r = s.record("c1").expect("record");
-    assert_eq!(r.status, CallStatus::Cancelled);
+    let r =
+        spin_cancelled_after_grace("[limits]\nmetering = \"epoch\"\ncancel-grace = \"100ms\"\n")
+            .await;
     assert_eq!(r.fuel_used, 0, "epoch metering counts no fuel");
 }
 
