@@ -1,9 +1,7 @@
 //! The call path of tools that return without updates: B1, B5, B7, B8, B23,
 //! and the fuel every call reports.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use toolhost::{CallError, EventKind, Limit};
 

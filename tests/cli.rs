@@ -1,10 +1,8 @@
 //! The `toolhost` command as a user runs it.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn examples() -> String {
     example("rust-compute");
@@ -133,7 +131,7 @@ fn ctrl_c_cancels_a_running_call() {
             "TOOLHOST_CACHE_DIR",
             root().join("target").join("toolhost-test-cache"),
         )
-        .env("TOOLHOST_STATE", common::test_state())
+        .env("TOOLHOST_STATE", crate::common::test_state())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

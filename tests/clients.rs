@@ -9,12 +9,10 @@
 //! Python SDK, langchain in its own `target/langchain-venv` (it needs
 //! `mcp<2`), the TypeScript SDK with `npm ci` in `tests/mcp`.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::{Folder, HttpServer, root, show, test_plugin};
+use crate::common::{Folder, HttpServer, root, show, test_plugin};
 
 const TOOLHOST: &str = env!("CARGO_BIN_EXE_toolhost");
 
@@ -49,7 +47,7 @@ fn py(venv: &str, scenario: &str, answer_by: &str, server: Option<&HttpServer>) 
     cmd.arg(root().join("tests/mcp/clients.py"))
         .args(["--answer-by", answer_by])
         .env("TOOLHOST_CACHE_DIR", cache_dir())
-        .env("TOOLHOST_STATE", common::test_state());
+        .env("TOOLHOST_STATE", crate::common::test_state());
     match (server, &folder) {
         (Some(server), _) => cmd.args(["--url", &server.url]),
         (None, Some(folder)) => cmd
@@ -112,7 +110,7 @@ fn typescript_stdio_answer_final_sends_every_update_then_the_result() {
         .arg(TOOLHOST)
         .arg(folder.path())
         .env("TOOLHOST_CACHE_DIR", cache_dir())
-        .env("TOOLHOST_STATE", common::test_state())
+        .env("TOOLHOST_STATE", crate::common::test_state())
         .stdin(Stdio::null())
         .output()
         .expect("run node");

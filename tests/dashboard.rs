@@ -3,11 +3,9 @@
 //! who may use it. `dashboard_browser.rs`-style checks in a real browser
 //! are at the end (headless Chromium).
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::{Folder, WAIT, config, root};
+use crate::common::{Folder, WAIT, config, root};
 use fantoccini::Locator;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -179,7 +177,7 @@ async fn a_non_loopback_bind_without_a_token_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_command_refuses_a_non_loopback_address_without_a_token() {
-    let (ok, _, err) = common::toolhost(&["dashboard", "--addr", "0.0.0.0:0"]);
+    let (ok, _, err) = crate::common::toolhost(&["dashboard", "--addr", "0.0.0.0:0"]);
     assert!(!ok);
     assert!(err.contains("without a token"), "{err}");
 }
@@ -311,10 +309,10 @@ async fn history_and_a_calls_page_show_a_finished_call() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_plugins_page_shows_grants_tools_and_refusals() {
     let folder = Folder::new();
-    folder.add(&common::example("rust-compute"), "rust-compute");
-    folder.add(&common::test_plugin("bad-schema"), "bad-schema");
-    let (host, report) = common::host_for(&folder).await;
-    let reason = common::refusal(&report, "bad-schema.wasm");
+    folder.add(&crate::common::example("rust-compute"), "rust-compute");
+    folder.add(&crate::common::test_plugin("bad-schema"), "bad-schema");
+    let (host, report) = crate::common::host_for(&folder).await;
+    let reason = crate::common::refusal(&report, "bad-schema.wasm");
     let addr = serve(&host, DashboardOptions::default()).await;
     let page = get(addr, "/plugins").await;
     assert_eq!(page.status, 200);
@@ -419,8 +417,8 @@ async fn a_call_of_another_session_is_cancelled_by_its_task_id() {
 /// The `behave` test plugin's host and its dashboard.
 async fn behave_dashboard() -> (Host, SocketAddr, Folder) {
     let folder = Folder::new();
-    folder.add(&common::test_plugin("behave"), "behave");
-    let (host, report) = common::host_for(&folder).await;
+    folder.add(&crate::common::test_plugin("behave"), "behave");
+    let (host, report) = crate::common::host_for(&folder).await;
     assert!(report.refused.is_empty(), "{:?}", report.refused);
     let addr = serve(&host, DashboardOptions::default()).await;
     (host, addr, folder)
@@ -798,10 +796,10 @@ async fn browser_starts_index_directory_sees_its_updates_cancels_it_and_finds_it
 #[tokio::test(flavor = "multi_thread")]
 async fn browser_shows_a_refused_plugin_with_its_reason_and_a_bad_argument_as_the_model_reads_it() {
     let folder = Folder::new();
-    folder.add(&common::example("rust-compute"), "rust-compute");
-    folder.add(&common::test_plugin("bad-schema"), "bad-schema");
-    let (host, report) = common::host_for(&folder).await;
-    let reason = common::refusal(&report, "bad-schema.wasm");
+    folder.add(&crate::common::example("rust-compute"), "rust-compute");
+    folder.add(&crate::common::test_plugin("bad-schema"), "bad-schema");
+    let (host, report) = crate::common::host_for(&folder).await;
+    let reason = crate::common::refusal(&report, "bad-schema.wasm");
     let addr = serve(&host, DashboardOptions::default()).await;
     let b = browser::open().await;
     let c = &b.client;

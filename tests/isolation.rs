@@ -2,13 +2,11 @@
 //! test runs the real `toolhost` binary and talks to it as a client would,
 //! with raw JSON-RPC over HTTP (reqwest) or over its stdin and stdout.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::{Folder, HttpServer, test_plugin};
+use crate::common::{Folder, HttpServer, test_plugin};
 
 const MODERN: &str = "2026-07-28";
 
@@ -366,9 +364,11 @@ impl Stdio {
             .arg("serve")
             .env(
                 "TOOLHOST_CACHE_DIR",
-                common::root().join("target").join("toolhost-test-cache"),
+                crate::common::root()
+                    .join("target")
+                    .join("toolhost-test-cache"),
             )
-            .env("TOOLHOST_STATE", common::test_state())
+            .env("TOOLHOST_STATE", crate::common::test_state())
             .stdin(Pipe::piped())
             .stdout(Pipe::piped())
             .stderr(Pipe::null())

@@ -7,14 +7,12 @@
 //! `tools/build-plugins` builds them all; a language whose toolchain it
 //! could not install fails here with the plugin it is missing.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use toolhost::{AnswerKind, CallError, CallStatus, Host, Session, SessionOptions};
 
@@ -498,7 +496,7 @@ async fn c_checksum_hashes_every_file_reporting_progress() {
         let expected = match String::from_utf8(bytes) {
             Ok(text) => {
                 let args = json!({ "text": text }).to_string();
-                common::text(&host.call("sha256", &args).await)
+                crate::common::text(&host.call("sha256", &args).await)
             }
             Err(_) => "4ff6ab670a58c14270e034e2090d9a432caa263a14e0a25785386b0c12f880b5".into(),
         };

@@ -1,11 +1,9 @@
 //! Loading a plugin folder: what is refused and why, the compile cache, and
 //! the good plugins that keep serving beside bad ones.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use toolhost::Host;
 
 #[tokio::test]

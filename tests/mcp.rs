@@ -6,15 +6,13 @@
 //! `tests/mcp`). Python scenarios run under both protocol eras: `auto`
 //! negotiates 2026-07-28, `legacy` forces the `initialize` handshake.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{Folder, HttpServer, example, root, show, test_plugin};
+use crate::common::{Folder, HttpServer, example, root, show, test_plugin};
 
 const TOOLHOST: &str = env!("CARGO_BIN_EXE_toolhost");
 
@@ -66,7 +64,7 @@ fn py(transport: Transport, mode: &str, scenario: &str, extra: &[&str]) -> Strin
     cmd.arg(root().join("tests/mcp/client.py"))
         .args(["--mode", mode])
         .env("TOOLHOST_CACHE_DIR", cache_dir())
-        .env("TOOLHOST_STATE", common::test_state());
+        .env("TOOLHOST_STATE", crate::common::test_state());
     match transport {
         Transport::Stdio(folder) => {
             cmd.args(["--stdio", TOOLHOST, "--plugins"])
@@ -248,7 +246,7 @@ fn inspect(target: &[&str], era: &str, args: &[&str]) -> (Value, Output) {
         .args(args)
         .args(target)
         .env("TOOLHOST_CACHE_DIR", cache_dir())
-        .env("TOOLHOST_STATE", common::test_state())
+        .env("TOOLHOST_STATE", crate::common::test_state())
         .stdin(Stdio::null())
         .output()
         .expect("run the inspector");
@@ -546,7 +544,7 @@ fn every_served_tool_converts_under_openai_agents_strict_mode() {
         .args(["schema", "--format", "openai", "--plugins"])
         .arg(root().join("dist/plugins"))
         .env("TOOLHOST_CACHE_DIR", cache_dir())
-        .env("TOOLHOST_STATE", common::test_state())
+        .env("TOOLHOST_STATE", crate::common::test_state())
         .output()
         .expect("run toolhost schema");
     assert!(schema.status.success(), "{}", show("schema", &schema));

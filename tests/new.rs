@@ -6,13 +6,11 @@
 //! The plugins are made outside the checkout, in a temporary folder, and
 //! built into another one: nothing here touches `plugins/` or `dist/`.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use toolhost::{AnswerKind, CallError, CallStatus, Host, SessionOptions};
 

@@ -3,9 +3,7 @@
 //! and the `null` a strict-mode client sends for an optional argument is
 //! read as the argument left out, in every language.
 
-mod common;
-
-use common::{Folder, config, example, host_for, root, text, toolhost};
+use crate::common::{Folder, config, example, host_for, root, text, toolhost};
 use serde_json::Value;
 use toolhost::Host;
 use toolhost::portable::{openai_strict, warnings};

@@ -4,15 +4,13 @@
 //! from another connection, a broken store leaves the host serving, and
 //! `[records]` prunes.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{Value, json};
 
-use common::stdio::Server;
-use common::{Folder, test_plugin, toolhost};
+use crate::common::stdio::Server;
+use crate::common::{Folder, test_plugin, toolhost};
 
 /// The behaviour plugin, with room for 100 calls at once.
 fn folder() -> Folder {

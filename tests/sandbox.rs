@@ -2,8 +2,6 @@
 //! plugin only when its manifest grants them. Hostile plugins are stopped
 //! while a good plugin beside them keeps answering.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -11,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use toolhost::CallError;
 
 /// What the README documents a plugin's stdout and stderr may log per call.

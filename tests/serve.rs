@@ -2,16 +2,14 @@
 //! tool behaviour in `tools/list`, shutdown on SIGTERM, `DELETE /mcp`; and
 //! the live folder's change notices through the library.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::stdio::Server;
-use common::{Folder, WAIT, example, host_for, root, test_plugin};
+use crate::common::stdio::Server;
+use crate::common::{Folder, WAIT, example, host_for, root, test_plugin};
 
 const TOOLHOST: &str = env!("CARGO_BIN_EXE_toolhost");
 
@@ -161,7 +159,7 @@ fn start_http(folder: &Folder) -> (Child, String) {
         .arg("--cache-dir")
         .arg(root().join("target/toolhost-test-cache"))
         .args(["serve", "--http", "127.0.0.1:0"])
-        .env("TOOLHOST_STATE", common::test_state())
+        .env("TOOLHOST_STATE", crate::common::test_state())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start");

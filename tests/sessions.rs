@@ -5,12 +5,10 @@
 //! multi-thread runtime, so that they race in parallel; tests wait on events
 //! and records, never on a sleep.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use toolhost::{
     AnswerKind, CANCEL_TASK_TOOL, CONFIRM_ARGUMENT, CallRecord, CallStatus, EventKind, Host,
@@ -733,8 +731,8 @@ async fn b30_the_host_configuration_file_replaces_templates() {
     let file = dir.path().join("toolhost.toml");
     std::fs::write(&file, "[templates]\nstarted = \"GO {tool} {call_id}\"\n").expect("write");
     let mut config = toolhost::HostConfig::load_file(&file).expect("config");
-    config.engine = common::config().engine;
-    config.cache_dir = common::config().cache_dir;
+    config.engine = crate::common::config().engine;
+    config.cache_dir = crate::common::config().cache_dir;
     let host = Host::new(config).expect("host");
     host.load_file(test_plugin("behave")).await.expect("load");
     let s = host.open_session(SessionOptions::default());

@@ -8,10 +8,8 @@
 //! is ignored by default (minutes in the debug build):
 //!
 //! ```sh
-//! cargo test --test soak -- --ignored --nocapture
+//! cargo test --test integration soak:: -- --ignored --nocapture
 //! ```
-
-mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -20,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::{Folder, example, root};
+use crate::common::{Folder, example, root};
 
 /// Requests in flight at once.
 const WINDOW: u64 = 32;
@@ -156,7 +154,7 @@ fn twenty_thousand_stdio_calls_leave_the_hosts_memory_where_it_was() {
 }
 
 #[test]
-#[ignore = "minutes in the debug build: cargo test --test soak -- --ignored --nocapture"]
+#[ignore = "minutes in the debug build: cargo test --test integration soak:: -- --ignored --nocapture"]
 fn two_hundred_thousand_stdio_calls_leave_the_hosts_memory_where_it_was() {
     check(200_000);
 }
