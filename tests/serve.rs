@@ -2,16 +2,13 @@
 //! tool behaviour in `tools/list`, shutdown on SIGTERM, `DELETE /mcp`; and
 //! the live folder's change notices through the library.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::common::stdio::Server;
-use crate::common::{Folder, WAIT, example, host_for, root, test_plugin};
-
-const TOOLHOST: &str = env!("CARGO_BIN_EXE_toolhost");
+use crate::common::{Folder, HttpServer, WAIT, example, host_for, test_plugin};
 
 fn progress_messages(messages: &[Value]) -> Vec<String> {
     messages
@@ -151,36 +148,16 @@ fn sigterm_cancels_running_calls_and_lets_them_clean_up() {
     assert!(!partial(), "the cancelled call removed its partial file");
 }
 
-/// `toolhost serve --http 127.0.0.1:0`, and the address it listens on.
-fn start_http(folder: &Folder) -> (Child, String) {
-    let mut child = Command::new(TOOLHOST)
-        .arg("--plugins")
-        .arg(folder.path())
-        .arg("--cache-dir")
-        .arg(root().join("target/toolhost-test-cache"))
-        .args(["serve", "--http", "127.0.0.1:0"])
-        .env("TOOLHOST_STATE", crate::common::test_state())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("toolhost printed its URL")
-            .expect("line");
-        if let Some(url) = line.strip_prefix("toolhost: serving MCP on ") {
-            break url.to_owned();
-        }
-    };
-    // Keep reading stderr so the server never blocks on it.
-    std::thread::spawn(move || for _ in lines {});
-    let addr = url
+/// `toolhost serve --http` over `folder` (stopped when dropped, also when
+/// a check fails), and the `host:port` it listens on.
+fn start_http(folder: &Folder) -> (HttpServer, String) {
+    let server = HttpServer::start(folder, &[]);
+    let addr = server
+        .url
         .trim_start_matches("http://")
         .trim_end_matches("/mcp")
         .to_owned();
-    (child, addr)
+    (server, addr)
 }
 
 /// One raw HTTP/1.1 exchange.
@@ -209,7 +186,7 @@ fn initialize_request(extra_headers: &str) -> String {
 #[test]
 fn delete_ends_an_http_session_with_200() {
     let folder = behave_folder();
-    let (mut child, addr) = start_http(&folder);
+    let (_server, addr) = start_http(&folder);
     let response = http(&addr, &initialize_request(""));
     let session = response
         .lines()
@@ -226,14 +203,12 @@ fn delete_ends_an_http_session_with_200() {
         ),
     );
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
 fn foreign_origins_and_doubled_host_headers_are_refused() {
     let folder = behave_folder();
-    let (mut child, addr) = start_http(&folder);
+    let (_server, addr) = start_http(&folder);
     for origin in ["http://evil.example", "null"] {
         let response = http(&addr, &initialize_request(&format!("Origin: {origin}\r\n")));
         assert!(response.starts_with("HTTP/1.1 403"), "{origin}: {response}");
@@ -248,8 +223,6 @@ fn foreign_origins_and_doubled_host_headers_are_refused() {
         response.starts_with("HTTP/1.1 200"),
         "a local page: {response}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +262,7 @@ async fn the_live_folder_is_quiet_until_the_served_tools_change() {
 #[test]
 fn serve_http_serves_the_dashboard_beside_mcp() {
     let folder = behave_folder();
-    let (mut child, addr) = start_http(&folder);
+    let (_server, addr) = start_http(&folder);
     let get = |path: &str, host: &str| {
         http(
             &addr,
@@ -299,12 +272,17 @@ fn serve_http_serves_the_dashboard_beside_mcp() {
     let live = get("/", "localhost");
     assert!(live.starts_with("HTTP/1.1 200"), "{live}");
     assert!(live.contains("Live calls"), "{live}");
-    let plugins = get("/plugins", "localhost");
+    // The page may come before the folder is loaded ("Plugins are still
+    // loading"): read it again until it lists the plugin.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut plugins = get("/plugins", "localhost");
+    while !plugins.contains("behave") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        plugins = get("/plugins", "localhost");
+    }
     assert!(plugins.contains("behave"), "{plugins}");
     let foreign = get("/", "evil.example");
     assert!(foreign.starts_with("HTTP/1.1 403"), "{foreign}");
     let response = http(&addr, &initialize_request(""));
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    let _ = child.kill();
-    let _ = child.wait();
 }

@@ -5,6 +5,7 @@
 pub mod stdio;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use toolhost::{Host, HostConfig};
 
@@ -28,9 +29,24 @@ fn built(dir: &str, name: &str) -> PathBuf {
 
 /// The task store every `toolhost` the tests start shares (B31), so that
 /// tests leave the user's own store alone. Sharing it is what users do too:
-/// each host marks only the calls of hosts that are gone.
+/// each host marks only the calls of hosts that are gone. Each run of a
+/// test binary starts it empty: a run writes some 370 MB of records (the
+/// memory checks send thousands of 50 KB arguments), which would otherwise
+/// pile up run after run.
 pub fn test_state() -> PathBuf {
-    root().join("target").join("test-state").join("tasks.db")
+    static FRESH: OnceLock<PathBuf> = OnceLock::new();
+    FRESH
+        .get_or_init(|| {
+            let dir = root().join("target").join("test-state");
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    panic!("cannot empty {}: {e}", dir.display())
+                }
+                _ => {}
+            }
+            dir.join("tasks.db")
+        })
+        .clone()
 }
 
 /// Run the `toolhost` binary, with the tests' compile cache: whether it
