@@ -592,6 +592,93 @@ async fn initialize(http: &reqwest::Client, url: &str, id: u64) -> (u16, Value, 
     (status, answer_of(&text), session)
 }
 
+/// Open HTTP connections are capped, and with them the sessionless
+/// requests in progress: past the cap a new connection is answered 503
+/// with an error naming the limit, the open ones keep working, and a
+/// closed one makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_connections_past_their_cap_are_answered_503_naming_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let folder = behave();
+    let server = HttpServer::start(&folder, &["--max-connections", "2"]);
+    let addr = server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned();
+    let request = |id: u64| {
+        let body = call(id, "ok", json!({}), false).to_string();
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: {MODERN}\r\n\
+             Mcp-Method: tools/call\r\nMcp-Name: ok\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // One exchange on a kept-alive connection: the response head and body.
+    async fn exchange(stream: &mut tokio::net::TcpStream, request: &str) -> String {
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let n = tokio::time::timeout_at(deadline.into(), stream.read(&mut buf))
+                .await
+                .expect("an answer in time")
+                .expect("read");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if n == 0 || text.contains("\"result\"") || text.contains("\"error\"") {
+                return text;
+            }
+        }
+    }
+    let mut first = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let mut second = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let one = exchange(&mut first, &request(1)).await;
+    assert!(one.starts_with("HTTP/1.1 200"), "{one}");
+    let two = exchange(&mut second, &request(2)).await;
+    assert!(two.starts_with("HTTP/1.1 200"), "{two}");
+
+    let mut third = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let refused = exchange(&mut third, &request(3)).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.contains("max_connections") && refused.contains("limit of 2"),
+        "{refused}"
+    );
+    // The open ones go on.
+    let again = exchange(&mut first, &request(4)).await;
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+
+    // A closed connection makes room for a new one.
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut fourth = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let answer = exchange(&mut fourth, &request(5)).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no room after a close: {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        server.log().contains("HTTP connection limit reached"),
+        "{}",
+        server.log()
+    );
+}
+
 /// Issue 11, case 8: HTTP sessions are capped, and an idle one is closed
 /// (B24) after its idle lifetime, making room for another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

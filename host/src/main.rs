@@ -120,6 +120,10 @@ enum Command {
         /// `initialize` is refused with an error naming the limit.
         #[arg(long, value_name = "N")]
         max_sessions: Option<usize>,
+        /// The most HTTP connections open at once (default 512); past it a
+        /// new connection is answered 503 with an error naming the limit.
+        #[arg(long, value_name = "N")]
+        max_connections: Option<usize>,
         /// Close an HTTP session after this long without a message
         /// (default 5m), e.g. `90s` or `10m`.
         #[arg(long, value_name = "DURATION")]
@@ -272,10 +276,12 @@ async fn command(host: &Host, cli: Cli) -> Result<ExitCode> {
             allow_host,
             answer,
             max_sessions,
+            max_connections,
             session_idle,
         } => {
             let sessions = cli::SessionFlags {
                 max: max_sessions,
+                connections: max_connections,
                 idle: session_idle.map(Into::into),
             };
             cli::serve(host, &cli.plugins, http, allow_host, answer, sessions).await?;

@@ -8,11 +8,12 @@ use toolhost::dashboard::{Dashboard, DashboardOptions};
 use toolhost::mcp::{self, McpOptions};
 use toolhost::{AnswerMode, Host};
 
-/// `--max-sessions` and `--session-idle`: the HTTP session bounds, over
-/// [`McpOptions`]' defaults.
+/// `--max-sessions`, `--max-connections` and `--session-idle`: the HTTP
+/// bounds, over [`McpOptions`]' defaults.
 #[derive(Debug, Default)]
 pub struct SessionFlags {
     pub max: Option<usize>,
+    pub connections: Option<usize>,
     pub idle: Option<std::time::Duration>,
 }
 
@@ -36,6 +37,9 @@ pub async fn serve(
     options.allowed_hosts.extend(allow_host);
     if let Some(max) = sessions.max {
         options.max_sessions = max;
+    }
+    if let Some(max) = sessions.connections {
+        options.max_connections = max;
     }
     if let Some(idle) = sessions.idle {
         options.session_idle = idle;

@@ -132,6 +132,9 @@ impl HttpServer {
         let path: Arc<str> = lane.options.http_path.clone().into();
         let origins: Arc<[String]> = lane.options.allowed_hosts.clone().into();
         let max_message = lane.options.max_message_size;
+        let max_connections = lane.options.max_connections;
+        let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
+        let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSALS));
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -139,10 +142,20 @@ impl HttpServer {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
+                        // Out of file descriptors, most often: retrying at
+                        // once would spin until one is closed.
                         tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
                 },
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, max = max_connections, "HTTP connection limit reached; connection refused");
+                if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                    tokio::spawn(refuse_connection(stream, max_connections, refusal));
+                }
+                continue;
             };
             let service = service.clone();
             let path = path.clone();
@@ -150,6 +163,7 @@ impl HttpServer {
             let gate = gate.clone();
             let pages = pages.clone();
             tokio::spawn(async move {
+                let _open = permit;
                 let handler = hyper::service::service_fn(move |request| {
                     let service = service.clone();
                     let path = path.clone();
@@ -340,6 +354,52 @@ fn json_answer(code: hyper::StatusCode, answer: &ServerJsonRpcMessage) -> Respon
         hyper::header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// How long the server waits before accepting again after `accept` failed
+/// (out of file descriptors, most often).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Connections past `max_connections` answered with a 503 at once; past
+/// this many such answers in progress, further ones are closed unanswered.
+const REFUSALS: usize = 64;
+
+/// Answer a connection past `max_connections` with HTTP 503 and a JSON-RPC
+/// error naming the limit, then close it. What the client sent is read
+/// (up to 64 KiB, for up to a second) so that closing does not reset the
+/// connection before the client reads the answer.
+async fn refuse_connection(
+    mut stream: tokio::net::TcpStream,
+    max: usize,
+    _refusal: tokio::sync::OwnedSemaphorePermit,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let error = ErrorData::new(
+        ErrorCode(-32000),
+        format!(
+            "too many HTTP connections: the limit of {max} open connections (max_connections) is reached; close one or try again later"
+        ),
+        None,
+    );
+    let body = serde_json::to_string(&ServerJsonRpcMessage::error(error, None)).unwrap_or_default();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let exchange = async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut read = 0;
+        while read < 64 * 1024 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), exchange).await;
 }
 
 /// How much of a body past the message size limit is read (and dropped)

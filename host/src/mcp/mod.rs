@@ -123,6 +123,11 @@ pub const TASK_ID_KEY: &str = "dev.toolhost/task_id";
 ///   them to about 15 MiB, far above what a local host's clients open.
 ///   Sessionless requests are not counted: each lasts as long as its
 ///   request.
+/// - `max_connections`: 512 HTTP connections open at once (each serves
+///   one request at a time, so this also bounds the sessionless requests
+///   in progress); past it a new connection is answered with HTTP 503 and
+///   a JSON-RPC error naming the limit, and closed. The default stays
+///   under the usual limit of 1 024 open files a process gets.
 /// - `session_idle`: 5 minutes without a message either way, after which
 ///   an HTTP session is closed (B24: its calls are cancelled); its client
 ///   gets 404 and opens a new one
@@ -142,6 +147,7 @@ pub struct McpOptions {
     pub max_message_size: usize,
     pub max_in_flight: usize,
     pub max_sessions: usize,
+    pub max_connections: usize,
     pub session_idle: Duration,
     pub allowed_hosts: Vec<String>,
     pub http_path: String,
@@ -160,6 +166,7 @@ impl Default for McpOptions {
             max_message_size: 4 * 1024 * 1024,
             max_in_flight: 64,
             max_sessions: 256,
+            max_connections: 512,
             session_idle: Duration::from_secs(300),
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             http_path: "/mcp".into(),
