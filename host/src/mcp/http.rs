@@ -257,17 +257,12 @@ impl SessionGate {
                 max = self.max,
                 "MCP session limit reached; initialize refused"
             );
-            let error = ErrorData::new(
-                ErrorCode(-32000),
+            return unavailable(
                 format!(
                     "too many MCP sessions: the limit of {} open sessions (max_sessions) is reached; end one (HTTP DELETE) or wait until an idle one closes",
                     self.max
                 ),
-                None,
-            );
-            return json_answer(
-                hyper::StatusCode::SERVICE_UNAVAILABLE,
-                &ServerJsonRpcMessage::error(error, Some(id)),
+                Some(id),
             );
         }
         service.handle(request).await
@@ -360,46 +355,42 @@ fn json_answer(code: hyper::StatusCode, answer: &ServerJsonRpcMessage) -> Respon
 /// (out of file descriptors, most often).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Connections past `max_connections` answered with a 503 at once; past
+/// Connections past `max_connections` being answered with a 503; past
 /// this many such answers in progress, further ones are closed unanswered.
 const REFUSALS: usize = 64;
 
-/// Answer a connection past `max_connections` with HTTP 503 and a JSON-RPC
-/// error naming the limit, then close it. What the client sent is read
-/// (up to 64 KiB, for up to a second) so that closing does not reset the
-/// connection before the client reads the answer.
+/// How long a connection past `max_connections` may take to send the
+/// request its 503 answers.
+const REFUSAL_TIME: Duration = Duration::from_secs(1);
+
+/// Answer the request of a connection past `max_connections` with HTTP 503
+/// and a JSON-RPC error naming the limit, then close it.
 async fn refuse_connection(
-    mut stream: tokio::net::TcpStream,
+    stream: tokio::net::TcpStream,
     max: usize,
     _refusal: tokio::sync::OwnedSemaphorePermit,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let error = ErrorData::new(
-        ErrorCode(-32000),
-        format!(
-            "too many HTTP connections: the limit of {max} open connections (max_connections) is reached; close one or try again later"
-        ),
-        None,
-    );
-    let body = serde_json::to_string(&ServerJsonRpcMessage::error(error, None)).unwrap_or_default();
-    let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let exchange = async {
-        stream.write_all(answer.as_bytes()).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        let mut read = 0;
-        while read < 64 * 1024 {
-            match stream.read(&mut sink).await? {
-                0 => break,
-                n => read += n,
-            }
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), exchange).await;
+    let refuse = hyper::service::service_fn(move |_request| async move {
+        Ok::<_, Infallible>(unavailable(
+            format!(
+                "too many HTTP connections: the limit of {max} open connections (max_connections) is reached; close one or try again later"
+            ),
+            None,
+        ))
+    });
+    let serving = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), refuse);
+    let _ = tokio::time::timeout(REFUSAL_TIME, serving).await;
+}
+
+/// HTTP 503 with a JSON-RPC error saying which limit was reached.
+fn unavailable(message: String, id: Option<RequestId>) -> Response {
+    let error = ErrorData::new(ErrorCode(-32000), message, None);
+    json_answer(
+        hyper::StatusCode::SERVICE_UNAVAILABLE,
+        &ServerJsonRpcMessage::error(error, id),
+    )
 }
 
 /// How much of a body past the message size limit is read (and dropped)
