@@ -161,6 +161,54 @@ fn b31_calls_running_when_the_host_is_killed_are_interrupted_after_a_restart() {
         1 + 5,
         "a header and five calls:\n{out}"
     );
+
+    // By tool, and by session: one call in the new host's session beside
+    // the 105 of the killed host's. It goes on after its answer, so its
+    // record is on disk before the answer (what a reader in another
+    // process needs to see it without waiting).
+    let answer = host
+        .call("progress", json!({ "n": 2, "sleep_ms": 600_000 }))
+        .pop()
+        .expect("answer");
+    let new_call = task_id(&answer);
+    let ids = |filter: &[&str]| -> Vec<String> {
+        let mut args = vec!["--state", &state_arg, "tasks", "--json", "--limit", "1000"];
+        args.extend_from_slice(filter);
+        let (ok, out, err) = toolhost(&args);
+        assert!(ok, "toolhost tasks {filter:?} failed: {err}");
+        let list: Vec<Value> = serde_json::from_str(&out).expect("tasks --json is JSON");
+        let mut ids: Vec<String> = list
+            .iter()
+            .map(|r| r["task_id"].as_str().expect("task_id").to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut data_calls = finished.clone();
+    data_calls.sort();
+    assert_eq!(ids(&["--tool", "data"]), data_calls);
+    let mut progress_calls = running.clone();
+    progress_calls.push(new_call.clone());
+    progress_calls.sort();
+    assert_eq!(ids(&["--tool", "progress"]), progress_calls);
+    let old_session = before[&running[0]]["session_id"]
+        .as_str()
+        .expect("session_id")
+        .to_owned();
+    let mut old_calls: Vec<String> = before.keys().cloned().collect();
+    old_calls.sort();
+    assert_eq!(ids(&["--session", &old_session]), old_calls);
+    let new_session = records(&state)[&new_call]["session_id"]
+        .as_str()
+        .expect("session_id")
+        .to_owned();
+    assert_ne!(new_session, old_session);
+    assert_eq!(ids(&["--session", &new_session]), vec![new_call]);
+    running.sort();
+    assert_eq!(
+        ids(&["--session", &old_session, "--tool", "progress"]),
+        running
+    );
 }
 
 #[test]
