@@ -290,10 +290,14 @@ async fn history_and_a_calls_page_show_a_finished_call() {
 
     let page = get(addr, &format!("/calls/{task_id}")).await;
     assert_eq!(page.status, 200);
-    let text = record.result.and_then(|r| r.text).expect("a result text");
+    let result = record.result.expect("a result");
+    let text = result.text.expect("a result text");
+    let data = result.data.expect("result data");
     for shown in [
         escaped(&text),
+        escaped(&serde_json::to_string_pretty(&data).expect("JSON")),
         format!("<dd>{}</dd>", record.fuel_used),
+        "<dd id=\"limit-hit\">none</dd>".to_owned(),
         "status-done".to_owned(),
         escaped(r#""text": "one two three""#),
     ] {
@@ -321,6 +325,39 @@ async fn the_plugins_page_shows_grants_tools_and_refusals() {
         "bad-schema.wasm".to_owned(),
         "href=\"/tools/word_count\"".to_owned(),
         escaped(&host.tools()[0].plugin.limits().to_string()),
+    ] {
+        assert!(
+            page.body.contains(&shown),
+            "{shown} missing from\n{}",
+            page.body
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_calls_page_names_the_limit_that_stopped_it_and_shows_its_error() {
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &crate::common::test_plugin("spin"),
+        "spin",
+        "[limits]\nfuel = 5_000_000\n",
+    );
+    let (host, report) = crate::common::host_for(&folder).await;
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let addr = serve(&host, DashboardOptions::default()).await;
+    let session = host.open_session(Default::default());
+    let answer = session.call("c1", "spin", "{}").await;
+    assert!(answer.is_error, "{}", answer.output);
+    let task_id = answer.task_id.expect("a task id");
+    let record = crate::common::ended(&session, "c1").await;
+    let error = record.error.expect("an error");
+
+    let page = get(addr, &format!("/calls/{task_id}")).await;
+    assert_eq!(page.status, 200);
+    for shown in [
+        "status-error".to_owned(),
+        escaped(&error),
+        "<dd id=\"limit-hit\">fuel limit of 5000000 units</dd>".to_owned(),
     ] {
         assert!(
             page.body.contains(&shown),

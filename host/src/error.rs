@@ -196,6 +196,19 @@ impl CallError {
             _ => None,
         }
     }
+
+    /// The limit that ended a call, read back from its
+    /// [`model_message`](Self::model_message), which is all a call's record
+    /// keeps of its error: `fuel limit of 1000 units` for
+    /// `Error: the call was stopped: it exceeded its fuel limit of 1000
+    /// units`; `None` when no limit ended it. A plugin whose own error
+    /// message reads like a limit's is read as one: this is for the
+    /// operator's eyes (the dashboard), not for decisions.
+    pub fn limit_in(message: &str) -> Option<&str> {
+        message
+            .strip_prefix("Error: the call was stopped: it exceeded its ")
+            .filter(|limit| !limit.is_empty())
+    }
 }
 
 /// Sizes as people write them: `64 MiB`, `1 GiB`, `1.5 MiB`.
@@ -211,4 +224,40 @@ pub(crate) fn format_bytes(bytes: u64) -> String {
         }
     }
     format!("{bytes} B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_limit_is_read_back_from_its_message() {
+        let limits = [
+            Limit::Fuel(1_000),
+            Limit::Memory(64 << 20),
+            Limit::Timeout(Duration::from_millis(300)),
+            Limit::Updates(10),
+            Limit::UpdateSize(4 << 10),
+            Limit::ResultSize(1 << 20),
+            Limit::Resources(100),
+            Limit::HttpFields(64 << 10),
+        ];
+        for limit in limits {
+            let message = CallError::Limit(limit).model_message();
+            assert_eq!(
+                CallError::limit_in(&message),
+                Some(limit.to_string().as_str()),
+                "{message}"
+            );
+        }
+        for other in [
+            CallError::ToolFailed("no such file".into()),
+            CallError::Cancelled,
+            CallError::Crashed {
+                detail: "unreachable".into(),
+            },
+        ] {
+            assert_eq!(CallError::limit_in(&other.model_message()), None);
+        }
+    }
 }

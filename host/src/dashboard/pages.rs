@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::Shared;
 use super::figures;
 use super::form::{self, RAW, Typed};
+use crate::error::CallError;
 use crate::records::{CallStatus, TaskRecord};
 use crate::session::CancelError;
 use crate::store::{Filter, StoreError};
@@ -428,7 +429,13 @@ pub(super) async fn call(
                     }
                     dt { "Fuel" }
                     @if c.status.is_live() { dd #call-fuel { (c.fuel_used) " so far" } }
-                    @else { dd { (c.fuel_used) } }
+                    @else {
+                        dd { (c.fuel_used) }
+                        // One limit at most ends a call; the record keeps it
+                        // in the error's message.
+                        dt { "Limit hit" }
+                        dd #limit-hit { (c.error.as_deref().and_then(CallError::limit_in).unwrap_or("none")) }
+                    }
                 }
                 @if cancellable { (cancel_button(&record.task_id)) }
                 h2 { "Arguments" }
