@@ -367,6 +367,132 @@ async fn a_calls_page_names_the_limit_that_stopped_it_and_shows_its_error() {
     }
 }
 
+/// The task id an MCP answer carries.
+fn answer_task_id(answer: &serde_json::Value) -> String {
+    answer["result"]["_meta"][toolhost::mcp::TASK_ID_KEY]
+        .as_str()
+        .unwrap_or_else(|| panic!("no task id in {answer}"))
+        .to_owned()
+}
+
+/// `toolhost dashboard --addr 127.0.0.1:0` over a folder and a task store,
+/// its address read from its stderr; stopped when dropped.
+struct DashboardCommand(std::process::Child, SocketAddr);
+
+impl DashboardCommand {
+    fn start(folder: &Folder, state: &std::path::Path) -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_toolhost"))
+            .arg("--plugins")
+            .arg(folder.path())
+            .arg("--state")
+            .arg(state)
+            .args(["dashboard", "--addr", "127.0.0.1:0"])
+            .env(
+                "TOOLHOST_CACHE_DIR",
+                root().join("target/toolhost-test-cache"),
+            )
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start toolhost dashboard");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Read stderr to its end, so the dashboard never blocks on it.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("toolhost: dashboard on http://") {
+                    let _ = tx.send(url.trim_end_matches('/').to_owned());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(WAIT)
+            .expect("toolhost dashboard printed no address")
+            .parse()
+            .expect("an address");
+        DashboardCommand(child, addr)
+    }
+}
+
+impl Drop for DashboardCommand {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `toolhost dashboard` on its own, over the store a killed `toolhost
+/// serve` left: the history has its calls, a finished one with its result,
+/// and the one that was running is shown as interrupted, with when it was
+/// found (B31).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_command_shows_a_stopped_hosts_calls_and_its_interrupted_ones() {
+    use serde_json::json;
+    let folder = Folder::new();
+    folder.add(&crate::common::test_plugin("behave"), "behave");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("tasks.db");
+    let state_arg = state.display().to_string();
+
+    let mut serve = crate::common::stdio::Server::start(folder.path(), &["--state", &state_arg]);
+    let done = serve.call("data", json!({ "n": 2 })).pop().expect("answer");
+    let done = answer_task_id(&done);
+    // Released by its first update, so durable before its answer, and with
+    // it every write before it (the finished call's end).
+    let running = serve
+        .call("progress", json!({ "n": 2, "sleep_ms": 600_000 }))
+        .pop()
+        .expect("answer");
+    let running = answer_task_id(&running);
+    serve.kill();
+
+    let dashboard = DashboardCommand::start(&folder, &state);
+    let addr = dashboard.1;
+    let history = get(addr, "/history").await;
+    assert_eq!(history.status, 200);
+    for id in [&done, &running] {
+        assert!(
+            history.body.contains(&format!("/calls/{id}")),
+            "{id} missing from\n{}",
+            history.body
+        );
+    }
+    let interrupted = get(addr, "/history?status=interrupted").await;
+    assert!(interrupted.body.contains(&format!("/calls/{running}")));
+    assert!(!interrupted.body.contains(&format!("/calls/{done}")));
+
+    let page = get(addr, &format!("/calls/{running}")).await;
+    assert_eq!(page.status, 200);
+    for shown in [
+        "status-interrupted",
+        "<dt>Interrupted</dt>",
+        "The host stopped while this call was running; found at ",
+        "step 1 of 2",
+    ] {
+        assert!(
+            page.body.contains(shown),
+            "{shown} missing from\n{}",
+            page.body
+        );
+    }
+    // Not a duration that goes on growing: when the host stopped is not known.
+    assert!(!page.body.contains("data-since"), "{}", page.body);
+    let page = get(addr, &format!("/calls/{done}")).await;
+    assert!(page.body.contains("status-done"), "{}", page.body);
+    assert!(
+        page.body.contains(&escaped(
+            &serde_json::to_string_pretty(&json!({ "n": 2, "double": 4 })).expect("JSON")
+        )),
+        "{}",
+        page.body
+    );
+    drop(dashboard);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_argument_shows_what_the_model_would_be_told() {
     let (host, addr) = dashboard_with(DashboardOptions::default()).await;

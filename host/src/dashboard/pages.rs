@@ -110,10 +110,16 @@ pub(super) fn short_json(v: &Value) -> String {
     }
 }
 
-/// How long a call ran, or has run so far.
+/// How long a call ran, or has run so far; `None` for one that never
+/// started, or that a stopped host left without an end (interrupted: when
+/// it stopped is not known).
 fn ran(call: &crate::records::CallRecord) -> Option<Duration> {
     let start = call.started_at?;
-    let end = call.ended_at.unwrap_or_else(SystemTime::now);
+    let end = match call.ended_at {
+        Some(end) => end,
+        None if call.status.is_live() => SystemTime::now(),
+        None => return None,
+    };
     end.duration_since(start).ok()
 }
 
