@@ -313,10 +313,26 @@ async fn history_and_a_calls_page_show_a_finished_call() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_plugins_page_shows_grants_tools_and_refusals() {
     let folder = Folder::new();
-    folder.add(&crate::common::example("rust-compute"), "rust-compute");
+    let granted = tempfile::tempdir().expect("temp dir");
+    let manifest = format!(
+        "[permissions]\n\
+         env = [\"HOME\", \"LANG\"]\n\
+         dirs = [{{ host = \"{}\", guest = \"/data\", write = true }}]\n\
+         network = [\"127.0.0.1:8080\", \"api.example.com:443\"]\n",
+        granted.path().display()
+    );
+    let wasm = folder.add_with_manifest(
+        &crate::common::example("rust-compute"),
+        "rust-compute",
+        &manifest,
+    );
     folder.add(&crate::common::test_plugin("bad-schema"), "bad-schema");
     let (host, report) = crate::common::host_for(&folder).await;
     let reason = crate::common::refusal(&report, "bad-schema.wasm");
+    let plugin = &report.loaded[0];
+    let size = std::fs::metadata(&wasm).expect("plugin file").len();
+    // As the page rounds it: to the millisecond.
+    let load_time = std::time::Duration::from_millis(plugin.load_time().as_millis() as u64);
     let addr = serve(&host, DashboardOptions::default()).await;
     let page = get(addr, "/plugins").await;
     assert_eq!(page.status, 200);
@@ -325,6 +341,17 @@ async fn the_plugins_page_shows_grants_tools_and_refusals() {
         "bad-schema.wasm".to_owned(),
         "href=\"/tools/word_count\"".to_owned(),
         escaped(&host.tools()[0].plugin.limits().to_string()),
+        "<dt>Environment</dt><dd>HOME, LANG</dd>".to_owned(),
+        format!(
+            "<code>{}</code> as <code>/data</code> (read-write)",
+            escaped(&granted.path().display().to_string())
+        ),
+        "<dt>Network</dt><dd>127.0.0.1:8080, api.example.com:443</dd>".to_owned(),
+        format!("<dt>Size</dt><dd>{}</dd>", bytesize::ByteSize(size)),
+        format!(
+            "<dt>Loaded in</dt><dd>{}",
+            humantime::format_duration(load_time)
+        ),
     ] {
         assert!(
             page.body.contains(&shown),
