@@ -265,8 +265,8 @@ fn a_broken_store_is_reported_by_name_and_the_host_serves_from_memory() {
 
     let corrupt = dir.path().join("corrupt.db");
     std::fs::write(&corrupt, vec![0x5a; 8192]).expect("write");
-    // A folder whose place a file takes (a read-only folder is no obstacle
-    // to root, whom the tests may run as).
+    // A folder whose place a file takes (a read-only folder is the next
+    // test's: root writes there anyway).
     let blocker = dir.path().join("state");
     std::fs::write(&blocker, "a file").expect("write");
     let unwritable = blocker.join("tasks.db");
@@ -288,6 +288,87 @@ fn a_broken_store_is_reported_by_name_and_the_host_serves_from_memory() {
     }
     // The corrupt file is left as it was, for its owner to look at.
     assert_eq!(std::fs::read(&corrupt).expect("read"), vec![0x5a; 8192]);
+}
+
+/// `setpriv` turning root into `nobody`, so that a folder's mode binds.
+const AS_NOBODY: [&str; 3] = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+
+#[test]
+fn a_read_only_state_folder_is_reported_by_name_and_the_host_serves_from_memory() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    let mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let folder = folder();
+    mode(folder.path(), 0o755);
+    let dir = tempfile::tempdir().expect("temp dir");
+    mode(dir.path(), 0o755);
+    let read_only = dir.path().join("state");
+    std::fs::create_dir(&read_only).expect("mkdir");
+    mode(&read_only, 0o555);
+    let state = read_only.join("tasks.db");
+
+    // Root writes into a read-only folder anyway (and the tests may run as
+    // root, as CI does): then toolhost runs as `nobody`, for whom the mode
+    // binds, from a copy it can read if the build's own is out of its reach.
+    let mut bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_toolhost"));
+    let privileged = std::fs::write(read_only.join("probe"), "").is_ok();
+    let _ = std::fs::remove_file(read_only.join("probe"));
+    let run = |bin: &Path| {
+        let mut command = if privileged {
+            let mut c = Command::new("setpriv");
+            c.args(AS_NOBODY).arg(bin);
+            c
+        } else {
+            Command::new(bin)
+        };
+        command
+            .env_clear()
+            .env("HOME", dir.path())
+            .env("PATH", "/usr/bin:/bin");
+        command
+    };
+    if privileged {
+        let reachable = Command::new("setpriv")
+            .args(AS_NOBODY)
+            .args(["test", "-x"])
+            .arg(&bin)
+            .status()
+            .expect("setpriv (util-linux) runs the test as nobody");
+        if !reachable.success() {
+            let copy = dir.path().join("toolhost");
+            std::fs::copy(&bin, &copy).expect("copy toolhost");
+            mode(&copy, 0o755);
+            bin = copy;
+        }
+    }
+
+    // No compile cache: nobody may write the tests' one.
+    let out = run(&bin)
+        .arg("--state")
+        .arg(&state)
+        .arg("--plugins")
+        .arg(folder.path())
+        .args(["--no-cache", "call", "ok"])
+        .output()
+        .expect("run toolhost");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "the call is served: {stderr}");
+    assert!(stdout.contains("ok"), "{stdout}");
+    assert!(
+        stderr.contains(&state.display().to_string()),
+        "names the file: {stderr}"
+    );
+    assert!(stderr.contains("cannot be written"), "says why: {stderr}");
+    assert!(
+        stderr.contains("will not be kept"),
+        "says what it means: {stderr}"
+    );
+    assert!(!state.exists(), "nothing was written");
 }
 
 #[test]

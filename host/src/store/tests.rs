@@ -707,7 +707,10 @@ fn a_folder_that_cannot_be_written_is_refused_by_name() {
     std::fs::create_dir(&read_only).expect("mkdir");
     std::fs::set_permissions(&read_only, std::fs::Permissions::from_mode(0o555)).expect("chmod");
     if std::fs::write(read_only.join("probe"), "").is_ok() {
-        eprintln!("skipped the read-only folder: this user writes there anyway (root)");
+        eprintln!(
+            "skipped the read-only folder: this user writes there anyway (root); \
+             tests/records.rs runs toolhost as nobody for it"
+        );
         return;
     }
     let path = read_only.join("tasks.db");
