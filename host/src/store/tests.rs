@@ -1032,3 +1032,254 @@ async fn a_store_of_schema_1_is_upgraded_and_its_live_calls_are_orphans() {
     store.flush().await.expect("flush");
     assert_eq!(store.mark_orphans(at(70)).await, Ok(0));
 }
+
+/// A store whose disk is held back: every flush and durable write waits
+/// until the test calls [`Held::release`], so a test sees what waits for
+/// the disk and what does not. Records go to a [`MemoryStore`].
+#[derive(Debug)]
+struct Held {
+    inner: MemoryStore,
+    /// The task ids started so far.
+    started: std::sync::Mutex<Vec<String>>,
+    held: std::sync::Mutex<Vec<HeldTicket>>,
+    /// How many tickets are held, to wait on.
+    count: tokio::sync::watch::Sender<usize>,
+}
+
+/// A ticket held back by [`Held`].
+#[derive(Debug)]
+struct HeldTicket {
+    /// The task ids started before it.
+    covers: Vec<String>,
+    /// The inner store's ticket.
+    inner: Ticket,
+    /// Resolves the ticket the caller has.
+    answer: oneshot::Sender<Result<(), StoreError>>,
+}
+
+impl Held {
+    fn new() -> Self {
+        Held {
+            inner: MemoryStore::new(options()),
+            started: Default::default(),
+            held: Default::default(),
+            count: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    fn hold(&self, ticket: Ticket) -> Ticket {
+        let (answer, held) = Ticket::waiting();
+        let covers = self.started.lock().expect("lock").clone();
+        let mut list = self.held.lock().expect("lock");
+        list.push(HeldTicket {
+            covers,
+            inner: ticket,
+            answer,
+        });
+        self.count.send_replace(list.len());
+        held
+    }
+
+    /// Once a ticket is held.
+    async fn waiting(&self) {
+        let mut count = self.count.subscribe();
+        let _ = count.wait_for(|n| *n > 0).await;
+    }
+
+    /// Let the held tickets resolve; what each covered: the task ids
+    /// started before it.
+    async fn release(&self) -> Vec<Vec<String>> {
+        let held = std::mem::take(&mut *self.held.lock().expect("lock"));
+        self.count.send_replace(0);
+        let mut covered = Vec::new();
+        for h in held {
+            let _ = h.answer.send(h.inner.await);
+            covered.push(h.covers);
+        }
+        covered
+    }
+}
+
+impl TaskStore for Held {
+    fn start(&self, record: TaskRecord, durability: Durability) -> Ticket {
+        self.started
+            .lock()
+            .expect("lock")
+            .push(record.task_id.clone());
+        let ticket = self.inner.start(record, durability);
+        match durability {
+            Durability::Lazy => ticket,
+            Durability::Durable => self.hold(ticket),
+        }
+    }
+
+    fn running(&self, task_id: &str, at: SystemTime) {
+        self.inner.running(task_id, at)
+    }
+
+    fn update(&self, task_id: &str, update: UpdateRecord, fuel_used: u64) {
+        self.inner.update(task_id, update, fuel_used)
+    }
+
+    fn end(&self, task_id: &str, end: CallEnd, durability: Durability) -> Ticket {
+        let ticket = self.inner.end(task_id, end, durability);
+        match durability {
+            Durability::Lazy => ticket,
+            Durability::Durable => self.hold(ticket),
+        }
+    }
+
+    fn flush(&self) -> Ticket {
+        self.hold(self.inner.flush())
+    }
+
+    fn settle(&self) -> Ticket {
+        self.inner.settle()
+    }
+
+    fn get<'a>(
+        &'a self,
+        task_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TaskRecord>, StoreError>> {
+        self.inner.get(task_id)
+    }
+
+    fn list<'a>(
+        &'a self,
+        filter: &'a Filter,
+    ) -> BoxFuture<'a, Result<Vec<TaskRecord>, StoreError>> {
+        self.inner.list(filter)
+    }
+
+    fn summaries(
+        &self,
+        since: SystemTime,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<CallSummary>, StoreError>> {
+        self.inner.summaries(since, limit)
+    }
+
+    fn mark_orphans(&self, found_at: SystemTime) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.mark_orphans(found_at)
+    }
+
+    fn prune(
+        &self,
+        retention: Retention,
+        now: SystemTime,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.prune(retention, now)
+    }
+
+    fn health(&self) -> Health {
+        self.inner.health()
+    }
+}
+
+/// A host keeping its records in `store`, serving the behaviour test
+/// plugin (built by `tools/build-plugins`).
+async fn host_over(store: std::sync::Arc<Held>) -> (crate::Host, tempfile::TempDir) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent");
+    let plugin = root.join("dist/test-plugins/behave.wasm");
+    let folder = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(&plugin, folder.path().join("behave.wasm"))
+        .unwrap_or_else(|e| panic!("{}: {e} (run tools/build-plugins)", plugin.display()));
+    let mut config = crate::HostConfig::default();
+    config.engine.instances = 64;
+    config.cache_dir = Some(root.join("target/toolhost-test-cache"));
+    config.store = Some(store);
+    let host = crate::Host::new(config).expect("host");
+    let report = host.load_dir(folder.path()).await.expect("load");
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    (host, folder)
+}
+
+/// The answer of `call` once the store's disk is let go, after checking
+/// that it did not come before: a held flush or durable write, with the
+/// answer not out, then the answer; and that what was held covered the
+/// call's record.
+async fn answered_after_the_disk(
+    store: &Held,
+    mut call: tokio::task::JoinHandle<crate::Answer>,
+) -> crate::Answer {
+    const WAIT: Duration = Duration::from_secs(30);
+    tokio::time::timeout(WAIT, async {
+        tokio::select! {
+            biased;
+            answer = &mut call => panic!(
+                "the answer reached the caller before its record was on disk: {answer:?}"
+            ),
+            () = store.waiting() => {}
+        }
+    })
+    .await
+    .expect("neither an answer nor a write to disk");
+    // The disk is held: the answer cannot be out.
+    assert!(!call.is_finished(), "answered while the disk was held");
+    let covered = store.release().await;
+    let answer = tokio::time::timeout(WAIT, call)
+        .await
+        .expect("an answer once the disk is let go")
+        .expect("join");
+    let task_id = answer.task_id.clone().expect("a task id");
+    assert!(
+        covered.iter().any(|ids| ids.contains(&task_id)),
+        "what was held covered the call's record: {covered:?}"
+    );
+    answer
+}
+
+/// B31: an answer that says a call goes on in the background (released by
+/// its first update, queued behind a duplicate, or started fire and
+/// forget) reaches the caller only
+/// once the call's record is on disk; an answer at the call's end does not
+/// wait for the disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b31_an_answer_that_a_call_goes_on_waits_until_its_record_is_durable() {
+    use crate::{AnswerKind, EventKind};
+    let store = std::sync::Arc::new(Held::new());
+    let (host, _folder) = host_over(store.clone()).await;
+    let session = host.open_session(Default::default());
+    let spawn = |call_id: &'static str, tool: &'static str, arguments: &'static str| {
+        let session = session.clone();
+        tokio::spawn(async move { session.call(call_id, tool, arguments).await })
+    };
+
+    // Inline: answered with its result, no disk waited for.
+    let answer = session.call("c0", "ok", "{}").await;
+    assert_eq!(answer.kind, AnswerKind::Result, "{}", answer.output);
+    assert_eq!(
+        *store.count.borrow(),
+        0,
+        "an inline answer waited for the disk"
+    );
+
+    // Released by its first update.
+    let call = spawn("c1", "progress", r#"{"n": 2, "sleep_ms": 600000}"#);
+    let answer = answered_after_the_disk(&store, call).await;
+    assert_eq!(answer.kind, AnswerKind::Released, "{}", answer.output);
+
+    // Queued behind a running duplicate.
+    let mut events = session.subscribe();
+    let _running = spawn("c2", "queue_me", r#"{"ms": 600000}"#);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(e) = events.recv().await {
+            if e.call_id == "c2" && matches!(e.kind, EventKind::Started) {
+                return;
+            }
+        }
+        panic!("the event stream ended");
+    })
+    .await
+    .expect("c2 started");
+    let call = spawn("c3", "queue_me", r#"{"ms": 1}"#);
+    let answer = answered_after_the_disk(&store, call).await;
+    assert_eq!(answer.kind, AnswerKind::Queued, "{}", answer.output);
+
+    // Started: fire and forget.
+    let call = spawn("c4", "fire", r#"{"ms": 600000}"#);
+    let answer = answered_after_the_disk(&store, call).await;
+    assert_eq!(answer.kind, AnswerKind::Started, "{}", answer.output);
+}
