@@ -9,7 +9,7 @@
 //!   minute, error rate, duration and fuel) as small charts;
 //! - `/history`: calls from the task store, filtered by tool, status,
 //!   session and time; `/calls/{task_id}`: one call with every update,
-//!   its result or error, fuel and duration;
+//!   its result or error, fuel, duration and the limit that stopped it;
 //! - `/plugins`: every plugin with its file, language, size, grants and
 //!   limits, the refused ones with their reason, and every tool;
 //! - `/tools/{name}`: a tool's schemas and a form made from its input
