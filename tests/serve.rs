@@ -286,3 +286,110 @@ fn serve_http_serves_the_dashboard_beside_mcp() {
     let response = http(&addr, &initialize_request(""));
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
+
+/// The requests of one short session: initialize, then `ok` and `data` of
+/// the behave plugin, as a client writes them.
+fn one_session_of_requests() -> String {
+    [
+        json!({ "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": { "name": "files", "version": "0" } } }),
+        json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }),
+        json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": { "name": "ok", "arguments": {} } }),
+        json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": { "name": "data", "arguments": { "n": 21 } } }),
+    ]
+    .iter()
+    .map(|m| format!("{m}\n"))
+    .collect()
+}
+
+fn serve_command(folder: &Folder) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"));
+    command
+        .arg("--plugins")
+        .arg(folder.path())
+        .arg("--cache-dir")
+        .arg(crate::common::root().join("target/toolhost-test-cache"))
+        .args(["--no-state", "serve"])
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+/// Whether `fd`'s open file is in non-blocking mode.
+fn non_blocking(fd: impl std::os::fd::AsFd) -> bool {
+    rustix::fs::fcntl_getfl(fd)
+        .expect("fcntl")
+        .contains(rustix::fs::OFlags::NONBLOCK)
+}
+
+#[test]
+fn serve_on_stdio_reads_requests_from_a_file_and_writes_answers_to_one() {
+    // Files cannot be waited on by the event loop as pipes are: stdio falls
+    // back to tokio's own stdin and stdout for them (a terminal likewise).
+    let folder = behave_folder();
+    let io = Folder::new();
+    let requests = io.write("requests.jsonl", one_session_of_requests().as_bytes());
+    let answers = io.path().join("answers.jsonl");
+    let status = serve_command(&folder)
+        .stdin(std::fs::File::open(&requests).expect("open requests"))
+        .stdout(std::fs::File::create(&answers).expect("create answers"))
+        .status()
+        .expect("run toolhost serve");
+    assert!(status.success(), "{status}");
+    let written = std::fs::read_to_string(&answers).expect("read answers");
+    let messages: Vec<Value> = written
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON message a line"))
+        .collect();
+    let answer = |id: u64| {
+        messages
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap_or_else(|| panic!("no answer to {id} in {written}"))
+    };
+    assert_eq!(answer(1)["result"]["content"][0]["text"], "ok", "{written}");
+    assert_eq!(
+        answer(2)["result"]["structuredContent"],
+        json!({ "n": 21, "double": 42 }),
+        "{written}"
+    );
+}
+
+#[test]
+fn serve_on_stdio_leaves_its_pipes_blocking_as_it_found_them() {
+    // The host reads and writes pipes through its event loop, which needs
+    // them non-blocking; the flag belongs to the open pipe, which the
+    // process that started the host may go on using after it.
+    let folder = behave_folder();
+    let (stdin, mut to_host) = std::io::pipe().expect("pipe");
+    let (from_host, stdout) = std::io::pipe().expect("pipe");
+    let (stdin_copy, stdout_copy) = (
+        stdin.try_clone().expect("dup"),
+        stdout.try_clone().expect("dup"),
+    );
+    let mut child = serve_command(&folder)
+        .stdin(stdin)
+        .stdout(stdout)
+        .spawn()
+        .expect("start toolhost serve");
+    to_host
+        .write_all(one_session_of_requests().as_bytes())
+        .expect("write requests");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(from_host));
+    let mut answered = Vec::new();
+    while answered.len() < 3 {
+        let line = lines.next().expect("an answer").expect("read");
+        answered.push(serde_json::from_str::<Value>(&line).expect("JSON"));
+    }
+    assert!(
+        non_blocking(&stdin_copy) && non_blocking(&stdout_copy),
+        "the host reads its pipes through its event loop"
+    );
+    drop(to_host);
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}");
+    assert!(!non_blocking(&stdin_copy), "stdin left non-blocking");
+    assert!(!non_blocking(&stdout_copy), "stdout left non-blocking");
+}

@@ -197,7 +197,7 @@ pub async fn serve_stdio(
     options: McpOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let (input, output) = rmcp::transport::stdio_pipes();
+    let (input, output, _restore) = stdio::pipes();
     let transport = StdioTransport::new(input, output, &options);
     let connection = Connection::open(host, std::sync::Arc::new(options));
     let server = ToolServer::for_connection(connection.clone());

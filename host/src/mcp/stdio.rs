@@ -9,9 +9,18 @@
 //!   A client that sends calls and reads nothing then fills the pipes and
 //!   waits, instead of the host buffering answers without end (rmcp writes
 //!   each answer from a task of its own, however many are waiting).
+//!
+//! When stdin and stdout are pipes or sockets, as they are for a server an
+//! MCP client starts, [`pipes`] reads and writes them through the runtime's
+//! event loop. Tokio's own `stdin()` and `stdout()` hand every read and
+//! write to a blocking thread and wake a worker when it is done: two thread
+//! hand-offs per message, which cost more than parsing it.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::future::Future;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -19,6 +28,7 @@ use rmcp::RoleServer;
 use rmcp::model::{ClientJsonRpcMessage, ClientNotification, RequestId, ServerJsonRpcMessage};
 use rmcp::transport::Transport;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::unix::pipe;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
@@ -101,6 +111,79 @@ impl Transport<RoleServer> for StdioTransport {
             tracing::warn!("the MCP client did not read its last answers");
         }
         Ok(())
+    }
+}
+
+pub(crate) type Input = Box<dyn AsyncRead + Send + Unpin>;
+pub(crate) type Output = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// The process's stdin and stdout for the transport, with what puts them
+/// back as they were when it is dropped.
+///
+/// A pipe or a socket is set non-blocking and read or written by the
+/// runtime's event loop. Anything else (a terminal, a file) goes through
+/// tokio's `stdin()`/`stdout()`, which work for any file.
+///
+/// # Panics
+/// Outside a tokio runtime with IO enabled.
+pub(crate) fn pipes() -> (Input, Output, Restore) {
+    let mut restore = Restore(Vec::new());
+    let stdin = std::io::stdin();
+    let input: Input = match evented(stdin.as_fd(), &mut restore, |fd| {
+        pipe::Receiver::from_owned_fd_unchecked(fd)
+    }) {
+        Some(receiver) => Box::new(receiver),
+        None => Box::new(tokio::io::stdin()),
+    };
+    let stdout = std::io::stdout();
+    let output: Output = match evented(stdout.as_fd(), &mut restore, |fd| {
+        pipe::Sender::from_owned_fd_unchecked(fd)
+    }) {
+        Some(sender) => Box::new(sender),
+        None => Box::new(tokio::io::stdout()),
+    };
+    (input, output, restore)
+}
+
+/// `fd`, set non-blocking and registered with the event loop, if it is a
+/// pipe or a socket (the event loop refuses files). `restore` keeps a copy
+/// to set it back: the flag belongs to the open file, which the process that
+/// started the host may share. Any failure leaves `fd` as it was.
+fn evented<T>(
+    fd: BorrowedFd<'_>,
+    restore: &mut Restore,
+    register: impl FnOnce(OwnedFd) -> std::io::Result<T>,
+) -> Option<T> {
+    let copy = fd.try_clone_to_owned().ok()?;
+    let kind = File::from(copy.try_clone().ok()?)
+        .metadata()
+        .ok()?
+        .file_type();
+    if !(kind.is_fifo() || kind.is_socket()) {
+        return None;
+    }
+    let original = copy.try_clone().ok()?;
+    rustix::io::ioctl_fionbio(&copy, true).ok()?;
+    match register(copy) {
+        Ok(io) => {
+            restore.0.push(original);
+            Some(io)
+        }
+        Err(_) => {
+            let _ = rustix::io::ioctl_fionbio(&original, false);
+            None
+        }
+    }
+}
+
+/// Sets the pipes [`pipes`] made non-blocking back to blocking when dropped.
+pub(crate) struct Restore(Vec<OwnedFd>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        for fd in &self.0 {
+            let _ = rustix::io::ioctl_fionbio(fd, false);
+        }
     }
 }
 
