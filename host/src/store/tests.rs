@@ -509,6 +509,30 @@ on_both_stores!(
 );
 
 #[test]
+fn task_ids_sort_as_they_are_made_and_share_no_random_bits() {
+    let earlier = new_task_id();
+    std::thread::sleep(Duration::from_millis(2));
+    let ids: Vec<String> = (0..1_000).map(|_| new_task_id()).collect();
+    let random = |id: &str| -> u128 {
+        let uuid = uuid::Uuid::parse_str(id).expect("a UUID");
+        assert_eq!(uuid.get_version_num(), 7, "{id}");
+        // The 74 random bits: all but the time, version and variant.
+        uuid.as_u128() & 0x0fff_3fff_ffff_ffff_ffff
+    };
+    for id in &ids {
+        assert!(earlier < *id, "{earlier} sorts before {id}, made later");
+    }
+    // No counter: ids made in the same millisecond do not follow from
+    // one another (B31: no client can guess another's task id).
+    let mut seen = std::collections::HashSet::new();
+    for pair in ids.windows(2) {
+        let (a, b) = (random(&pair[0]), random(&pair[1]));
+        assert!(a.abs_diff(b) > 1 << 20, "{} then {}", pair[0], pair[1]);
+        assert!(seen.insert(a), "{} repeats random bits", pair[0]);
+    }
+}
+
+#[test]
 fn retention_reads_from_toml_with_defaults() {
     #[derive(serde::Deserialize)]
     struct File {
