@@ -87,7 +87,8 @@
 //! batches with `COPY` or multi-row inserts), and add an owner column (the
 //! host's id with a lease it renews), so that `mark_orphans` marks only the
 //! records of hosts whose lease ran out, never those of a host still
-//! running. Task ids are random UUIDs, unique across hosts.
+//! running. Task ids are UUIDs with 74 random bits ([`new_task_id`]),
+//! unique across hosts.
 
 mod memory;
 mod sqlite;

@@ -35,6 +35,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const APPLICATION_ID: i64 = 0x746f_6f6c;
 /// The schema this code reads and writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 2;
+/// A host's lock file older than this whose lock nobody holds is a gone
+/// host's, removed when a store opens.
+const STALE_LOCK: Duration = Duration::from_secs(60);
 /// The WAL is truncated to this size after a checkpoint.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
@@ -123,11 +126,38 @@ impl Owner {
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         lock.try_lock()
             .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+        Owner::sweep(&dir);
         Ok(Owner {
             id,
             dir,
             lock: Some(lock),
         })
+    }
+
+    /// Remove the lock files of hosts that are gone. A host that ends
+    /// removes its own, but one that is killed leaves it behind, and only
+    /// the ids of hosts with calls still running are checked when orphans
+    /// are marked: without this, each killed host would leave a file for
+    /// good. A file younger than [`STALE_LOCK`] is left alone, since its
+    /// host may be between creating it and locking it.
+    fn sweep(dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let stale = SystemTime::now() - STALE_LOCK;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
+                continue;
+            };
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified < stale);
+            if old {
+                Owner::is_gone(dir, id);
+            }
+        }
     }
 
     /// Whether the host that recorded under `id` is gone: its lock file is

@@ -399,6 +399,46 @@ async fn a_host_leaves_the_calls_of_another_running_host_alone() {
     assert_eq!(second.mark_orphans(at(60)).await, Ok(3));
 }
 
+#[test]
+fn opening_a_store_removes_the_lock_files_killed_hosts_left() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    let hosts = dir.path().join("tasks.db-hosts");
+    let lock_files = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(&hosts)
+            .expect("hosts folder")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let running = SqliteStore::open(&path, options()).expect("open");
+    let mine = lock_files();
+    // Three hosts killed a while ago: their files are there, locked by
+    // nobody. One host is starting: its file is new, not locked yet.
+    let a_while_ago = SystemTime::now() - Duration::from_secs(120);
+    for n in 0..3 {
+        let file = std::fs::File::create(hosts.join(format!("killed-{n}.lock"))).expect("create");
+        file.set_modified(a_while_ago).expect("set mtime");
+    }
+    std::fs::File::create(hosts.join("starting.lock")).expect("create");
+    // The live host's file is as old, and locked.
+    for name in &mine {
+        std::fs::File::options()
+            .write(true)
+            .open(hosts.join(name))
+            .expect("open")
+            .set_modified(a_while_ago)
+            .expect("set mtime");
+    }
+
+    let second = SqliteStore::open(&path, options()).expect("open a second time");
+    let left = lock_files();
+    assert!(left.iter().all(|n| !n.starts_with("killed-")), "{left:?}");
+    assert!(left.contains("starting.lock"), "{left:?}");
+    assert!(mine.is_subset(&left), "the live host's file went: {left:?}");
+    assert_eq!(left.len(), mine.len() + 2, "{left:?}");
+    drop((running, second));
+}
+
 #[tokio::test]
 async fn a_memory_store_has_no_orphans() {
     let store = MemoryStore::new(options());
