@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -95,7 +95,7 @@ pub struct SqliteStore {
     /// Dropped after the writer finished.
     _owner: Owner,
     queue: usize,
-    writes: Option<SyncSender<Op>>,
+    writes: Option<Sender<Op>>,
     writer: Option<JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
     shared: Arc<Shared>,
@@ -193,6 +193,11 @@ struct Shared {
     lost_writes: AtomicU64,
     /// The queue was found full and that was logged; cleared by a commit.
     queue_full: AtomicBool,
+    /// Writes sent and not yet taken by the writer, which the queue's bound
+    /// applies to. The channel itself is unbounded, so that it allocates as
+    /// it fills: a bounded one allocates all its slots when the store
+    /// opens, a tenth of a host's start.
+    queued: AtomicUsize,
 }
 
 impl Shared {
@@ -268,7 +273,7 @@ impl SqliteStore {
         let owner = Owner::claim(path).map_err(open_error)?;
 
         let shared = Arc::new(Shared::default());
-        let (writes, queue) = mpsc::sync_channel(options.queue.max(1));
+        let (writes, queue) = mpsc::channel();
         let writer = Writer {
             conn,
             owner: owner.id.clone(),
@@ -307,7 +312,21 @@ impl SqliteStore {
         };
         let is_write = op.is_write();
         let urgent = op.urgent();
-        match writes.try_send(op) {
+        if self.shared.queued.fetch_add(1, Ordering::Relaxed) >= self.queue {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            if is_write {
+                self.shared.lost_writes.fetch_add(1, Ordering::Relaxed);
+            }
+            if !self.shared.queue_full.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    queue = self.queue,
+                    "task store queue full: dropping records until the writer catches up"
+                );
+            }
+            return Err(StoreError::Full(self.queue));
+        }
+        match writes.send(op) {
             Ok(()) => {
                 // The writer gathering lazy writes sleeps through them; one
                 // that somebody waits for wakes it.
@@ -316,20 +335,10 @@ impl SqliteStore {
                 }
                 Ok(())
             }
-            Err(TrySendError::Full(_)) => {
-                if is_write {
-                    self.shared.lost_writes.fetch_add(1, Ordering::Relaxed);
-                }
-                if !self.shared.queue_full.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        path = %self.path.display(),
-                        queue = self.queue,
-                        "task store queue full: dropping records until the writer catches up"
-                    );
-                }
-                Err(StoreError::Full(self.queue))
+            Err(_) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(StoreError::Closed)
             }
-            Err(TrySendError::Disconnected(_)) => Err(StoreError::Closed),
         }
     }
 
@@ -722,6 +731,8 @@ impl Writer {
                 }
                 std::thread::park_timeout(until - now);
             }
+            // Taken off the queue: room for as many more.
+            self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
             self.commit(batch);
         }
     }
