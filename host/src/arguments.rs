@@ -34,7 +34,7 @@ pub(crate) fn parse(tool: &Tool, arguments: &str) -> Result<Value, CallError> {
 /// names each offending field.
 pub(crate) fn check(tool: &Tool, value: &Value) -> Result<(), CallError> {
     let problems: Vec<String> = tool
-        .validator
+        .validator()?
         .iter_errors(value)
         .take(5)
         .map(|e| {

@@ -180,8 +180,8 @@ fn convert_output(
             let v: Value = serde_json::from_str(&d).map_err(|e| CallError::Crashed {
                 detail: format!("the tool returned data that is not JSON: {e}"),
             })?;
-            if let Some(validator) = &tool.output_validator
-                && let Err(e) = validator.validate(&v)
+            if let Some(validator) = tool.output_validator()
+                && let Err(e) = validator?.validate(&v)
             {
                 return Err(CallError::Crashed {
                     detail: format!(

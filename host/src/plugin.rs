@@ -2,7 +2,7 @@
 //! whose tools are checked and ready to call.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -10,8 +10,10 @@ use wasmtime::component::Component;
 
 use crate::bindings::{Delivery, DuplicatePolicy, DuplicateScope, PluginPre, ToolSpec};
 use crate::config::HostConfig;
-use crate::engine::{CacheOutcome, Cooperative, FileStamp, Known, Runtime, Sandboxes};
-use crate::error::{LoadError, LoadErrorKind, TOOL_INTERFACE};
+use crate::engine::{
+    CacheOutcome, CompileCache, Cooperative, FileStamp, Known, Runtime, Sandboxes,
+};
+use crate::error::{CallError, LoadError, LoadErrorKind, TOOL_INTERFACE};
 use crate::ids::CallIdentity;
 use crate::limits::Limits;
 use crate::manifest::Manifest;
@@ -61,11 +63,40 @@ pub struct Tool {
     pub cancellable: bool,
     pub delivery: Delivery,
     pub enabled: bool,
-    pub(crate) validator: jsonschema::Validator,
-    pub(crate) output_validator: Option<jsonschema::Validator>,
+    validator: OnceLock<Result<jsonschema::Validator, String>>,
+    output_validator: OnceLock<Result<jsonschema::Validator, String>>,
 }
 
 impl Tool {
+    /// The validator of the tool's arguments (B7). Built when the plugin
+    /// loads, unless the compile cache knows the schema to be valid: then
+    /// on a thread of its own after the load ([`Tool::prepare`]), or here,
+    /// by the first call that needs it. The first validator of a process
+    /// builds jsonschema's meta-schema, about 15 ms, which a warm start need
+    /// not wait for.
+    pub(crate) fn validator(&self) -> Result<&jsonschema::Validator, CallError> {
+        built(&self.validator, &self.input_schema)
+    }
+
+    /// The validator of the data the tool returns, if it declares an output
+    /// schema; built as [`Tool::validator`] is.
+    pub(crate) fn output_validator(&self) -> Option<Result<&jsonschema::Validator, CallError>> {
+        let schema = self.output_schema.as_ref()?;
+        Some(built(&self.output_validator, schema))
+    }
+
+    /// Whether its validators are built.
+    pub(crate) fn prepared(&self) -> bool {
+        self.validator.get().is_some()
+            && (self.output_schema.is_none() || self.output_validator.get().is_some())
+    }
+
+    /// Build the validators the load left to build.
+    pub(crate) fn prepare(&self) {
+        let _ = self.validator();
+        let _ = self.output_validator();
+    }
+
     /// Whether the model would see no difference between the two.
     pub(crate) fn same_as(&self, other: &Tool) -> bool {
         self.name == other.name
@@ -226,7 +257,13 @@ pub(crate) async fn load(
     let specs = describe(runtime, config, &name, &pre, &grants, &limits)
         .await
         .map_err(fail)?;
-    let tools = check_tools(specs, &manifest).map_err(fail)?;
+    let tools = check_tools(specs, &manifest, runtime.cache()).map_err(fail)?;
+    if tools.iter().any(|t| !t.prepared()) {
+        // Off the load's path: the plugin is served meanwhile, and a call
+        // that comes first builds what it needs itself.
+        let tools = tools.clone();
+        tokio::task::spawn_blocking(move || tools.iter().for_each(|t| t.prepare()));
+    }
 
     Ok(Plugin {
         running: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency as usize)),
@@ -390,9 +427,13 @@ pub(crate) fn valid_tool_name(name: &str) -> bool {
 
 /// The tools `describe()` returned, checked against the bounds and the
 /// manifest's overrides, with their schemas compiled.
+///
+/// A schema `schemas` has seen valid is not compiled now: see
+/// [`Tool::validator`]. One compiled now is remembered there.
 pub(crate) fn check_tools(
     specs: Vec<ToolSpec>,
     manifest: &Manifest,
+    schemas: &CompileCache,
 ) -> Result<Vec<Arc<Tool>>, LoadErrorKind> {
     if specs.is_empty() {
         return Err(LoadErrorKind::NoTools);
@@ -419,21 +460,28 @@ pub(crate) fn check_tools(
         };
         let input_schema =
             parse_schema(&spec.input_schema).map_err(|e| invalid(format!("input schema: {e}")))?;
-        let validator =
-            compile_schema(&input_schema).map_err(|e| invalid(format!("input schema: {e}")))?;
+        let known = schemas.schema_known_valid(&spec.input_schema);
+        let validator = validator_cell(&input_schema, known)
+            .map_err(|e| invalid(format!("input schema: {e}")))?;
+        if !known {
+            schemas.remember_valid_schema(&spec.input_schema);
+        }
         if input_schema.get("type").and_then(Value::as_str) != Some("object") {
             return Err(invalid(
                 "input schema must describe an object (\"type\": \"object\")".into(),
             ));
         }
-        let (output_schema, output_validator) = match spec.output_schema {
-            None => (None, None),
+        let (output_schema, output_validator) = match &spec.output_schema {
+            None => (None, OnceLock::new()),
             Some(s) => {
-                let schema =
-                    parse_schema(&s).map_err(|e| invalid(format!("output schema: {e}")))?;
-                let v =
-                    compile_schema(&schema).map_err(|e| invalid(format!("output schema: {e}")))?;
-                (Some(schema), Some(v))
+                let schema = parse_schema(s).map_err(|e| invalid(format!("output schema: {e}")))?;
+                let known = schemas.schema_known_valid(s);
+                let v = validator_cell(&schema, known)
+                    .map_err(|e| invalid(format!("output schema: {e}")))?;
+                if !known {
+                    schemas.remember_valid_schema(s);
+                }
+                (Some(schema), v)
             }
         };
         let over = manifest.tools.get(&name).cloned().unwrap_or_default();
@@ -463,6 +511,32 @@ pub(crate) fn check_tools(
         }
     }
     Ok(tools)
+}
+
+/// The validator in `cell`, built from `schema` if it is not yet. A schema
+/// the cache called valid that fails to build (a changed or forged cache
+/// entry) fails the calls that need it, with the reason.
+fn built<'a>(
+    cell: &'a OnceLock<Result<jsonschema::Validator, String>>,
+    schema: &Value,
+) -> Result<&'a jsonschema::Validator, CallError> {
+    cell.get_or_init(|| compile_schema(schema))
+        .as_ref()
+        .map_err(|e| CallError::Unavailable {
+            detail: format!("the tool's schema cannot be used: {e}"),
+        })
+}
+
+/// A validator cell: built now, unless `known_valid`.
+fn validator_cell(
+    schema: &Value,
+    known_valid: bool,
+) -> Result<OnceLock<Result<jsonschema::Validator, String>>, String> {
+    let cell = OnceLock::new();
+    if !known_valid {
+        let _ = cell.set(Ok(compile_schema(schema)?));
+    }
+    Ok(cell)
 }
 
 fn parse_schema(text: &str) -> Result<Value, String> {
@@ -523,5 +597,79 @@ mod tests {
         assert!(compile_schema(&serde_json::json!({"type": "object"})).is_ok());
         assert!(compile_schema(&serde_json::json!({"type": 12})).is_err());
         assert!(compile_schema(&serde_json::json!([1])).is_err());
+    }
+
+    fn spec(input_schema: &str, output_schema: Option<&str>) -> ToolSpec {
+        ToolSpec {
+            name: "count".to_owned(),
+            description: "counts".to_owned(),
+            input_schema: input_schema.to_owned(),
+            output_schema: output_schema.map(str::to_owned),
+            on_duplicate: DuplicatePolicy::Allow,
+            duplicate_scope: DuplicateScope::NameAndArguments,
+            cancellable: true,
+            delivery: Delivery::Conversational,
+        }
+    }
+
+    #[test]
+    fn a_schema_the_cache_has_seen_valid_is_compiled_when_first_needed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = CompileCache::new(Some(dir.path().to_owned()), "test".into());
+        let input = r#"{"type": "object", "properties": {"n": {"type": "integer"}}}"#;
+        let output = r#"{"type": "object", "required": ["total"]}"#;
+        let check = || {
+            check_tools(
+                vec![spec(input, Some(output))],
+                &Manifest::default(),
+                &cache,
+            )
+            .expect("valid")
+            .remove(0)
+        };
+
+        let first = check();
+        assert!(first.prepared(), "an unknown schema is compiled at load");
+        let warm = check();
+        assert!(!warm.prepared(), "a known one waits");
+        let args = warm.validator().expect("builds");
+        assert!(args.is_valid(&serde_json::json!({"n": 1})));
+        assert!(!args.is_valid(&serde_json::json!({"n": "one"})));
+        let out = warm.output_validator().expect("declared").expect("builds");
+        assert!(!out.is_valid(&serde_json::json!({})));
+        assert!(warm.prepared());
+
+        // Another engine's marks are not this one's.
+        let other = CompileCache::new(Some(dir.path().to_owned()), "other".into());
+        let cold = check_tools(vec![spec(input, None)], &Manifest::default(), &other);
+        assert!(cold.expect("valid")[0].prepared());
+    }
+
+    #[test]
+    fn an_invalid_schema_is_refused_at_load_and_a_forged_mark_fails_only_calls() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = CompileCache::new(Some(dir.path().to_owned()), "test".into());
+        let bad = r#"{"type": "object", "properties": {"n": {"type": 12}}}"#;
+        let refused = check_tools(vec![spec(bad, None)], &Manifest::default(), &cache);
+        assert!(
+            matches!(&refused, Err(LoadErrorKind::InvalidTool { problem, .. }) if problem.contains("not a valid JSON Schema")),
+            "{refused:?}"
+        );
+        assert!(
+            !cache.schema_known_valid(bad),
+            "a refused schema is not marked"
+        );
+
+        cache.remember_valid_schema(bad);
+        let tool = check_tools(vec![spec(bad, None)], &Manifest::default(), &cache)
+            .expect("taken on the mark's word")
+            .remove(0);
+        let e = tool.validator().expect_err("cannot build");
+        assert!(matches!(e, CallError::Unavailable { .. }), "{e:?}");
+        let detail = e.detail().unwrap_or_default();
+        assert!(
+            detail.contains("the tool's schema cannot be used"),
+            "{detail}"
+        );
     }
 }

@@ -127,6 +127,35 @@ impl CompileCache {
         }
     }
 
+    /// Whether a tool's JSON Schema with this exact text was found valid
+    /// before, by this build (see [`remember_valid_schema`](Self::remember_valid_schema)).
+    pub(crate) fn schema_known_valid(&self, schema: &str) -> bool {
+        self.valid_schema(schema).is_some_and(|path| path.exists())
+    }
+
+    /// Remember that the JSON Schema `schema` compiled: a warm start can
+    /// then serve its tool before building its validator.
+    pub(crate) fn remember_valid_schema(&self, schema: &str) {
+        let Some(path) = self.valid_schema(schema) else {
+            return;
+        };
+        if let Err(e) = store(&path, b"") {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write compile cache");
+        }
+    }
+
+    /// The mark of a valid schema: named by the hash of its text and the
+    /// engine's fingerprint, which changes with toolhost's version, and with
+    /// it the rules a schema is checked by.
+    fn valid_schema(&self, schema: &str) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        let hash = blake3::hash(schema.as_bytes()).to_hex();
+        Some(
+            dir.join("schemas")
+                .join(format!("{}-{}", &hash[..32], self.fingerprint)),
+        )
+    }
+
     fn entry(&self, hash: &blake3::Hash) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
         let hash = hash.to_hex();
