@@ -233,7 +233,7 @@ async fn b12_confirm_holds_a_duplicate_until_the_model_confirms() {
     assert_eq!(a.kind, AnswerKind::Result);
     assert_eq!(a.output, "done");
     assert_eq!(
-        s.record("c4").expect("record").arguments,
+        *s.record("c4").expect("record").arguments,
         json!({"ms": 1}),
         "removed before the plugin"
     );
@@ -758,7 +758,7 @@ async fn b31_every_call_has_a_record_in_memory() {
     assert_eq!(r.call_id, "c1");
     assert_eq!(r.session_id, s.id());
     assert_eq!(r.tool, "progress");
-    assert_eq!(r.arguments, json!({"n": 2, "sleep_ms": 5}));
+    assert_eq!(*r.arguments, json!({"n": 2, "sleep_ms": 5}));
     assert_eq!(r.status, CallStatus::Done);
     assert_eq!(r.updates.len(), 2);
     assert!(r.updates[0].at <= r.updates[1].at);

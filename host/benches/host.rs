@@ -142,7 +142,7 @@ async fn store() -> anyhow::Result<()> {
                 call_id: format!("c{i}"),
                 session_id: "bench".into(),
                 tool: "word_count".into(),
-                arguments: serde_json::json!({ "text": "the quick brown fox" }),
+                arguments: serde_json::json!({ "text": "the quick brown fox" }).into(),
                 status: if i % 10 == 0 {
                     toolhost::CallStatus::Running
                 } else {

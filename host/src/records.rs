@@ -3,6 +3,7 @@
 //! Records are plain data that serialize to JSON, so a lasting store can keep
 //! them as they are; for now a session keeps them in memory.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
@@ -76,7 +77,9 @@ pub struct CallRecord {
     pub call_id: String,
     pub session_id: String,
     pub tool: String,
-    pub arguments: Value,
+    /// Shared by the call and its records in the session and the task
+    /// store: a call's arguments are copied by none of them.
+    pub arguments: Arc<Value>,
     pub status: CallStatus,
     pub updates: Vec<UpdateRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -58,7 +58,7 @@ impl Session {
         };
         let t = &entry.tool;
         let (args, confirmed) = match arguments::prepare(t, arguments) {
-            Ok(a) => a,
+            Ok((args, confirmed)) => (Arc::new(args), confirmed),
             Err(e) => return Start::Refused(e),
         };
         let key = (t.duplicate_scope == DuplicateScope::NameAndArguments)

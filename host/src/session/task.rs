@@ -44,7 +44,7 @@ pub(super) struct Task {
     pub(super) task_id: String,
     pub(super) store: Arc<dyn TaskStore>,
     pub(super) entry: ToolEntry,
-    pub(super) args: Value,
+    pub(super) args: Arc<Value>,
     pub(super) control: Arc<CallControl>,
     pub(super) ended: watch::Sender<bool>,
     /// Present until the call is answered.
@@ -152,7 +152,7 @@ impl Task {
             call_id: format!("{}_{suffix}", self.call_id),
             origin: self.call_id.clone(),
             tool: self.tool().to_owned(),
-            arguments: self.args.clone(),
+            arguments: (*self.args).clone(),
             output: answer.output,
             is_error: answer.is_error,
             data: answer.data,

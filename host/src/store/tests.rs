@@ -35,7 +35,8 @@ fn record(
             call_id: format!("call-{task_id}"),
             session_id: session.to_owned(),
             tool: tool.to_owned(),
-            arguments: json!({"text": "one two", "n": 3, "ratio": 0.1, "list": [1, "two", null]}),
+            arguments: json!({"text": "one two", "n": 3, "ratio": 0.1, "list": [1, "two", null]})
+                .into(),
             status,
             updates: Vec::new(),
             result: None,
@@ -795,7 +796,7 @@ async fn a_full_disk_is_reported_and_writes_go_on() {
     };
     let store = SqliteStore::open(&path, full).expect("open");
     let mut big = record("big", "s", "t", CallStatus::Running, 0);
-    big.call.arguments = json!({ "text": "x".repeat(200_000) });
+    big.call.arguments = json!({ "text": "x".repeat(200_000) }).into();
     let e = store
         .start(big, Durability::Durable)
         .await
