@@ -464,7 +464,8 @@ async fn background() -> anyhow::Result<()> {
     host.load_dir(folder.path()).await?;
     let session = host.open_session(SessionOptions::default());
     println!("\n## Updates per second from one call");
-    let updates = 100_000;
+    // As many as a call may send by default ([limits] updates).
+    let updates = toolhost::Limits::default().updates as usize;
     let t = Instant::now();
     let a = session
         .call(
