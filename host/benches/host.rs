@@ -192,17 +192,18 @@ async fn ten_thousand_with_sqlite(dir: &std::path::Path) -> anyhow::Result<()> {
     use toolhost::store::{SqliteStore, StoreOptions, TaskStore};
     let path = dir.join("background.db");
     let store: Arc<dyn TaskStore> = Arc::new(SqliteStore::open(&path, StoreOptions::default())?);
-    let (released, done, rss) = sleeping_calls(Some(store.clone())).await?;
+    let (released, done, rss, pss) = sleeping_calls(Some(store.clone())).await?;
     let t = Instant::now();
     store.flush().await?;
     let total = done + t.elapsed();
     let health = store.health();
     anyhow::ensure!(health.lost_writes == 0, "{health}");
     println!(
-        "all released (each durable first) in {}, all done and committed in {}; peak RSS +{:.0} MiB over idle; database {} (+ WAL {})",
+        "all released (each durable first) in {}, all done and committed in {}; peak RSS +{:.0} MiB, peak PSS +{:.0} MiB over idle; database {} (+ WAL {})",
         ms(released),
         ms(total),
         rss,
+        pss,
         figures::size(&path)?,
         figures::size(&path.with_extension("db-wal")).unwrap_or_else(|_| "none".into()),
     );
@@ -374,6 +375,37 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// This process's proportional set size in MiB: what it holds alone, plus
+/// its share of pages it shares. Unlike RSS, a page mapped many times
+/// counts once: the compiled plugin's memory image, which every instance
+/// maps, is counted once per instance in RSS.
+fn pss_mib() -> f64 {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// The largest [`pss_mib`] seen every 100 ms until the returned flag is set.
+fn sample_pss() -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<f64>,
+) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = pss_mib();
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            peak = peak.max(pss_mib());
+        }
+        peak
+    });
+    (stop, sampler)
+}
+
 fn reset_peak_rss() {
     // Writing 5 resets VmHWM to the current RSS (Linux 4.0+).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -382,10 +414,10 @@ fn reset_peak_rss() {
 /// 10 000 concurrent calls of `progress` (update, sleep 1 s in WASI,
 /// update) in one session of a host keeping its records in `store` (else
 /// in memory): how long until all were released (B2), until all were done,
-/// and the peak RSS over idle in MiB.
+/// and the peak RSS and PSS over idle in MiB.
 async fn sleeping_calls(
     store: Option<Arc<dyn toolhost::store::TaskStore>>,
-) -> anyhow::Result<(Duration, Duration, f64)> {
+) -> anyhow::Result<(Duration, Duration, f64, f64)> {
     let behave = root().join("dist").join("test-plugins").join("behave.wasm");
     anyhow::ensure!(behave.exists(), "run tools/build-plugins first");
     let n = 10_000usize;
@@ -409,6 +441,8 @@ async fn sleeping_calls(
     let session = host.open_session(options);
     reset_peak_rss();
     let base = peak_rss_mib();
+    let base_pss = pss_mib();
+    let (stop, sampler) = sample_pss();
     let t = Instant::now();
     let calls: Vec<_> = (0..n)
         .map(|i| {
@@ -440,7 +474,12 @@ async fn sleeping_calls(
         .filter(|r| r.status == toolhost::CallStatus::Done)
         .count();
     anyhow::ensure!(done == n, "{done} of {n} calls done");
-    Ok((released, t.elapsed(), peak_rss_mib() - base))
+    let total = t.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let pss = sampler
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sampler panicked"))?;
+    Ok((released, total, peak_rss_mib() - base, pss - base_pss))
 }
 
 async fn background() -> anyhow::Result<()> {
@@ -449,9 +488,9 @@ async fn background() -> anyhow::Result<()> {
     let cache = root().join("target").join("toolhost-bench-cache");
 
     println!("\n## 10 000 concurrent calls that sleep in WASI and update twice");
-    let (released, total, rss) = sleeping_calls(None).await?;
+    let (released, total, rss, pss) = sleeping_calls(None).await?;
     println!(
-        "all released in {}, all done in {} (each: update, sleep 1 s in WASI, update); +{rss:.0} MiB peak RSS over idle",
+        "all released in {}, all done in {} (each: update, sleep 1 s in WASI, update); +{rss:.0} MiB peak RSS, +{pss:.0} MiB peak PSS over idle",
         ms(released),
         ms(total),
     );
