@@ -367,10 +367,14 @@ async fn metering(cache: &std::path::Path) -> anyhow::Result<()> {
 
 /// Peak resident memory of this process since the last reset, in MiB.
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+    proc_mib("/proc/self/status", "VmHWM:")
+}
+
+/// The figure in kB after `field` in the `/proc` file `file`, in MiB.
+fn proc_mib(file: &str, field: &str) -> f64 {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
@@ -380,12 +384,7 @@ fn peak_rss_mib() -> f64 {
 /// counts once: the compiled plugin's memory image, which every instance
 /// maps, is counted once per instance in RSS.
 fn pss_mib() -> f64 {
-    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
-    rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    proc_mib("/proc/self/smaps_rollup", "Pss:")
 }
 
 /// The largest [`pss_mib`] seen every 100 ms until the returned flag is set.
