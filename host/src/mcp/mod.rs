@@ -189,15 +189,22 @@ pub enum ServeError {
 /// Serve `host` over stdio, one connection, until the client closes it or
 /// `shutdown` resolves; then close its session (B24).
 ///
+/// Stdin and stdout that are pipes or sockets are read and written through
+/// the runtime's event loop, and set back to blocking (if they were) once
+/// the connection ends.
+///
 /// # Cancel safety
 /// Not cancel safe: dropping the future drops the session without waiting
 /// for its calls to end. Resolve `shutdown` instead.
+///
+/// # Panics
+/// On a tokio runtime without IO enabled.
 pub async fn serve_stdio(
     host: &Host,
     options: McpOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let (input, output, _restore) = stdio::pipes();
+    let (input, output) = stdio::pipes();
     let transport = StdioTransport::new(input, output, &options);
     let connection = Connection::open(host, std::sync::Arc::new(options));
     let server = ToolServer::for_connection(connection.clone());

@@ -21,13 +21,17 @@ use std::fs::File;
 use std::future::Future;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rmcp::RoleServer;
 use rmcp::model::{ClientJsonRpcMessage, ClientNotification, RequestId, ServerJsonRpcMessage};
 use rmcp::transport::Transport;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf,
+};
 use tokio::net::unix::pipe;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -105,55 +109,61 @@ impl Transport<RoleServer> for StdioTransport {
         // goes with it, so the writer ends once the last answer is out.
         self.reader.abort();
         self.outgoing = None;
-        if let Some(writer) = self.writer.take()
-            && tokio::time::timeout(CLOSE_WAIT, writer).await.is_err()
+        if let Some(mut writer) = self.writer.take()
+            && tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err()
         {
             tracing::warn!("the MCP client did not read its last answers");
+            writer.abort();
         }
         Ok(())
+    }
+}
+
+impl Drop for StdioTransport {
+    /// rmcp may drop the transport without closing it (a first message
+    /// that is not `initialize`): the tasks end with it, and with them the
+    /// pipes, which [`Evented`] then puts back as they were.
+    fn drop(&mut self) {
+        self.reader.abort();
+        if let Some(writer) = &self.writer {
+            writer.abort();
+        }
     }
 }
 
 pub(crate) type Input = Box<dyn AsyncRead + Send + Unpin>;
 pub(crate) type Output = Box<dyn AsyncWrite + Send + Unpin>;
 
-/// The process's stdin and stdout for the transport, with what puts them
-/// back as they were when it is dropped.
+/// The process's stdin and stdout for the transport.
 ///
 /// A pipe or a socket is set non-blocking and read or written by the
-/// runtime's event loop. Anything else (a terminal, a file) goes through
-/// tokio's `stdin()`/`stdout()`, which work for any file.
+/// runtime's event loop, and put back as it was once the transport's task
+/// that uses it has ended ([`Evented`]). Anything else (a terminal, a file)
+/// goes through tokio's `stdin()`/`stdout()`, which work for any file.
 ///
 /// # Panics
 /// Outside a tokio runtime with IO enabled.
-pub(crate) fn pipes() -> (Input, Output, Restore) {
-    let mut restore = Restore(Vec::new());
+pub(crate) fn pipes() -> (Input, Output) {
     let stdin = std::io::stdin();
-    let input: Input = match evented(stdin.as_fd(), &mut restore, |fd| {
-        pipe::Receiver::from_owned_fd_unchecked(fd)
-    }) {
+    let input: Input = match evented(stdin.as_fd(), pipe::Receiver::from_owned_fd_unchecked) {
         Some(receiver) => Box::new(receiver),
         None => Box::new(tokio::io::stdin()),
     };
     let stdout = std::io::stdout();
-    let output: Output = match evented(stdout.as_fd(), &mut restore, |fd| {
-        pipe::Sender::from_owned_fd_unchecked(fd)
-    }) {
+    let output: Output = match evented(stdout.as_fd(), pipe::Sender::from_owned_fd_unchecked) {
         Some(sender) => Box::new(sender),
         None => Box::new(tokio::io::stdout()),
     };
-    (input, output, restore)
+    (input, output)
 }
 
-/// `fd`, set non-blocking and registered with the event loop, if it is a
-/// pipe or a socket (the event loop refuses files). `restore` keeps a copy
-/// to set it back: the flag belongs to the open file, which the process that
-/// started the host may share. Any failure leaves `fd` as it was.
+/// `fd`, non-blocking and registered with the event loop, if it is a pipe
+/// or a socket (the event loop refuses files). Any failure leaves `fd` as
+/// it was.
 fn evented<T>(
     fd: BorrowedFd<'_>,
-    restore: &mut Restore,
     register: impl FnOnce(OwnedFd) -> std::io::Result<T>,
-) -> Option<T> {
+) -> Option<Evented<T>> {
     let copy = fd.try_clone_to_owned().ok()?;
     let kind = File::from(copy.try_clone().ok()?)
         .metadata()
@@ -162,28 +172,72 @@ fn evented<T>(
     if !(kind.is_fifo() || kind.is_socket()) {
         return None;
     }
-    let original = copy.try_clone().ok()?;
+    let was_blocking = !rustix::fs::fcntl_getfl(&copy)
+        .ok()?
+        .contains(rustix::fs::OFlags::NONBLOCK);
+    let restore = Restore {
+        fd: copy.try_clone().ok()?,
+        was_blocking,
+    };
     rustix::io::ioctl_fionbio(&copy, true).ok()?;
-    match register(copy) {
-        Ok(io) => {
-            restore.0.push(original);
-            Some(io)
-        }
-        Err(_) => {
-            let _ = rustix::io::ioctl_fionbio(&original, false);
-            None
+    // On failure `restore` is dropped here, and sets the flag back.
+    let io = register(copy).ok()?;
+    Some(Evented {
+        io,
+        _restore: restore,
+    })
+}
+
+/// A pipe or socket the event loop waits on, and what puts it back as it
+/// was once it is dropped. The flag belongs to the open file, which the
+/// process that started the host may share and go on using; it is set back
+/// only after the last use here, so no write can block a runtime thread.
+struct Evented<T> {
+    // Dropped first (fields drop in order): the pipe, then the restore.
+    io: T,
+    _restore: Restore,
+}
+
+struct Restore {
+    fd: OwnedFd,
+    was_blocking: bool,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if self.was_blocking
+            && let Err(e) = rustix::io::ioctl_fionbio(&self.fd, false)
+        {
+            tracing::warn!(error = %e, "cannot set the stdio pipe back to blocking");
         }
     }
 }
 
-/// Sets the pipes [`pipes`] made non-blocking back to blocking when dropped.
-pub(crate) struct Restore(Vec<OwnedFd>);
+impl<T: AsyncRead + Unpin> AsyncRead for Evented<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
 
-impl Drop for Restore {
-    fn drop(&mut self) {
-        for fd in &self.0 {
-            let _ = rustix::io::ioctl_fionbio(fd, false);
-        }
+impl<T: AsyncWrite + Unpin> AsyncWrite for Evented<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
