@@ -157,6 +157,66 @@ async fn a_second_start_compiles_nothing() {
 }
 
 #[tokio::test]
+async fn a_schema_marked_valid_in_the_cache_that_is_not_fails_its_calls_before_the_plugin_runs() {
+    // A warm start trusts the compile cache's marks of valid schemas and
+    // builds validators after the load (B7). A mark that lies (a cache
+    // changed by hand, or by a build that judged schemas otherwise) must
+    // fail the tool's calls before the plugin runs, not run them unchecked.
+    let cache = tempfile::tempdir().expect("cache dir");
+    let host_with = |folder: &Folder| {
+        let mut cfg = config();
+        cfg.cache_dir = Some(cache.path().to_owned());
+        let host = Host::new(cfg).expect("host");
+        let dir = folder.path().to_owned();
+        async move {
+            let report = host.load_dir(&dir).await.expect("load");
+            (host, report)
+        }
+    };
+    // A valid plugin leaves its marks, which name this build's fingerprint.
+    let valid = Folder::new();
+    valid.add(&test_plugin("behave"), "behave");
+    let _ = host_with(&valid).await;
+    let marks = cache.path().join("schemas");
+    let mark = std::fs::read_dir(&marks)
+        .expect("schema marks")
+        .next()
+        .expect("one mark")
+        .expect("entry")
+        .file_name();
+    let fingerprint = mark
+        .to_string_lossy()
+        .split_once('-')
+        .expect("hash-fingerprint")
+        .1
+        .to_owned();
+
+    let bad = Folder::new();
+    bad.add(&test_plugin("bad-schema"), "bad-schema");
+    let (_, report) = host_with(&bad).await;
+    assert!(report.loaded.is_empty(), "refused without a mark");
+
+    // The schema as the plugin sends it (serde_json sorts the keys).
+    let text = r#"{"properties":{"n":{"type":12}},"type":"object"}"#;
+    let hash = blake3::hash(text.as_bytes()).to_hex();
+    std::fs::write(marks.join(format!("{}-{fingerprint}", &hash[..32])), b"").expect("forge");
+    let (host, report) = host_with(&bad).await;
+    assert_eq!(
+        report.loaded.len(),
+        1,
+        "taken on the mark's word: {report:?}"
+    );
+    let session = host.open_session(toolhost::SessionOptions::default());
+    let answer = session.call("c1", "bad_schema", "{}").await;
+    assert!(answer.is_error, "{answer:?}");
+    assert!(
+        answer.output.contains("could not be run"),
+        "the model reads the usual host failure (B5): {answer:?}"
+    );
+    assert_ne!(answer.output, "bad_schema", "the plugin ran");
+}
+
+#[tokio::test]
 async fn fast_plugins_serve_while_slow_ones_load() {
     let folder = Folder::new();
     folder.add(&test_plugin("behave"), "behave");

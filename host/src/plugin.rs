@@ -91,10 +91,12 @@ impl Tool {
             && (self.output_schema.is_none() || self.output_validator.get().is_some())
     }
 
-    /// Build the validators the load left to build.
-    pub(crate) fn prepare(&self) {
-        let _ = self.validator();
-        let _ = self.output_validator();
+    /// Build the validators the load left to build; the first that cannot
+    /// be built, if one cannot.
+    pub(crate) fn prepare(&self) -> Result<(), CallError> {
+        self.validator()?;
+        self.output_validator().transpose()?;
+        Ok(())
     }
 
     /// Whether the model would see no difference between the two.
@@ -262,7 +264,13 @@ pub(crate) async fn load(
         // Off the load's path: the plugin is served meanwhile, and a call
         // that comes first builds what it needs itself.
         let tools = tools.clone();
-        tokio::task::spawn_blocking(move || tools.iter().for_each(|t| t.prepare()));
+        tokio::task::spawn_blocking(move || {
+            for tool in &tools {
+                if let Err(e) = tool.prepare() {
+                    tracing::warn!(tool = %tool.name, error = ?e, "a tool's schema cannot be used: its calls will fail");
+                }
+            }
+        });
     }
 
     Ok(Plugin {

@@ -57,6 +57,23 @@ impl Session {
             });
         };
         let t = &entry.tool;
+        if !t.prepared() {
+            // A validator left for later (a schema the cache knows) is built
+            // off the runtime's threads: the first one of a process takes
+            // about 15 ms, and a plugin's schema may take longer. Both are
+            // built before the plugin runs, so a schema that fails now
+            // fails the call before it has any effect.
+            let tool = t.clone();
+            let built = tokio::task::spawn_blocking(move || tool.prepare())
+                .await
+                .map_err(|e| CallError::Unavailable {
+                    detail: format!("building the tool's validators panicked: {e}"),
+                })
+                .and_then(|r| r);
+            if let Err(e) = built {
+                return Start::Refused(e);
+            }
+        }
         let (args, confirmed) = match arguments::prepare(t, arguments) {
             Ok((args, confirmed)) => (Arc::new(args), confirmed),
             Err(e) => return Start::Refused(e),

@@ -1,6 +1,6 @@
 //! Hostile test plugin: `describe` returns a tool whose input schema is
-//! valid JSON but not a valid JSON Schema (`{"type": 12}`); the host must
-//! refuse to load it.
+//! valid JSON, describes an object, but is not a valid JSON Schema (a
+//! property of `"type": 12`); the host must refuse to load it.
 
 use toolhost_guest::{Plugin, ToolError, ToolOutput, ToolSpec, spec};
 
@@ -11,7 +11,7 @@ impl Plugin for BadSchema {
         vec![spec(
             "bad_schema",
             "Has an unusable input schema.",
-            serde_json::json!({ "type": 12 }),
+            serde_json::json!({ "type": "object", "properties": { "n": { "type": 12 } } }),
         )]
     }
 
