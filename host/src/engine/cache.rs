@@ -1,4 +1,5 @@
-//! The on-disk cache of compiled components.
+//! The on-disk cache of compiled components, and of which tool schemas
+//! compiled.
 //!
 //! Compiling a component takes from milliseconds (Rust) to seconds (Python,
 //! JavaScript). The cache keeps the compiled artifact under a key made of the
@@ -26,6 +27,14 @@ pub(crate) struct CompileCache {
     dir: Option<PathBuf>,
     fingerprint: String,
 }
+
+/// The rules a tool's schema is checked by at load: change it when they
+/// change (`plugin::compile_schema`'s options, `schema::problem`, or the
+/// jsonschema version), so that no schema is trusted on an older verdict.
+const SCHEMA_RULES: &str = "r1-jsonschema0.33";
+
+/// Valid-schema marks kept at most: each is an empty file.
+const MAX_SCHEMA_MARKS: usize = 4_096;
 
 /// How a component was obtained, for logs and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,26 +143,32 @@ impl CompileCache {
     }
 
     /// Remember that the JSON Schema `schema` compiled: a warm start can
-    /// then serve its tool before building its validator.
+    /// then serve its tool before building its validator. Past
+    /// [`MAX_SCHEMA_MARKS`] the marks are all removed first: a plugin
+    /// decides its schemas' texts, and may change them at every load.
     pub(crate) fn remember_valid_schema(&self, schema: &str) {
         let Some(path) = self.valid_schema(schema) else {
             return;
         };
+        if let Some(dir) = path.parent()
+            && let Ok(marks) = std::fs::read_dir(dir)
+            && marks.count() >= MAX_SCHEMA_MARKS
+        {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         if let Err(e) = store(&path, b"") {
             tracing::warn!(path = %path.display(), error = %e, "cannot write compile cache");
         }
     }
 
-    /// The mark of a valid schema: named by the hash of its text and the
-    /// engine's fingerprint, which changes with toolhost's version, and with
-    /// it the rules a schema is checked by.
+    /// The mark of a valid schema: named by the hash of its text, the
+    /// engine's fingerprint (toolhost's version) and the rules it was
+    /// checked by ([`SCHEMA_RULES`]).
     fn valid_schema(&self, schema: &str) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
         let hash = blake3::hash(schema.as_bytes()).to_hex();
-        Some(
-            dir.join("schemas")
-                .join(format!("{}-{}", &hash[..32], self.fingerprint)),
-        )
+        let name = format!("{}-{}-{SCHEMA_RULES}", &hash[..32], self.fingerprint);
+        Some(dir.join("schemas").join(name))
     }
 
     fn entry(&self, hash: &blake3::Hash) -> Option<PathBuf> {
@@ -239,7 +254,10 @@ impl FileStamp {
 fn store(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().context("cache entry has no folder")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per write: two loads in one process may store the same entry.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
@@ -257,4 +275,40 @@ fn deserialize(engine: &Engine, path: &Path) -> Result<Component> {
 fn deserialize_bytes(engine: &Engine, bytes: &[u8]) -> Result<Component> {
     // SAFETY: the bytes were produced by `precompile_component` just now.
     Ok(unsafe { Component::deserialize(engine, bytes) }?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_marks_are_bounded_and_name_their_rules() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = CompileCache::new(Some(dir.path().to_owned()), "f".into());
+        cache.remember_valid_schema(r#"{"type":"object"}"#);
+        let marks = dir.path().join("schemas");
+        let names = || -> Vec<String> {
+            std::fs::read_dir(&marks)
+                .expect("marks")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names().len(), 1);
+        assert!(
+            names()[0].ends_with(&format!("-f-{SCHEMA_RULES}")),
+            "{:?}",
+            names()
+        );
+        assert!(cache.schema_known_valid(r#"{"type":"object"}"#));
+
+        // A plugin that names a new schema at every load fills the folder;
+        // past the bound it starts again, with the newest mark only.
+        for n in 1..MAX_SCHEMA_MARKS {
+            std::fs::write(marks.join(format!("{n}")), b"").expect("mark");
+        }
+        cache.remember_valid_schema(r#"{"type":"array"}"#);
+        assert_eq!(names().len(), 1, "{} marks", names().len());
+        assert!(cache.schema_known_valid(r#"{"type":"array"}"#));
+        assert!(!cache.schema_known_valid(r#"{"type":"object"}"#));
+    }
 }

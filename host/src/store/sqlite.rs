@@ -144,7 +144,9 @@ impl Owner {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
-        let stale = SystemTime::now() - STALE_LOCK;
+        let Some(stale) = SystemTime::now().checked_sub(STALE_LOCK) else {
+            return;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
@@ -161,11 +163,15 @@ impl Owner {
     }
 
     /// Whether the host that recorded under `id` is gone: its lock file is
-    /// missing or can be locked. A gone host's file is removed.
+    /// missing or can be locked. A gone host's file is removed. A file that
+    /// cannot be opened for another reason (out of file descriptors, no
+    /// permission) says nothing: its host is taken to be running, since
+    /// taking it for gone would mark its calls interrupted.
     fn is_gone(dir: &Path, id: &str) -> bool {
         let path = dir.join(format!("{id}.lock"));
-        let Ok(file) = std::fs::File::open(&path) else {
-            return true;
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) => return e.kind() == std::io::ErrorKind::NotFound,
         };
         match file.try_lock() {
             Ok(()) => {
@@ -712,6 +718,7 @@ impl Writer {
             // per call. The writer sleeps meanwhile rather than wait on the
             // queue, so the callers' pushes wake nobody; a write somebody
             // waits for wakes it (`SqliteStore::send`) and commits at once.
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
             let mut urgent = first.urgent();
             let mut batch = vec![first];
             let until = Instant::now() + LAZY_WINDOW;
@@ -719,6 +726,8 @@ impl Writer {
                 while batch.len() < MAX_BATCH {
                     match queue.try_recv() {
                         Ok(op) => {
+                            // Taken off the queue: room for one more.
+                            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                             urgent |= op.urgent();
                             batch.push(op);
                         }
@@ -731,8 +740,6 @@ impl Writer {
                 }
                 std::thread::park_timeout(until - now);
             }
-            // Taken off the queue: room for as many more.
-            self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
             self.commit(batch);
         }
     }
