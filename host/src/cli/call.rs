@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::broadcast::error::RecvError;
 use toolhost::{Answer, AnswerKind, CallStatus, EventKind, Host, SessionOptions};
@@ -17,6 +17,11 @@ const CALL_ID: &str = "call_1";
 const INTERRUPTED: u8 = 130;
 
 pub async fn call(host: &Host, tool: &str, arguments: &str, json: bool) -> Result<ExitCode> {
+    // One listener for the whole call, made before it starts: a Ctrl-C
+    // between two turns of the loop below is kept for the next, where a
+    // listener made at each turn would miss it.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("listening for Ctrl-C (SIGINT)")?;
     let mut options = SessionOptions::default();
     options.close_timeout = Duration::ZERO;
     let session = host.open_session(options);
@@ -72,7 +77,7 @@ pub async fn call(host: &Host, tool: &str, arguments: &str, json: bool) -> Resul
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break ExitCode::FAILURE,
             },
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
                 interrupts += 1;
                 if interrupts > 1 {
                     view.note("stopped");

@@ -103,9 +103,10 @@ pub(super) fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>>
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
     Ok(async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
             _ = hup.recv() => {}
         }
