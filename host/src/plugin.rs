@@ -468,12 +468,8 @@ pub(crate) fn check_tools(
         };
         let input_schema =
             parse_schema(&spec.input_schema).map_err(|e| invalid(format!("input schema: {e}")))?;
-        let known = schemas.schema_known_valid(&spec.input_schema);
-        let validator = validator_cell(&input_schema, known)
+        let validator = validator_cell(&input_schema, &spec.input_schema, schemas)
             .map_err(|e| invalid(format!("input schema: {e}")))?;
-        if !known {
-            schemas.remember_valid_schema(&spec.input_schema);
-        }
         if input_schema.get("type").and_then(Value::as_str) != Some("object") {
             return Err(invalid(
                 "input schema must describe an object (\"type\": \"object\")".into(),
@@ -483,12 +479,8 @@ pub(crate) fn check_tools(
             None => (None, OnceLock::new()),
             Some(s) => {
                 let schema = parse_schema(s).map_err(|e| invalid(format!("output schema: {e}")))?;
-                let known = schemas.schema_known_valid(s);
-                let v = validator_cell(&schema, known)
+                let v = validator_cell(&schema, s, schemas)
                     .map_err(|e| invalid(format!("output schema: {e}")))?;
-                if !known {
-                    schemas.remember_valid_schema(s);
-                }
                 (Some(schema), v)
             }
         };
@@ -535,14 +527,18 @@ fn built<'a>(
         })
 }
 
-/// A validator cell: built now, unless `known_valid`.
+/// The validator cell of `schema` (whose text is `text`): empty when
+/// `schemas` has seen the text valid, else built now, and the text then
+/// remembered valid.
 fn validator_cell(
     schema: &Value,
-    known_valid: bool,
+    text: &str,
+    schemas: &CompileCache,
 ) -> Result<OnceLock<Result<jsonschema::Validator, String>>, String> {
     let cell = OnceLock::new();
-    if !known_valid {
+    if !schemas.schema_known_valid(text) {
         let _ = cell.set(Ok(compile_schema(schema)?));
+        schemas.remember_valid_schema(text);
     }
     Ok(cell)
 }

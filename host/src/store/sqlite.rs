@@ -713,12 +713,13 @@ impl Writer {
                     Err(_) => break,
                 },
             };
+            // Taken off the queue: room for one more.
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
             // Group commit: lazy writes wait up to LAZY_WINDOW for company,
             // so a stream of calls costs one commit per window, not three
             // per call. The writer sleeps meanwhile rather than wait on the
             // queue, so the callers' pushes wake nobody; a write somebody
             // waits for wakes it (`SqliteStore::send`) and commits at once.
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
             let mut urgent = first.urgent();
             let mut batch = vec![first];
             let until = Instant::now() + LAZY_WINDOW;
