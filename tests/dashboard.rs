@@ -408,39 +408,18 @@ struct DashboardCommand(std::process::Child, SocketAddr);
 
 impl DashboardCommand {
     fn start(folder: &Folder, state: &std::path::Path) -> Self {
-        use std::io::{BufRead, BufReader};
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_toolhost"))
-            .arg("--plugins")
-            .arg(folder.path())
-            .arg("--state")
-            .arg(state)
-            .args(["dashboard", "--addr", "127.0.0.1:0"])
-            .env(
-                "TOOLHOST_CACHE_DIR",
-                root().join("target/toolhost-test-cache"),
-            )
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start toolhost dashboard");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Read stderr to its end, so the dashboard never blocks on it.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("toolhost: dashboard on http://") {
-                    let _ = tx.send(url.trim_end_matches('/').to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(WAIT)
-            .expect("toolhost dashboard printed no address")
-            .parse()
-            .expect("an address");
+        use std::ffi::OsStr;
+        let args = [
+            OsStr::new("--plugins"),
+            folder.path().as_os_str(),
+            OsStr::new("--state"),
+            state.as_os_str(),
+        ];
+        let mut command = args.to_vec();
+        command.extend(["dashboard", "--addr", "127.0.0.1:0"].map(OsStr::new));
+        let (child, url, _) =
+            crate::common::start_announcing(&command, "toolhost: dashboard on http://", WAIT);
+        let addr = url.trim_end_matches('/').parse().expect("an address");
         DashboardCommand(child, addr)
     }
 }

@@ -223,41 +223,18 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(folder: &Folder, args: &[&str]) -> Self {
-        use std::io::{BufRead, BufReader};
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_toolhost"))
-            .args(["-v", "--plugins"])
-            .arg(folder.path())
-            .args(["serve", "--http", "127.0.0.1:0"])
-            .args(args)
-            .env(
-                "TOOLHOST_CACHE_DIR",
-                root().join("target").join("toolhost-test-cache"),
-            )
-            .env("TOOLHOST_STATE", test_state())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start toolhost serve --http");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("toolhost: serving MCP on ") {
-                    let _ = tx.send(url.to_owned());
-                }
-                let mut log = sink.lock().unwrap_or_else(|p| p.into_inner());
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let url = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("toolhost serve --http printed no URL");
+        let mut command = vec![
+            "-v".as_ref(),
+            "--plugins".as_ref(),
+            folder.path().as_os_str(),
+        ];
+        command.extend(["serve", "--http", "127.0.0.1:0"].map(std::ffi::OsStr::new));
+        command.extend(args.iter().map(std::ffi::OsStr::new));
+        let (child, url, log) = start_announcing(
+            &command,
+            "toolhost: serving MCP on ",
+            std::time::Duration::from_secs(60),
+        );
         Self { child, url, log }
     }
 
@@ -277,6 +254,54 @@ impl Drop for HttpServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `toolhost ARGS` started with the tests' compile cache and task store,
+/// its stderr read to its end (so it never blocks on it) into the log
+/// returned; and what follows `announce` on the first line that starts
+/// with it (where it listens), waited for up to `wait`.
+pub fn start_announcing(
+    args: &[&std::ffi::OsStr],
+    announce: &'static str,
+    wait: std::time::Duration,
+) -> (
+    std::process::Child,
+    String,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_toolhost"))
+        .args(args)
+        .env(
+            "TOOLHOST_CACHE_DIR",
+            root().join("target").join("toolhost-test-cache"),
+        )
+        .env("TOOLHOST_STATE", test_state())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start toolhost {args:?}: {e}"));
+    let stderr = child.stderr.take().expect("stderr");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(announce) {
+                let _ = tx.send(rest.to_owned());
+            }
+            let mut log = sink.lock().unwrap_or_else(|p| p.into_inner());
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let announced = rx
+        .recv_timeout(wait)
+        .unwrap_or_else(|_| panic!("toolhost {args:?} printed no {announce:?}"));
+    (child, announced, log)
 }
 
 /// A finished process's status, stdout and stderr, for a failure message.
