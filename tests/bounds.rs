@@ -153,6 +153,64 @@ async fn the_concurrency_cap_holds_across_a_reload() {
     );
 }
 
+/// The instance pool is shared by every plugin: when the calls of two
+/// plugins fill it, a third plugin's call waits for an instance to be freed
+/// instead of failing ("maximum concurrent instance limit").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_the_instance_pool_waits_for_a_free_instance() {
+    let folder = Folder::new();
+    let sixteen = "[limits]\nmax-concurrency = 16\ncancel-grace = \"0s\"\n";
+    folder.add_with_manifest(&test_plugin("behave"), "behave", sixteen);
+    folder.add_with_manifest(&test_plugin("spin"), "spin", sixteen);
+    folder.add(&example("rust-compute"), "rust-compute");
+    let mut config = config();
+    config.engine.instances = 32;
+    let host = Host::new(config).expect("host");
+    let report = host.load_dir(folder.path()).await.expect("load");
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+
+    // 16 calls of each plugin hold the pool's 32 instances. Closing the
+    // session stops the spinning ones (not cancellable) at once.
+    let mut options = SessionOptions::default();
+    options.close_timeout = Duration::ZERO;
+    let s = host.open_session(options);
+    let spinning: Vec<_> = (0..16)
+        .map(|i| spawn_call(&s, &format!("spin{i}"), "spin", "{}"))
+        .collect();
+    for i in 0..16 {
+        let long = r#"{"n": 100, "sleep_ms": 60000}"#;
+        let a = s.call(&format!("sleep{i}"), "progress", long).await;
+        assert_eq!(a.kind, AnswerKind::Released, "sleep{i} runs");
+    }
+    // The spinning calls instantiate within milliseconds; give them time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut counted = tokio::spawn({
+        let host = host.clone();
+        async move { host.call("word_count", r#"{"text": "a b c"}"#).await }
+    });
+    let waited = tokio::time::timeout(Duration::from_millis(500), &mut counted).await;
+    assert!(
+        waited.is_err(),
+        "the call did not wait for an instance: {:?}",
+        waited.map(|o| o.expect("join").result)
+    );
+    s.cancel("sleep0").expect("cancel sleep0");
+    let counted = tokio::time::timeout(WAIT, counted)
+        .await
+        .expect("the call runs once an instance is free")
+        .expect("join");
+    assert!(
+        text(&counted).starts_with("3 words"),
+        "{:?}",
+        counted.result
+    );
+    s.close().await;
+    for call in spinning {
+        call.await.expect("join");
+    }
+}
+
 /// The lookup tool of `net-connect` under a manifest granting `network`.
 async fn lookups_under(network: &[&str]) -> (Host, Folder) {
     let folder = Folder::new();

@@ -62,8 +62,9 @@ impl CallOutcome {
 /// Run one call of `tool` with validated `arguments` in a fresh sandbox,
 /// and log how it ended.
 ///
-/// Waits for a free slot under the plugin's concurrency cap first; the
-/// timeout counts from the start of the run. Updates the plugin sends go to
+/// Waits for a free slot under the plugin's concurrency cap first, then
+/// for a free instance of the pool; the timeout counts from the start of
+/// the run. Updates the plugin sends go to
 /// `updates`.
 pub(crate) async fn run(
     runtime: &Runtime,
@@ -93,6 +94,21 @@ pub(crate) async fn run(
             () = control.force_stopped() => return (Err(CallError::Cancelled), 0),
         };
         let limits = &plugin.limits;
+        // Then for an instance of the pool, which all plugins share.
+        let _instance = tokio::select! {
+            instance = runtime.instance(limits.metering) => match instance {
+                Ok(i) => i,
+                Err(e) => {
+                    return (
+                        Err(CallError::Unavailable {
+                            detail: format!("{e:#}"),
+                        }),
+                        0,
+                    );
+                }
+            },
+            () = control.force_stopped() => return (Err(CallError::Cancelled), 0),
+        };
         let state = CallState::new(&plugin.grants, identity, limits, control.clone(), updates);
         let mut store = match runtime.store(limits.metering, state, limits.fuel) {
             Ok(s) => s,

@@ -22,6 +22,9 @@
 //! [records]                # how long finished calls' records are kept
 //! keep = "30d"
 //! max = 100_000
+//!
+//! [engine]
+//! instances = 256          # plugin instances alive at once, all plugins
 //! ```
 
 use std::collections::BTreeMap;
@@ -122,7 +125,21 @@ struct File {
     records: Retention,
     #[serde(default)]
     dashboard: DashboardConfig,
+    #[serde(default)]
+    engine: EngineFile,
 }
+
+/// The `[engine]` table.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EngineFile {
+    instances: Option<u32>,
+}
+
+/// The instance pools `[engine] instances` may ask for: enough that a
+/// plugin can run beside the sixteenth the others keep, and few enough
+/// that the pool's address space fits in a process.
+const INSTANCES: std::ops::RangeInclusive<u32> = 32..=20_000;
 
 /// A named subset of the tools: only `tools` when given, never `exclude`;
 /// and how its MCP calls answer (`answer`, when set: see
@@ -168,6 +185,16 @@ impl HostConfig {
         config.profiles = file.profiles;
         config.records = file.records;
         config.dashboard = file.dashboard;
+        if let Some(instances) = file.engine.instances {
+            if !INSTANCES.contains(&instances) {
+                return Err(err(format!(
+                    "engine.instances is {instances}: it must be from {} to {}",
+                    INSTANCES.start(),
+                    INSTANCES.end()
+                )));
+            }
+            config.engine.instances = instances;
+        }
         Ok(config)
     }
 
@@ -214,5 +241,35 @@ impl std::str::FromStr for AnswerMode {
                 "unknown answer mode `{other}`: use release or final"
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<HostConfig, FileError> {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("toolhost.toml");
+        std::fs::write(&path, text).expect("write");
+        HostConfig::load_file(&path)
+    }
+
+    #[test]
+    fn the_engine_table_sizes_the_instance_pool_within_bounds() {
+        assert_eq!(load("").expect("empty").engine.instances, 256);
+        let config = load("[engine]\ninstances = 4000\n").expect("4000");
+        assert_eq!(config.engine.instances, 4000);
+        for bad in [31, 20_001] {
+            let e = load(&format!("[engine]\ninstances = {bad}\n")).expect_err("out of range");
+            let e = e.to_string();
+            assert!(
+                e.contains("toolhost.toml") && e.contains(&format!("engine.instances is {bad}")),
+                "{e}"
+            );
+            assert!(e.contains("from 32 to 20000"), "{e}");
+        }
+        let e = load("[engine]\nthreads = 4\n").expect_err("unknown key");
+        assert!(e.to_string().contains("threads"), "{e}");
     }
 }

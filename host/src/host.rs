@@ -4,10 +4,12 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use anyhow::Context;
 use tokio::sync::{broadcast, watch};
 
 use crate::call::CallOutcome;
 use crate::config::HostConfig;
+use crate::engine::Runtime;
 use crate::error::LoadError;
 use crate::folder::FolderWatch;
 use crate::plugin::Plugin;
@@ -51,6 +53,42 @@ impl Host {
     pub fn new(config: HostConfig) -> anyhow::Result<Self> {
         Ok(Self {
             registry: Arc::new(Registry::new(config)?),
+            sessions: Arc::default(),
+        })
+    }
+
+    /// A host whose task store is still opening: the engine is set up on a
+    /// blocking thread meanwhile (a few milliseconds, mostly reserving the
+    /// instance pool), so a start waits for the slower of the two rather
+    /// than both. `store` replaces any [`HostConfig::store`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use std::{path::Path, sync::Arc};
+    /// use toolhost::store::{MemoryStore, SqliteStore, StoreOptions, TaskStore};
+    ///
+    /// let store = async {
+    ///     match SqliteStore::open(Path::new("tasks.db"), StoreOptions::default()) {
+    ///         Ok(store) => Arc::new(store) as Arc<dyn TaskStore>,
+    ///         Err(e) => {
+    ///             eprintln!("{e}: records are kept in memory");
+    ///             Arc::new(MemoryStore::new(StoreOptions::default()))
+    ///         }
+    ///     }
+    /// };
+    /// let host = toolhost::Host::opening(toolhost::HostConfig::default(), store).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn opening(
+        mut config: HostConfig,
+        store: impl Future<Output = Arc<dyn TaskStore>>,
+    ) -> anyhow::Result<Self> {
+        let (engine, cache_dir) = (config.engine.clone(), config.cache_dir.clone());
+        let runtime = tokio::task::spawn_blocking(move || Runtime::new(&engine, cache_dir));
+        config.store = Some(store.await);
+        let runtime = runtime.await.context("setting up the engine")??;
+        Ok(Self {
+            registry: Arc::new(Registry::with_runtime(config, runtime)),
             sessions: Arc::default(),
         })
     }

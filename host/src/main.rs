@@ -214,13 +214,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         return cli::tasks(state.as_deref(), show.as_ref(), filter).await;
     }
     // The commands that run calls keep their records (B31).
-    if matches!(
+    // The engine is set up while the store opens.
+    let host = if matches!(
         cli.command,
         Command::Serve { .. } | Command::Call { .. } | Command::Dashboard { .. }
     ) {
-        config.store = Some(cli::open_store(state.as_deref(), config.records).await);
-    }
-    let host = Host::new(config)?;
+        let records = config.records;
+        Host::opening(config, cli::open_store(state.as_deref(), records)).await?
+    } else {
+        Host::new(config)?
+    };
     let code = command(&host, cli).await;
     // Lazy writes of the last calls reach the disk before the process ends.
     if let Err(e) = host.store().flush().await {

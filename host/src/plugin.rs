@@ -389,10 +389,16 @@ async fn describe(
         None,
     );
     let fuel = config.describe_fuel;
+    let timeout = config.describe_timeout;
+    // Waiting for an instance counts in the time `describe()` has.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let _instance = tokio::time::timeout_at(deadline, runtime.instance(limits.metering))
+        .await
+        .map_err(|_| LoadErrorKind::DescribeTimedOut(timeout))?
+        .map_err(|e| LoadErrorKind::Host(format!("{e:#}")))?;
     let mut store = runtime
         .store(limits.metering, state, fuel)
         .map_err(|e| LoadErrorKind::Host(e.to_string()))?;
-    let timeout = config.describe_timeout;
     let run = async {
         let plugin = pre.instantiate_async(&mut store).await?;
         plugin
@@ -401,7 +407,7 @@ async fn describe(
             .await
     };
     let run = std::pin::pin!(run);
-    match tokio::time::timeout(timeout, Cooperative::new(run)).await {
+    match tokio::time::timeout_at(deadline, Cooperative::new(run)).await {
         Err(_) => Err(LoadErrorKind::DescribeTimedOut(timeout)),
         Ok(Err(e)) if is_out_of_fuel(&e) => Err(LoadErrorKind::DescribeOutOfFuel(fuel)),
         Ok(Err(e)) => {

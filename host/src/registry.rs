@@ -70,14 +70,21 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn new(config: HostConfig) -> anyhow::Result<Self> {
-        let runtime = Arc::new(Runtime::new(&config.engine, config.cache_dir.clone())?);
+        let runtime = Runtime::new(&config.engine, config.cache_dir.clone())?;
+        Ok(Self::with_runtime(config, runtime))
+    }
+
+    /// A registry over an engine built beforehand from `config`'s engine
+    /// settings and cache folder.
+    pub(crate) fn with_runtime(config: HostConfig, runtime: Runtime) -> Self {
+        let runtime = Arc::new(runtime);
         let store = config.store.clone().unwrap_or_else(|| {
             Arc::new(MemoryStore::new(StoreOptions {
                 retention: config.records,
                 ..StoreOptions::default()
             }))
         });
-        Ok(Self {
+        Self {
             runtime,
             store,
             config,
@@ -85,7 +92,7 @@ impl Registry {
             pending: watch::Sender::new(0),
             changed: watch::Sender::new(0),
             events: OnceLock::new(),
-        })
+        }
     }
 
     fn served(&self) -> std::sync::RwLockReadGuard<'_, Served> {

@@ -16,10 +16,11 @@ mod yielding;
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{
     Config, Engine, EngineWeak, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
@@ -67,11 +68,15 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// The engine-wide settings. Start from [`EngineConfig::default`].
 ///
 /// Defaults:
-/// - `instances`: 1000 plugin instances alive at once across all plugins
-///   (each running call and each `describe()` holds one). Each instance
-///   reserves 8 GiB of address space for two memories; past about 4 000
-///   instances a memory reserves only `max_memory`, and compiled code
-///   checks its memory bounds (slower on memory-heavy tools).
+/// - `instances`: 256 plugin instances alive at once across all plugins
+///   (each running call and each `describe()` holds one): sixteen plugins
+///   at their default `max-concurrency`. The pool is set up when the
+///   engine is, at about 4 µs an instance (one `mprotect` for each fiber
+///   stack's guard page), so a larger pool slows every start. Each
+///   instance reserves 8 GiB of address space for two memories; past
+///   about 4 000 instances a memory reserves only `max_memory`, and
+///   compiled code checks its memory bounds (slower on memory-heavy
+///   tools). `[engine] instances` in `toolhost.toml` sets it.
 /// - `max_memory`: 1 GiB, the largest linear memory any plugin may be granted.
 /// - `pooling`: true; false uses on-demand allocation (no fixed slot count,
 ///   slower to instantiate).
@@ -91,7 +96,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            instances: 1000,
+            instances: 256,
             max_memory: 1 << 30,
             pooling: true,
             fuel: true,
@@ -114,8 +119,11 @@ pub(crate) struct Runtime {
 
 impl Runtime {
     pub(crate) fn new(config: &EngineConfig, cache_dir: Option<PathBuf>) -> Result<Self> {
+        let started = std::time::Instant::now();
+        let fuel = Sandboxes::new(config, Metering::Fuel, cache_dir.clone())?;
+        tracing::debug!(elapsed = ?started.elapsed(), "the engine is set up");
         Ok(Self {
-            fuel: Sandboxes::new(config, Metering::Fuel, cache_dir.clone())?,
+            fuel,
             epoch: OnceLock::new(),
             building_epoch: Mutex::new(()),
             cache_dir,
@@ -156,6 +164,17 @@ impl Runtime {
         }
     }
 
+    /// Wait for an instance of the pool of `metering`'s engine to be free,
+    /// and hold it until the permit is dropped: after the store it was
+    /// taken for.
+    pub(crate) async fn instance(&self, metering: Metering) -> Result<OwnedSemaphorePermit> {
+        let instances = self.sandboxes(metering)?.instances.clone();
+        instances
+            .acquire_owned()
+            .await
+            .context("the instance pool is closed")
+    }
+
     /// A fresh store for one call (or one `describe()`) of a plugin metered
     /// by `metering`; see [`Sandboxes::store`].
     pub(crate) fn store(
@@ -179,6 +198,10 @@ impl Runtime {
 pub(crate) struct Sandboxes {
     metering: Metering,
     engine: Engine,
+    /// A permit per instance of the engine's pool: a call or `describe()`
+    /// holds one from before it instantiates until its store is dropped,
+    /// so past the pool's size they wait their turn instead of failing.
+    instances: Arc<Semaphore>,
     linker: Linker<CallState>,
     cache: CompileCache,
     fuel: bool,
@@ -190,9 +213,14 @@ impl Sandboxes {
         let engine = build(config, metering)?;
         let linker = crate::sandbox::linker(&engine)?;
         let cache = CompileCache::new(cache_dir, fingerprint(&engine, metering));
+        let instances = match config.pooling {
+            true => config.instances as usize,
+            false => Semaphore::MAX_PERMITS,
+        };
         Ok(Self {
             metering,
             engine,
+            instances: Arc::new(Semaphore::new(instances)),
             linker,
             cache,
             fuel: config.fuel && metering == Metering::Fuel,
