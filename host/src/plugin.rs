@@ -70,8 +70,8 @@ pub struct Tool {
 impl Tool {
     /// The validator of the tool's arguments (B7). Built when the plugin
     /// loads, unless the compile cache knows the schema to be valid: then
-    /// on a thread of its own after the load ([`Tool::prepare`]), or here,
-    /// by the first call that needs it. The first validator of a process
+    /// on a thread of its own once no plugin is loading
+    /// ([`Tool::prepare`]), or here, by the first call that needs it. The first validator of a process
     /// builds jsonschema's meta-schema, about 15 ms, which a warm start need
     /// not wait for.
     pub(crate) fn validator(&self) -> Result<&jsonschema::Validator, CallError> {
@@ -233,6 +233,7 @@ pub(crate) async fn load(
     .await
     .map_err(|e| fail(LoadErrorKind::Host(format!("compiling panicked: {e}"))))?
     .map_err(fail)?;
+    let compiled = started.elapsed();
     let content = content_hash(&known.hash, manifest_path.as_deref());
     let language = known.language;
 
@@ -255,23 +256,21 @@ pub(crate) async fn load(
     let pre = PluginPre::new(instance_pre)
         .map_err(|e| fail(LoadErrorKind::WrongExport(first_line(&e))))?;
 
+    let linked = started.elapsed();
     let grants = Grants::resolve(&name, &manifest.permissions);
     let specs = describe(runtime, config, &name, &pre, &grants, &limits)
         .await
         .map_err(fail)?;
+    tracing::debug!(
+        plugin = %name,
+        ?compiled,
+        ?linked,
+        described = ?started.elapsed(),
+        "plugin load: compiled or mapped, linked, described"
+    );
+    // Validators of schemas the cache knows are built once nothing is
+    // loading ([`Registry`](crate::registry::Registry)), or by a call.
     let tools = check_tools(specs, &manifest, runtime.cache()).map_err(fail)?;
-    if tools.iter().any(|t| !t.prepared()) {
-        // Off the load's path: the plugin is served meanwhile, and a call
-        // that comes first builds what it needs itself.
-        let tools = tools.clone();
-        tokio::task::spawn_blocking(move || {
-            for tool in &tools {
-                if let Err(e) = tool.prepare() {
-                    tracing::warn!(tool = %tool.name, error = ?e, "a tool's schema cannot be used: its calls will fail");
-                }
-            }
-        });
-    }
 
     Ok(Plugin {
         running: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency as usize)),

@@ -125,6 +125,30 @@ impl Registry {
             // A refusal is logged and kept in the report.
             let _ = registry.load_file(&path).await;
             registry.pending.send_modify(|n| *n -= 1);
+            registry.prepare_when_loaded();
+        });
+    }
+
+    /// Once no plugin is loading, build on a blocking thread the validators
+    /// the loads left to build ([`Tool::prepare`]). The first of a process
+    /// builds jsonschema's meta-schema, about 15 ms of CPU: during a start
+    /// it would take a core from the loads `tools/list` waits for.
+    fn prepare_when_loaded(&self) {
+        if self.loading() {
+            return;
+        }
+        let tools: Vec<Arc<Tool>> = (self.served().plugins.values())
+            .flat_map(|p| p.tools.iter().filter(|t| !t.prepared()).cloned())
+            .collect();
+        if tools.is_empty() {
+            return;
+        }
+        tokio::task::spawn_blocking(move || {
+            for tool in &tools {
+                if let Err(e) = tool.prepare() {
+                    tracing::warn!(tool = %tool.name, error = ?e, "a tool's schema cannot be used: its calls will fail");
+                }
+            }
         });
     }
 
@@ -142,7 +166,9 @@ impl Registry {
     /// Load one plugin file and put it into service.
     pub(crate) async fn load_file(&self, path: &Path) -> Result<Arc<Plugin>, LoadError> {
         let result = plugin::load(&self.runtime, &self.config, path).await;
-        self.register(path, result)
+        let registered = self.register(path, result);
+        self.prepare_when_loaded();
+        registered
     }
 
     /// Whether `path` and its manifest hold what the serving plugin of
@@ -330,5 +356,56 @@ impl Registry {
                 .profile
                 .as_ref()
                 .is_none_or(|p| p.allows(&e.tool.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn behave_folder() -> (tempfile::TempDir, PathBuf) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("host/ has a parent")
+            .to_owned();
+        let plugin = root.join("dist/test-plugins/behave.wasm");
+        let folder = tempfile::tempdir().expect("temp dir");
+        let file = folder.path().join("behave.wasm");
+        std::fs::copy(&plugin, &file)
+            .unwrap_or_else(|e| panic!("{}: {e} (run tools/build-plugins)", plugin.display()));
+        (folder, file)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn validators_the_loads_left_are_built_once_nothing_is_loading() {
+        let (_folder, file) = behave_folder();
+        let cache = tempfile::tempdir().expect("temp dir");
+        let mut config = HostConfig::default();
+        config.engine.instances = 64;
+        config.cache_dir = Some(cache.path().to_owned());
+        // The first load compiles the plugin and marks its schemas valid.
+        let cold = Arc::new(Registry::new(config.clone()).expect("registry"));
+        cold.start_loading_file(file.clone());
+        assert!(cold.ready().await.refused.is_empty());
+
+        let warm = Arc::new(Registry::new(config).expect("registry"));
+        warm.start_loading_file(file);
+        assert!(warm.ready().await.refused.is_empty());
+        let tools = || -> Vec<Arc<Tool>> {
+            let served = warm.served();
+            served
+                .plugins
+                .values()
+                .flat_map(|p| p.tools.clone())
+                .collect()
+        };
+        assert!(!tools().is_empty());
+        tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while !tools().iter().all(|t| t.prepared()) {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("every tool's validators are built after the load");
     }
 }
