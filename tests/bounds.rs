@@ -168,6 +168,7 @@ async fn a_call_past_the_instance_pool_waits_for_a_free_instance() {
     let host = Host::new(config).expect("host");
     let report = host.load_dir(folder.path()).await.expect("load");
     assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let mut pool = host.instances();
 
     // 16 calls of each plugin hold the pool's 32 instances. Closing the
     // session stops the spinning ones (not cancellable) at once.
@@ -182,19 +183,16 @@ async fn a_call_past_the_instance_pool_waits_for_a_free_instance() {
         let a = s.call(&format!("sleep{i}"), "progress", long).await;
         assert_eq!(a.kind, AnswerKind::Released, "sleep{i} runs");
     }
-    // The spinning calls instantiate within milliseconds; give them time.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let full = tokio::time::timeout(WAIT, pool.wait_for(|u| u.held == 32));
+    assert_eq!(full.await.expect("32 held").expect("pool").size, 32);
 
-    let mut counted = tokio::spawn({
+    let counted = tokio::spawn({
         let host = host.clone();
         async move { host.call("word_count", r#"{"text": "a b c"}"#).await }
     });
-    let waited = tokio::time::timeout(Duration::from_millis(500), &mut counted).await;
-    assert!(
-        waited.is_err(),
-        "the call did not wait for an instance: {:?}",
-        waited.map(|o| o.expect("join").result)
-    );
+    let waits = tokio::time::timeout(WAIT, pool.wait_for(|u| u.waiting == 1));
+    waits.await.expect("the call waits").expect("pool");
+    assert!(!counted.is_finished(), "{:?}", counted.await);
     s.cancel("sleep0").expect("cancel sleep0");
     let counted = tokio::time::timeout(WAIT, counted)
         .await
@@ -209,6 +207,8 @@ async fn a_call_past_the_instance_pool_waits_for_a_free_instance() {
     for call in spinning {
         call.await.expect("join");
     }
+    let empty = tokio::time::timeout(WAIT, pool.wait_for(|u| u.held == 0 && u.waiting == 0));
+    empty.await.expect("all given back").expect("pool");
 }
 
 /// The lookup tool of `net-connect` under a manifest granting `network`.

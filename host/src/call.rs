@@ -94,7 +94,8 @@ pub(crate) async fn run(
             () = control.force_stopped() => return (Err(CallError::Cancelled), 0),
         };
         let limits = &plugin.limits;
-        // Then for an instance of the pool, which all plugins share.
+        // Then for an instance of the pool, which all plugins share. Held
+        // until after the store below is dropped (declared before it).
         let _instance = tokio::select! {
             instance = runtime.instance(limits.metering) => match instance {
                 Ok(i) => i,

@@ -24,7 +24,7 @@
 //! max = 100_000
 //!
 //! [engine]
-//! instances = 256          # plugin instances alive at once, all plugins
+//! instances = 256          # instances alive at once, all plugins of an engine
 //! ```
 
 use std::collections::BTreeMap;

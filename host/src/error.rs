@@ -68,6 +68,11 @@ pub enum LoadErrorKind {
     WrongExport(String),
     #[error("describe() did not return within {}", humantime::format_duration(*.0))]
     DescribeTimedOut(Duration),
+    #[error(
+        "no instance of the pool came free within {} to run describe(): running calls hold them all",
+        humantime::format_duration(*.0)
+    )]
+    PoolBusy(Duration),
     #[error("describe() used more than its {0} units of fuel")]
     DescribeOutOfFuel(u64),
     #[error("describe() failed: {0}")]

@@ -192,6 +192,15 @@ impl Host {
             .subscribe()
     }
 
+    /// How much of the instance pool is in use, as it changes: every call
+    /// and `describe()` holds an instance while it runs, and past the pool's
+    /// size ([`EngineConfig::instances`](crate::EngineConfig)) they wait for
+    /// one. Plugins with `metering = "epoch"` have a pool of their own, not
+    /// counted here.
+    pub fn instances(&self) -> watch::Receiver<crate::InstanceUse> {
+        self.registry.runtime.instance_use()
+    }
+
     /// Cancel a running or queued call of any session, found by its task
     /// id (B20–B22): as [`Session::cancel`] in the session that runs it.
     pub fn cancel_task(&self, task_id: &str) -> Result<(), CancelError> {

@@ -57,7 +57,7 @@ pub use self::arguments::CONFIRM_ARGUMENT;
 pub use self::bindings::{Delivery, DuplicatePolicy, DuplicateScope};
 pub use self::call::{CallOutcome, Output};
 pub use self::config::{DashboardConfig, HostConfig, Profile};
-pub use self::engine::EngineConfig;
+pub use self::engine::{EngineConfig, InstanceUse};
 pub use self::error::{CallError, FileError, Limit, LoadError, LoadErrorKind};
 pub use self::folder::FolderWatch;
 pub use self::host::Host;

@@ -91,12 +91,12 @@ impl Tool {
             && (self.output_schema.is_none() || self.output_validator.get().is_some())
     }
 
-    /// Build the validators the load left to build; the first that cannot
-    /// be built, if one cannot.
+    /// Build the validators the load left to build, both even when the
+    /// first cannot be built; the first error, if one cannot.
     pub(crate) fn prepare(&self) -> Result<(), CallError> {
-        self.validator()?;
-        self.output_validator().transpose()?;
-        Ok(())
+        let input = self.validator().map(|_| ());
+        let output = self.output_validator().transpose().map(|_| ());
+        input.and(output)
     }
 
     /// Whether the model would see no difference between the two.
@@ -393,7 +393,7 @@ async fn describe(
     let deadline = tokio::time::Instant::now() + timeout;
     let _instance = tokio::time::timeout_at(deadline, runtime.instance(limits.metering))
         .await
-        .map_err(|_| LoadErrorKind::DescribeTimedOut(timeout))?
+        .map_err(|_| LoadErrorKind::PoolBusy(timeout))?
         .map_err(|e| LoadErrorKind::Host(format!("{e:#}")))?;
     let mut store = runtime
         .store(limits.metering, state, fuel)

@@ -63,6 +63,8 @@ pub(crate) struct Registry {
     pending: watch::Sender<usize>,
     /// Bumped on every change of the tool list.
     changed: watch::Sender<u64>,
+    /// Bumped each time validators left to build after loads are built.
+    prepared: watch::Sender<u64>,
     /// Every session's call events, made on the first subscription: a host
     /// nobody watches pays for no events.
     pub(crate) events: OnceLock<broadcast::Sender<HostEvent>>,
@@ -91,6 +93,7 @@ impl Registry {
             served: RwLock::default(),
             pending: watch::Sender::new(0),
             changed: watch::Sender::new(0),
+            prepared: watch::Sender::new(0),
             events: OnceLock::new(),
         }
     }
@@ -137,18 +140,23 @@ impl Registry {
         if self.loading() {
             return;
         }
-        let tools: Vec<Arc<Tool>> = (self.served().plugins.values())
-            .flat_map(|p| p.tools.iter().filter(|t| !t.prepared()).cloned())
+        let tools: Vec<(String, Arc<Tool>)> = (self.served().plugins.values())
+            .flat_map(|p| {
+                let unprepared = p.tools.iter().filter(|t| !t.prepared());
+                unprepared.map(|t| (p.name().to_owned(), t.clone()))
+            })
             .collect();
         if tools.is_empty() {
             return;
         }
+        let prepared = self.prepared.clone();
         tokio::task::spawn_blocking(move || {
-            for tool in &tools {
+            for (plugin, tool) in &tools {
                 if let Err(e) = tool.prepare() {
-                    tracing::warn!(tool = %tool.name, error = ?e, "a tool's schema cannot be used: its calls will fail");
+                    tracing::warn!(%plugin, tool = %tool.name, error = ?e, "a tool's schema cannot be used: its calls will fail");
                 }
             }
+            prepared.send_modify(|n| *n += 1);
         });
     }
 
@@ -363,49 +371,58 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn behave_folder() -> (tempfile::TempDir, PathBuf) {
+    fn copy_test_plugin(name: &str, folder: &Path) -> PathBuf {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
-            .expect("host/ has a parent")
-            .to_owned();
-        let plugin = root.join("dist/test-plugins/behave.wasm");
-        let folder = tempfile::tempdir().expect("temp dir");
-        let file = folder.path().join("behave.wasm");
+            .expect("host/ has a parent");
+        let plugin = root.join(format!("dist/test-plugins/{name}.wasm"));
+        let file = folder.join(format!("{name}.wasm"));
         std::fs::copy(&plugin, &file)
             .unwrap_or_else(|e| panic!("{}: {e} (run tools/build-plugins)", plugin.display()));
-        (folder, file)
+        file
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn validators_the_loads_left_are_built_once_nothing_is_loading() {
-        let (_folder, file) = behave_folder();
+        let folder = tempfile::tempdir().expect("temp dir");
+        let behave = copy_test_plugin("behave", folder.path());
+        let slow = copy_test_plugin("describe-loop", folder.path());
         let cache = tempfile::tempdir().expect("temp dir");
         let mut config = HostConfig::default();
         config.engine.instances = 64;
         config.cache_dir = Some(cache.path().to_owned());
-        // The first load compiles the plugin and marks its schemas valid.
+        config.describe_timeout = std::time::Duration::from_secs(2);
+        // The first load compiles behave and marks its schemas valid.
         let cold = Arc::new(Registry::new(config.clone()).expect("registry"));
-        cold.start_loading_file(file.clone());
+        cold.start_loading_file(behave.clone());
         assert!(cold.ready().await.refused.is_empty());
 
+        // Beside a plugin whose describe() runs until its time is up, the
+        // warm behave serves at once, its validators left to build.
         let warm = Arc::new(Registry::new(config).expect("registry"));
-        warm.start_loading_file(file);
-        assert!(warm.ready().await.refused.is_empty());
-        let tools = || -> Vec<Arc<Tool>> {
-            let served = warm.served();
-            served
-                .plugins
-                .values()
-                .flat_map(|p| p.tools.clone())
-                .collect()
-        };
-        assert!(!tools().is_empty());
-        tokio::time::timeout(std::time::Duration::from_secs(20), async {
-            while !tools().iter().all(|t| t.prepared()) {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("every tool's validators are built after the load");
+        let mut prepared = warm.prepared.subscribe();
+        let mut changed = warm.tools_changed();
+        warm.start_loading_file(slow);
+        warm.start_loading_file(behave);
+        let wait = std::time::Duration::from_secs(20);
+        let served = tokio::time::timeout(wait, changed.wait_for(|n| *n > 0));
+        served.await.expect("behave loads").expect("registry");
+        let tools: Vec<Arc<Tool>> = (warm.served().plugins.values())
+            .flat_map(|p| p.tools.clone())
+            .collect();
+        assert!(!tools.is_empty());
+        assert!(warm.loading(), "describe-loop is still loading");
+        assert!(
+            tools.iter().all(|t| !t.prepared()),
+            "no validator is built while a plugin loads"
+        );
+
+        let built = tokio::time::timeout(wait, prepared.wait_for(|n| *n > 0));
+        built
+            .await
+            .expect("built once loading ends")
+            .expect("registry");
+        assert!(!warm.loading());
+        assert!(tools.iter().all(|t| t.prepared()));
     }
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{
     Config, Engine, EngineWeak, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
@@ -42,6 +42,10 @@ pub(crate) use self::yielding::Cooperative;
 /// cost a few percent; the fuel checks themselves cost more (see the
 /// benchmark in the README).
 const FUEL_YIELD_INTERVAL: u64 = 100_000;
+
+/// Core instances one component instance may hold (Python components
+/// built by componentize-py hold 14).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 64;
 
 /// Linear memories of the pool per instance: most plugins have one, the
 /// C (preview 1 adapter), Python and JavaScript ones two or more.
@@ -105,6 +109,37 @@ impl Default for EngineConfig {
     }
 }
 
+/// How much of an instance pool is in use: each running call and each
+/// `describe()` holds an instance, and past the pool's `size` they wait.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InstanceUse {
+    pub size: usize,
+    pub held: usize,
+    pub waiting: usize,
+}
+
+/// An instance of a pool, held until dropped.
+pub(crate) struct InstancePermit {
+    _permit: OwnedSemaphorePermit,
+    usage: Arc<watch::Sender<InstanceUse>>,
+}
+
+impl Drop for InstancePermit {
+    fn drop(&mut self) {
+        self.usage.send_modify(|u| u.held -= 1);
+    }
+}
+
+/// A wait for an instance, counted while it lasts.
+struct Waiting<'a>(&'a watch::Sender<InstanceUse>);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|u| u.waiting -= 1);
+    }
+}
+
 /// The engines of a host: the fuel-metered one every plugin uses by
 /// default, and the epoch-interrupted one, built when a plugin first asks
 /// for it.
@@ -165,14 +200,30 @@ impl Runtime {
     }
 
     /// Wait for an instance of the pool of `metering`'s engine to be free,
-    /// and hold it until the permit is dropped: after the store it was
-    /// taken for.
-    pub(crate) async fn instance(&self, metering: Metering) -> Result<OwnedSemaphorePermit> {
-        let instances = self.sandboxes(metering)?.instances.clone();
-        instances
-            .acquire_owned()
-            .await
-            .context("the instance pool is closed")
+    /// and hold it until the permit is dropped, which must be after the
+    /// store it was taken for.
+    pub(crate) async fn instance(&self, metering: Metering) -> Result<InstancePermit> {
+        let pool = self.sandboxes(metering)?;
+        let permit = match pool.instances.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                pool.usage.send_modify(|u| u.waiting += 1);
+                // Counted out again however the wait ends, cancelled too.
+                let _waiting = Waiting(&pool.usage);
+                (pool.instances.clone().acquire_owned().await)
+                    .context("the instance pool is closed")?
+            }
+        };
+        pool.usage.send_modify(|u| u.held += 1);
+        Ok(InstancePermit {
+            _permit: permit,
+            usage: pool.usage.clone(),
+        })
+    }
+
+    /// How much of the fuel engine's instance pool is in use, as it changes.
+    pub(crate) fn instance_use(&self) -> watch::Receiver<InstanceUse> {
+        self.fuel.usage.subscribe()
     }
 
     /// A fresh store for one call (or one `describe()`) of a plugin metered
@@ -202,6 +253,7 @@ pub(crate) struct Sandboxes {
     /// holds one from before it instantiates until its store is dropped,
     /// so past the pool's size they wait their turn instead of failing.
     instances: Arc<Semaphore>,
+    usage: Arc<watch::Sender<InstanceUse>>,
     linker: Linker<CallState>,
     cache: CompileCache,
     fuel: bool,
@@ -221,6 +273,10 @@ impl Sandboxes {
             metering,
             engine,
             instances: Arc::new(Semaphore::new(instances)),
+            usage: Arc::new(watch::Sender::new(InstanceUse {
+                size: instances,
+                ..InstanceUse::default()
+            })),
             linker,
             cache,
             fuel: config.fuel && metering == Metering::Fuel,
@@ -321,14 +377,19 @@ fn build(config: &EngineConfig, metering: Metering) -> Result<Engine> {
         c.memory_guard_size(GUARD);
         let mut pool = PoolingAllocationConfig::new();
         // Python and JavaScript components hold dozens of core instances,
-        // several memories and tables of tens of thousands of entries.
+        // several memories and tables of tens of thousands of entries. The
+        // core instances are only counted, so every component instance may
+        // have its most: a call waits for a component instance
+        // (`Runtime::instance`), and then has all it needs. Memories and
+        // tables are reserved up front, two and four per instance, which
+        // covers the plugins of all four languages.
         pool.total_component_instances(config.instances)
-            .total_core_instances(config.instances * 4)
+            .total_core_instances(config.instances * CORE_INSTANCES_PER_COMPONENT)
             .total_memories(memories)
             .total_tables(config.instances * 4)
             .total_stacks(config.instances)
             .total_gc_heaps(config.instances)
-            .max_core_instances_per_component(64)
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
             .max_memories_per_component(8)
             .max_tables_per_component(16)
             .max_memories_per_module(2)
