@@ -291,8 +291,8 @@ async fn history_and_a_calls_page_show_a_finished_call() {
     let page = get(addr, &format!("/calls/{task_id}")).await;
     assert_eq!(page.status, 200);
     let result = record.result.expect("a result");
-    let text = result.text.expect("a result text");
-    let data = result.data.expect("result data");
+    let text = result.text.clone().expect("a result text");
+    let data = result.data.clone().expect("result data");
     for shown in [
         escaped(&text),
         escaped(&serde_json::to_string_pretty(&data).expect("JSON")),

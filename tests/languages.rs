@@ -210,7 +210,7 @@ async fn every_language_sees_cancellation() {
         let r = ended(&s, "w").await;
         assert_eq!(r.status, CallStatus::Cancelled, "{language}");
         assert_eq!(
-            r.result.and_then(|o| o.text).as_deref(),
+            r.result.and_then(|o| o.text.clone()).as_deref(),
             Some("stopped on cancel"),
             "{language}: the tool returned by itself, within the grace period"
         );
@@ -270,7 +270,7 @@ async fn python_csv_summarises_every_file_reporting_progress() {
     assert!(items[0].output.contains("2 of 3 files: sales.csv"));
 
     let summary = s.record("c1").and_then(|r| r.result).expect("result");
-    let summary = summary.data.expect("data");
+    let summary = summary.data.clone().expect("data");
     let weather = &summary["files"][2];
     assert_eq!(weather["file"], "weather.csv");
     let rows = csv_rows(&sample("python-csv", "weather.csv"));

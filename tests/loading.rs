@@ -409,7 +409,7 @@ async fn the_live_folder_follows_added_replaced_broken_and_removed_plugins() {
     );
     let r = ended(&s, "c1").await;
     assert_eq!(
-        r.result.and_then(|o| o.text).as_deref(),
+        r.result.and_then(|o| o.text.clone()).as_deref(),
         Some("cleaned up"),
         "the old version ran on: {:?}",
         r.error

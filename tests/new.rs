@@ -110,7 +110,7 @@ async fn check_tally(language: &str, wasm: &Path) {
     s.cancel("t2").expect("cancellable");
     let r = ended(&s, "t2").await;
     assert_eq!(r.status, CallStatus::Cancelled, "{language}");
-    let text = r.result.and_then(|o| o.text).unwrap_or_default();
+    let text = r.result.and_then(|o| o.text.clone()).unwrap_or_default();
     assert!(
         text.starts_with("cancelled after ") && text.contains(" of 20 lines"),
         "{language}: the tool returned by itself: {text:?}"

@@ -148,7 +148,10 @@ async fn b9_fire_and_forget_answers_at_once_and_stays_out_of_the_conversation() 
     let r = ended(&s, "c1").await;
     assert_eq!(r.status, CallStatus::Done);
     assert_eq!(r.updates.len(), 1, "updates go to the record");
-    assert_eq!(r.result.and_then(|o| o.text).as_deref(), Some("fired"));
+    assert_eq!(
+        r.result.and_then(|o| o.text.clone()).as_deref(),
+        Some("fired")
+    );
     assert!(!s.has_pending(), "nothing enters the conversation");
 }
 
@@ -272,7 +275,7 @@ async fn b13_replace_cancels_the_running_duplicate_and_waits_for_its_end_before_
         EventKind::Ended { status, result, .. } => {
             assert_eq!(status, CallStatus::Cancelled);
             assert_eq!(
-                result.and_then(|o| o.text).as_deref(),
+                result.and_then(|o| o.text.clone()).as_deref(),
                 Some("cleaned up"),
                 "it saw cancelled()"
             );
@@ -413,7 +416,10 @@ async fn b21_cancel_sets_the_flag_the_tool_reads() {
     assert_eq!(a.kind, AnswerKind::Cancelled);
     let r = s.record("c1").expect("record");
     assert_eq!(r.status, CallStatus::Cancelled);
-    assert_eq!(r.result.and_then(|o| o.text).as_deref(), Some("cleaned up"));
+    assert_eq!(
+        r.result.and_then(|o| o.text.clone()).as_deref(),
+        Some("cleaned up")
+    );
 }
 
 /// Cancel a loop that never calls the host, under the plugin limits
@@ -563,7 +569,7 @@ async fn a_call_goes_on_when_its_caller_stops_waiting() {
     let r = ended(&s, "c1").await;
     assert_eq!(r.status, CallStatus::Cancelled, "{:?}", r.error);
     assert_eq!(
-        r.result.and_then(|o| o.text).as_deref(),
+        r.result.and_then(|o| o.text.clone()).as_deref(),
         Some("cleaned up"),
         "the plugin ran on and saw the cancel"
     );

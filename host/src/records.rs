@@ -82,8 +82,10 @@ pub struct CallRecord {
     pub arguments: Arc<Value>,
     pub status: CallStatus,
     pub updates: Vec<UpdateRecord>,
+    /// Shared like the arguments: by the session's record, the task
+    /// store's and the call's event.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<Output>,
+    pub result: Option<Arc<Output>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub fuel_used: u64,
@@ -136,7 +138,7 @@ pub enum EventKind {
         /// `done`, `error` or `cancelled`.
         status: CallStatus,
         #[serde(skip_serializing_if = "Option::is_none")]
-        result: Option<Output>,
+        result: Option<Arc<Output>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
         fuel_used: u64,

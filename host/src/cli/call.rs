@@ -164,7 +164,7 @@ impl View {
     fn ended(
         &self,
         status: CallStatus,
-        result: Option<toolhost::Output>,
+        result: Option<std::sync::Arc<toolhost::Output>>,
         error: Option<String>,
     ) -> ExitCode {
         self.bar.finish_and_clear();

@@ -200,7 +200,7 @@ fn print_record(r: &TaskRecord) {
             one_line(&u.message, 200)
         );
     }
-    if let Some(Output { text, data }) = &c.result {
+    if let Some(Output { text, data }) = c.result.as_deref() {
         if let Some(text) = text {
             println!("result    {text}");
         }

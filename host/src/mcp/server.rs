@@ -545,7 +545,7 @@ async fn follow_task(
                         &call_id,
                         &event.tool,
                         status,
-                        result.as_ref(),
+                        result.as_deref(),
                         error.as_deref(),
                     );
                     let (payload, message) = convert::task_end(status, answer.as_ref());
@@ -564,7 +564,7 @@ async fn follow_task(
                         &call_id,
                         &record.tool,
                         record.status,
-                        record.result.as_ref(),
+                        record.result.as_deref(),
                         record.error.as_deref(),
                     );
                     let (payload, message) = convert::task_end(record.status, answer.as_ref());

@@ -190,7 +190,7 @@ pub(crate) fn stored(record: &TaskRecord, options: &McpOptions) -> DetailedTask 
                 &call.call_id,
                 &call.tool,
                 status,
-                call.result.as_ref(),
+                call.result.as_deref(),
                 call.error.as_deref(),
             );
             super::convert::task_end(status, answer.as_ref())

@@ -238,7 +238,9 @@ impl Task {
             (Err(_), false) => CallStatus::Error,
         };
         let error = outcome.result.as_ref().err().map(CallError::model_message);
-        let result = outcome.result.as_ref().ok().cloned();
+        // One copy of the output, shared by the records and the event.
+        let result = outcome.result.as_ref().ok().cloned().map(Arc::new);
+        let fuel_used = outcome.fuel_used;
         let ended_at = SystemTime::now();
         let _ = self.store.end(
             &self.task_id,
@@ -246,7 +248,7 @@ impl Task {
                 status,
                 result: result.clone(),
                 error: error.clone(),
-                fuel_used: outcome.fuel_used,
+                fuel_used,
                 ended_at,
             },
             Durability::Lazy,
@@ -259,7 +261,7 @@ impl Task {
                 r.status = status;
                 r.result = result.clone();
                 r.error = error.clone();
-                r.fuel_used = outcome.fuel_used;
+                r.fuel_used = fuel_used;
                 r.ended_at = Some(ended_at);
             }
             state.live.remove(&self.call_id);
@@ -271,7 +273,7 @@ impl Task {
             &self.call_id,
             &tool,
             status,
-            result.as_ref(),
+            result.as_deref(),
             error.as_deref(),
             released,
         );
@@ -279,7 +281,7 @@ impl Task {
             if let Some(text) = text {
                 let _ = answer.send(Finish {
                     answer: text,
-                    outcome: Some(outcome.clone()),
+                    outcome: Some(outcome),
                 });
             }
         } else if self.fire_and_forget() {
@@ -299,7 +301,7 @@ impl Task {
                     status,
                     result,
                     error,
-                    fuel_used: outcome.fuel_used,
+                    fuel_used,
                 },
             );
             inner.call_ended.notify_waiters();

@@ -250,7 +250,7 @@ pub enum Durability {
 pub struct CallEnd {
     /// `done`, `error` or `cancelled`.
     pub status: CallStatus,
-    pub result: Option<Output>,
+    pub result: Option<Arc<Output>>,
     pub error: Option<String>,
     pub fuel_used: u64,
     pub ended_at: SystemTime,

@@ -1218,7 +1218,7 @@ fn read_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
             arguments: Arc::new(json(4, row.get(4)?)?),
             status,
             updates: Vec::new(),
-            result,
+            result: result.map(Arc::new),
             error: row.get(7)?,
             fuel_used: from_i64(row.get(8)?),
             created_at: time(row.get(9)?),

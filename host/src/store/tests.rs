@@ -52,10 +52,10 @@ fn record(
 fn done(ended: u64) -> CallEnd {
     CallEnd {
         status: CallStatus::Done,
-        result: Some(Output {
+        result: Some(Arc::new(Output {
             text: Some(format!("ended at {ended}")),
             data: Some(json!({"ended": ended, "ok": true})),
-        }),
+        })),
         error: None,
         fuel_used: 10_000 + ended,
         ended_at: at(ended),
