@@ -77,7 +77,8 @@ async fn session_calls(host: &Host, n: usize) -> anyhow::Result<Vec<Duration>> {
 async fn session_only() -> anyhow::Result<()> {
     let cache = root().join("target").join("toolhost-bench-cache");
     let mut c = config(Some(cache));
-    // A small pool: profilers cannot map the default one's address space.
+    // A pool of 1 000 (four times the default), small enough that profilers
+    // can map its address space.
     c.engine.instances = figures::env_usize("SESSION_INSTANCES", 1_000) as u32;
     c.limits.max_concurrency = c.limits.max_concurrency.min(c.engine.instances / 4);
     let host = Host::new(c)?;

@@ -69,7 +69,7 @@ pub enum LoadErrorKind {
     #[error("describe() did not return within {}", humantime::format_duration(*.0))]
     DescribeTimedOut(Duration),
     #[error(
-        "no instance of the pool came free within {} to run describe(): running calls hold them all",
+        "no instance of the pool came free within {} to run describe(): calls and other describe()s hold them all",
         humantime::format_duration(*.0)
     )]
     PoolBusy(Duration),

@@ -1,7 +1,7 @@
 //! What happened to each call: its record (B31) and its events (B29).
 //!
-//! Records are plain data that serialize to JSON, so a lasting store can keep
-//! them as they are; for now a session keeps them in memory.
+//! Records are plain data that serialize to JSON: a session keeps them in
+//! memory, and the task store (`store`) keeps them across restarts.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -82,8 +82,10 @@ pub struct CallRecord {
     pub arguments: Arc<Value>,
     pub status: CallStatus,
     pub updates: Vec<UpdateRecord>,
-    /// Shared like the arguments: by the session's record, the task
-    /// store's and the call's event.
+    /// What the tool returned: `None` while it runs, and when it failed or
+    /// was stopped before returning (a cancelled call that returned has
+    /// one). One copy, shared by the session's record, the call's event and
+    /// the memory store's record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Arc<Output>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,6 +139,7 @@ pub enum EventKind {
     Ended {
         /// `done`, `error` or `cancelled`.
         status: CallStatus,
+        /// What the tool returned, if it returned (shared with the records).
         #[serde(skip_serializing_if = "Option::is_none")]
         result: Option<Arc<Output>>,
         #[serde(skip_serializing_if = "Option::is_none")]

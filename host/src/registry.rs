@@ -391,14 +391,16 @@ mod tests {
         let mut config = HostConfig::default();
         config.engine.instances = 64;
         config.cache_dir = Some(cache.path().to_owned());
+        // describe-loop's describe() runs until its 2 s are up.
         config.describe_timeout = std::time::Duration::from_secs(2);
+        config.describe_fuel = u64::MAX;
         // The first load compiles behave and marks its schemas valid.
         let cold = Arc::new(Registry::new(config.clone()).expect("registry"));
         cold.start_loading_file(behave.clone());
         assert!(cold.ready().await.refused.is_empty());
 
-        // Beside a plugin whose describe() runs until its time is up, the
-        // warm behave serves at once, its validators left to build.
+        // Beside a plugin whose describe() runs for its 2 s, the warm
+        // behave serves at once, its validators left to build.
         let warm = Arc::new(Registry::new(config).expect("registry"));
         let mut prepared = warm.prepared.subscribe();
         let mut changed = warm.tools_changed();

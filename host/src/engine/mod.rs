@@ -114,8 +114,11 @@ impl Default for EngineConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct InstanceUse {
+    /// The pool's instances ([`EngineConfig::instances`]).
     pub size: usize,
+    /// Held by running calls and `describe()`s.
     pub held: usize,
+    /// Calls and `describe()`s waiting for one.
     pub waiting: usize,
 }
 

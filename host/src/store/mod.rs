@@ -250,6 +250,8 @@ pub enum Durability {
 pub struct CallEnd {
     /// `done`, `error` or `cancelled`.
     pub status: CallStatus,
+    /// What the tool returned, if it returned (shared with the session's
+    /// record).
     pub result: Option<Arc<Output>>,
     pub error: Option<String>,
     pub fuel_used: u64,
