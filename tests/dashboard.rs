@@ -734,7 +734,13 @@ async fn the_live_view_shows_queued_calls_and_the_fuel_so_far() {
     let data = events.until("queued", &queued_id).await;
     assert!(data.contains(r#""arguments":{"ms":1}"#), "{data}");
 
+    // p1 and q1 each hold an instance of the pool; q2 waits for q1.
+    let mut pool = host.instances();
+    let held = tokio::time::timeout(WAIT, pool.wait_for(|u| u.held == 2));
+    let size = held.await.expect("two held").expect("pool").size;
     let live = get(addr, "/").await;
+    let used = format!("Instance pool: 2 of {size} in use");
+    assert!(live.body.contains(&used), "{used} not in\n{}", live.body);
     let row = |task_id: &str| {
         let start = live
             .body

@@ -5,8 +5,9 @@
 //! like the style sheet, makes them live):
 //! - `/`: the running and queued calls of every session, with their fuel
 //!   so far, kept live by server-sent events from [`Host::subscribe`] (no
-//!   polling); below them, figures of the last hour per tool (calls per
-//!   minute, error rate, duration and fuel) as small charts;
+//!   polling); the instance pool's use ([`Host::instances`]); below them,
+//!   figures of the last hour per tool (calls per minute, error rate,
+//!   duration and fuel) as small charts;
 //! - `/history`: calls from the task store, filtered by tool, status,
 //!   session and time; `/calls/{task_id}`: one call with every update,
 //!   its result or error, fuel, duration and the limit that stopped it;

@@ -201,6 +201,7 @@ pub(super) async fn live(State(shared): State<Arc<Shared>>) -> Response {
     let cancellable = cancellable_tools(&shared);
     let tools_json = serde_json::to_string(&cancellable).unwrap_or_else(|_| "[]".into());
     let own = shared.session.id();
+    let pool = *shared.host.instances().borrow();
     page(
         "Live calls",
         Nav::Live,
@@ -233,6 +234,11 @@ pub(super) async fn live(State(shared): State<Arc<Shared>>) -> Response {
             }
             p #live-empty hidden[!records.is_empty()] { "No call is running." }
             p.muted { "A running call's fuel is as of its latest update." }
+            p #pool {
+                "Instance pool: " (pool.held) " of " (pool.size) " in use"
+                @if pool.waiting > 0 { ", " strong { (pool.waiting) " waiting for one" } }
+                " (as the page was made)."
+            }
             (figures::section(&counted, calls.len(), now))
         },
     )
