@@ -753,6 +753,36 @@ async fn b30_the_host_configuration_file_replaces_templates() {
     );
 }
 
+/// B31 through `Host::opening`: the engine is set up while the store
+/// opens, and the host then keeps every call's record in that store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b31_a_host_opening_its_store_keeps_its_calls_records_there() {
+    use toolhost::store::{Filter, SqliteStore, StoreOptions, TaskStore};
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("tasks.db");
+    let opening = {
+        let path = path.clone();
+        async move {
+            let store = SqliteStore::open(&path, StoreOptions::default()).expect("store");
+            Arc::new(store) as Arc<dyn TaskStore>
+        }
+    };
+    let host = Host::opening(config(), opening).await.expect("host");
+    assert_eq!(host.instances().borrow().size, 64, "the config's pool");
+    host.load_file(test_plugin("behave")).await.expect("load");
+    let s = host.open_session(SessionOptions::default());
+    let a = s.call("c1", "ok", "{}").await;
+    let task_id = a.task_id.expect("a task id");
+    host.store().flush().await.expect("flush");
+
+    let reader = SqliteStore::open(&path, StoreOptions::default()).expect("reopen");
+    let record = reader.get(&task_id).await.expect("read").expect("kept");
+    assert_eq!(record.call.call_id, "c1");
+    assert_eq!(record.call.status, CallStatus::Done);
+    let listed = reader.list(&Filter::default()).await.expect("list");
+    assert_eq!(listed.len(), 1);
+}
+
 /// B31 in part: the session keeps each call's record in memory while it
 /// lives. Records that outlast the session (the journal, issue 12) are not
 /// built yet and not tested here.
