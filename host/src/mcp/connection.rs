@@ -101,16 +101,17 @@ impl Connection {
         tracing::info!(session = %self.session.id(), "MCP connection closed");
     }
 
-    /// A change seen while the folder is still loading for the first time
-    /// is no news: `tools/list` waits for the whole folder, so the client's
-    /// list has it. Waits for the load, then says whether to notify.
-    pub(crate) async fn settle_initial_load(&self, changed: &mut watch::Receiver<u64>) -> bool {
-        if !self.host.loading() {
-            return true;
+    /// The changes of a load going on when the connection opened (the
+    /// folder's first, at start) are no news: `tools/list` waits for the
+    /// whole folder, so the client's list has them. Waits for that load and
+    /// marks them seen. (Checking `loading()` when a change wakes the
+    /// follower instead raced with the load's end: the last plugin's change
+    /// comes just before it, and was sent as news.)
+    pub(crate) async fn skip_initial_load(&self, changed: &mut watch::Receiver<u64>) {
+        if self.host.loading() {
+            self.host.ready().await;
         }
-        self.host.ready().await;
         changed.mark_unchanged();
-        false
     }
 
     /// Tell a legacy (`initialize`) client whenever the tool list changes,
@@ -120,6 +121,10 @@ impl Connection {
         let mut changed = self.host.tools_changed();
         changed.mark_unchanged();
         tokio::spawn(async move {
+            tokio::select! {
+                () = connection.closing() => return,
+                () = connection.skip_initial_load(&mut changed) => {}
+            }
             loop {
                 tokio::select! {
                     () = connection.closing() => return,
@@ -128,9 +133,6 @@ impl Connection {
                             return;
                         }
                     }
-                }
-                if !connection.settle_initial_load(&mut changed).await {
-                    continue;
                 }
                 if let Err(e) = peer.notify_tool_list_changed().await {
                     tracing::debug!(session = %connection.session.id(), error = %e, "the client is gone; no more list_changed");

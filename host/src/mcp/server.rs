@@ -472,6 +472,11 @@ impl ServerHandler for ToolServer {
             context.cancelled().await;
             return Ok(());
         }
+        tokio::select! {
+            () = context.cancelled() => return Ok(()),
+            () = connection.closing() => return Ok(()),
+            () = connection.skip_initial_load(&mut changed) => {}
+        }
         loop {
             tokio::select! {
                 () = context.cancelled() => return Ok(()),
@@ -481,9 +486,6 @@ impl ServerHandler for ToolServer {
                         return Ok(());
                     }
                 }
-            }
-            if !connection.settle_initial_load(&mut changed).await {
-                continue;
             }
             if let Err(e) = context.sink().notify_tool_list_changed().await {
                 tracing::debug!(error = %e, "subscription gone");
