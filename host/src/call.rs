@@ -78,35 +78,22 @@ pub(crate) async fn run(
     let started = std::time::Instant::now();
     let call_id = identity.call_id.clone();
     let (result, fuel_used) = async {
-        // A call waiting for a slot can be stopped too (B21).
-        let _permit = tokio::select! {
-            permit = plugin.running.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => {
-                    return (
-                        Err(CallError::Unavailable {
-                            detail: "the plugin was unloaded".into(),
-                        }),
-                        0,
-                    );
-                }
-            },
-            () = control.force_stopped() => return (Err(CallError::Cancelled), 0),
-        };
         let limits = &plugin.limits;
-        // Then for an instance of the pool, which all plugins share. Held
-        // until after the store below is dropped (declared before it).
-        let _instance = tokio::select! {
-            instance = runtime.instance(limits.metering) => match instance {
-                Ok(i) => i,
-                Err(e) => {
-                    return (
-                        Err(CallError::Unavailable {
-                            detail: format!("{e:#}"),
-                        }),
-                        0,
-                    );
-                }
+        // A slot under the plugin's cap, then an instance of the pool all
+        // plugins share; a call waiting for either can be stopped too (B21).
+        // Both are held until after the store below is dropped (declared
+        // before it).
+        let acquire = async {
+            let slot = (plugin.running.clone().acquire_owned().await)
+                .map_err(|_| "the plugin was unloaded".to_owned())?;
+            let instance =
+                (runtime.instance(limits.metering).await).map_err(|e| format!("{e:#}"))?;
+            Ok::<_, String>((slot, instance))
+        };
+        let (_slot, _instance) = tokio::select! {
+            acquired = acquire => match acquired {
+                Ok(held) => held,
+                Err(detail) => return (Err(CallError::Unavailable { detail }), 0),
             },
             () = control.force_stopped() => return (Err(CallError::Cancelled), 0),
         };

@@ -51,10 +51,14 @@ impl std::fmt::Debug for Host {
 impl Host {
     /// A host with no plugins yet.
     pub fn new(config: HostConfig) -> anyhow::Result<Self> {
-        Ok(Self {
-            registry: Arc::new(Registry::new(config)?),
+        Ok(Self::serving(Registry::new(config)?))
+    }
+
+    fn serving(registry: Registry) -> Self {
+        Self {
+            registry: Arc::new(registry),
             sessions: Arc::default(),
-        })
+        }
     }
 
     /// A host whose task store is still opening: the engine is set up on a
@@ -87,10 +91,7 @@ impl Host {
         let runtime = tokio::task::spawn_blocking(move || Runtime::new(&engine, cache_dir));
         config.store = Some(store.await);
         let runtime = runtime.await.context("setting up the engine")??;
-        Ok(Self {
-            registry: Arc::new(Registry::with_runtime(config, runtime)),
-            sessions: Arc::default(),
-        })
+        Ok(Self::serving(Registry::with_runtime(config, runtime)))
     }
 
     pub fn config(&self) -> &HostConfig {

@@ -52,6 +52,8 @@ mod schema;
 mod session;
 pub mod store;
 mod templates;
+#[cfg(test)]
+mod testing;
 
 pub use self::arguments::CONFIRM_ARGUMENT;
 pub use self::bindings::{Delivery, DuplicatePolicy, DuplicateScope};

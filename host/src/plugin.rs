@@ -71,9 +71,9 @@ impl Tool {
     /// The validator of the tool's arguments (B7). Built when the plugin
     /// loads, unless the compile cache knows the schema to be valid: then
     /// on a thread of its own once no plugin is loading
-    /// ([`Tool::prepare`]), or here, by the first call that needs it. The first validator of a process
-    /// builds jsonschema's meta-schema, about 15 ms, which a warm start need
-    /// not wait for.
+    /// ([`Tool::prepare`]), or here, by the first call that needs it. The
+    /// first validator of a process builds jsonschema's meta-schema, about
+    /// 15 ms, which a warm start need not wait for.
     pub(crate) fn validator(&self) -> Result<&jsonschema::Validator, CallError> {
         built(&self.validator, &self.input_schema)
     }

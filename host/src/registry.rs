@@ -370,17 +370,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn copy_test_plugin(name: &str, folder: &Path) -> PathBuf {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("host/ has a parent");
-        let plugin = root.join(format!("dist/test-plugins/{name}.wasm"));
-        let file = folder.join(format!("{name}.wasm"));
-        std::fs::copy(&plugin, &file)
-            .unwrap_or_else(|e| panic!("{}: {e} (run tools/build-plugins)", plugin.display()));
-        file
-    }
+    use crate::testing::copy_test_plugin;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn validators_the_loads_left_are_built_once_nothing_is_loading() {

@@ -1249,16 +1249,11 @@ impl TaskStore for Held {
 /// A host keeping its records in `store`, serving the behaviour test
 /// plugin (built by `tools/build-plugins`).
 async fn host_over(store: std::sync::Arc<Held>) -> (crate::Host, tempfile::TempDir) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ has a parent");
-    let plugin = root.join("dist/test-plugins/behave.wasm");
     let folder = tempfile::tempdir().expect("temp dir");
-    std::fs::copy(&plugin, folder.path().join("behave.wasm"))
-        .unwrap_or_else(|e| panic!("{}: {e} (run tools/build-plugins)", plugin.display()));
+    crate::testing::copy_test_plugin("behave", folder.path());
     let mut config = crate::HostConfig::default();
     config.engine.instances = 64;
-    config.cache_dir = Some(root.join("target/toolhost-test-cache"));
+    config.cache_dir = Some(crate::testing::root().join("target/toolhost-test-cache"));
     config.store = Some(store);
     let host = crate::Host::new(config).expect("host");
     let report = host.load_dir(folder.path()).await.expect("load");
