@@ -12,6 +12,19 @@ pub use self::toolhost::plugin::types::{
 };
 
 impl DuplicatePolicy {
+    /// The policy of a name [`as_str`](Self::as_str) gives.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Allow,
+            Self::Reject,
+            Self::Replace,
+            Self::Confirm,
+            Self::Queue,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == name)
+    }
+
     /// The name used in manifests and listings.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -25,6 +38,13 @@ impl DuplicatePolicy {
 }
 
 impl DuplicateScope {
+    /// The scope of a name [`as_str`](Self::as_str) gives.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        [Self::Name, Self::NameAndArguments]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DuplicateScope::Name => "name",
@@ -34,6 +54,13 @@ impl DuplicateScope {
 }
 
 impl Delivery {
+    /// The delivery of a name [`as_str`](Self::as_str) gives.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        [Self::Conversational, Self::FireAndForget]
+            .into_iter()
+            .find(|d| d.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Delivery::Conversational => "conversational",

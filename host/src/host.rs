@@ -102,9 +102,8 @@ impl Host {
     /// once. Each plugin serves as soon as it is ready; [`ready`](Self::ready)
     /// waits for all of them.
     pub fn start_loading(&self, dir: impl AsRef<Path>) -> anyhow::Result<()> {
-        for file in Registry::plugin_files(dir.as_ref())? {
-            self.registry.start_loading_file(file);
-        }
+        let files = Registry::plugin_files(dir.as_ref())?;
+        self.registry.start_loading_files(files);
         Ok(())
     }
 
@@ -119,6 +118,25 @@ impl Host {
     /// Whether plugins that started loading are still loading.
     pub fn loading(&self) -> bool {
         self.registry.loading()
+    }
+
+    /// Wait until the tools of every plugin that started loading are
+    /// listed ([`Session::tools`]): the plugin is loaded or refused, or
+    /// the compile cache had its tools from an earlier load of the same
+    /// component and manifest. Those are listed while it loads, and a call
+    /// of one waits for the load; if the load then describes other tools,
+    /// [`tools_changed`](Self::tools_changed) says so.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn listed(&self) {
+        self.registry.listed().await
+    }
+
+    /// Whether plugins that started loading are still to be listed (see
+    /// [`listed`](Self::listed)).
+    pub fn listing(&self) -> bool {
+        self.registry.listing()
     }
 
     /// Load every `*.wasm` in `dir` and wait for all of them.

@@ -159,8 +159,44 @@ pub(crate) fn manifest_path_for(wasm: &Path) -> PathBuf {
     wasm.with_extension("toml")
 }
 
+/// The tools a plugin file's last load described, from the compile cache:
+/// what a start lists while the file loads (see [`announcement`]). None
+/// when that load was refused.
+pub(crate) struct Announcement {
+    pub(crate) plugin: Arc<str>,
+    pub(crate) tools: Vec<Arc<Tool>>,
+}
+
+/// The tools that `describe()` answered at the last load of the plugin file
+/// at `path`, when the cache remembers the file unchanged (so it is not
+/// read) and has that answer for it and its manifest as they are now; no
+/// tools when that load was refused for what the plugin is or did.
+/// Blocking, and cheap: a few small files are read. Mapping a large
+/// component and instantiating it to describe it take milliseconds, so a
+/// start lists these while the loads go on; `describe()` is still called
+/// at each load, and its answer is the one that serves.
+pub(crate) fn announcement(cache: &CompileCache, path: &Path) -> Option<Announcement> {
+    let plugin: Arc<str> = path.file_stem()?.to_str()?.into();
+    let manifest_path = manifest_path_for(path);
+    let manifest_path = manifest_path.exists().then_some(manifest_path);
+    let manifest = match &manifest_path {
+        Some(m) => Manifest::load(m).ok()?,
+        None => Manifest::default(),
+    };
+    let known = cache.known_hash(path, &FileStamp::of(path).ok()??)?;
+    let content = content_hash(&known.hash, manifest_path.as_deref());
+    let specs = parse_description(&cache.description(&content)?)?;
+    let tools = if specs.is_empty() {
+        Vec::new()
+    } else {
+        check_tools(specs, &manifest, cache).ok()?
+    };
+    Some(Announcement { plugin, tools })
+}
+
 /// Load one plugin file: check it, compile it (or take it from the cache),
 /// run its `describe()` under the describe budget, and check its tools.
+/// What `describe()` answered is remembered for [`announcement`].
 pub(crate) async fn load(
     runtime: &Arc<Runtime>,
     config: &HostConfig,
@@ -222,55 +258,91 @@ pub(crate) async fn load(
     let sandboxes = runtime
         .sandboxes(limits.metering)
         .map_err(|e| fail(LoadErrorKind::Host(format!("{e:#}"))))?;
-    let compiling = runtime.clone();
-    let metering = limits.metering;
-    let file = path.to_owned();
-    let (component, known, cache_outcome) = tokio::task::spawn_blocking(move || {
-        let sandboxes =
-            (compiling.sandboxes(metering)).map_err(|e| LoadErrorKind::Host(format!("{e:#}")))?;
-        compile_file(sandboxes, &file)
+
+    // The file's hash (remembered while the file is unchanged), and what
+    // its last load described.
+    let cache = runtime.cache().clone();
+    let (file, manifest_file) = (path.to_owned(), manifest_path.clone());
+    let (identified, content, remembered) = tokio::task::spawn_blocking(move || {
+        let identified = identify(&cache, &file)?;
+        let content = content_hash(&identified.known.hash, manifest_file.as_deref());
+        let remembered = cache.description(&content);
+        Ok::<_, LoadErrorKind>((identified, content, remembered))
     })
     .await
-    .map_err(|e| fail(LoadErrorKind::Host(format!("compiling panicked: {e}"))))?
+    .map_err(|e| fail(LoadErrorKind::Host(format!("identifying panicked: {e}"))))?
     .map_err(fail)?;
-    let compiled = started.elapsed();
-    let content = content_hash(&known.hash, manifest_path.as_deref());
-    let language = known.language;
-
-    let engine = sandboxes.engine();
-    let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
-    if !exports.iter().any(|e| e == TOOL_INTERFACE) {
-        return Err(fail(LoadErrorKind::MissingExport {
-            exports: if exports.is_empty() {
-                "nothing".to_owned()
-            } else {
-                exports.join(", ")
-            },
-        }));
-    }
-    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
-    let instance_pre = sandboxes
-        .instantiate_pre(&component)
-        .map_err(|e| fail(LoadErrorKind::UnknownImport(first_line(&e))))?;
-    let pre = PluginPre::new(instance_pre)
-        .map_err(|e| fail(LoadErrorKind::WrongExport(first_line(&e))))?;
-
-    let linked = started.elapsed();
-    let grants = Grants::resolve(&name, &manifest.permissions);
-    let specs = describe(runtime, config, &name, &pre, &grants, &limits)
+    let loaded = async {
+        let compiling = runtime.clone();
+        let metering = limits.metering;
+        let file = path.to_owned();
+        let (component, known, cache_outcome) = tokio::task::spawn_blocking(move || {
+            let sandboxes = (compiling.sandboxes(metering))
+                .map_err(|e| LoadErrorKind::Host(format!("{e:#}")))?;
+            compile_file(sandboxes, &file, identified)
+        })
         .await
-        .map_err(fail)?;
-    tracing::debug!(
-        plugin = %name,
-        ?compiled,
-        ?linked,
-        described = ?started.elapsed(),
-        "plugin load: compiled or mapped, linked, described"
-    );
-    // Validators of schemas the cache knows are built once nothing is
-    // loading ([`Registry`](crate::registry::Registry)), or by a call.
-    let tools = check_tools(specs, &manifest, runtime.cache()).map_err(fail)?;
+        .map_err(|e| LoadErrorKind::Host(format!("compiling panicked: {e}")))??;
+        let compiled = started.elapsed();
+
+        let engine = sandboxes.engine();
+        let ty = component.component_type();
+        let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
+        if !exports.iter().any(|e| e == TOOL_INTERFACE) {
+            return Err(LoadErrorKind::MissingExport {
+                exports: if exports.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    exports.join(", ")
+                },
+            });
+        }
+        let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
+        let instance_pre = sandboxes
+            .instantiate_pre(&component)
+            .map_err(|e| LoadErrorKind::UnknownImport(first_line(&e)))?;
+        let pre =
+            PluginPre::new(instance_pre).map_err(|e| LoadErrorKind::WrongExport(first_line(&e)))?;
+
+        let linked = started.elapsed();
+        let grants = Grants::resolve(&name, &manifest.permissions);
+        let specs = describe(runtime, config, &name, &pre, &grants, &limits).await?;
+        tracing::debug!(
+            plugin = %name,
+            ?compiled,
+            ?linked,
+            described = ?started.elapsed(),
+            "plugin load: compiled or mapped, linked, described"
+        );
+        let text = description_text(&specs);
+        // Validators of schemas the cache knows are built once nothing is
+        // loading ([`Registry`](crate::registry::Registry)), or by a call.
+        let tools = check_tools(specs, &manifest, runtime.cache())?;
+        Ok((
+            pre,
+            grants,
+            imports,
+            tools,
+            known.language,
+            cache_outcome,
+            text,
+        ))
+    };
+    let (pre, grants, imports, tools, language, cache_outcome, text) = match loaded.await {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            // Refused for what it is or did: later starts list no tools of
+            // it while it loads (an empty description). Not for a failure
+            // of the host, such as its shutdown or a busy pool.
+            if e.is_the_plugins() && remembered.as_deref() != Some(REFUSED) {
+                runtime.cache().remember_description(&content, REFUSED);
+            }
+            return Err(fail(e));
+        }
+    };
+    if remembered.as_deref() != Some(text.as_str()) {
+        runtime.cache().remember_description(&content, &text);
+    }
 
     Ok(Plugin {
         running: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency as usize)),
@@ -290,30 +362,73 @@ pub(crate) async fn load(
     })
 }
 
-/// The compiled component of the plugin file at `path`, the file's BLAKE3
-/// hash, and whether the component came from the cache. Blocking.
-///
-/// A file the cache remembers unchanged is not read at all: its hash is
-/// remembered and its component mapped from the cache, which makes most of
-/// a warm start.
-fn compile_file(
-    runtime: &Sandboxes,
-    path: &Path,
-) -> Result<(Component, Known, CacheOutcome), LoadErrorKind> {
-    let unreadable = |e: std::io::Error| LoadErrorKind::Unreadable(e.to_string());
-    // Taken before the read, so that a write during it changes the stamp.
+/// A plugin file known by its hash, with its bytes when they had to be
+/// read to hash them.
+struct Identified {
+    /// Taken before the read, so that a write during it changes the stamp.
+    stamp: Option<FileStamp>,
+    known: Known,
+    bytes: Option<Vec<u8>>,
+}
+
+/// The hash of the plugin file at `path`: remembered by the cache while the
+/// file is unchanged (then the file is not read), else read and hashed.
+/// Blocking.
+fn identify(cache: &CompileCache, path: &Path) -> Result<Identified, LoadErrorKind> {
     let stamp = FileStamp::of(path).map_err(unreadable)?;
-    let cache = runtime.cache();
-    if let Some(known) = stamp.as_ref().and_then(|s| cache.known_hash(path, s))
-        && let Some(component) = cache.cached(runtime.engine(), &known.hash)
-    {
-        return Ok((component, known, CacheOutcome::Hit));
+    if let Some(known) = stamp.as_ref().and_then(|s| cache.known_hash(path, s)) {
+        return Ok(Identified {
+            stamp,
+            known,
+            bytes: None,
+        });
     }
+    let (known, bytes) = read_plugin(path)?;
+    Ok(Identified {
+        stamp,
+        known,
+        bytes: Some(bytes),
+    })
+}
+
+fn read_plugin(path: &Path) -> Result<(Known, Vec<u8>), LoadErrorKind> {
     let bytes = std::fs::read(path).map_err(unreadable)?;
     check_header(&bytes)?;
     let known = Known {
         hash: blake3::hash(&bytes),
         language: crate::producers::language(&bytes),
+    };
+    Ok((known, bytes))
+}
+
+fn unreadable(e: std::io::Error) -> LoadErrorKind {
+    LoadErrorKind::Unreadable(e.to_string())
+}
+
+/// The compiled component of an identified plugin file, its hash, and
+/// whether the component came from the cache. Blocking.
+///
+/// A file the cache remembers unchanged is not read at all: its component
+/// is mapped from the cache, which makes most of a warm start.
+fn compile_file(
+    runtime: &Sandboxes,
+    path: &Path,
+    identified: Identified,
+) -> Result<(Component, Known, CacheOutcome), LoadErrorKind> {
+    let cache = runtime.cache();
+    let Identified {
+        stamp,
+        known,
+        bytes,
+    } = identified;
+    let (known, bytes) = match bytes {
+        Some(bytes) => (known, bytes),
+        None => {
+            if let Some(component) = cache.cached(runtime.engine(), &known.hash) {
+                return Ok((component, known, CacheOutcome::Hit));
+            }
+            read_plugin(path)?
+        }
     };
     let (component, outcome) = runtime
         .compile(&known.hash, &bytes)
@@ -322,6 +437,60 @@ fn compile_file(
         cache.remember(path, stamp, &known);
     }
     Ok((component, known, outcome))
+}
+
+/// The description remembered of a plugin whose load was refused.
+const REFUSED: &str = "[]";
+
+/// One tool of `describe()`'s answer as the compile cache keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Described {
+    name: String,
+    description: String,
+    input_schema: String,
+    output_schema: Option<String>,
+    on_duplicate: String,
+    duplicate_scope: String,
+    cancellable: bool,
+    delivery: String,
+}
+
+/// `describe()`'s answer as JSON text, to remember.
+fn description_text(specs: &[ToolSpec]) -> String {
+    let described: Vec<Described> = specs
+        .iter()
+        .map(|s| Described {
+            name: s.name.clone(),
+            description: s.description.clone(),
+            input_schema: s.input_schema.clone(),
+            output_schema: s.output_schema.clone(),
+            on_duplicate: s.on_duplicate.as_str().to_owned(),
+            duplicate_scope: s.duplicate_scope.as_str().to_owned(),
+            cancellable: s.cancellable,
+            delivery: s.delivery.as_str().to_owned(),
+        })
+        .collect();
+    serde_json::to_string(&described).unwrap_or_default()
+}
+
+/// A remembered answer of `describe()`; `None` for a text that is not one.
+fn parse_description(text: &str) -> Option<Vec<ToolSpec>> {
+    let described: Vec<Described> = serde_json::from_str(text).ok()?;
+    described
+        .into_iter()
+        .map(|d| {
+            Some(ToolSpec {
+                on_duplicate: DuplicatePolicy::parse(&d.on_duplicate)?,
+                duplicate_scope: DuplicateScope::parse(&d.duplicate_scope)?,
+                delivery: Delivery::parse(&d.delivery)?,
+                name: d.name,
+                description: d.description,
+                input_schema: d.input_schema,
+                output_schema: d.output_schema,
+                cancellable: d.cancellable,
+            })
+        })
+        .collect()
 }
 
 /// The BLAKE3 hash of the plugin file at `path` as it is now: remembered
@@ -586,6 +755,26 @@ mod tests {
         assert!(!valid_tool_name("has space"));
         assert!(!valid_tool_name("dot.ted"));
         assert!(!valid_tool_name("ünï"));
+    }
+
+    #[test]
+    fn a_description_reads_back_as_it_was_written() {
+        let specs = vec![
+            spec(r#"{"type":"object"}"#, None),
+            ToolSpec {
+                on_duplicate: DuplicatePolicy::Queue,
+                duplicate_scope: DuplicateScope::NameAndArguments,
+                delivery: Delivery::FireAndForget,
+                cancellable: true,
+                ..spec(r#"{"type":"object"}"#, Some(r#"{"type":"string"}"#))
+            },
+        ];
+        let text = description_text(&specs);
+        let back = parse_description(&text).expect("a description");
+        assert_eq!(description_text(&back), text);
+        assert!(back[1].cancellable && back[1].delivery == Delivery::FireAndForget);
+        assert!(parse_description(&text.replace("queue", "sometimes")).is_none());
+        assert!(parse_description("not json").is_none());
     }
 
     #[test]

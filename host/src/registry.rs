@@ -10,7 +10,7 @@ use tokio::sync::{Semaphore, broadcast, watch};
 use crate::config::HostConfig;
 use crate::engine::Runtime;
 use crate::error::{LoadError, LoadErrorKind};
-use crate::plugin::{self, Plugin, Tool};
+use crate::plugin::{self, Announcement, Plugin, Tool};
 use crate::records::HostEvent;
 use crate::store::{MemoryStore, StoreOptions, TaskStore};
 
@@ -35,6 +35,9 @@ struct Served {
     plugins: BTreeMap<PathBuf, Arc<Plugin>>,
     /// Every tool of every loaded plugin, enabled or not, by name.
     tools: HashMap<String, ToolEntry>,
+    /// The tools of files still loading that the compile cache described
+    /// from their last load: listed until the load ends.
+    announced: BTreeMap<PathBuf, Announcement>,
     /// The latest refusal of each file that is not serving that version.
     refused: BTreeMap<PathBuf, LoadError>,
     /// The running-calls cap of each file, kept across reloads so that the
@@ -61,6 +64,9 @@ pub(crate) struct Registry {
     served: RwLock<Served>,
     /// Number of plugin files still loading.
     pending: watch::Sender<usize>,
+    /// Of those, the ones whose tools are not listed yet: a file is listed
+    /// once it is announced or its load ends.
+    unlisted: watch::Sender<usize>,
     /// Bumped on every change of the tool list.
     changed: watch::Sender<u64>,
     /// Bumped each time validators left to build after loads are built.
@@ -92,6 +98,7 @@ impl Registry {
             config,
             served: RwLock::default(),
             pending: watch::Sender::new(0),
+            unlisted: watch::Sender::new(0),
             changed: watch::Sender::new(0),
             prepared: watch::Sender::new(0),
             events: OnceLock::new(),
@@ -121,14 +128,50 @@ impl Registry {
     }
 
     /// Start loading one plugin file in the background.
+    #[cfg(test)]
     pub(crate) fn start_loading_file(self: &Arc<Self>, path: PathBuf) {
-        self.pending.send_modify(|n| *n += 1);
+        self.start_loading_files(vec![path]);
+    }
+
+    /// Start loading plugin files in the background. First the tools the
+    /// compile cache knows of each are announced (listed until its load
+    /// ends), all on one blocking thread before any load begins: the loads
+    /// would take the cores from it, and a start lists its tools once
+    /// every file is announced or loaded.
+    pub(crate) fn start_loading_files(self: &Arc<Self>, paths: Vec<PathBuf>) {
+        self.pending.send_modify(|n| *n += paths.len());
+        self.unlisted.send_modify(|n| *n += paths.len());
         let registry = self.clone();
         tokio::spawn(async move {
-            // A refusal is logged and kept in the report.
-            let _ = registry.load_file(&path).await;
-            registry.pending.send_modify(|n| *n -= 1);
-            registry.prepare_when_loaded();
+            let cache = registry.runtime.cache().clone();
+            let announcing = paths.clone();
+            let announcements = tokio::task::spawn_blocking(move || {
+                (announcing.iter())
+                    .map(|p| plugin::announcement(&cache, p))
+                    .collect::<Vec<_>>()
+            });
+            let announcements = announcements.await.unwrap_or_default();
+            let mut listed = vec![false; paths.len()];
+            for (i, announcement) in announcements.into_iter().enumerate() {
+                if let Some(a) = announcement
+                    && registry.announce(&paths[i], a)
+                {
+                    listed[i] = true;
+                    registry.unlisted.send_modify(|n| *n -= 1);
+                }
+            }
+            for (path, listed) in paths.into_iter().zip(listed) {
+                let registry = registry.clone();
+                tokio::spawn(async move {
+                    // A refusal is logged and kept in the report.
+                    let _ = registry.load_file(&path).await;
+                    if !listed {
+                        registry.unlisted.send_modify(|n| *n -= 1);
+                    }
+                    registry.pending.send_modify(|n| *n -= 1);
+                    registry.prepare_when_loaded();
+                });
+            }
         });
     }
 
@@ -171,12 +214,52 @@ impl Registry {
         *self.pending.borrow() > 0
     }
 
+    /// Wait until every plugin that started loading is listed: announced,
+    /// loaded or refused.
+    pub(crate) async fn listed(&self) {
+        let mut rx = self.unlisted.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    /// Whether plugins that started loading are still to be listed.
+    pub(crate) fn listing(&self) -> bool {
+        *self.unlisted.borrow() > 0
+    }
+
     /// Load one plugin file and put it into service.
     pub(crate) async fn load_file(&self, path: &Path) -> Result<Arc<Plugin>, LoadError> {
         let result = plugin::load(&self.runtime, &self.config, path).await;
         let registered = self.register(path, result);
         self.prepare_when_loaded();
         registered
+    }
+
+    /// List the tools a loading file's last load described, until its load
+    /// ends (a call of one waits for `pending` to change: see
+    /// [`tool`](Self::tool)). Not when the file serves already (its version lists), nor when
+    /// another file has or announced a tool of the same name (the load
+    /// decides which serves). Whether the file's tools are listed.
+    fn announce(&self, path: &Path, announcement: Announcement) -> bool {
+        let mut served = self.served_mut();
+        if served.plugins.contains_key(path) {
+            return true;
+        }
+        let taken = |name: &str| {
+            served.tools.contains_key(name)
+                || (served.announced.iter())
+                    .any(|(p, a)| p != path && a.tools.iter().any(|t| t.name == name))
+        };
+        if announcement.tools.iter().any(|t| taken(&t.name)) {
+            return false;
+        }
+        tracing::debug!(plugin = %announcement.plugin, tools = announcement.tools.len(), "plugin announced from its last load");
+        let listing = !announcement.tools.is_empty();
+        served.announced.insert(path.to_owned(), announcement);
+        drop(served);
+        if listing {
+            self.changed.send_modify(|g| *g += 1);
+        }
+        true
     }
 
     /// Whether `path` and its manifest hold what the serving plugin of
@@ -204,15 +287,33 @@ impl Registry {
     /// Put a loaded plugin into service, or record why it was refused. A
     /// plugin replacing an earlier version of the same file takes over its
     /// tools; when the new version is refused the old one goes on serving.
-    /// A change of the served tool list bumps
+    /// A change of the listed tools bumps
     /// [`tools_changed`](Self::tools_changed); a new version with the same
-    /// tools does not.
+    /// tools does not, nor a load that serves the tools it announced.
     fn register(
         &self,
         path: &Path,
         result: Result<Plugin, LoadError>,
     ) -> Result<Arc<Plugin>, LoadError> {
         let mut served = self.served_mut();
+        let announced = served.announced.remove(path);
+        let registered = self.serve(&mut served, path, result, announced.as_ref());
+        drop(served);
+        // The announced tools are no longer listed.
+        if registered.is_err() && announced.is_some_and(|a| !a.tools.is_empty()) {
+            self.changed.send_modify(|g| *g += 1);
+        }
+        registered
+    }
+
+    /// [`register`](Self::register) under the lock.
+    fn serve(
+        &self,
+        served: &mut Served,
+        path: &Path,
+        result: Result<Plugin, LoadError>,
+        announced: Option<&Announcement>,
+    ) -> Result<Arc<Plugin>, LoadError> {
         let serving = served.plugins.contains_key(path);
         let refuse = |served: &mut Served, e: LoadError| {
             if serving {
@@ -225,7 +326,7 @@ impl Registry {
         };
         let mut plugin = match result {
             Ok(p) => p,
-            Err(e) => return refuse(&mut served, e),
+            Err(e) => return refuse(served, e),
         };
         for tool in &plugin.tools {
             if let Some(other) = served.tools.get(&tool.name)
@@ -238,7 +339,7 @@ impl Registry {
                         other: other.plugin.path.clone(),
                     },
                 );
-                return refuse(&mut served, e);
+                return refuse(served, e);
             }
         }
         let cap = plugin.limits.max_concurrency;
@@ -265,13 +366,11 @@ impl Registry {
         *had = cap;
         plugin.running = slots.clone();
         let plugin = Arc::new(plugin);
-        let same_tools = served.plugins.get(path).is_some_and(|old| {
-            old.tools.len() == plugin.tools.len()
-                && old
-                    .tools
-                    .iter()
-                    .zip(&plugin.tools)
-                    .all(|(a, b)| a.same_as(b))
+        let listed =
+            (served.plugins.get(path).map(|old| &old.tools)).or(announced.map(|a| &a.tools));
+        let same_tools = listed.is_some_and(|old| {
+            old.len() == plugin.tools.len()
+                && old.iter().zip(&plugin.tools).all(|(a, b)| a.same_as(b))
         });
         served.remove(path);
         for tool in &plugin.tools {
@@ -290,7 +389,6 @@ impl Registry {
         );
         served.plugins.insert(path.to_owned(), plugin.clone());
         served.refused.remove(path);
-        drop(served);
         if !same_tools {
             self.changed.send_modify(|g| *g += 1);
         }
@@ -301,7 +399,7 @@ impl Registry {
     pub(crate) fn unload(&self, path: &Path) -> bool {
         let mut served = self.served_mut();
         served.refused.remove(path);
-        let removed = served.remove(path);
+        let removed = served.remove(path) | served.announced.remove(path).is_some();
         drop(served);
         if removed {
             tracing::info!(file = %path.display(), "plugin unloaded");
@@ -328,42 +426,73 @@ impl Registry {
         let mut tools: Vec<ToolEntry> = served
             .tools
             .values()
-            .filter(|e| self.serves(e))
+            .filter(|e| self.serves(&e.tool))
             .cloned()
             .collect();
         tools.sort_by(|a, b| a.tool.name.cmp(&b.tool.name));
         tools
     }
 
+    /// The tools a session lists, with their plugins' names: the served
+    /// ones and those announced by files still loading, enabled and in the
+    /// profile, sorted by name.
+    pub(crate) fn listed_tools(&self) -> Vec<(Arc<str>, Arc<Tool>)> {
+        let served = self.served();
+        let serving = (served.tools.values()).map(|e| (e.plugin.name.clone(), &e.tool));
+        let announced =
+            (served.announced.values()).flat_map(|a| a.tools.iter().map(|t| (a.plugin.clone(), t)));
+        let mut tools: Vec<(Arc<str>, Arc<Tool>)> = serving
+            .chain(announced)
+            .filter(|(_, t)| self.serves(t))
+            .map(|(p, t)| (p, t.clone()))
+            .collect();
+        tools.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+        tools
+    }
+
     /// The served tool `name`. While plugins are still loading, waits for
-    /// them before saying it does not exist.
+    /// them before saying it does not exist; a tool that is announced
+    /// waits only for the load of its file.
     pub(crate) async fn tool(&self, name: &str) -> Option<ToolEntry> {
-        if let Some(t) = self.find(name) {
-            return Some(t);
+        let mut loads = self.pending.subscribe();
+        loop {
+            loads.mark_unchanged();
+            // Before the lookup: an announcement gone by then was replaced
+            // by what its load served, or refused.
+            let announced =
+                (self.served().announced.values()).any(|a| a.tools.iter().any(|t| t.name == name));
+            if let Some(t) = self.find(name) {
+                return Some(t);
+            }
+            if !announced {
+                if self.loading() {
+                    self.ready().await;
+                }
+                return self.find(name);
+            }
+            // Every counted load ends by changing `pending`.
+            if loads.changed().await.is_err() {
+                return None;
+            }
         }
-        if self.loading() {
-            self.ready().await;
-            return self.find(name);
-        }
-        None
     }
 
     fn find(&self, name: &str) -> Option<ToolEntry> {
         self.served()
             .tools
             .get(name)
-            .filter(|e| self.serves(e))
+            .filter(|e| self.serves(&e.tool))
             .cloned()
     }
 
     /// Enabled, and in the profile when there is one.
-    fn serves(&self, e: &ToolEntry) -> bool {
-        e.tool.enabled
+    fn serves(&self, tool: &Tool) -> bool {
+        tool.enabled
             && self
                 .config
                 .profile
                 .as_ref()
-                .is_none_or(|p| p.allows(&e.tool.name))
+                .is_none_or(|p| p.allows(&tool.name))
     }
 }
 
@@ -371,6 +500,7 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::testing::copy_test_plugin;
+    use serde_json::Value;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn validators_the_loads_left_are_built_once_nothing_is_loading() {
@@ -416,5 +546,139 @@ mod tests {
             .expect("registry");
         assert!(!warm.loading());
         assert!(tools.iter().all(|t| t.prepared()));
+    }
+
+    /// A registry over `cache` whose pool of 32 instances is all held, so
+    /// that a load waits in `describe()` until the permits are dropped.
+    async fn held_registry(cache: &Path) -> (Arc<Registry>, Vec<crate::engine::InstancePermit>) {
+        let registry = Arc::new(Registry::new(warm_config(cache)).expect("registry"));
+        let mut held = Vec::new();
+        for _ in 0..32 {
+            let permit = registry.runtime.instance(crate::limits::Metering::Fuel);
+            held.push(permit.await.expect("instance"));
+        }
+        (registry, held)
+    }
+
+    fn warm_config(cache: &Path) -> HostConfig {
+        let mut config = HostConfig::default();
+        config.engine.instances = 32;
+        config.cache_dir = Some(cache.to_owned());
+        config.describe_timeout = std::time::Duration::from_secs(120);
+        config
+    }
+
+    fn names(tools: &[(Arc<str>, Arc<Tool>)]) -> Vec<String> {
+        tools.iter().map(|(_, t)| t.name.clone()).collect()
+    }
+
+    /// A first load of behave, which leaves its description in `cache`.
+    /// The built file, not a copy: the cache remembers a file's hash only
+    /// once the file is a few seconds old, and a start announces only
+    /// files whose hash it need not read.
+    async fn described(cache: &Path) -> (PathBuf, Vec<String>) {
+        let behave = crate::testing::root().join("dist/test-plugins/behave.wasm");
+        let cold = Arc::new(Registry::new(warm_config(cache)).expect("registry"));
+        cold.start_loading_file(behave.clone());
+        assert!(cold.ready().await.refused.is_empty());
+        (behave, names(&cold.listed_tools()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_start_lists_the_tools_the_last_load_described_before_the_load_ends() {
+        let cache = tempfile::tempdir().expect("temp dir");
+        let (behave, tools) = described(cache.path()).await;
+
+        // describe() waits for an instance, and the pool is all held.
+        let (warm, held) = held_registry(cache.path()).await;
+        let changed = warm.tools_changed();
+        warm.start_loading_file(behave);
+        let wait = std::time::Duration::from_secs(20);
+        tokio::time::timeout(wait, warm.listed())
+            .await
+            .expect("listed before the load ends");
+        assert_eq!(names(&warm.listed_tools()), tools);
+        assert!(warm.loading() && warm.tools().is_empty(), "still loading");
+        let announced = *changed.borrow();
+        assert_eq!(announced, 1, "announcing changed the list");
+
+        // A call of an announced tool waits for the load, then finds it.
+        let mut lookup = std::pin::pin!(warm.tool("ok"));
+        let first = tokio::select! {
+            biased;
+            found = &mut lookup => Some(found),
+            () = std::future::ready(()) => None,
+        };
+        assert!(first.is_none(), "the lookup waits: {first:?}");
+        drop(held);
+        let found = tokio::time::timeout(wait, lookup).await.expect("load ends");
+        assert_eq!(
+            found.map(|e| e.plugin.name().to_owned()).as_deref(),
+            Some("behave")
+        );
+        assert!(warm.ready().await.refused.is_empty());
+        assert_eq!(names(&warm.listed_tools()), tools);
+        assert_eq!(
+            *changed.borrow(),
+            announced,
+            "serving what it announced changes nothing"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_start_lists_without_waiting_for_a_plugin_its_last_load_refused() {
+        let cache = tempfile::tempdir().expect("temp dir");
+        let trap = crate::testing::root().join("dist/test-plugins/describe-trap.wasm");
+        let cold = Arc::new(Registry::new(warm_config(cache.path())).expect("registry"));
+        cold.start_loading_file(trap.clone());
+        assert_eq!(cold.ready().await.refused.len(), 1);
+
+        let (warm, held) = held_registry(cache.path()).await;
+        let changed = warm.tools_changed();
+        warm.start_loading_file(trap);
+        let wait = std::time::Duration::from_secs(20);
+        tokio::time::timeout(wait, warm.listed())
+            .await
+            .expect("listed before the load ends");
+        assert!(warm.loading() && warm.listed_tools().is_empty());
+        drop(held);
+        assert_eq!(warm.ready().await.refused.len(), 1, "refused again");
+        assert_eq!(*changed.borrow(), 0, "nothing was listed, nothing changed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_load_that_describes_other_tools_than_it_announced_changes_the_list() {
+        let cache = tempfile::tempdir().expect("temp dir");
+        let (behave, tools) = described(cache.path()).await;
+        // The remembered description gains a tool the plugin does not have.
+        let described = std::fs::read_dir(cache.path().join("described"))
+            .expect("descriptions")
+            .map(|e| e.expect("entry").path())
+            .find(|p| p.extension().is_some_and(|x| x == "json"))
+            .expect("behave's description");
+        let mut specs: Vec<Value> =
+            serde_json::from_str(&std::fs::read_to_string(&described).expect("read"))
+                .expect("json");
+        let mut ghost = specs[0].clone();
+        ghost["name"] = "ghost".into();
+        specs.push(ghost);
+        std::fs::write(&described, serde_json::to_string(&specs).expect("json")).expect("write");
+
+        let (warm, held) = held_registry(cache.path()).await;
+        let mut changed = warm.tools_changed();
+        warm.start_loading_file(behave);
+        let wait = std::time::Duration::from_secs(20);
+        tokio::time::timeout(wait, warm.listed())
+            .await
+            .expect("listed before the load ends");
+        assert!(names(&warm.listed_tools()).contains(&"ghost".to_owned()));
+        changed.mark_unchanged();
+        drop(held);
+        assert!(warm.ready().await.refused.is_empty());
+        assert!(changed.has_changed().expect("registry"), "the list changed");
+        assert_eq!(names(&warm.listed_tools()), tools);
+        // The load remembered what it described.
+        let text = std::fs::read_to_string(&described).expect("read");
+        assert!(!text.contains("ghost"), "{text}");
     }
 }

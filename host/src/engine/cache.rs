@@ -36,6 +36,17 @@ const SCHEMA_RULES: &str = "r1-jsonschema0.33";
 /// Valid-schema marks kept at most: each is an empty file.
 const MAX_SCHEMA_MARKS: usize = 4_096;
 
+/// Descriptions of plugins kept at most (see
+/// [`remember_description`](CompileCache::remember_description)).
+const MAX_DESCRIPTIONS: usize = 4_096;
+
+/// The largest description read back: a plugin's tools within the load's
+/// bounds (1 000 tools, 256 KiB per schema) fit many times over.
+const MAX_DESCRIPTION_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The format of a remembered description; part of its file's name.
+const DESCRIPTION_FORMAT: &str = "d1";
+
 /// How a component was obtained, for logs and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CacheOutcome {
@@ -147,18 +158,40 @@ impl CompileCache {
     /// [`MAX_SCHEMA_MARKS`] the marks are all removed first: a plugin
     /// decides its schemas' texts, and may change them at every load.
     pub(crate) fn remember_valid_schema(&self, schema: &str) {
-        let Some(path) = self.valid_schema(schema) else {
-            return;
-        };
-        if let Some(dir) = path.parent()
-            && let Ok(marks) = std::fs::read_dir(dir)
-            && marks.count() >= MAX_SCHEMA_MARKS
-        {
-            let _ = std::fs::remove_dir_all(dir);
+        if let Some(path) = self.valid_schema(schema) {
+            store_bounded(&path, b"", MAX_SCHEMA_MARKS);
         }
-        if let Err(e) = store(&path, b"") {
-            tracing::warn!(path = %path.display(), error = %e, "cannot write compile cache");
+    }
+
+    /// What `describe()` answered at the last load of the plugin whose
+    /// content (component and manifest) hashes to `content`, as
+    /// [`remember_description`](Self::remember_description) stored it.
+    pub(crate) fn description(&self, content: &blake3::Hash) -> Option<String> {
+        let path = self.described(content)?;
+        let file = std::fs::File::open(path).ok()?;
+        if file.metadata().ok()?.len() > MAX_DESCRIPTION_BYTES {
+            return None;
         }
+        std::io::read_to_string(file).ok()
+    }
+
+    /// Remember what a plugin's `describe()` answered, so that a later
+    /// start can list its tools before the plugin has loaded. Past
+    /// [`MAX_DESCRIPTIONS`] the folder starts again, as for schema marks.
+    pub(crate) fn remember_description(&self, content: &blake3::Hash, text: &str) {
+        if let Some(path) = self.described(content) {
+            store_bounded(&path, text.as_bytes(), MAX_DESCRIPTIONS);
+        }
+    }
+
+    /// A description's file: named by the plugin's content hash and the
+    /// format it is written in. `describe()`'s answer does not depend on
+    /// the engine, so the fingerprint is not part of it.
+    fn described(&self, content: &blake3::Hash) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        let hash = content.to_hex();
+        let name = format!("{}-{DESCRIPTION_FORMAT}.json", &hash[..32]);
+        Some(dir.join("described").join(name))
     }
 
     /// The mark of a valid schema: named by the hash of its text, the
@@ -247,6 +280,20 @@ impl FileStamp {
         SystemTime::now()
             .duration_since(self.changed)
             .is_ok_and(|age| age >= SETTLED)
+    }
+}
+
+/// [`store`] into a folder of at most `max` files: a full folder is
+/// emptied first. Failures are logged: the cache is an optimization.
+fn store_bounded(path: &Path, data: &[u8], max: usize) {
+    if let Some(dir) = path.parent()
+        && let Ok(entries) = std::fs::read_dir(dir)
+        && entries.count() >= max
+    {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if let Err(e) = store(path, data) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write compile cache");
     }
 }
 

@@ -102,15 +102,18 @@ impl Connection {
     }
 
     /// The changes of a load going on when the connection opened (the
-    /// folder's first, at start) are no news: `tools/list` waits for the
-    /// whole folder, so the client's list has them. Waits for that load and
-    /// marks them seen; with no load going on, a change since `changed` was
-    /// marked is news and stays unseen. (Checking `loading()` when a change
-    /// wakes the follower instead raced with the load's end: the last
-    /// plugin's change comes just before it, and was sent as news.)
+    /// folder's first, at start) are no news: `tools/list` waits until the
+    /// whole folder is listed ([`Host::listed`]), so the client's list has
+    /// them. Waits for that and marks them seen; with no load going on, a
+    /// change since `changed` was marked is news and stays unseen. A load
+    /// that ends after the folder was listed changes nothing when it serves
+    /// the tools it announced, and is news when it does not. (Checking
+    /// `loading()` when a change wakes the follower instead raced with the
+    /// load's end: the last plugin's change comes just before it, and was
+    /// sent as news.)
     pub(crate) async fn skip_initial_load(&self, changed: &mut watch::Receiver<u64>) {
-        if self.host.loading() {
-            self.host.ready().await;
+        if self.host.listing() {
+            self.host.listed().await;
             changed.mark_unchanged();
         }
     }

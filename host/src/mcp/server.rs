@@ -269,8 +269,9 @@ impl ServerHandler for ToolServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        // Right after start the folder may still be loading; list it whole.
-        self.connection().host().ready().await;
+        // Right after start the folder may still be loading; list it whole
+        // (with the tools the cache knows of plugins still loading).
+        self.connection().host().listed().await;
         Ok(ListToolsResult::with_all_items(self.tool_list()))
     }
 

@@ -333,17 +333,15 @@ impl Session {
         &self.inner.id
     }
 
-    /// The tools as the model sees them: every served tool, `confirm`
-    /// tools with the `confirm_duplicate` argument (B12), and the three
-    /// companion tools (B25), always listed while any tool is served so the
-    /// list stays stable.
+    /// The tools as the model sees them: every served tool, and those of
+    /// plugins still loading that the compile cache knows from an earlier
+    /// load ([`Host::listed`](crate::Host::listed)); `confirm` tools with
+    /// the `confirm_duplicate` argument (B12); and the three companion
+    /// tools (B25), always listed while any tool is listed so the list
+    /// stays stable.
     pub fn tools(&self) -> Vec<ToolView> {
-        let mut tools: Vec<ToolView> = self
-            .inner
-            .registry
-            .tools()
-            .iter()
-            .map(|e| ToolView::of(e.plugin.name(), &e.tool))
+        let mut tools: Vec<ToolView> = (self.inner.registry.listed_tools().iter())
+            .map(|(plugin, tool)| ToolView::of(plugin, tool))
             .collect();
         if !tools.is_empty() {
             tools.extend(companion::views());
