@@ -97,18 +97,6 @@ pub enum LoadErrorKind {
     Host(String),
 }
 
-impl LoadErrorKind {
-    /// Whether the component or its manifest is refused for what it is or
-    /// what its `describe()` did, rather than for the file's reading or the
-    /// host's state (its shutdown, a busy pool).
-    pub(crate) fn is_the_plugins(&self) -> bool {
-        !matches!(
-            self,
-            LoadErrorKind::Unreadable(_) | LoadErrorKind::PoolBusy(_) | LoadErrorKind::Host(_)
-        )
-    }
-}
-
 /// A file of the host or of a plugin (`toolhost.toml`, a manifest) that
 /// cannot be used: the file, and what is wrong, naming the key.
 #[derive(Debug, Clone, thiserror::Error)]

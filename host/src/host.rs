@@ -130,6 +130,13 @@ impl Host {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn listed(&self) {
+        self.registry.listed().await;
+    }
+
+    /// [`listed`](Self::listed), and the count of
+    /// [`tools_changed`](Self::tools_changed) when the last plugin was
+    /// listed: a count past it is a change after the listing.
+    pub(crate) async fn listed_at(&self) -> u64 {
         self.registry.listed().await
     }
 

@@ -160,8 +160,8 @@ pub(crate) fn manifest_path_for(wasm: &Path) -> PathBuf {
 }
 
 /// The tools a plugin file's last load described, from the compile cache:
-/// what a start lists while the file loads (see [`announcement`]). None
-/// when that load was refused.
+/// what a start lists while the file loads (see [`announcement`]). No
+/// tools when that load was refused.
 pub(crate) struct Announcement {
     pub(crate) plugin: Arc<str>,
     pub(crate) tools: Vec<Arc<Tool>>,
@@ -186,6 +186,14 @@ pub(crate) fn announcement(cache: &CompileCache, path: &Path) -> Option<Announce
     let known = cache.known_hash(path, &FileStamp::of(path).ok()??)?;
     let content = content_hash(&known.hash, manifest_path.as_deref());
     let specs = parse_description(&cache.description(&content)?)?;
+    // Only schemas known valid: an announcement compiles none.
+    let known = |s: &ToolSpec| {
+        cache.schema_known_valid(&s.input_schema)
+            && (s.output_schema.as_ref()).is_none_or(|o| cache.schema_known_valid(o))
+    };
+    if !specs.iter().all(known) {
+        return None;
+    }
     let tools = if specs.is_empty() {
         Vec::new()
     } else {
@@ -331,12 +339,7 @@ pub(crate) async fn load(
     let (pre, grants, imports, tools, language, cache_outcome, text) = match loaded.await {
         Ok(loaded) => loaded,
         Err(e) => {
-            // Refused for what it is or did: later starts list no tools of
-            // it while it loads (an empty description). Not for a failure
-            // of the host, such as its shutdown or a busy pool.
-            if e.is_the_plugins() && remembered.as_deref() != Some(REFUSED) {
-                runtime.cache().remember_description(&content, REFUSED);
-            }
+            remember_refusal(runtime.cache(), &content, remembered.as_deref(), &e);
             return Err(fail(e));
         }
     };
@@ -441,6 +444,46 @@ fn compile_file(
 
 /// The description remembered of a plugin whose load was refused.
 const REFUSED: &str = "[]";
+
+/// What a refused load leaves for the next start's [`announcement`]:
+/// - refused for what the component is or what `describe()` answered
+///   (the same at every load of it): an empty description, so that a
+///   start lists nothing of it and does not wait for its load;
+/// - refused under the host's settings or version (the describe budget,
+///   the imports it links), which the description's key does not hold:
+///   nothing, so that the next start waits for the load;
+/// - stopped by the host (its shutdown, a busy pool, an unreadable file):
+///   the description stays.
+fn remember_refusal(
+    cache: &CompileCache,
+    content: &blake3::Hash,
+    remembered: Option<&str>,
+    e: &LoadErrorKind,
+) {
+    use LoadErrorKind as K;
+    match e {
+        K::NotAComponent(_)
+        | K::MissingExport { .. }
+        | K::WrongExport(_)
+        | K::DescribeTrapped(_)
+        | K::NoTools
+        | K::TooManyTools { .. }
+        | K::BadToolName(_)
+        | K::ToolTwice(_)
+        | K::InvalidTool { .. }
+        | K::UnknownToolOverride(_)
+            if remembered != Some(REFUSED) =>
+        {
+            cache.remember_description(content, REFUSED);
+        }
+        K::DescribeTimedOut(_) | K::DescribeOutOfFuel(_) | K::UnknownImport(_)
+            if remembered.is_some() =>
+        {
+            cache.forget_description(content);
+        }
+        _ => {}
+    }
+}
 
 /// One tool of `describe()`'s answer as the compile cache keeps it.
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -67,6 +67,8 @@ pub(crate) struct Registry {
     /// Of those, the ones whose tools are not listed yet: a file is listed
     /// once it is announced or its load ends.
     unlisted: watch::Sender<usize>,
+    /// The count of `changed` when `unlisted` last reached zero.
+    listed_at: std::sync::atomic::AtomicU64,
     /// Bumped on every change of the tool list.
     changed: watch::Sender<u64>,
     /// Bumped each time validators left to build after loads are built.
@@ -99,6 +101,7 @@ impl Registry {
             served: RwLock::default(),
             pending: watch::Sender::new(0),
             unlisted: watch::Sender::new(0),
+            listed_at: std::sync::atomic::AtomicU64::new(0),
             changed: watch::Sender::new(0),
             prepared: watch::Sender::new(0),
             events: OnceLock::new(),
@@ -157,7 +160,7 @@ impl Registry {
                     && registry.announce(&paths[i], a)
                 {
                     listed[i] = true;
-                    registry.unlisted.send_modify(|n| *n -= 1);
+                    registry.one_listed();
                 }
             }
             for (path, listed) in paths.into_iter().zip(listed) {
@@ -166,7 +169,7 @@ impl Registry {
                     // A refusal is logged and kept in the report.
                     let _ = registry.load_file(&path).await;
                     if !listed {
-                        registry.unlisted.send_modify(|n| *n -= 1);
+                        registry.one_listed();
                     }
                     registry.pending.send_modify(|n| *n -= 1);
                     registry.prepare_when_loaded();
@@ -214,11 +217,27 @@ impl Registry {
         *self.pending.borrow() > 0
     }
 
+    /// One more file is listed; with the last, remember the count of
+    /// changes the listing made (see [`listed`](Self::listed)).
+    fn one_listed(&self) {
+        let changes = *self.changed.borrow();
+        self.unlisted.send_modify(|n| {
+            *n -= 1;
+            if *n == 0 {
+                self.listed_at
+                    .store(changes, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+
     /// Wait until every plugin that started loading is listed: announced,
-    /// loaded or refused.
-    pub(crate) async fn listed(&self) {
+    /// loaded or refused. The count of [`tools_changed`](Self::tools_changed)
+    /// at that moment: a change past it came after the listing (a load
+    /// that described other tools than it announced), and is news.
+    pub(crate) async fn listed(&self) -> u64 {
         let mut rx = self.unlisted.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
+        self.listed_at.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether plugins that started loading are still to be listed.
@@ -328,15 +347,23 @@ impl Registry {
             Ok(p) => p,
             Err(e) => return refuse(served, e),
         };
+        // A name another file serves, or announced (it served the name
+        // at its last load), is taken.
         for tool in &plugin.tools {
-            if let Some(other) = served.tools.get(&tool.name)
-                && other.plugin.path != plugin.path
-            {
+            let serving = (served.tools.get(&tool.name))
+                .map(|other| &other.plugin.path)
+                .filter(|other| *other != &plugin.path);
+            let announcing = || {
+                (served.announced.iter())
+                    .find(|(p, a)| *p != path && a.tools.iter().any(|t| t.name == tool.name))
+                    .map(|(p, _)| p)
+            };
+            if let Some(other) = serving.or_else(announcing) {
                 let e = LoadError::new(
                     path,
                     LoadErrorKind::NameClash {
                         tool: tool.name.clone(),
-                        other: other.plugin.path.clone(),
+                        other: other.clone(),
                     },
                 );
                 return refuse(served, e);
@@ -552,12 +579,18 @@ mod tests {
     /// that a load waits in `describe()` until the permits are dropped.
     async fn held_registry(cache: &Path) -> (Arc<Registry>, Vec<crate::engine::InstancePermit>) {
         let registry = Arc::new(Registry::new(warm_config(cache)).expect("registry"));
+        let held = hold(&registry).await;
+        (registry, held)
+    }
+
+    /// Every instance of `registry`'s pool.
+    async fn hold(registry: &Registry) -> Vec<crate::engine::InstancePermit> {
         let mut held = Vec::new();
         for _ in 0..32 {
             let permit = registry.runtime.instance(crate::limits::Metering::Fuel);
             held.push(permit.await.expect("instance"));
         }
-        (registry, held)
+        held
     }
 
     fn warm_config(cache: &Path) -> HostConfig {
@@ -644,6 +677,37 @@ mod tests {
         drop(held);
         assert_eq!(warm.ready().await.refused.len(), 1, "refused again");
         assert_eq!(*changed.borrow(), 0, "nothing was listed, nothing changed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_name_an_announced_plugin_lists_is_taken_while_it_loads() {
+        let cache = tempfile::tempdir().expect("temp dir");
+        let compute = crate::testing::root().join("dist/plugins/rust-compute.wasm");
+        let clash = crate::testing::root().join("dist/test-plugins/clash.wasm");
+        let cold = Arc::new(Registry::new(warm_config(cache.path())).expect("registry"));
+        cold.start_loading_file(compute.clone());
+        assert!(cold.ready().await.refused.is_empty());
+
+        // `clash` provides `word_count` too; it loads while rust-compute,
+        // which served the name at its last load, is announced.
+        let warm = Arc::new(Registry::new(warm_config(cache.path())).expect("registry"));
+        let clashing = warm.check(&clash).await.expect("clash loads on its own");
+        let held = hold(&warm).await;
+        warm.start_loading_file(compute.clone());
+        warm.listed().await;
+        let refused = warm.register(&clash, Ok(clashing)).expect_err("refused");
+        assert!(
+            matches!(&refused.kind, LoadErrorKind::NameClash { tool, other } if tool == "word_count" && other == &compute),
+            "{refused:?}"
+        );
+        let names = names(&warm.listed_tools());
+        assert_eq!(
+            names.iter().filter(|n| *n == "word_count").count(),
+            1,
+            "{names:?}"
+        );
+        drop(held);
+        assert_eq!(warm.ready().await.loaded.len(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

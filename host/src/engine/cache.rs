@@ -1,5 +1,6 @@
-//! The on-disk cache of compiled components, and of which tool schemas
-//! compiled.
+//! The on-disk cache of compiled components, of which tool schemas
+//! compiled, and of what each plugin's `describe()` answered (so that a
+//! start lists the tools of unchanged plugins before they have loaded).
 //!
 //! Compiling a component takes from milliseconds (Rust) to seconds (Python,
 //! JavaScript). The cache keeps the compiled artifact under a key made of the
@@ -40,9 +41,10 @@ const MAX_SCHEMA_MARKS: usize = 4_096;
 /// [`remember_description`](CompileCache::remember_description)).
 const MAX_DESCRIPTIONS: usize = 4_096;
 
-/// The largest description read back: a plugin's tools within the load's
-/// bounds (1 000 tools, 256 KiB per schema) fit many times over.
-const MAX_DESCRIPTION_BYTES: u64 = 64 * 1024 * 1024;
+/// The largest description kept: a plugin with a larger one (the load
+/// allows 1 000 tools with schemas of up to 256 KiB each) is not announced,
+/// and waits for its load at each start.
+const MAX_DESCRIPTION_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The format of a remembered description; part of its file's name.
 const DESCRIPTION_FORMAT: &str = "d1";
@@ -169,18 +171,26 @@ impl CompileCache {
     pub(crate) fn description(&self, content: &blake3::Hash) -> Option<String> {
         let path = self.described(content)?;
         let file = std::fs::File::open(path).ok()?;
-        if file.metadata().ok()?.len() > MAX_DESCRIPTION_BYTES {
-            return None;
-        }
-        std::io::read_to_string(file).ok()
+        let text = std::io::read_to_string(std::io::Read::take(file, MAX_DESCRIPTION_BYTES + 1));
+        text.ok()
+            .filter(|t| t.len() as u64 <= MAX_DESCRIPTION_BYTES)
     }
 
     /// Remember what a plugin's `describe()` answered, so that a later
     /// start can list its tools before the plugin has loaded. Past
     /// [`MAX_DESCRIPTIONS`] the folder starts again, as for schema marks.
     pub(crate) fn remember_description(&self, content: &blake3::Hash, text: &str) {
-        if let Some(path) = self.described(content) {
+        if text.len() as u64 > MAX_DESCRIPTION_BYTES {
+            self.forget_description(content);
+        } else if let Some(path) = self.described(content) {
             store_bounded(&path, text.as_bytes(), MAX_DESCRIPTIONS);
+        }
+    }
+
+    /// Forget what a plugin's `describe()` answered.
+    pub(crate) fn forget_description(&self, content: &blake3::Hash) {
+        if let Some(path) = self.described(content) {
+            let _ = std::fs::remove_file(path);
         }
     }
 

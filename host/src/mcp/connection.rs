@@ -113,8 +113,13 @@ impl Connection {
     /// sent as news.)
     pub(crate) async fn skip_initial_load(&self, changed: &mut watch::Receiver<u64>) {
         if self.host.listing() {
-            self.host.listed().await;
-            changed.mark_unchanged();
+            let listed_at = self.host.listed_at().await;
+            // A change after the listing (the load of an announced plugin
+            // that described other tools) stays news, even one that came
+            // before this wakes.
+            if *changed.borrow() == listed_at {
+                changed.mark_unchanged();
+            }
         }
     }
 
