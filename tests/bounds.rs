@@ -211,6 +211,64 @@ async fn a_call_past_the_instance_pool_waits_for_a_free_instance() {
     empty.await.expect("all given back").expect("pool");
 }
 
+/// B21: a call that waits for an instance of the pool has not entered its
+/// plugin, so its cancel stops it at once, not after its grace period (an
+/// hour here, so the test fails if it waits for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b21_a_cancel_stops_a_call_waiting_for_a_pool_instance_at_once() {
+    let folder = Folder::new();
+    let sixteen = "[limits]\nmax-concurrency = 16\ncancel-grace = \"0s\"\n";
+    folder.add_with_manifest(&test_plugin("behave"), "behave", sixteen);
+    folder.add_with_manifest(&test_plugin("spin"), "spin", sixteen);
+    let work = tempfile::tempdir().expect("temp dir");
+    let cleanup = format!(
+        "[permissions]\ndirs = [{{ host = {:?}, guest = \"/work\", write = true }}]\n\
+         [limits]\ncancel-grace = \"1h\"\n",
+        work.path().display().to_string()
+    );
+    folder.add_with_manifest(&example("rust-cleanup"), "rust-cleanup", &cleanup);
+    let mut config = config();
+    config.engine.instances = 32;
+    let host = Host::new(config).expect("host");
+    let report = host.load_dir(folder.path()).await.expect("load");
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let mut pool = host.instances();
+
+    let mut options = SessionOptions::default();
+    options.close_timeout = Duration::ZERO;
+    let s = host.open_session(options);
+    let spinning: Vec<_> = (0..16)
+        .map(|i| spawn_call(&s, &format!("spin{i}"), "spin", "{}"))
+        .collect();
+    for i in 0..16 {
+        let long = r#"{"n": 100, "sleep_ms": 60000}"#;
+        let a = s.call(&format!("sleep{i}"), "progress", long).await;
+        assert_eq!(a.kind, AnswerKind::Released, "sleep{i} runs");
+    }
+    let full = tokio::time::timeout(WAIT, pool.wait_for(|u| u.held == 32));
+    full.await.expect("32 held").expect("pool");
+
+    let report = spawn_call(&s, "report", "build_report", r#"{"sections": 1}"#);
+    let waits = tokio::time::timeout(WAIT, pool.wait_for(|u| u.waiting == 1));
+    waits.await.expect("the call waits").expect("pool");
+    s.cancel("report").expect("build_report is cancellable");
+    let answer = tokio::time::timeout(WAIT, report)
+        .await
+        .expect("stopped before its grace period ends")
+        .expect("join");
+    assert_eq!(answer.kind, AnswerKind::Cancelled, "{answer:?}");
+    let record = ended(&s, "report").await;
+    assert_eq!(record.status, CallStatus::Cancelled);
+    assert_eq!(record.fuel_used, 0, "the plugin was never entered");
+    let none = tokio::time::timeout(WAIT, pool.wait_for(|u| u.waiting == 0));
+    none.await.expect("no call waits").expect("pool");
+
+    s.close().await;
+    for call in spinning {
+        call.await.expect("join");
+    }
+}
+
 /// The lookup tool of `net-connect` under a manifest granting `network`.
 async fn lookups_under(network: &[&str]) -> (Host, Folder) {
     let folder = Folder::new();

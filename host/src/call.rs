@@ -80,7 +80,8 @@ pub(crate) async fn run(
     let (result, fuel_used) = async {
         let limits = &plugin.limits;
         // A slot under the plugin's cap, then an instance of the pool all
-        // plugins share; a call waiting for either can be stopped too (B21).
+        // plugins share; a call waiting for either stops at its cancel, as
+        // it has not entered its plugin (B21).
         // Both are held until after the store below is dropped (declared
         // before it).
         let acquire = async {
@@ -95,7 +96,7 @@ pub(crate) async fn run(
                 Ok(held) => held,
                 Err(detail) => return (Err(CallError::Unavailable { detail }), 0),
             },
-            () = control.force_stopped() => return (Err(CallError::Cancelled), 0),
+            () = control.cancel_requested() => return (Err(CallError::Cancelled), 0),
         };
         let state = CallState::new(&plugin.grants, identity, limits, control.clone(), updates);
         let mut store = match runtime.store(limits.metering, state, limits.fuel) {

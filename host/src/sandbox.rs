@@ -41,12 +41,15 @@ pub(crate) struct CallControl {
     cancelled: AtomicBool,
     forced: AtomicBool,
     force: tokio::sync::Notify,
+    /// Woken by a cancel as by a forced stop.
+    cancel: tokio::sync::Notify,
 }
 
 impl CallControl {
     /// Ask the call to stop: `cancelled()` returns true from now on.
     pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::Release);
+        self.cancel.notify_waiters();
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
@@ -58,6 +61,23 @@ impl CallControl {
         self.cancelled.store(true, Ordering::Release);
         self.forced.store(true, Ordering::Release);
         self.force.notify_waiters();
+        self.cancel.notify_waiters();
+    }
+
+    /// Resolves once the call is cancelled (or stopped by force): what a
+    /// call that has not entered its plugin yet waits on, since it has
+    /// nothing to clean up in a grace period.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping it loses nothing.
+    pub(crate) async fn cancel_requested(&self) {
+        let notified = self.cancel.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.cancelled.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
     }
 
     /// Resolves once [`force_stop`](Self::force_stop) has been called.

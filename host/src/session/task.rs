@@ -65,12 +65,12 @@ impl Task {
 
     pub(super) async fn run(mut self, wait_for: Vec<watch::Receiver<bool>>) {
         // B13/B14: wait for the duplicates to end; a cancel while queued ends
-        // the wait.
+        // the wait at once (the call has nothing to clean up).
         let queued = !wait_for.is_empty();
         for mut rx in wait_for {
             tokio::select! {
                 _ = rx.wait_for(|ended| *ended) => {}
-                () = self.control.force_stopped() => break,
+                () = self.control.cancel_requested() => break,
             }
         }
         if self.control.is_cancelled() {
