@@ -71,13 +71,7 @@ impl CallControl {
     /// # Cancel safety
     /// Cancel safe: dropping it loses nothing.
     pub(crate) async fn cancel_requested(&self) {
-        let notified = self.cancel.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.cancelled.load(Ordering::Acquire) {
-            return;
-        }
-        notified.await;
+        raised(&self.cancel, &self.cancelled).await;
     }
 
     /// Resolves once [`force_stop`](Self::force_stop) has been called.
@@ -85,14 +79,21 @@ impl CallControl {
     /// # Cancel safety
     /// Cancel safe: dropping it loses nothing.
     pub(crate) async fn force_stopped(&self) {
-        let notified = self.force.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.forced.load(Ordering::Acquire) {
-            return;
-        }
-        notified.await;
+        raised(&self.force, &self.forced).await;
     }
+}
+
+/// Resolves once `flag` is set; whoever sets it then wakes `notify`'s
+/// waiters. Cancel safe.
+async fn raised(notify: &tokio::sync::Notify, flag: &AtomicBool) {
+    let notified = notify.notified();
+    tokio::pin!(notified);
+    // Registered before the flag is read, so a wake in between is not lost.
+    notified.as_mut().enable();
+    if flag.load(Ordering::Acquire) {
+        return;
+    }
+    notified.await;
 }
 
 /// An update a plugin sent, with the fuel its call had burned by then.
