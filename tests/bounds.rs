@@ -153,16 +153,19 @@ async fn the_concurrency_cap_holds_across_a_reload() {
     );
 }
 
-/// The instance pool is shared by every plugin: when the calls of two
-/// plugins fill it, a third plugin's call waits for an instance to be freed
-/// instead of failing ("maximum concurrent instance limit").
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_past_the_instance_pool_waits_for_a_free_instance() {
-    let folder = Folder::new();
+/// A host with a pool of 32 instances serving `folder` plus behave and
+/// spin, 16 calls of each holding the whole pool, in a session whose
+/// closing stops the spinning ones (not cancellable) at once.
+async fn a_full_pool(
+    folder: &Folder,
+) -> (
+    Host,
+    toolhost::Session,
+    Vec<tokio::task::JoinHandle<toolhost::Answer>>,
+) {
     let sixteen = "[limits]\nmax-concurrency = 16\ncancel-grace = \"0s\"\n";
     folder.add_with_manifest(&test_plugin("behave"), "behave", sixteen);
     folder.add_with_manifest(&test_plugin("spin"), "spin", sixteen);
-    folder.add(&example("rust-compute"), "rust-compute");
     let mut config = config();
     config.engine.instances = 32;
     let host = Host::new(config).expect("host");
@@ -170,8 +173,6 @@ async fn a_call_past_the_instance_pool_waits_for_a_free_instance() {
     assert!(report.refused.is_empty(), "{:?}", report.refused);
     let mut pool = host.instances();
 
-    // 16 calls of each plugin hold the pool's 32 instances. Closing the
-    // session stops the spinning ones (not cancellable) at once.
     let mut options = SessionOptions::default();
     options.close_timeout = Duration::ZERO;
     let s = host.open_session(options);
@@ -185,6 +186,18 @@ async fn a_call_past_the_instance_pool_waits_for_a_free_instance() {
     }
     let full = tokio::time::timeout(WAIT, pool.wait_for(|u| u.held == 32));
     assert_eq!(full.await.expect("32 held").expect("pool").size, 32);
+    (host, s, spinning)
+}
+
+/// The instance pool is shared by every plugin: when the calls of two
+/// plugins fill it, a third plugin's call waits for an instance to be freed
+/// instead of failing ("maximum concurrent instance limit").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_the_instance_pool_waits_for_a_free_instance() {
+    let folder = Folder::new();
+    folder.add(&example("rust-compute"), "rust-compute");
+    let (host, s, spinning) = a_full_pool(&folder).await;
+    let mut pool = host.instances();
 
     let counted = tokio::spawn({
         let host = host.clone();
@@ -217,9 +230,6 @@ async fn a_call_past_the_instance_pool_waits_for_a_free_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b21_a_cancel_stops_a_call_waiting_for_a_pool_instance_at_once() {
     let folder = Folder::new();
-    let sixteen = "[limits]\nmax-concurrency = 16\ncancel-grace = \"0s\"\n";
-    folder.add_with_manifest(&test_plugin("behave"), "behave", sixteen);
-    folder.add_with_manifest(&test_plugin("spin"), "spin", sixteen);
     let work = tempfile::tempdir().expect("temp dir");
     let cleanup = format!(
         "[permissions]\ndirs = [{{ host = {:?}, guest = \"/work\", write = true }}]\n\
@@ -227,26 +237,8 @@ async fn b21_a_cancel_stops_a_call_waiting_for_a_pool_instance_at_once() {
         work.path().display().to_string()
     );
     folder.add_with_manifest(&example("rust-cleanup"), "rust-cleanup", &cleanup);
-    let mut config = config();
-    config.engine.instances = 32;
-    let host = Host::new(config).expect("host");
-    let report = host.load_dir(folder.path()).await.expect("load");
-    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let (host, s, spinning) = a_full_pool(&folder).await;
     let mut pool = host.instances();
-
-    let mut options = SessionOptions::default();
-    options.close_timeout = Duration::ZERO;
-    let s = host.open_session(options);
-    let spinning: Vec<_> = (0..16)
-        .map(|i| spawn_call(&s, &format!("spin{i}"), "spin", "{}"))
-        .collect();
-    for i in 0..16 {
-        let long = r#"{"n": 100, "sleep_ms": 60000}"#;
-        let a = s.call(&format!("sleep{i}"), "progress", long).await;
-        assert_eq!(a.kind, AnswerKind::Released, "sleep{i} runs");
-    }
-    let full = tokio::time::timeout(WAIT, pool.wait_for(|u| u.held == 32));
-    full.await.expect("32 held").expect("pool");
 
     let report = spawn_call(&s, "report", "build_report", r#"{"sections": 1}"#);
     let waits = tokio::time::timeout(WAIT, pool.wait_for(|u| u.waiting == 1));

@@ -611,10 +611,16 @@ mod tests {
     /// files whose hash it need not read.
     async fn described(cache: &Path) -> (PathBuf, Vec<String>) {
         let behave = crate::testing::root().join("dist/test-plugins/behave.wasm");
+        let (report, tools) = loaded_once(cache, &behave).await;
+        assert!(report.refused.is_empty());
+        (behave, tools)
+    }
+
+    /// A first load of `file` over `cache`: what it gave, and the tools.
+    async fn loaded_once(cache: &Path, file: &Path) -> (LoadReport, Vec<String>) {
         let cold = Arc::new(Registry::new(warm_config(cache)).expect("registry"));
-        cold.start_loading_file(behave.clone());
-        assert!(cold.ready().await.refused.is_empty());
-        (behave, names(&cold.listed_tools()))
+        cold.start_loading_file(file.to_owned());
+        (cold.ready().await, names(&cold.listed_tools()))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -662,9 +668,7 @@ mod tests {
     async fn a_start_lists_without_waiting_for_a_plugin_its_last_load_refused() {
         let cache = tempfile::tempdir().expect("temp dir");
         let trap = crate::testing::root().join("dist/test-plugins/describe-trap.wasm");
-        let cold = Arc::new(Registry::new(warm_config(cache.path())).expect("registry"));
-        cold.start_loading_file(trap.clone());
-        assert_eq!(cold.ready().await.refused.len(), 1);
+        assert_eq!(loaded_once(cache.path(), &trap).await.0.refused.len(), 1);
 
         let (warm, held) = held_registry(cache.path()).await;
         let changed = warm.tools_changed();
@@ -684,9 +688,8 @@ mod tests {
         let cache = tempfile::tempdir().expect("temp dir");
         let compute = crate::testing::root().join("dist/plugins/rust-compute.wasm");
         let clash = crate::testing::root().join("dist/test-plugins/clash.wasm");
-        let cold = Arc::new(Registry::new(warm_config(cache.path())).expect("registry"));
-        cold.start_loading_file(compute.clone());
-        assert!(cold.ready().await.refused.is_empty());
+        let (report, _) = loaded_once(cache.path(), &compute).await;
+        assert!(report.refused.is_empty());
 
         // `clash` provides `word_count` too; it loads while rust-compute,
         // which served the name at its last load, is announced.
