@@ -39,6 +39,7 @@ mod fuzz;
 mod host;
 mod ids;
 mod limits;
+mod listen;
 pub mod manifest;
 pub mod mcp;
 mod output;

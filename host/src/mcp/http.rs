@@ -133,30 +133,7 @@ impl HttpServer {
         let origins: Arc<[String]> = lane.options.allowed_hosts.clone().into();
         let max_message = lane.options.max_message_size;
         let max_connections = lane.options.max_connections;
-        let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
-        let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSALS));
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors, most often: retrying at
-                        // once would spin until one is closed.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(permit) = connections.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, max = max_connections, "HTTP connection limit reached; connection refused");
-                if let Ok(refusal) = refusals.clone().try_acquire_owned() {
-                    tokio::spawn(refuse_connection(stream, max_connections, refusal));
-                }
-                continue;
-            };
+        let connection = |stream: tokio::net::TcpStream, peer: SocketAddr, permit| {
             let service = service.clone();
             let path = path.clone();
             let origins = origins.clone();
@@ -210,7 +187,16 @@ impl HttpServer {
                     tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
                 }
             });
-        }
+        };
+        let refusal = |max| {
+            unavailable(
+                format!(
+                    "too many HTTP connections: the limit of {max} open connections (max_connections) is reached; close one or try again later"
+                ),
+                None,
+            )
+        };
+        listen::accept_until(&listener, max_connections, refusal, shutdown, connection).await;
         // Ends the legacy sessions, whose handlers close their connections,
         // and the sessionless ones kept open for their tasks.
         service.config.cancellation_token.cancel();
@@ -230,7 +216,7 @@ impl HttpServer {
     }
 }
 
-type Response = hyper::Response<BoxBody<Bytes, Infallible>>;
+use crate::listen::{self, Response};
 
 /// Where `initialize` requests pass, one at a time, while fewer than `max`
 /// HTTP sessions are open.
@@ -351,39 +337,6 @@ fn json_answer(code: hyper::StatusCode, answer: &ServerJsonRpcMessage) -> Respon
     response
 }
 
-/// How long the server waits before accepting again after `accept` failed
-/// (out of file descriptors, most often).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Connections past `max_connections` being answered with a 503; past
-/// this many such answers in progress, further ones are closed unanswered.
-const REFUSALS: usize = 64;
-
-/// How long a connection past `max_connections` may take to send the
-/// request its 503 answers.
-const REFUSAL_TIME: Duration = Duration::from_secs(1);
-
-/// Answer the request of a connection past `max_connections` with HTTP 503
-/// and a JSON-RPC error naming the limit, then close it.
-async fn refuse_connection(
-    stream: tokio::net::TcpStream,
-    max: usize,
-    _refusal: tokio::sync::OwnedSemaphorePermit,
-) {
-    let refuse = hyper::service::service_fn(move |_request| async move {
-        Ok::<_, Infallible>(unavailable(
-            format!(
-                "too many HTTP connections: the limit of {max} open connections (max_connections) is reached; close one or try again later"
-            ),
-            None,
-        ))
-    });
-    let serving = hyper::server::conn::http1::Builder::new()
-        .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), refuse);
-    let _ = tokio::time::timeout(REFUSAL_TIME, serving).await;
-}
-
 /// HTTP 503 with a JSON-RPC error saying which limit was reached.
 fn unavailable(message: String, id: Option<RequestId>) -> Response {
     let error = ErrorData::new(ErrorCode(-32000), message, None);
@@ -400,9 +353,7 @@ const DRAIN_MAX: usize = 512 * 1024 * 1024;
 /// How long a body may take to arrive (a slow client is answered 408).
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
-/// How long a client may take to send a request's header; a client that
-/// sends half a header and waits is dropped then.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::listen::HEADER_READ_TIMEOUT;
 
 /// A request refused before it reaches the MCP service (or its body is
 /// read): two `Host` headers (a smuggling attempt), a `Host` that is not
