@@ -157,6 +157,34 @@ impl Events {
     }
 }
 
+/// The dashboard serving alone holds at most `max_connections` open; one
+/// past it is answered 503, naming the limit, and the others go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_past_the_dashboards_cap_is_answered_503_naming_it() {
+    let mut options = DashboardOptions::default();
+    options.max_connections = 2;
+    let (host, addr) = dashboard_with(options).await;
+    // Two live views hold both connections open.
+    let mut first = Events::open(addr, "/events").await;
+    first.until("snapshot", "[").await;
+    let mut second = Events::open(addr, "/events").await;
+    second.until("snapshot", "[").await;
+
+    let refused = get(addr, "/").await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(
+        refused
+            .body
+            .contains("limit of 2 open connections (max_connections)"),
+        "{}",
+        refused.body
+    );
+    // The open ones are still served: a call's events reach them.
+    host.call("word_count", r#"{"text": "a b"}"#).await;
+    first.until("started", "word_count").await;
+    second.until("started", "word_count").await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_non_loopback_bind_without_a_token_is_refused() {
     let host = Host::new(config()).expect("host");

@@ -52,6 +52,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
 
 use crate::host::Host;
 use crate::session::{Session, SessionOptions};
@@ -64,6 +65,9 @@ use crate::session::{Session, SessionOptions};
 ///   accepted (as the MCP server's)
 /// - `max_streams`: 64 live views open at once; past it a new one is
 ///   refused (503) until one closes
+/// - `max_connections`: 256 HTTP connections open at once when the
+///   dashboard serves alone ([`DashboardServer::run`]); past it a new one
+///   is answered 503 and closed. Beside `/mcp`, the MCP server's cap holds.
 /// - `history_limit`: 100 calls a history page shows, at most 1000
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -71,6 +75,7 @@ pub struct DashboardOptions {
     pub token: Option<String>,
     pub allowed_hosts: Vec<String>,
     pub max_streams: usize,
+    pub max_connections: usize,
     pub history_limit: usize,
 }
 
@@ -80,6 +85,7 @@ impl Default for DashboardOptions {
             token: None,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             max_streams: 64,
+            max_connections: 256,
             history_limit: 100,
         }
     }
@@ -172,6 +178,9 @@ impl Dashboard {
     }
 }
 
+/// How long a stopping dashboard waits for the requests in progress.
+pub const CLOSE_REQUESTS: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The dashboard bound to its address, not yet serving.
 #[derive(Debug)]
 pub struct DashboardServer {
@@ -214,7 +223,12 @@ impl DashboardServer {
     }
 
     /// Serve until `shutdown` resolves, then end the live streams, close
-    /// the dashboard's session and let open requests finish.
+    /// the dashboard's session and let open requests finish (for up to
+    /// [`CLOSE_REQUESTS`]). At most
+    /// [`max_connections`](DashboardOptions::max_connections) connections
+    /// are open at once, and a client has
+    /// [`HEADER_READ_TIMEOUT`](crate::mcp::HEADER_READ_TIMEOUT) to send a
+    /// request's header.
     ///
     /// # Cancel safety
     /// Not cancel safe: resolve `shutdown` to stop gracefully.
@@ -225,16 +239,58 @@ impl DashboardServer {
             dashboard,
         } = self;
         tracing::info!(%addr, "serving the dashboard");
-        let closer = dashboard.clone();
-        let stop = async move {
-            shutdown.await;
-            closer.close().await;
+        let router = dashboard.router();
+        let closing = dashboard.shared.closing.subscribe();
+        let max = dashboard.shared.options.max_connections;
+        let connection = |stream, peer: SocketAddr, permit| {
+            let router = router.clone();
+            let mut closing = closing.clone();
+            tokio::spawn(async move {
+                let _open = permit;
+                let pages = hyper::service::service_fn(move |request: hyper::Request<_>| {
+                    router.clone().oneshot(request.map(axum::body::Body::new))
+                });
+                let serving = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(crate::listen::HEADER_READ_TIMEOUT)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), pages);
+                tokio::pin!(serving);
+                let closed = async move {
+                    let _ = closing.wait_for(|closing| *closing).await;
+                };
+                let ended = tokio::select! {
+                    ended = serving.as_mut() => ended,
+                    () = closed => {
+                        serving.as_mut().graceful_shutdown();
+                        serving.await
+                    }
+                };
+                if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "dashboard connection ended with an error");
+                }
+            });
         };
-        if let Err(e) = axum::serve(listener, dashboard.router())
-            .with_graceful_shutdown(stop)
+        let refusal = |max| {
+            let text = format!(
+                "too many connections to the dashboard: the limit of {max} open connections (max_connections) is reached; close one or try again later\n"
+            );
+            let body = http_body_util::Full::new(bytes::Bytes::from(text));
+            let mut answer = hyper::Response::new(http_body_util::BodyExt::boxed(body));
+            *answer.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+            let plain = hyper::header::HeaderValue::from_static("text/plain; charset=utf-8");
+            answer
+                .headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, plain);
+            answer
+        };
+        let open = crate::listen::accept_until(&listener, max, refusal, shutdown, connection).await;
+        dashboard.close().await;
+        let all = u32::try_from(max).unwrap_or(u32::MAX);
+        if tokio::time::timeout(CLOSE_REQUESTS, open.acquire_many(all))
             .await
+            .is_err()
         {
-            tracing::warn!(%addr, error = %e, "the dashboard stopped with an error");
+            tracing::warn!(%addr, "dashboard requests still open at shutdown");
         }
         tracing::info!(%addr, "dashboard stopped");
     }
