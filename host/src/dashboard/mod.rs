@@ -226,9 +226,7 @@ impl DashboardServer {
     /// the dashboard's session and let open requests finish (for up to
     /// [`CLOSE_REQUESTS`]). At most
     /// [`max_connections`](DashboardOptions::max_connections) connections
-    /// are open at once, and a client has
-    /// [`HEADER_READ_TIMEOUT`](crate::mcp::HEADER_READ_TIMEOUT) to send a
-    /// request's header.
+    /// are open at once, and a client has 10 s to send a request's header.
     ///
     /// # Cancel safety
     /// Not cancel safe: resolve `shutdown` to stop gracefully.

@@ -353,7 +353,7 @@ const DRAIN_MAX: usize = 512 * 1024 * 1024;
 /// How long a body may take to arrive (a slow client is answered 408).
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
-pub use crate::listen::HEADER_READ_TIMEOUT;
+use crate::listen::HEADER_READ_TIMEOUT;
 
 /// A request refused before it reaches the MCP service (or its body is
 /// read): two `Host` headers (a smuggling attempt), a `Host` that is not
