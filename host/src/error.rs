@@ -95,6 +95,9 @@ pub enum LoadErrorKind {
     /// The host failed while loading; the detail is in the message.
     #[error("{0}")]
     Host(String),
+    /// The host stopped (its runtime shut down) before the load ended.
+    #[error("the host stopped before the load ended")]
+    Stopped,
 }
 
 /// A file of the host or of a plugin (`toolhost.toml`, a manifest) that

@@ -278,7 +278,7 @@ pub(crate) async fn load(
         Ok::<_, LoadErrorKind>((identified, content, remembered))
     })
     .await
-    .map_err(|e| fail(LoadErrorKind::Host(format!("identifying panicked: {e}"))))?
+    .map_err(|e| fail(joined(e, "identifying")))?
     .map_err(fail)?;
     let loaded = async {
         let compiling = runtime.clone();
@@ -290,7 +290,7 @@ pub(crate) async fn load(
             compile_file(sandboxes, &file, identified)
         })
         .await
-        .map_err(|e| LoadErrorKind::Host(format!("compiling panicked: {e}")))??;
+        .map_err(|e| joined(e, "compiling"))??;
         let compiled = started.elapsed();
 
         let engine = sandboxes.engine();
@@ -363,6 +363,17 @@ pub(crate) async fn load(
         load_time: started.elapsed(),
         language,
     })
+}
+
+/// Why a load's blocking step did not return: the host stopped (the
+/// runtime cancels blocking tasks not yet begun when it shuts down), or
+/// the step panicked.
+fn joined(e: tokio::task::JoinError, step: &str) -> LoadErrorKind {
+    if e.is_cancelled() {
+        LoadErrorKind::Stopped
+    } else {
+        LoadErrorKind::Host(format!("{step} panicked: {e}"))
+    }
 }
 
 /// A plugin file known by its hash, with its bytes when they had to be
@@ -798,6 +809,21 @@ mod tests {
         assert!(!valid_tool_name("has space"));
         assert!(!valid_tool_name("dot.ted"));
         assert!(!valid_tool_name("ünï"));
+    }
+
+    #[tokio::test]
+    async fn a_step_the_host_stopped_is_not_a_failure_of_the_plugin() {
+        let stopped = tokio::spawn(std::future::pending::<()>());
+        stopped.abort();
+        let e = stopped.await.expect_err("aborted");
+        assert!(matches!(joined(e, "compiling"), LoadErrorKind::Stopped));
+        let panicked = tokio::spawn(async { panic!("boom") });
+        let e = panicked.await.expect_err("panicked");
+        let kind = joined(e, "compiling");
+        assert!(
+            matches!(&kind, LoadErrorKind::Host(m) if m.starts_with("compiling panicked")),
+            "{kind:?}"
+        );
     }
 
     #[test]

@@ -335,7 +335,9 @@ impl Registry {
     ) -> Result<Arc<Plugin>, LoadError> {
         let serving = served.plugins.contains_key(path);
         let refuse = |served: &mut Served, e: LoadError| {
-            if serving {
+            if matches!(e.kind, LoadErrorKind::Stopped) {
+                tracing::debug!(file = %path.display(), "load stopped: the host is stopping");
+            } else if serving {
                 tracing::error!(file = %path.display(), reason = %e.kind, "new version refused; the loaded version goes on serving");
             } else {
                 tracing::error!(file = %path.display(), reason = %e.kind, "plugin refused");
