@@ -91,13 +91,19 @@ pub(crate) async fn run(
                 (runtime.instance(limits.metering).await).map_err(|e| format!("{e:#}"))?;
             Ok::<_, String>((slot, instance))
         };
+        // The cancel first: a call cancelled as its instance came free
+        // does not enter its plugin.
         let (_slot, _instance) = tokio::select! {
+            biased;
+            () = control.cancel_requested() => return (Err(CallError::Cancelled), 0),
             acquired = acquire => match acquired {
                 Ok(held) => held,
                 Err(detail) => return (Err(CallError::Unavailable { detail }), 0),
             },
-            () = control.cancel_requested() => return (Err(CallError::Cancelled), 0),
         };
+        if control.is_cancelled() {
+            return (Err(CallError::Cancelled), 0);
+        }
         let state = CallState::new(&plugin.grants, identity, limits, control.clone(), updates);
         let mut store = match runtime.store(limits.metering, state, limits.fuel) {
             Ok(s) => s,
