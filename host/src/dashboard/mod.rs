@@ -222,9 +222,10 @@ impl DashboardServer {
         format!("http://{}/", self.addr)
     }
 
-    /// Serve until `shutdown` resolves, then end the live streams, close
-    /// the dashboard's session and let open requests finish (for up to
-    /// [`CLOSE_REQUESTS`]). At most
+    /// Serve until `shutdown` resolves, then stop listening, end the live
+    /// streams, close the dashboard's session (its calls get the session's
+    /// close timeout, B24) and then let open requests finish, for up to
+    /// [`CLOSE_REQUESTS`] more. At most
     /// [`max_connections`](DashboardOptions::max_connections) connections
     /// are open at once, and a client has 10 s to send a request's header.
     ///
@@ -282,6 +283,9 @@ impl DashboardServer {
             answer
         };
         let open = crate::listen::accept_until(&listener, max, refusal, shutdown, connection).await;
+        // New clients are refused by the system from now on, not left
+        // waiting while the session closes.
+        drop(listener);
         dashboard.close().await;
         let all = u32::try_from(max).unwrap_or(u32::MAX);
         if tokio::time::timeout(CLOSE_REQUESTS, open.acquire_many(all))

@@ -26,6 +26,7 @@ use super::wire::{self, Read};
 use super::{McpOptions, ServeError};
 use crate::dashboard::Dashboard;
 use crate::host::Host;
+use crate::listen::{self, HEADER_READ_TIMEOUT, Response};
 
 type Service = StreamableHttpService<ToolServer, LocalSessionManager>;
 
@@ -197,6 +198,9 @@ impl HttpServer {
             )
         };
         listen::accept_until(&listener, max_connections, refusal, shutdown, connection).await;
+        // New clients are refused by the system from now on, not left
+        // waiting while the sessions close.
+        drop(listener);
         // Ends the legacy sessions, whose handlers close their connections,
         // and the sessionless ones kept open for their tasks.
         service.config.cancellation_token.cancel();
@@ -215,8 +219,6 @@ impl HttpServer {
         tracing::info!(%addr, "MCP HTTP server stopped");
     }
 }
-
-use crate::listen::{self, Response};
 
 /// Where `initialize` requests pass, one at a time, while fewer than `max`
 /// HTTP sessions are open.
@@ -352,8 +354,6 @@ fn unavailable(message: String, id: Option<RequestId>) -> Response {
 const DRAIN_MAX: usize = 512 * 1024 * 1024;
 /// How long a body may take to arrive (a slow client is answered 408).
 const DRAIN_TIME: Duration = Duration::from_secs(10);
-
-use crate::listen::HEADER_READ_TIMEOUT;
 
 /// A request refused before it reaches the MCP service (or its body is
 /// read): two `Host` headers (a smuggling attempt), a `Host` that is not
