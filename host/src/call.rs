@@ -80,10 +80,15 @@ pub(crate) async fn run(
     let (result, fuel_used) = async {
         let limits = &plugin.limits;
         // A slot under the plugin's cap, then an instance of the pool all
-        // plugins share; a call waiting for either stops at its cancel, as
-        // it has not entered its plugin (B21).
-        // Both are held until after the store below is dropped (declared
-        // before it).
+        // plugins share. Both are held until after the store below is
+        // dropped (declared before it).
+        //
+        // A call that gets both at once enters its plugin even if it was
+        // cancelled already: its tool reads `cancelled()` as true at once
+        // (B21), so a call listed as running always gets to clean up, and
+        // no race decides whether it does. A call that has to wait for
+        // either stops at its cancel: it has nothing to clean up, and no
+        // reason to wait for its grace period.
         let acquire = async {
             let slot = (plugin.running.clone().acquire_owned().await)
                 .map_err(|_| "the plugin was unloaded".to_owned())?;
@@ -91,19 +96,15 @@ pub(crate) async fn run(
                 (runtime.instance(limits.metering).await).map_err(|e| format!("{e:#}"))?;
             Ok::<_, String>((slot, instance))
         };
-        // The cancel first: a call cancelled as its instance came free
-        // does not enter its plugin.
         let (_slot, _instance) = tokio::select! {
+            // What is free is taken first (see above).
             biased;
-            () = control.cancel_requested() => return (Err(CallError::Cancelled), 0),
             acquired = acquire => match acquired {
                 Ok(held) => held,
                 Err(detail) => return (Err(CallError::Unavailable { detail }), 0),
             },
+            () = control.cancel_requested() => return (Err(CallError::Cancelled), 0),
         };
-        if control.is_cancelled() {
-            return (Err(CallError::Cancelled), 0);
-        }
         let state = CallState::new(&plugin.grants, identity, limits, control.clone(), updates);
         let mut store = match runtime.store(limits.metering, state, limits.fuel) {
             Ok(s) => s,
@@ -222,5 +223,55 @@ fn log_outcome(plugin: &str, o: &CallOutcome) {
         Err(e) => {
             tracing::info!(plugin, tool = %o.tool, call_id = %o.call_id, fuel = o.fuel_used, elapsed_us, error = %e, "call ended with an error")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HostConfig;
+    use crate::testing::copy_test_plugin;
+
+    /// `behave` loaded into a runtime of its own, and its tool `name`.
+    async fn behave_tool(name: &str) -> (Arc<Runtime>, Plugin, Arc<Tool>, tempfile::TempDir) {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let path = copy_test_plugin("behave", folder.path());
+        let config = HostConfig::default();
+        let runtime = Arc::new(Runtime::new(&config.engine, None).expect("runtime"));
+        let plugin = (crate::plugin::load(&runtime, &config, &path).await).expect("behave loads");
+        let tool = (plugin.tools.iter().find(|t| t.name == name))
+            .expect("the tool")
+            .clone();
+        (runtime, plugin, tool, folder)
+    }
+
+    fn identity(tool: &Tool) -> CallIdentity {
+        CallIdentity {
+            plugin: "behave".into(),
+            tool: tool.name.clone(),
+            call_id: "c1".into(),
+            session_id: "s1".into(),
+        }
+    }
+
+    /// A cancel that comes before the call has taken its free sandbox does
+    /// not decide whether the tool sees it: the tool reads the flag (B21).
+    #[tokio::test]
+    async fn b21_a_call_cancelled_before_it_enters_a_free_sandbox_reads_the_flag() {
+        let (runtime, plugin, tool, _folder) = behave_tool("wait_cancel").await;
+        let control = Arc::new(CallControl::default());
+        control.cancel();
+        let ended = run(
+            &runtime,
+            &plugin,
+            &tool,
+            &serde_json::json!({}),
+            identity(&tool),
+            control,
+            None,
+        )
+        .await;
+        let out = ended.result.expect("the tool's own output");
+        assert_eq!(out.text.as_deref(), Some("cleaned up"));
     }
 }

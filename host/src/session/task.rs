@@ -65,7 +65,9 @@ impl Task {
 
     pub(super) async fn run(mut self, wait_for: Vec<watch::Receiver<bool>>) {
         // B13/B14: wait for the duplicates to end; a cancel while queued ends
-        // the wait at once (the call has nothing to clean up).
+        // the call at once (it has nothing to clean up). A call that did
+        // not queue is listed as running already: it enters its plugin,
+        // cancelled or not (`call::run`).
         let queued = !wait_for.is_empty();
         for mut rx in wait_for {
             tokio::select! {
@@ -73,7 +75,7 @@ impl Task {
                 () = self.control.cancel_requested() => break,
             }
         }
-        if self.control.is_cancelled() {
+        if queued && self.control.is_cancelled() {
             let outcome = CallOutcome {
                 call_id: self.call_id.clone(),
                 tool: self.tool().to_owned(),
