@@ -2,6 +2,7 @@
 //! under its limits, and turn what happened into an outcome.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -83,27 +84,40 @@ pub(crate) async fn run(
         // plugins share. Both are held until after the store below is
         // dropped (declared before it).
         //
-        // A call that gets both at once enters its plugin even if it was
+        // A call that finds both free enters its plugin even if it was
         // cancelled already: its tool reads `cancelled()` as true at once
-        // (B21), so a call listed as running always gets to clean up, and
-        // no race decides whether it does. A call that has to wait for
-        // either stops at its cancel: it has nothing to clean up, and no
-        // reason to wait for its grace period.
-        let acquire = async {
+        // (B21), so a call listed as running gets to clean up whenever the
+        // cancel comes, unless it was stopped by force. A call that has to
+        // wait for either stops at its cancel: it has nothing to clean up,
+        // and no reason to wait for its grace period.
+        let mut acquire = std::pin::pin!(async {
             let slot = (plugin.running.clone().acquire_owned().await)
                 .map_err(|_| "the plugin was unloaded".to_owned())?;
             let instance =
                 (runtime.instance(limits.metering).await).map_err(|e| format!("{e:#}"))?;
             Ok::<_, String>((slot, instance))
+        });
+        let free = std::future::poll_fn(|cx| Poll::Ready(acquire.as_mut().poll(cx))).await;
+        let acquired = match free {
+            Poll::Ready(_) if control.is_force_stopped() => {
+                return (Err(CallError::Cancelled), 0);
+            }
+            Poll::Ready(acquired) => acquired,
+            Poll::Pending => {
+                let acquired = tokio::select! {
+                    biased;
+                    () = control.cancel_requested() => return (Err(CallError::Cancelled), 0),
+                    acquired = &mut acquire => acquired,
+                };
+                if control.is_cancelled() {
+                    return (Err(CallError::Cancelled), 0);
+                }
+                acquired
+            }
         };
-        let (_slot, _instance) = tokio::select! {
-            // What is free is taken first (see above).
-            biased;
-            acquired = acquire => match acquired {
-                Ok(held) => held,
-                Err(detail) => return (Err(CallError::Unavailable { detail }), 0),
-            },
-            () = control.cancel_requested() => return (Err(CallError::Cancelled), 0),
+        let (_slot, _instance) = match acquired {
+            Ok(held) => held,
+            Err(detail) => return (Err(CallError::Unavailable { detail }), 0),
         };
         let state = CallState::new(&plugin.grants, identity, limits, control.clone(), updates);
         let mut store = match runtime.store(limits.metering, state, limits.fuel) {
@@ -273,5 +287,30 @@ mod tests {
         .await;
         let out = ended.result.expect("the tool's own output");
         assert_eq!(out.text.as_deref(), Some("cleaned up"));
+    }
+
+    /// A call stopped by force before it entered never enters, free
+    /// sandbox or not (B21, B24).
+    #[tokio::test]
+    async fn b21_a_call_stopped_by_force_before_it_enters_never_runs() {
+        let (runtime, plugin, tool, _folder) = behave_tool("wait_cancel").await;
+        let control = Arc::new(CallControl::default());
+        control.force_stop();
+        let ended = run(
+            &runtime,
+            &plugin,
+            &tool,
+            &serde_json::json!({}),
+            identity(&tool),
+            control,
+            None,
+        )
+        .await;
+        assert!(
+            matches!(ended.result, Err(CallError::Cancelled)),
+            "{:?}",
+            ended.result
+        );
+        assert_eq!(ended.fuel_used, 0, "it never ran");
     }
 }

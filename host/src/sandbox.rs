@@ -64,6 +64,10 @@ impl CallControl {
         self.cancel.notify_waiters();
     }
 
+    pub(crate) fn is_force_stopped(&self) -> bool {
+        self.forced.load(Ordering::Acquire)
+    }
+
     /// Resolves once the call is cancelled (or stopped by force): what a
     /// call that has not entered its plugin yet waits on, since it has
     /// nothing to clean up in a grace period.
