@@ -185,6 +185,31 @@ async fn a_connection_past_the_dashboards_cap_is_answered_503_naming_it() {
     second.until("started", "word_count").await;
 }
 
+/// A request body is read whole before the pages see it, under the
+/// dashboard's own limit (and time): one past it is answered 413, naming
+/// it, and the dashboard goes on serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_past_the_dashboards_limit_is_answered_413_naming_it() {
+    let (_host, addr) = dashboard_with(DashboardOptions::default()).await;
+    let text = "a".repeat(dashboard::MAX_BODY);
+    let refused = request(
+        addr,
+        "POST",
+        "/tools/word_count",
+        &[],
+        &format!("text={text}"),
+    )
+    .await;
+    assert_eq!(refused.status, 413, "{}", refused.body);
+    assert!(
+        refused.body.contains("over the dashboard's limit of 2 MiB"),
+        "{}",
+        refused.body
+    );
+    let served = request(addr, "POST", "/tools/word_count", &[], "text=a+b").await;
+    assert_eq!(served.status, 303, "{}", served.body);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_non_loopback_bind_without_a_token_is_refused() {
     let host = Host::new(config()).expect("host");

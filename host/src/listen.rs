@@ -1,6 +1,7 @@
-//! Accepting HTTP connections under a cap, as the MCP HTTP server and the
-//! dashboard both do: past the cap a connection is answered 503 with a
-//! message naming the limit, and closed.
+//! What the MCP HTTP server and the dashboard share: connections accepted
+//! under a cap (past it a connection is answered 503 with a message naming
+//! the limit, and closed), and request bodies read whole under a size and
+//! a time limit.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
@@ -32,6 +34,68 @@ const REFUSAL_TIME: Duration = Duration::from_secs(1);
 /// How long a client may take to send a request's header; a client that
 /// sends half a header and waits is dropped then.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a request's body may take to arrive, from its header on.
+pub const BODY_TIME: Duration = Duration::from_secs(10);
+
+/// How much of a body past its size limit is read (and dropped) before
+/// the 413 answer: a client that is still sending would otherwise never
+/// read it.
+const DRAIN_MAX: usize = 512 * 1024 * 1024;
+
+/// Why a request's body was not read.
+#[derive(Debug)]
+pub(crate) enum BodyRefused {
+    /// Over the size limit (413).
+    TooLarge,
+    /// Not all there in time (408).
+    TooSlow,
+    /// The connection failed while it was read (400).
+    Unreadable,
+}
+
+/// Read `body` whole, at most `max` bytes, within `time` (the servers give
+/// [`BODY_TIME`]). Past `max` the rest is read and dropped, up to 512 MiB
+/// and within the same time, so that the client gets to read the 413
+/// answer.
+pub(crate) async fn read_body<B>(body: B, max: usize, time: Duration) -> Result<Bytes, BodyRefused>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(body);
+    let mut bytes = bytes::BytesMut::new();
+    let mut read = 0usize;
+    let drain = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            read = read.saturating_add(data.len());
+            if read <= max {
+                bytes.extend_from_slice(&data);
+            } else {
+                bytes = bytes::BytesMut::new();
+                if read > DRAIN_MAX {
+                    break;
+                }
+            }
+        }
+        Ok::<_, B::Error>(())
+    };
+    match tokio::time::timeout(time, drain).await {
+        Ok(Ok(())) if read <= max => Ok(bytes.freeze()),
+        Err(_) if read <= max => {
+            tracing::debug!(read, "a request body took too long");
+            Err(BodyRefused::TooSlow)
+        }
+        Ok(Ok(())) | Err(_) => Err(BodyRefused::TooLarge),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "reading a request body failed");
+            Err(BodyRefused::Unreadable)
+        }
+    }
+}
 
 /// Accept connections on `listener` until `shutdown` resolves, at most
 /// `max` open at once. Each accepted one goes to `connection` with the
@@ -86,4 +150,47 @@ async fn refuse(stream: TcpStream, answer: Response, _slot: OwnedSemaphorePermit
         .keep_alive(false)
         .serve_connection(TokioIo::new(stream), refuse);
     let _ = tokio::time::timeout(REFUSAL_TIME, serving).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    /// A body of `chunks`, then (if `more`) never another frame.
+    fn body(
+        chunks: &[&'static str],
+        more: bool,
+    ) -> StreamBody<impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>>> {
+        let sent = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))));
+        let sent = futures::stream::iter(sent.collect::<Vec<_>>());
+        let rest = if more {
+            futures::stream::pending().boxed()
+        } else {
+            futures::stream::empty().boxed()
+        };
+        StreamBody::new(sent.chain(rest))
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_up_to_its_limit() {
+        let read = read_body(body(&["ab", "cd"], false), 4, BODY_TIME).await;
+        assert_eq!(read.expect("read"), "abcd");
+        let over = read_body(body(&["ab", "cde"], false), 4, BODY_TIME).await;
+        assert!(matches!(over, Err(BodyRefused::TooLarge)), "{over:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stops_arriving_is_refused_when_its_time_is_up() {
+        let time = Duration::from_millis(50);
+        let slow = read_body(body(&["ab"], true), 4, time).await;
+        assert!(matches!(slow, Err(BodyRefused::TooSlow)), "{slow:?}");
+        // Past the limit and still coming: too large, not too slow.
+        let over = read_body(body(&["abcde"], true), 4, time).await;
+        assert!(matches!(over, Err(BodyRefused::TooLarge)), "{over:?}");
+    }
 }

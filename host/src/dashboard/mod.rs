@@ -178,6 +178,62 @@ impl Dashboard {
     }
 }
 
+/// The largest request body the dashboard reads: a tool's form, or a
+/// cancel. A larger one is answered 413.
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// Answer `request` with the dashboard's `router`, its body read whole
+/// first: at most [`MAX_BODY`] bytes, within 10 s of its header
+/// ([`listen::BODY_TIME`](crate::listen::BODY_TIME)), else answered 413
+/// or 408, so that a client trickling a body in holds no connection for
+/// long. What the dashboard's own servers (and the MCP HTTP server's
+/// pages) do; an embedder mounting [`Dashboard::router`] bounds bodies in
+/// its own server.
+pub(crate) async fn answer<B>(
+    router: Router,
+    request: hyper::Request<B>,
+) -> Result<axum::response::Response, std::convert::Infallible>
+where
+    B: hyper::body::Body<Data = bytes::Bytes>,
+    B::Error: std::fmt::Display,
+{
+    use crate::listen::{BODY_TIME, BodyRefused, read_body};
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+
+    let (parts, body) = request.into_parts();
+    let refused = |code: StatusCode, why: String| {
+        let mut answer = (code, why).into_response();
+        // What is left of the body is not read.
+        answer.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        Ok(answer)
+    };
+    match read_body(body, MAX_BODY, BODY_TIME).await {
+        Ok(bytes) => {
+            let request = hyper::Request::from_parts(parts, axum::body::Body::from(bytes));
+            router.oneshot(request).await
+        }
+        Err(BodyRefused::TooLarge) => refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is over the dashboard's limit of {} MiB\n",
+                MAX_BODY >> 20
+            ),
+        ),
+        Err(BodyRefused::TooSlow) => refused(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body took longer than 10 s to arrive\n".to_owned(),
+        ),
+        Err(BodyRefused::Unreadable) => refused(
+            StatusCode::BAD_REQUEST,
+            "the request body could not be read\n".to_owned(),
+        ),
+    }
+}
+
 /// How long a stopping dashboard waits for the requests in progress.
 pub const CLOSE_REQUESTS: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -227,7 +283,8 @@ impl DashboardServer {
     /// close timeout, B24) and then let open requests finish, for up to
     /// [`CLOSE_REQUESTS`] more. At most
     /// [`max_connections`](DashboardOptions::max_connections) connections
-    /// are open at once, and a client has 10 s to send a request's header.
+    /// are open at once, and a client has 10 s to send a request's header,
+    /// and 10 s more for its body (at most [`MAX_BODY`]).
     ///
     /// # Cancel safety
     /// Not cancel safe: resolve `shutdown` to stop gracefully.
@@ -247,7 +304,7 @@ impl DashboardServer {
             tokio::spawn(async move {
                 let _open = permit;
                 let pages = hyper::service::service_fn(move |request: hyper::Request<_>| {
-                    router.clone().oneshot(request.map(axum::body::Body::new))
+                    answer(router.clone(), request)
                 });
                 let serving = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())

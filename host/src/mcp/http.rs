@@ -18,7 +18,6 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceExt;
 
 use super::server::{HttpLane, ToolServer};
 use super::tasks::Tasks;
@@ -26,7 +25,7 @@ use super::wire::{self, Read};
 use super::{McpOptions, ServeError};
 use crate::dashboard::Dashboard;
 use crate::host::Host;
-use crate::listen::{self, HEADER_READ_TIMEOUT, Response};
+use crate::listen::{self, BodyRefused, HEADER_READ_TIMEOUT, Response};
 
 type Service = StreamableHttpService<ToolServer, LocalSessionManager>;
 
@@ -173,7 +172,7 @@ impl HttpServer {
                             Ok::<_, Infallible>(response.map(axum::body::Body::new))
                         } else if let Some(pages) = pages {
                             // The dashboard, behind its own guard (token).
-                            pages.oneshot(request.map(axum::body::Body::new)).await
+                            crate::dashboard::answer(pages, request).await
                         } else {
                             Ok(not_found().map(axum::body::Body::new))
                         }
@@ -265,38 +264,16 @@ async fn read_post(
     request: hyper::Request<hyper::body::Incoming>,
     max: usize,
 ) -> Result<(hyper::Request<Full<Bytes>>, Option<RequestId>), Response> {
-    let (parts, mut body) = request.into_parts();
-    let mut bytes = bytes::BytesMut::new();
-    let mut read = 0usize;
-    let drain = async {
-        while let Some(frame) = body.frame().await {
-            let Ok(data) = frame?.into_data() else {
-                continue;
-            };
-            read = read.saturating_add(data.len());
-            if read <= max {
-                bytes.extend_from_slice(&data);
-            } else {
-                // Read on without keeping anything, so the client gets to
-                // read the answer; but not without end.
-                bytes = bytes::BytesMut::new();
-                if read > DRAIN_MAX {
-                    break;
-                }
-            }
-        }
-        Ok::<_, hyper::Error>(())
-    };
-    match tokio::time::timeout(DRAIN_TIME, drain).await {
-        Ok(Ok(())) if read <= max => {}
-        Err(_) if read <= max => {
-            tracing::debug!(read, "a request body took too long");
+    let (parts, body) = request.into_parts();
+    let bytes = match listen::read_body(body, max, listen::BODY_TIME).await {
+        Ok(bytes) => bytes,
+        Err(BodyRefused::TooSlow) => {
             return Err(status(
                 hyper::StatusCode::REQUEST_TIMEOUT,
                 "the request body took longer than 10 s\n",
             ));
         }
-        Ok(Ok(())) | Err(_) => {
+        Err(BodyRefused::TooLarge) => {
             let mut answer =
                 json_answer(hyper::StatusCode::PAYLOAD_TOO_LARGE, &wire::too_large(max));
             answer.headers_mut().insert(
@@ -305,12 +282,10 @@ async fn read_post(
             );
             return Err(answer);
         }
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "reading a request body failed");
+        Err(BodyRefused::Unreadable) => {
             return Err(status(hyper::StatusCode::BAD_REQUEST, "unreadable body\n"));
         }
-    }
-    let bytes = bytes.freeze();
+    };
     let initialize = match wire::read(&bytes) {
         Read::Refused(answer) => {
             return Err(json_answer(hyper::StatusCode::BAD_REQUEST, &answer));
@@ -347,13 +322,6 @@ fn unavailable(message: String, id: Option<RequestId>) -> Response {
         &ServerJsonRpcMessage::error(error, id),
     )
 }
-
-/// How much of a body past the message size limit is read (and dropped)
-/// before the 413 answer: a client that is still sending would otherwise
-/// never read it.
-const DRAIN_MAX: usize = 512 * 1024 * 1024;
-/// How long a body may take to arrive (a slow client is answered 408).
-const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// A request refused before it reaches the MCP service (or its body is
 /// read): two `Host` headers (a smuggling attempt), a `Host` that is not
