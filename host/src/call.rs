@@ -2,12 +2,11 @@
 //! under its limits, and turn what happened into an outcome.
 
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{TryAcquireError, mpsc};
 
 use crate::arguments::integral_numbers;
 use crate::bindings::ToolError;
@@ -90,34 +89,48 @@ pub(crate) async fn run(
         // cancel comes, unless it was stopped by force. A call that has to
         // wait for either stops at its cancel: it has nothing to clean up,
         // and no reason to wait for its grace period.
-        let mut acquire = std::pin::pin!(async {
-            let slot = (plugin.running.clone().acquire_owned().await)
-                .map_err(|_| "the plugin was unloaded".to_owned())?;
-            let instance =
-                (runtime.instance(limits.metering).await).map_err(|e| format!("{e:#}"))?;
-            Ok::<_, String>((slot, instance))
-        });
-        let free = std::future::poll_fn(|cx| Poll::Ready(acquire.as_mut().poll(cx))).await;
-        let acquired = match free {
-            Poll::Ready(_) if control.is_force_stopped() => {
+        let slot = match plugin.running.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(TryAcquireError::NoPermits) => None,
+            Err(TryAcquireError::Closed) => return unloaded(),
+        };
+        let instance = match &slot {
+            Some(_) => match runtime.free_instance(limits.metering) {
+                Ok(free) => free,
+                Err(e) => return unavailable(e),
+            },
+            None => None,
+        };
+        let (_slot, _instance) = match (slot, instance) {
+            (Some(_), Some(_)) if control.is_force_stopped() => {
                 return (Err(CallError::Cancelled), 0);
             }
-            Poll::Ready(acquired) => acquired,
-            Poll::Pending => {
-                let acquired = tokio::select! {
+            (Some(slot), Some(instance)) => (slot, instance),
+            (slot, _) => {
+                let wait = async {
+                    let slot = match slot {
+                        Some(slot) => slot,
+                        None => match plugin.running.clone().acquire_owned().await {
+                            Ok(slot) => slot,
+                            Err(_) => return Err(unloaded()),
+                        },
+                    };
+                    match runtime.instance(limits.metering).await {
+                        Ok(instance) => Ok((slot, instance)),
+                        Err(e) => Err(unavailable(e)),
+                    }
+                };
+                let held = tokio::select! {
                     biased;
                     () = control.cancel_requested() => return (Err(CallError::Cancelled), 0),
-                    acquired = &mut acquire => acquired,
+                    held = wait => held,
                 };
-                if control.is_cancelled() {
-                    return (Err(CallError::Cancelled), 0);
+                match held {
+                    Ok(_) if control.is_cancelled() => return (Err(CallError::Cancelled), 0),
+                    Ok(held) => held,
+                    Err(refused) => return refused,
                 }
-                acquired
             }
-        };
-        let (_slot, _instance) = match acquired {
-            Ok(held) => held,
-            Err(detail) => return (Err(CallError::Unavailable { detail }), 0),
         };
         let state = CallState::new(&plugin.grants, identity, limits, control.clone(), updates);
         let mut store = match runtime.store(limits.metering, state, limits.fuel) {
@@ -150,11 +163,13 @@ pub(crate) async fn run(
             let run = std::pin::pin!(run);
             let run = Cooperative::new(run);
             tokio::select! {
+                // A call stopped by force is not polled into its plugin again.
+                biased;
+                () = control.force_stopped() => Err(CallError::Cancelled),
                 r = tokio::time::timeout(limits.timeout, run) => match r {
                     Ok(r) => Ok(r),
                     Err(_) => Err(CallError::Limit(Limit::Timeout(limits.timeout))),
                 },
-                () = control.force_stopped() => Err(CallError::Cancelled),
             }
         };
         let fuel_used = Runtime::fuel_used(&store, limits.fuel);
@@ -188,6 +203,18 @@ pub(crate) async fn run(
     };
     log_outcome(&plugin.name, &outcome);
     outcome
+}
+
+/// How a call ends that finds its plugin unloaded before it ran.
+fn unloaded() -> (Result<Output, CallError>, u64) {
+    let detail = "the plugin was unloaded".to_owned();
+    (Err(CallError::Unavailable { detail }), 0)
+}
+
+/// How a call ends that could not get an instance of the pool.
+fn unavailable(e: anyhow::Error) -> (Result<Output, CallError>, u64) {
+    let detail = format!("{e:#}");
+    (Err(CallError::Unavailable { detail }), 0)
 }
 
 fn convert_output(

@@ -58,10 +58,21 @@ impl CallControl {
 
     /// Stop the call by force; it ends as cancelled.
     pub(crate) fn force_stop(&self) {
-        self.cancelled.store(true, Ordering::Release);
-        self.forced.store(true, Ordering::Release);
-        self.force.notify_waiters();
-        self.cancel.notify_waiters();
+        Self::force_stop_all([self]);
+    }
+
+    /// Stop every call of `controls` by force. Every flag is raised before
+    /// any call is woken: one call that ends and frees its slot must not
+    /// let another of them in while that one's flag is still down.
+    pub(crate) fn force_stop_all<'a>(controls: impl IntoIterator<Item = &'a Self> + Clone) {
+        for c in controls.clone() {
+            c.cancelled.store(true, Ordering::Release);
+            c.forced.store(true, Ordering::Release);
+        }
+        for c in controls {
+            c.force.notify_waiters();
+            c.cancel.notify_waiters();
+        }
     }
 
     pub(crate) fn is_force_stopped(&self) -> bool {

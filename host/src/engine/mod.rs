@@ -206,21 +206,28 @@ impl Runtime {
     /// and hold it until the permit is dropped, which must be after the
     /// store it was taken for.
     pub(crate) async fn instance(&self, metering: Metering) -> Result<InstancePermit> {
+        if let Some(free) = self.free_instance(metering)? {
+            return Ok(free);
+        }
         let pool = self.sandboxes(metering)?;
-        let permit = match pool.instances.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                pool.usage.send_modify(|u| u.waiting += 1);
-                // Counted out again however the wait ends, cancelled too.
-                let _waiting = Waiting(&pool.usage);
-                (pool.instances.clone().acquire_owned().await)
-                    .context("the instance pool is closed")?
+        pool.usage.send_modify(|u| u.waiting += 1);
+        // Counted out again however the wait ends, cancelled too.
+        let _waiting = Waiting(&pool.usage);
+        let permit = (pool.instances.clone().acquire_owned().await)
+            .context("the instance pool is closed")?;
+        Ok(pool.held(permit))
+    }
+
+    /// An instance of the pool of `metering` if one is free now, without
+    /// waiting (`None` if none is).
+    pub(crate) fn free_instance(&self, metering: Metering) -> Result<Option<InstancePermit>> {
+        let pool = self.sandboxes(metering)?;
+        Ok(match pool.instances.clone().try_acquire_owned() {
+            Ok(permit) => Some(pool.held(permit)),
+            Err(tokio::sync::TryAcquireError::NoPermits) => None,
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                anyhow::bail!("the instance pool is closed")
             }
-        };
-        pool.usage.send_modify(|u| u.held += 1);
-        Ok(InstancePermit {
-            _permit: permit,
-            usage: pool.usage.clone(),
         })
     }
 
@@ -264,6 +271,15 @@ pub(crate) struct Sandboxes {
 }
 
 impl Sandboxes {
+    /// `permit`, counted as held until it is dropped.
+    fn held(&self, permit: OwnedSemaphorePermit) -> InstancePermit {
+        self.usage.send_modify(|u| u.held += 1);
+        InstancePermit {
+            _permit: permit,
+            usage: self.usage.clone(),
+        }
+    }
+
     fn new(config: &EngineConfig, metering: Metering, cache_dir: Option<PathBuf>) -> Result<Self> {
         let engine = build(config, metering)?;
         let linker = crate::sandbox::linker(&engine)?;

@@ -247,9 +247,7 @@ impl Drop for Inner {
     /// The last handle is gone: nothing may run on (B24).
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        for live in state.live.values() {
-            live.control.force_stop();
-        }
+        CallControl::force_stop_all(state.live.values().map(|l| &*l.control));
     }
 }
 
@@ -626,9 +624,8 @@ impl Session {
             }
             if !forced && Instant::now() >= deadline {
                 forced = true;
-                for live in inner.state().live.values() {
-                    live.control.force_stop();
-                }
+                let state = inner.state();
+                CallControl::force_stop_all(state.live.values().map(|l| &*l.control));
             }
             if forced {
                 notified.await;
