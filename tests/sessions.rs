@@ -481,6 +481,27 @@ async fn b22_cancelled_before_the_first_update_answers_cancelled() {
     assert!(!a.output.contains("cleaned up"));
 }
 
+/// A call cancelled before its first update answers "cancelled" even if
+/// its tool sends an update as it cleans up: that update does not release
+/// it (B22).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b22_an_update_sent_after_the_cancel_does_not_answer_the_call() {
+    let (s, _f) = session(None).await;
+    let mut events = s.subscribe();
+    let call = spawn_call(&s, "c1", "wait_cancel_then_update", "{}");
+    live(&s, "c1", CallStatus::Running).await;
+    s.cancel("c1").expect("cancel");
+    let a = call.await.expect("join");
+    assert_eq!(a.kind, AnswerKind::Cancelled, "{a:?}");
+    assert!(!a.output.contains("cleaning up"), "{}", a.output);
+    // The update was sent, and recorded.
+    event(&mut events, "c1's update", |e| {
+        e.call_id == "c1"
+            && matches!(&e.kind, EventKind::Updated { message, .. } if message == "cleaning up")
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b22_cancelled_after_release_gets_a_final_pair_saying_so() {
     let (s, _f) = session(Some("[limits]\ncancel-grace = \"0s\"\n")).await;

@@ -182,9 +182,11 @@ impl Task {
         if self.fire_and_forget() {
             tracing::info!(tool = %tool, call_id = %self.call_id, %message, "fire-and-forget update");
         } else if self.mode == AnswerMode::Release
+            && !self.control.is_cancelled()
             && let Some(answer) = self.answer.take()
         {
-            // B2: the first update answers the call.
+            // B2: the first update answers the call; not once it is
+            // cancelled, when its end answers "cancelled" (B22).
             self.released_by_update = true;
             let output = render(
                 &self.templates.update,

@@ -218,6 +218,14 @@ fn specs() -> Vec<ToolSpec> {
         ToolSpec {
             cancellable: true,
             ..spec(
+                "wait_cancel_then_update",
+                "Waits until cancelled, then sends an update while it cleans up, and returns.",
+                no_args(),
+            )
+        },
+        ToolSpec {
+            cancellable: true,
+            ..spec(
                 "spin_cancellable",
                 "Spins forever without calling the host.",
                 no_args(),
@@ -380,6 +388,11 @@ impl Plugin for Behave {
                 })
             }
             "wait_cancel" => Ok(wait_for_cancel()),
+            "wait_cancel_then_update" => {
+                let out = wait_for_cancel();
+                update("cleaning up");
+                Ok(out)
+            }
             "replace_me" => {
                 let out = wait_for_cancel();
                 // A slow clean-up: a replacing call that did not wait for
