@@ -58,7 +58,6 @@ async fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
     let mut text = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         text.push_str(&format!("Host: {addr}\r\n"));
@@ -72,7 +71,13 @@ async fn request(
     }
     text.push_str("\r\n");
     text.push_str(body);
-    stream.write_all(text.as_bytes()).await.expect("write");
+    exchange(addr, text.as_bytes()).await
+}
+
+/// Send `request` as it is on a new connection, and read the answer.
+async fn exchange(addr: SocketAddr, request: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
     let mut raw = Vec::new();
     tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
         .await
@@ -186,28 +191,50 @@ async fn a_connection_past_the_dashboards_cap_is_answered_503_naming_it() {
 }
 
 /// A request body is read whole before the pages see it, under the
-/// dashboard's own limit (and time): one past it is answered 413, naming
-/// it, and the dashboard goes on serving.
+/// dashboard's own limit (and time): past it, declared or sent in chunks,
+/// the answer is 413 naming it, and the dashboard goes on serving.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_past_the_dashboards_limit_is_answered_413_naming_it() {
     let (_host, addr) = dashboard_with(DashboardOptions::default()).await;
-    let text = "a".repeat(dashboard::MAX_BODY);
-    let refused = request(
-        addr,
-        "POST",
-        "/tools/word_count",
-        &[],
-        &format!("text={text}"),
-    )
-    .await;
-    assert_eq!(refused.status, 413, "{}", refused.body);
-    assert!(
-        refused.body.contains("over the dashboard's limit of 2 MiB"),
-        "{}",
-        refused.body
+    let head = |framing: &str| {
+        format!(
+            "POST /tools/word_count HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n{framing}\r\n\r\n"
+        )
+    };
+    // Declared too large: refused before a byte of it is read.
+    let declared = head(&format!("Content-Length: {}", dashboard::MAX_BODY + 1));
+    let chunk = format!("{:x}\r\n{}\r\n", 1 << 20, "a".repeat(1 << 20));
+    let chunked = format!(
+        "{}5\r\ntext=\r\n{}0\r\n\r\n",
+        head("Transfer-Encoding: chunked"),
+        chunk.repeat(3)
     );
+    for request in [declared, chunked] {
+        let refused = exchange(addr, request.as_bytes()).await;
+        assert_eq!(refused.status, 413, "{}", refused.body);
+        assert!(
+            refused.body.contains("over the dashboard's limit of 2 MiB"),
+            "{}",
+            refused.body
+        );
+    }
     let served = request(addr, "POST", "/tools/word_count", &[], "text=a+b").await;
     assert_eq!(served.status, 303, "{}", served.body);
+}
+
+/// The guard comes first: a request it refuses has nothing of its body
+/// read (the limit is not what answers).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_the_guard_refuses_is_refused_before_its_body_is_read() {
+    let (_host, addr) = dashboard_with(DashboardOptions::default()).await;
+    let request = format!(
+        "POST /tools/word_count HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n",
+        dashboard::MAX_BODY + 1
+    );
+    let refused = exchange(addr, request.as_bytes()).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -49,6 +49,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -162,6 +167,7 @@ impl Dashboard {
             .route("/events", get(live::events))
             .route("/assets/{file}", get(assets::serve))
             .fallback(pages::not_found)
+            .layer(axum::middleware::from_fn(bounded_body))
             .layer(axum::middleware::from_fn_with_state(
                 shared.clone(),
                 guard::guard,
@@ -182,47 +188,44 @@ impl Dashboard {
 /// cancel. A larger one is answered 413.
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
 
-/// Answer `request` with the dashboard's `router`, its body read whole
-/// first: at most [`MAX_BODY`] bytes, within 10 s of its header
-/// ([`listen::BODY_TIME`](crate::listen::BODY_TIME)), else answered 413
-/// or 408, so that a client trickling a body in holds no connection for
-/// long. What the dashboard's own servers (and the MCP HTTP server's
-/// pages) do; an embedder mounting [`Dashboard::router`] bounds bodies in
-/// its own server.
-pub(crate) async fn answer<B>(
-    router: Router,
-    request: hyper::Request<B>,
-) -> Result<axum::response::Response, std::convert::Infallible>
-where
-    B: hyper::body::Body<Data = bytes::Bytes>,
-    B::Error: std::fmt::Display,
-{
+/// Read a request's body whole before its page sees it: at most
+/// [`MAX_BODY`] bytes, within 10 s ([`listen::BODY_TIME`](crate::listen::BODY_TIME)),
+/// else answered 413 or 408, so that a client trickling a body in holds
+/// no connection for long. It runs behind [`guard::guard`]: a request the
+/// guard refuses has nothing of its body read (nor `100 Continue` sent).
+async fn bounded_body(request: Request, next: Next) -> Response {
     use crate::listen::{BODY_TIME, BodyRefused, read_body};
-    use axum::http::StatusCode;
-    use axum::response::IntoResponse;
 
-    let (parts, body) = request.into_parts();
     let refused = |code: StatusCode, why: String| {
         let mut answer = (code, why).into_response();
         // What is left of the body is not read.
         answer.headers_mut().insert(
-            axum::http::header::CONNECTION,
+            header::CONNECTION,
             axum::http::HeaderValue::from_static("close"),
         );
-        Ok(answer)
+        answer
     };
-    match read_body(body, MAX_BODY, BODY_TIME).await {
-        Ok(bytes) => {
-            let request = hyper::Request::from_parts(parts, axum::body::Body::from(bytes));
-            router.oneshot(request).await
-        }
-        Err(BodyRefused::TooLarge) => refused(
+    let too_large = || {
+        refused(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "the request body is over the dashboard's limit of {} MiB\n",
                 MAX_BODY >> 20
             ),
-        ),
+        )
+    };
+    let declared = (request.headers().get(header::CONTENT_LENGTH))
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    match read_body(body, MAX_BODY, BODY_TIME).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(BodyRefused::TooLarge) => too_large(),
         Err(BodyRefused::TooSlow) => refused(
             StatusCode::REQUEST_TIMEOUT,
             "the request body took longer than 10 s to arrive\n".to_owned(),
@@ -304,7 +307,7 @@ impl DashboardServer {
             tokio::spawn(async move {
                 let _open = permit;
                 let pages = hyper::service::service_fn(move |request: hyper::Request<_>| {
-                    answer(router.clone(), request)
+                    router.clone().oneshot(request.map(axum::body::Body::new))
                 });
                 let serving = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())

@@ -18,6 +18,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::ServiceExt;
 
 use super::server::{HttpLane, ToolServer};
 use super::tasks::Tasks;
@@ -172,7 +173,7 @@ impl HttpServer {
                             Ok::<_, Infallible>(response.map(axum::body::Body::new))
                         } else if let Some(pages) = pages {
                             // The dashboard, behind its own guard (token).
-                            crate::dashboard::answer(pages, request).await
+                            pages.oneshot(request.map(axum::body::Body::new)).await
                         } else {
                             Ok(not_found().map(axum::body::Body::new))
                         }
