@@ -26,7 +26,7 @@ mod figures;
 
 /// The toolhost binary's allocator (`host/src/main.rs`), so that the figures
 /// are the server's; an embedder's own allocator may give others.
-#[cfg(not(target_env = "msvc"))]
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use figures::{calls_in_a_row, config, ms, percentile, root, us};

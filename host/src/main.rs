@@ -11,9 +11,9 @@ use toolhost::{Host, HostConfig};
 mod cli;
 
 /// jemalloc rather than glibc's malloc: 0.87–0.95× the server's CPU per MCP
-/// call and 0.86× the p50 of a session call, at the same peak RSS and a
-/// start up to 1 ms longer (README, Performance).
-#[cfg(not(target_env = "msvc"))]
+/// call and 0.86× the p50 of a session call, at about the same peak RSS,
+/// for a warm start 2–18 % longer (README, Performance).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
