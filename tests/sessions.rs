@@ -333,6 +333,26 @@ async fn b14_queue_waits_for_the_running_duplicate_and_is_listed_as_queued() {
     assert_eq!(reply.items[0].call_id, "c2_final");
 }
 
+/// A queued call cancelled while it waits ends at once and never enters
+/// its plugin, though a sandbox is free (B14, B21): unlike a running call,
+/// it has nothing to clean up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b14_a_call_cancelled_while_queued_ends_without_running() {
+    let (s, _f) = session(Some("[tools.wait_cancel]\non-duplicate = \"queue\"\n")).await;
+    let first = spawn_call(&s, "c1", "wait_cancel", "{}");
+    live(&s, "c1", CallStatus::Running).await;
+    let a = s.call("c2", "wait_cancel", "{}").await;
+    assert_eq!(a.kind, AnswerKind::Queued, "{}", a.output);
+    s.cancel("c2").expect("cancel");
+    let r2 = ended(&s, "c2").await;
+    assert_eq!(r2.status, CallStatus::Cancelled);
+    assert_eq!(r2.result, None, "it never ran (it would have cleaned up)");
+    assert_eq!(r2.started_at, None, "it never left the queue");
+    assert_eq!(s.record("c1").expect("c1").status, CallStatus::Running);
+    s.cancel("c1").expect("cancel");
+    first.await.expect("join");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b15_name_and_arguments_compares_canonical_json_with_defaults() {
     let (s, _f) = session(None).await;
