@@ -273,45 +273,34 @@ mod tests {
     use crate::config::HostConfig;
     use crate::testing::copy_test_plugin;
 
-    /// `behave` loaded into a runtime of its own, and its tool `name`.
-    async fn behave_tool(name: &str) -> (Arc<Runtime>, Plugin, Arc<Tool>, tempfile::TempDir) {
+    /// A call of behave's `wait_cancel` (loaded into a runtime of its own)
+    /// whose control `stop` has acted on before it runs.
+    async fn wait_cancel_after(stop: impl FnOnce(&CallControl)) -> CallOutcome {
         let folder = tempfile::tempdir().expect("temp dir");
         let path = copy_test_plugin("behave", folder.path());
         let config = HostConfig::default();
         let runtime = Arc::new(Runtime::new(&config.engine, None).expect("runtime"));
         let plugin = (crate::plugin::load(&runtime, &config, &path).await).expect("behave loads");
-        let tool = (plugin.tools.iter().find(|t| t.name == name))
+        let tool = (plugin.tools.iter().find(|t| t.name == "wait_cancel"))
             .expect("the tool")
             .clone();
-        (runtime, plugin, tool, folder)
-    }
-
-    fn identity(tool: &Tool) -> CallIdentity {
-        CallIdentity {
+        let identity = CallIdentity {
             plugin: "behave".into(),
             tool: tool.name.clone(),
             call_id: "c1".into(),
             session_id: "s1".into(),
-        }
+        };
+        let control = Arc::new(CallControl::default());
+        stop(&control);
+        let args = serde_json::json!({});
+        run(&runtime, &plugin, &tool, &args, identity, control, None).await
     }
 
     /// A cancel that comes before the call has taken its free sandbox does
     /// not decide whether the tool sees it: the tool reads the flag (B21).
     #[tokio::test]
     async fn b21_a_call_cancelled_before_it_enters_a_free_sandbox_reads_the_flag() {
-        let (runtime, plugin, tool, _folder) = behave_tool("wait_cancel").await;
-        let control = Arc::new(CallControl::default());
-        control.cancel();
-        let ended = run(
-            &runtime,
-            &plugin,
-            &tool,
-            &serde_json::json!({}),
-            identity(&tool),
-            control,
-            None,
-        )
-        .await;
+        let ended = wait_cancel_after(CallControl::cancel).await;
         let out = ended.result.expect("the tool's own output");
         assert_eq!(out.text.as_deref(), Some("cleaned up"));
     }
@@ -320,19 +309,7 @@ mod tests {
     /// sandbox or not (B21, B24).
     #[tokio::test]
     async fn b21_a_call_stopped_by_force_before_it_enters_never_runs() {
-        let (runtime, plugin, tool, _folder) = behave_tool("wait_cancel").await;
-        let control = Arc::new(CallControl::default());
-        control.force_stop();
-        let ended = run(
-            &runtime,
-            &plugin,
-            &tool,
-            &serde_json::json!({}),
-            identity(&tool),
-            control,
-            None,
-        )
-        .await;
+        let ended = wait_cancel_after(CallControl::force_stop).await;
         assert!(
             matches!(ended.result, Err(CallError::Cancelled)),
             "{:?}",
