@@ -300,7 +300,7 @@ mod tests {
     /// not decide whether the tool sees it: the tool reads the flag (B21).
     #[tokio::test]
     async fn b21_a_call_cancelled_before_it_enters_a_free_sandbox_reads_the_flag() {
-        let ended = wait_cancel_after(CallControl::cancel).await;
+        let ended = wait_cancel_after(|c| CallControl::stop_all([(c, false)])).await;
         let out = ended.result.expect("the tool's own output");
         assert_eq!(out.text.as_deref(), Some("cleaned up"));
     }

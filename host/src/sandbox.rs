@@ -46,31 +46,36 @@ pub(crate) struct CallControl {
 }
 
 impl CallControl {
-    /// Ask the call to stop: `cancelled()` returns true from now on.
-    pub(crate) fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Release);
-        self.cancel.notify_waiters();
-    }
-
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)
     }
 
     /// Stop the call by force; it ends as cancelled.
     pub(crate) fn force_stop(&self) {
-        Self::force_stop_all([self]);
+        Self::stop_all([(self, true)]);
     }
 
-    /// Stop every call of `controls` by force. Every flag is raised before
-    /// any call is woken: one call that ends and frees its slot must not
-    /// let another of them in while that one's flag is still down.
-    pub(crate) fn force_stop_all<'a>(controls: impl IntoIterator<Item = &'a Self> + Clone) {
-        for c in controls.clone() {
+    /// Stop every call of `controls` by force.
+    pub(crate) fn force_stop_all<'a>(controls: impl IntoIterator<Item = &'a Self>) {
+        Self::stop_all(controls.into_iter().map(|c| (c, true)));
+    }
+
+    /// Cancel each call of `calls` (`cancelled()` returns true from now
+    /// on), and stop by force those paired with `true`. Every flag is raised before any call is woken: one call
+    /// that ends and frees its slot must not let another of them in while
+    /// that one's flag is still down.
+    pub(crate) fn stop_all<'a>(calls: impl IntoIterator<Item = (&'a Self, bool)>) {
+        let calls: Vec<_> = calls.into_iter().collect();
+        for &(c, forced) in &calls {
             c.cancelled.store(true, Ordering::Release);
-            c.forced.store(true, Ordering::Release);
+            if forced {
+                c.forced.store(true, Ordering::Release);
+            }
         }
-        for c in controls {
-            c.force.notify_waiters();
+        for (c, forced) in calls {
+            if forced {
+                c.force.notify_waiters();
+            }
             c.cancel.notify_waiters();
         }
     }
@@ -111,11 +116,14 @@ async fn raised(notify: &tokio::sync::Notify, flag: &AtomicBool) {
     notified.await;
 }
 
-/// An update a plugin sent, with the fuel its call had burned by then.
+/// An update a plugin sent, with the fuel its call had burned by then and
+/// whether the call was cancelled by then (such an update answers nothing,
+/// B22).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SentUpdate {
     pub(crate) message: String,
     pub(crate) fuel_used: u64,
+    pub(crate) after_cancel: bool,
 }
 
 /// The data of one call's store.
@@ -437,7 +445,11 @@ impl CallState {
         if let Some(tx) = &self.updates {
             // The receiver is gone only when nobody waits for this call any
             // more; the update has nowhere to go.
-            let _ = tx.send(SentUpdate { message, fuel_used });
+            let _ = tx.send(SentUpdate {
+                message,
+                fuel_used,
+                after_cancel: self.control.is_cancelled(),
+            });
         }
         Ok(())
     }

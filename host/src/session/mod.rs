@@ -144,18 +144,23 @@ struct Live {
 impl Live {
     /// Ask the call to stop; after its grace period, stop it by force (B21).
     fn cancel(&self) {
-        self.control.cancel();
-        if self.grace.is_zero() {
-            // At once, not at the timer's next millisecond tick.
-            self.control.force_stop();
-            return;
+        Self::cancel_all([self]);
+    }
+
+    /// [`cancel`](Self::cancel) each of `calls`, every flag raised before
+    /// any call is woken ([`CallControl::stop_all`]).
+    fn cancel_all<'a>(calls: impl IntoIterator<Item = &'a Self>) {
+        let calls: Vec<&Self> = calls.into_iter().collect();
+        // A grace of zero stops at once, not at the timer's next tick.
+        CallControl::stop_all(calls.iter().map(|l| (&*l.control, l.grace.is_zero())));
+        for l in calls.into_iter().filter(|l| !l.grace.is_zero()) {
+            let control = l.control.clone();
+            let grace = l.grace;
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                control.force_stop();
+            });
         }
-        let control = self.control.clone();
-        let grace = self.grace;
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            control.force_stop();
-        });
     }
 }
 
@@ -606,11 +611,7 @@ impl Session {
         {
             let mut state = inner.state();
             state.closed = true;
-            for live in state.live.values() {
-                if live.cancellable {
-                    live.cancel();
-                }
-            }
+            Live::cancel_all(state.live.values().filter(|l| l.cancellable));
         }
         inner.delivery.close();
         let deadline = Instant::now() + inner.close_timeout;

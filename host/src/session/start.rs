@@ -152,10 +152,8 @@ impl Session {
                 )));
             }
             Admission::Replace => {
-                for (_, l) in &dups {
-                    l.cancel();
-                    wait_for.push(l.ended.clone());
-                }
+                Live::cancel_all(dups.iter().map(|(_, l)| *l));
+                wait_for = dups.iter().map(|(_, l)| l.ended.clone()).collect();
             }
             Admission::Queue => {
                 wait_for = dups.iter().map(|(_, l)| l.ended.clone()).collect();
