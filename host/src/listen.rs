@@ -63,11 +63,12 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    // Room for what the body says it holds, within the limit, so that the
-    // buffer does not double past it.
+    // Room for what the body says it holds, within the limit and at most
+    // 256 KiB before anything arrived: a declared length costs nothing
+    // until the bytes come.
     let expected = usize::try_from(body.size_hint().lower()).unwrap_or(max);
     let mut body = std::pin::pin!(body);
-    let mut bytes = bytes::BytesMut::with_capacity(expected.min(max));
+    let mut bytes = bytes::BytesMut::with_capacity(expected.min(max).min(256 << 10));
     let mut read = 0usize;
     let drain = async {
         while let Some(frame) = body.frame().await {
