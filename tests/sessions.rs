@@ -333,9 +333,9 @@ async fn b14_queue_waits_for_the_running_duplicate_and_is_listed_as_queued() {
     assert_eq!(reply.items[0].call_id, "c2_final");
 }
 
-/// A queued call cancelled while it waits ends at once and never enters
-/// its plugin, though a sandbox is free (B14, B21): unlike a running call,
-/// it has nothing to clean up.
+/// A queued call cancelled while it waits ends at once, without waiting
+/// for its duplicate, and never enters its plugin, though a sandbox is
+/// free (B14, B21): unlike a running call, it has nothing to clean up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b14_a_call_cancelled_while_queued_ends_without_running() {
     let (s, _f) = session(Some("[tools.wait_cancel]\non-duplicate = \"queue\"\n")).await;

@@ -163,7 +163,11 @@ impl Task {
     }
 
     fn update(&mut self, n: usize, sent: SentUpdate) {
-        let SentUpdate { message, fuel_used } = sent;
+        let SentUpdate {
+            message,
+            fuel_used,
+            after_cancel,
+        } = sent;
         let update = UpdateRecord {
             at: SystemTime::now(),
             message: message.clone(),
@@ -182,11 +186,11 @@ impl Task {
         if self.fire_and_forget() {
             tracing::info!(tool = %tool, call_id = %self.call_id, %message, "fire-and-forget update");
         } else if self.mode == AnswerMode::Release
-            && !self.control.is_cancelled()
+            && !after_cancel
             && let Some(answer) = self.answer.take()
         {
-            // B2: the first update answers the call; not once it is
-            // cancelled, when its end answers "cancelled" (B22).
+            // B2: the first update answers the call; not one sent once it
+            // was cancelled, when its end answers "cancelled" (B22).
             self.released_by_update = true;
             let output = render(
                 &self.templates.update,
