@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use toolhost::{AnswerKind, EngineConfig, Host, SessionOptions};
 
 mod figures;
+use figures::{calls_in_a_row, config, ms, percentile, root, us};
 
 /// The toolhost binary's allocator (`host/src/main.rs`), so that the figures
 /// are the server's; an embedder's own allocator may give others.
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-use figures::{calls_in_a_row, config, ms, percentile, root, us};
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()

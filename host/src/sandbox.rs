@@ -61,9 +61,10 @@ impl CallControl {
     }
 
     /// Cancel each call of `calls` (`cancelled()` returns true from now
-    /// on), and stop by force those paired with `true`. Every flag is raised before any call is woken: one call
-    /// that ends and frees its slot must not let another of them in while
-    /// that one's flag is still down.
+    /// on), and stop by force those paired with `true`. Every flag is
+    /// raised before any call is woken: one call that ends and frees its
+    /// slot must not let another of them in while that one's flag is
+    /// still down.
     pub(crate) fn stop_all<'a>(calls: impl IntoIterator<Item = (&'a Self, bool)>) {
         let calls: Vec<_> = calls.into_iter().collect();
         for &(c, forced) in &calls {
@@ -80,6 +81,8 @@ impl CallControl {
         }
     }
 
+    /// Whether the call was stopped by force (a call that has not entered
+    /// its plugin then never does).
     pub(crate) fn is_force_stopped(&self) -> bool {
         self.forced.load(Ordering::Acquire)
     }
