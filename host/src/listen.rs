@@ -43,15 +43,30 @@ pub const BODY_TIME: Duration = Duration::from_secs(10);
 /// read it.
 const DRAIN_MAX: usize = 512 * 1024 * 1024;
 
-/// Why a request's body was not read.
-#[derive(Debug)]
+/// Why a request's body was not read. Its `Display` is the text for the
+/// client; the servers answer it with [`status`](Self::status).
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum BodyRefused {
-    /// Over the size limit (413).
-    TooLarge,
-    /// Not all there in time (408).
-    TooSlow,
-    /// The connection failed while it was read (400).
+    /// Over the size limit.
+    #[error("the request body is over the limit of {max} bytes")]
+    TooLarge { max: usize },
+    /// Not all there in time.
+    #[error("the request body took longer than {} s to arrive", time.as_secs_f64())]
+    TooSlow { time: Duration },
+    /// The connection failed while it was read.
+    #[error("the request body could not be read")]
     Unreadable,
+}
+
+impl BodyRefused {
+    /// The HTTP status it is answered with: 413, 408 or 400.
+    pub(crate) fn status(&self) -> hyper::StatusCode {
+        match self {
+            Self::TooLarge { .. } => hyper::StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooSlow { .. } => hyper::StatusCode::REQUEST_TIMEOUT,
+            Self::Unreadable => hyper::StatusCode::BAD_REQUEST,
+        }
+    }
 }
 
 /// Read `body` whole, at most `max` bytes, within `time` (the servers give
@@ -91,9 +106,9 @@ where
         Ok(Ok(())) if read <= max => Ok(bytes.freeze()),
         Err(_) if read <= max => {
             tracing::debug!(read, "a request body took too long");
-            Err(BodyRefused::TooSlow)
+            Err(BodyRefused::TooSlow { time })
         }
-        Ok(Ok(())) | Err(_) => Err(BodyRefused::TooLarge),
+        Ok(Ok(())) | Err(_) => Err(BodyRefused::TooLarge { max }),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "reading a request body failed");
             Err(BodyRefused::Unreadable)
@@ -185,16 +200,34 @@ mod tests {
         let read = read_body(body(&["ab", "cd"], false), 4, BODY_TIME).await;
         assert_eq!(read.expect("read"), "abcd");
         let over = read_body(body(&["ab", "cde"], false), 4, BODY_TIME).await;
-        assert!(matches!(over, Err(BodyRefused::TooLarge)), "{over:?}");
+        assert!(
+            matches!(over, Err(BodyRefused::TooLarge { max: 4 })),
+            "{over:?}"
+        );
+        let over = over.expect_err("too large");
+        assert_eq!(over.status(), hyper::StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            over.to_string(),
+            "the request body is over the limit of 4 bytes"
+        );
     }
 
     #[tokio::test]
     async fn a_body_that_stops_arriving_is_refused_when_its_time_is_up() {
         let time = Duration::from_millis(50);
-        let slow = read_body(body(&["ab"], true), 4, time).await;
-        assert!(matches!(slow, Err(BodyRefused::TooSlow)), "{slow:?}");
+        let slow = read_body(body(&["ab"], true), 4, time)
+            .await
+            .expect_err("too slow");
+        assert_eq!(slow.status(), hyper::StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            slow.to_string(),
+            "the request body took longer than 0.05 s to arrive"
+        );
         // Past the limit and still coming: too large, not too slow.
         let over = read_body(body(&["abcde"], true), 4, time).await;
-        assert!(matches!(over, Err(BodyRefused::TooLarge)), "{over:?}");
+        assert!(
+            matches!(over, Err(BodyRefused::TooLarge { max: 4 })),
+            "{over:?}"
+        );
     }
 }

@@ -189,7 +189,7 @@ impl Dashboard {
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
 
 /// Read a request's body whole before its page sees it: at most
-/// [`MAX_BODY`] bytes, within 10 s ([`listen::BODY_TIME`](crate::listen::BODY_TIME)),
+/// [`MAX_BODY`] bytes, within [`listen::BODY_TIME`](crate::listen::BODY_TIME),
 /// else answered 413 or 408, so that a client trickling a body in holds
 /// no connection for long. It runs behind [`guard::guard`]: a request the
 /// guard refuses has nothing of its body read (nor `100 Continue` sent).
@@ -225,15 +225,8 @@ async fn bounded_body(request: Request, next: Next) -> Response {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
-        Err(BodyRefused::TooLarge) => too_large(),
-        Err(BodyRefused::TooSlow) => refused(
-            StatusCode::REQUEST_TIMEOUT,
-            "the request body took longer than 10 s to arrive\n".to_owned(),
-        ),
-        Err(BodyRefused::Unreadable) => refused(
-            StatusCode::BAD_REQUEST,
-            "the request body could not be read\n".to_owned(),
-        ),
+        Err(BodyRefused::TooLarge { .. }) => too_large(),
+        Err(refused_body) => refused(refused_body.status(), format!("{refused_body}\n")),
     }
 }
 
@@ -286,8 +279,10 @@ impl DashboardServer {
     /// close timeout, B24) and then let open requests finish, for up to
     /// [`CLOSE_REQUESTS`] more. At most
     /// [`max_connections`](DashboardOptions::max_connections) connections
-    /// are open at once, and a client has 10 s to send a request's header,
-    /// and 10 s more for its body (at most [`MAX_BODY`]).
+    /// are open at once, and a client has
+    /// [`HEADER_READ_TIMEOUT`](crate::listen::HEADER_READ_TIMEOUT) to send a
+    /// request's header, and [`BODY_TIME`](crate::listen::BODY_TIME) more
+    /// for its body (at most [`MAX_BODY`]).
     ///
     /// # Cancel safety
     /// Not cancel safe: resolve `shutdown` to stop gracefully.

@@ -268,13 +268,7 @@ async fn read_post(
     let (parts, body) = request.into_parts();
     let bytes = match listen::read_body(body, max, listen::BODY_TIME).await {
         Ok(bytes) => bytes,
-        Err(BodyRefused::TooSlow) => {
-            return Err(status(
-                hyper::StatusCode::REQUEST_TIMEOUT,
-                "the request body took longer than 10 s\n",
-            ));
-        }
-        Err(BodyRefused::TooLarge) => {
+        Err(BodyRefused::TooLarge { max }) => {
             let mut answer =
                 json_answer(hyper::StatusCode::PAYLOAD_TOO_LARGE, &wire::too_large(max));
             answer.headers_mut().insert(
@@ -283,8 +277,11 @@ async fn read_post(
             );
             return Err(answer);
         }
-        Err(BodyRefused::Unreadable) => {
-            return Err(status(hyper::StatusCode::BAD_REQUEST, "unreadable body\n"));
+        Err(refused) => {
+            let mut answer =
+                hyper::Response::new(Full::new(Bytes::from(format!("{refused}\n"))).boxed());
+            *answer.status_mut() = refused.status();
+            return Err(answer);
         }
     };
     let initialize = match wire::read(&bytes) {
