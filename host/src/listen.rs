@@ -116,6 +116,16 @@ where
     }
 }
 
+/// The HTTP/1 connection settings both servers use: a client that has
+/// not sent a request's header within [`HEADER_READ_TIMEOUT`] is dropped.
+pub(crate) fn http1() -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+}
+
 /// Accept connections on `listener` until `shutdown` resolves, at most
 /// `max` open at once. Each accepted one goes to `connection` with the
 /// permit that counts it (dropped when the connection ends); one past the

@@ -304,9 +304,7 @@ impl DashboardServer {
                 let pages = hyper::service::service_fn(move |request: hyper::Request<_>| {
                     router.clone().oneshot(request.map(axum::body::Body::new))
                 });
-                let serving = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(crate::listen::HEADER_READ_TIMEOUT)
+                let serving = crate::listen::http1()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), pages);
                 tokio::pin!(serving);
                 let closed = async move {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use rmcp::model::{
     ClientJsonRpcMessage, ClientRequest, ErrorCode, ErrorData, RequestId, ServerJsonRpcMessage,
 };
@@ -26,7 +26,7 @@ use super::wire::{self, Read};
 use super::{McpOptions, ServeError};
 use crate::dashboard::Dashboard;
 use crate::host::Host;
-use crate::listen::{self, BodyRefused, HEADER_READ_TIMEOUT, Response};
+use crate::listen::{self, BodyRefused, Response};
 
 type Service = StreamableHttpService<ToolServer, LocalSessionManager>;
 
@@ -179,9 +179,7 @@ impl HttpServer {
                         }
                     }
                 });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                if let Err(e) = listen::http1()
                     .serve_connection(TokioIo::new(stream), handler)
                     .await
                 {
