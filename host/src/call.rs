@@ -1,18 +1,20 @@
 //! The call engine: validate the arguments, run one call in a fresh sandbox
 //! under its limits, and turn what happened into an outcome.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{TryAcquireError, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, TryAcquireError, mpsc};
 
 use crate::arguments::integral_numbers;
 use crate::bindings::ToolError;
-use crate::engine::{Cooperative, Runtime};
+use crate::engine::{Cooperative, InstancePermit, Runtime};
 use crate::error::{CallError, Limit};
 use crate::ids::CallIdentity;
+use crate::limits::Metering;
 use crate::plugin::{Plugin, Tool, is_out_of_fuel};
 use crate::sandbox::{CallControl, CallState, SentUpdate};
 
@@ -79,58 +81,11 @@ pub(crate) async fn run(
     let call_id = identity.call_id.clone();
     let (result, fuel_used) = async {
         let limits = &plugin.limits;
-        // A slot under the plugin's cap, then an instance of the pool all
-        // plugins share. Both are held until after the store below is
-        // dropped (declared before it).
-        //
-        // A call that finds both free enters its plugin even if it was
-        // cancelled already: its tool reads `cancelled()` as true at once
-        // (B21), so a call listed as running gets to clean up whenever the
-        // cancel comes, unless it was stopped by force. A call that has to
-        // wait for either stops at its cancel: it has nothing to clean up,
-        // and no reason to wait for its grace period.
-        let slot = match plugin.running.clone().try_acquire_owned() {
-            Ok(slot) => Some(slot),
-            Err(TryAcquireError::NoPermits) => None,
-            Err(TryAcquireError::Closed) => return unloaded(),
-        };
-        let instance = match &slot {
-            Some(_) => match runtime.free_instance(limits.metering) {
-                Ok(free) => free,
-                Err(e) => return unavailable(e),
-            },
-            None => None,
-        };
-        let (_slot, _instance) = match (slot, instance) {
-            (Some(_), Some(_)) if control.is_force_stopped() => {
-                return (Err(CallError::Cancelled), 0);
-            }
-            (Some(slot), Some(instance)) => (slot, instance),
-            (slot, _) => {
-                let wait = async {
-                    let slot = match slot {
-                        Some(slot) => slot,
-                        None => match plugin.running.clone().acquire_owned().await {
-                            Ok(slot) => slot,
-                            Err(_) => return Err(unloaded()),
-                        },
-                    };
-                    match runtime.instance(limits.metering).await {
-                        Ok(instance) => Ok((slot, instance)),
-                        Err(e) => Err(unavailable(e)),
-                    }
-                };
-                let held = tokio::select! {
-                    biased;
-                    () = control.cancel_requested() => return (Err(CallError::Cancelled), 0),
-                    held = wait => held,
-                };
-                match held {
-                    Ok(_) if control.is_cancelled() => return (Err(CallError::Cancelled), 0),
-                    Ok(held) => held,
-                    Err(refused) => return refused,
-                }
-            }
+        // The slot and the instance are held until after the store below
+        // is dropped (declared before it).
+        let (_slot, _instance) = match enter(runtime, plugin, &control).await {
+            Ok(held) => held,
+            Err(e) => return (Err(e), 0),
         };
         let state = CallState::new(&plugin.grants, identity, limits, control.clone(), updates);
         let mut store = match runtime.store(limits.metering, state, limits.fuel) {
@@ -205,16 +160,80 @@ pub(crate) async fn run(
     outcome
 }
 
-/// How a call ends that finds its plugin unloaded before it ran.
-fn unloaded() -> (Result<Output, CallError>, u64) {
+/// Take what a call runs in: a slot under its plugin's cap, then an
+/// instance of the pool all plugins share.
+///
+/// A call that finds both free enters its plugin even if it was cancelled
+/// already: its tool reads `cancelled()` as true at once (B21), so a call
+/// listed as running gets to clean up whenever the cancel comes, unless
+/// it was stopped by force. A call that has to wait for either stops at
+/// its cancel: it has nothing to clean up, and no reason to wait for its
+/// grace period.
+async fn enter(
+    runtime: &Runtime,
+    plugin: &Plugin,
+    control: &CallControl,
+) -> Result<(OwnedSemaphorePermit, InstancePermit), CallError> {
+    let metering = plugin.limits.metering;
+    let slot = match plugin.running.clone().try_acquire_owned() {
+        Ok(slot) => Some(slot),
+        Err(TryAcquireError::NoPermits) => None,
+        Err(TryAcquireError::Closed) => return Err(unloaded()),
+    };
+    if let Some(slot) = slot {
+        if let Some(instance) = runtime.free_instance(metering).map_err(unavailable)? {
+            if control.is_force_stopped() {
+                return Err(CallError::Cancelled);
+            }
+            return Ok((slot, instance));
+        }
+        return wait_for(control, async { Ok(slot) }, runtime, metering).await;
+    }
+    let slot = async {
+        plugin
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| unloaded())
+    };
+    wait_for(control, slot, runtime, metering).await
+}
+
+/// Wait for `slot`, then an instance of the pool, unless `control` is
+/// cancelled first (or by the time both are held).
+async fn wait_for(
+    control: &CallControl,
+    slot: impl Future<Output = Result<OwnedSemaphorePermit, CallError>>,
+    runtime: &Runtime,
+    metering: Metering,
+) -> Result<(OwnedSemaphorePermit, InstancePermit), CallError> {
+    let wait = async {
+        let slot = slot.await?;
+        let instance = runtime.instance(metering).await.map_err(unavailable)?;
+        Ok((slot, instance))
+    };
+    let held = tokio::select! {
+        biased;
+        () = control.cancel_requested() => return Err(CallError::Cancelled),
+        held = wait => held?,
+    };
+    if control.is_cancelled() {
+        return Err(CallError::Cancelled);
+    }
+    Ok(held)
+}
+
+/// How a call ends that its plugin's unloading stopped before it ran.
+fn unloaded() -> CallError {
     let detail = "the plugin was unloaded".to_owned();
-    (Err(CallError::Unavailable { detail }), 0)
+    CallError::Unavailable { detail }
 }
 
 /// How a call ends that could not get an instance of the pool.
-fn unavailable(e: anyhow::Error) -> (Result<Output, CallError>, u64) {
+fn unavailable(e: anyhow::Error) -> CallError {
     let detail = format!("{e:#}");
-    (Err(CallError::Unavailable { detail }), 0)
+    CallError::Unavailable { detail }
 }
 
 fn convert_output(
