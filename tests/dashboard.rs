@@ -137,6 +137,13 @@ impl Events {
         }
     }
 
+    /// Forget the events read so far: [`until`](Self::until) then finds
+    /// only later ones.
+    fn forget(&mut self) {
+        let read = self.seen.rfind("\n\n").map_or(0, |end| end + 2);
+        self.seen.drain(..read);
+    }
+
     /// Read until the stream so far holds an event line `event: NAME`
     /// followed by data holding `needle`; returns that data line.
     async fn until(&mut self, name: &str, needle: &str) -> String {
@@ -850,6 +857,23 @@ async fn the_live_view_shows_queued_calls_and_the_fuel_so_far() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_live_view_follows_the_instance_pool() {
+    let (host, addr, _folder) = behave_dashboard().await;
+    let session = host.open_session(Default::default());
+    let mut events = Events::open(addr, "/events").await;
+    events.until("pool", r#""held":0"#).await;
+    events.forget();
+    let a = session
+        .call("p1", "progress", r#"{"n": 2, "sleep_ms": 60000}"#)
+        .await;
+    assert_eq!(a.kind, toolhost::AnswerKind::Released);
+    events.until("pool", r#""held":1"#).await;
+    events.forget();
+    session.cancel("p1").expect("cancel");
+    events.until("pool", r#""held":0"#).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_plugins_page_names_each_plugin_s_language() {
     let (_host, addr) = dashboard_with(DashboardOptions::default()).await;
     let page = get(addr, "/plugins").await;
@@ -1027,6 +1051,16 @@ async fn browser_starts_index_directory_sees_its_updates_cancels_it_and_finds_it
         .await
         .expect("text");
     assert!(fuel.trim().parse::<u64>().is_ok_and(|f| f > 0), "{fuel}");
+    // The pool's use follows a second call, started elsewhere.
+    let pool = "//p[@id='pool'][contains(., 'Instance pool: 1 of ')]";
+    browser::xpath(c, pool).await;
+    let second = earlier
+        .call("i2", "index_directory", r#"{"delay_ms": 400}"#)
+        .await;
+    assert!(!second.is_error, "{second:?}");
+    browser::xpath(c, &pool.replace("1 of", "2 of")).await;
+    earlier.cancel("i2").expect("cancel the second");
+    browser::xpath(c, pool).await;
     browser::element(c, "#figures-table tr[data-tool=word_count] svg[role=img]").await;
     let screenshot = c.screenshot().await.expect("screenshot");
     let png = root().join("target").join("dashboard.png");

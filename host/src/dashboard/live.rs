@@ -3,12 +3,16 @@
 //!
 //! `GET /events` sends `snapshot` first (the running and queued calls, read
 //! after subscribing, so no event falls between the two), then `queued`,
-//! `started`, `updated` (with the fuel so far) and `ended` as calls go. `GET /events?task=ID` follows one
-//! call and ends with its `ended` (at once when it has already ended).
-//! `lagged` says events were lost (a browser too slow): reload.
+//! `started`, `updated` (with the fuel so far) and `ended` as calls go,
+//! and `pool` (the instance pool's use, [`Host::instances`](crate::Host::instances))
+//! at once and then as it changes, at most every [`POOL_EVERY`].
+//! `GET /events?task=ID` follows one call and ends with its `ended` (at
+//! once when it has already ended). `lagged` says events were lost (a
+//! browser too slow): reload.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -18,10 +22,16 @@ use futures::{Stream, StreamExt, stream};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
 
 use super::Shared;
 use super::pages::{epoch_ms, live_records, settled};
+use crate::InstanceUse;
 use crate::records::{EventKind, HostEvent, TaskRecord};
+
+/// How often at most a live view is told the pool's use: with many short
+/// calls it changes with each one.
+const POOL_EVERY: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Deserialize)]
 pub(super) struct EventsQuery {
@@ -89,6 +99,10 @@ pub(super) async fn events(
             },
         ))
     };
+    let follow: Events = match q.task {
+        None => Box::pin(stream::select(follow, pool(shared.host.instances()))),
+        Some(_) => follow,
+    };
     let mut closing = shared.closing.subscribe();
     let stopped = async move {
         let _ = closing.wait_for(|c| *c).await;
@@ -104,6 +118,21 @@ pub(super) async fn events(
     Sse::new(all)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// The pool's use now, then each change, at most every [`POOL_EVERY`]
+/// (changes in between are folded into the next).
+fn pool(use_now: watch::Receiver<InstanceUse>) -> impl Stream<Item = Result<Event, Infallible>> {
+    stream::unfold((use_now, true), |(mut rx, first)| async move {
+        if !first {
+            tokio::time::sleep(POOL_EVERY).await;
+            rx.changed().await.ok()?;
+        }
+        let u = *rx.borrow_and_update();
+        let data = json!({ "size": u.size, "held": u.held, "waiting": u.waiting });
+        let event = Event::default().event("pool").data(data.to_string());
+        Some((Ok(event), (rx, false)))
+    })
 }
 
 /// One host event as the page reads it: its kind as the event name, the

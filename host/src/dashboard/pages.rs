@@ -237,7 +237,7 @@ pub(super) async fn live(State(shared): State<Arc<Shared>>) -> Response {
             p #pool {
                 "Instance pool: " (pool.held) " of " (pool.size) " in use"
                 @if pool.waiting > 0 { ", " strong { (pool.waiting) " waiting for one" } }
-                " (as the page was made)."
+                "."
             }
             (figures::section(&counted, calls.len(), now))
         },

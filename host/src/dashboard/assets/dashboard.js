@@ -109,6 +109,18 @@
       document.getElementById(`task-${ev.task_id}`)?.remove();
       shown();
     });
+    events.addEventListener("pool", (e) => {
+      const use = JSON.parse(e.data);
+      const pool = document.getElementById("pool");
+      if (!pool) return;
+      const parts = [`Instance pool: ${use.held} of ${use.size} in use`];
+      if (use.waiting > 0) {
+        const waiting = document.createElement("strong");
+        waiting.textContent = `${use.waiting} waiting for one`;
+        parts.push(", ", waiting);
+      }
+      pool.replaceChildren(...parts, ".");
+    });
     // Events were lost: start again from a snapshot.
     events.addEventListener("lagged", () => location.reload());
   }
