@@ -195,6 +195,32 @@ async fn b23_timeout_stops_a_loop_that_never_calls_the_host() {
 }
 
 #[tokio::test]
+async fn b23_timeout_stops_a_loop_whose_work_is_in_host_calls() {
+    // Each turn hands the host 16 MiB to log and burns little fuel: fuel
+    // alone would yield the call once in many seconds, and nothing else
+    // on this runtime's one thread, its timeout included, would run.
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &test_plugin("behave"),
+        "behave",
+        "[limits]\ntimeout = \"300ms\"\n",
+    );
+    let (host, _) = host_for(&folder).await;
+    let started = std::time::Instant::now();
+    let o = host.call("log_forever", "{}").await;
+    assert!(
+        matches!(o.result, Err(CallError::Limit(Limit::Timeout(d))) if d.as_millis() == 300),
+        "{:?}",
+        o.result
+    );
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "stopped after {took:?}"
+    );
+}
+
+#[tokio::test]
 async fn b23_an_epoch_metered_loop_is_stopped_by_its_timeout_not_by_fuel() {
     let folder = Folder::new();
     // A fuel budget an epoch-metered call never counts against.

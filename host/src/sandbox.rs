@@ -142,6 +142,9 @@ pub(crate) struct CallState {
     /// The call's fuel budget, to tell the fuel burned from what is left.
     fuel: u64,
     bounds: Bounds,
+    /// When the call last yielded at a host call
+    /// ([`HostCallSlices`](crate::engine::HostCallSlices)).
+    pub(crate) slice_started: std::time::Instant,
 }
 
 /// What a call may send the host through its imports, and what it sent.
@@ -220,6 +223,7 @@ impl CallState {
             control,
             updates,
             fuel: limits.fuel,
+            slice_started: std::time::Instant::now(),
             bounds: Bounds {
                 max_updates: limits.updates,
                 max_update_size: limits.update_size,

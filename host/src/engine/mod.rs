@@ -31,7 +31,7 @@ use crate::limits::Metering;
 use crate::sandbox::CallState;
 
 pub(crate) use self::cache::{CacheOutcome, CompileCache, FileStamp, Known};
-pub(crate) use self::yielding::Cooperative;
+pub(crate) use self::yielding::{Cooperative, HostCallSlices};
 
 /// How much fuel a call burns, by default, between two yields to the async
 /// runtime.
@@ -333,6 +333,7 @@ impl Sandboxes {
     fn store(&self, state: CallState, fuel: u64) -> Result<Store<CallState>> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s.limiter());
+        store.call_hook_async(HostCallSlices);
         match self.metering {
             Metering::Fuel if self.fuel => {
                 store.set_fuel(fuel)?;

@@ -15,6 +15,13 @@
 //! [`Cooperative`] turns that wake into `tokio::task::yield_now`, which
 //! defers the task until its worker has run its other tasks and polled the
 //! timers and I/O, without waking another worker.
+//!
+//! Fuel counts the plugin's own instructions, not what a host call does
+//! for it: a loop that asks for 32 MiB of random bytes, or logs 64 MiB, at
+//! each turn burns little fuel and so would seldom yield, holding its
+//! runtime thread and its time limit off for minutes. [`HostCallSlices`]
+//! yields such a call at a host call once it has run [`HOST_CALL_SLICE`]
+//! since it last yielded there.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +30,34 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 use futures::task::AtomicWaker;
+use wasmtime::{CallHook, CallHookHandler, StoreContextMut};
+
+use crate::sandbox::CallState;
+
+/// How long a call runs before it yields at its next host call.
+pub(crate) const HOST_CALL_SLICE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The hook on a call's host calls that yields it every
+/// [`HOST_CALL_SLICE`] (see the module's documentation).
+pub(crate) struct HostCallSlices;
+
+#[async_trait::async_trait]
+impl CallHookHandler<CallState> for HostCallSlices {
+    async fn handle_call_event(
+        &self,
+        mut store: StoreContextMut<'_, CallState>,
+        hook: CallHook,
+    ) -> wasmtime::Result<()> {
+        if !matches!(hook, CallHook::CallingHost | CallHook::ReturningFromHost)
+            || store.data().slice_started.elapsed() < HOST_CALL_SLICE
+        {
+            return Ok(());
+        }
+        tokio::task::yield_now().await;
+        store.data_mut().slice_started = std::time::Instant::now();
+        Ok(())
+    }
+}
 
 /// Not being polled: a wake goes to the task.
 const IDLE: u8 = 0;

@@ -231,6 +231,11 @@ fn specs() -> Vec<ToolSpec> {
                 no_args(),
             )
         },
+        spec(
+            "log_forever",
+            "Logs the same 16 MiB message forever: little fuel, much work in the host.",
+            no_args(),
+        ),
         ToolSpec {
             cancellable: true,
             ..spec(
@@ -406,6 +411,12 @@ impl Plugin for Behave {
                 Ok(ToolOutput::text(n.to_string()))
             }
             "spin_cancellable" => spin_forever(),
+            "log_forever" => {
+                let message = "x".repeat(16 << 20);
+                loop {
+                    log(LogLevel::Info, black_box(&message));
+                }
+            }
             "update_then_spin" => {
                 update("spinning");
                 spin_forever()
