@@ -155,6 +155,12 @@ pub(crate) async fn accept_until(
                 }
             },
         };
+        // An answer goes out in more than one write: without this, Nagle's
+        // algorithm holds the last one back until the client acknowledges
+        // the first, which it delays, about 40 ms a request.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
         match open.clone().try_acquire_owned() {
             Ok(permit) => connection(stream, peer, permit),
             Err(_) => {
@@ -239,5 +245,29 @@ mod tests {
             matches!(over, Err(BodyRefused::TooLarge { max: 4 })),
             "{over:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_accepted_connection_sends_without_delay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (seen, nodelay) = tokio::sync::oneshot::channel();
+        let mut seen = Some(seen);
+        let handed = Arc::new(tokio::sync::Notify::new());
+        let stop = {
+            let handed = handed.clone();
+            async move { handed.notified().await }
+        };
+        let client = tokio::spawn(TcpStream::connect(addr));
+        let refusal = |_| unreachable!("one connection");
+        accept_until(&listener, 1, refusal, stop, |stream, _, _| {
+            if let Some(seen) = seen.take() {
+                let _ = seen.send(stream.nodelay().expect("nodelay"));
+            }
+            handed.notify_one();
+        })
+        .await;
+        client.await.expect("join").expect("connect");
+        assert!(nodelay.await.expect("a connection"));
     }
 }
