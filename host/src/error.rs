@@ -85,6 +85,10 @@ pub enum LoadErrorKind {
     BadToolName(String),
     #[error("describe() lists the tool `{0}` twice")]
     ToolTwice(String),
+    #[error(
+        "the tool name `{0}` is reserved: names starting with `toolhost_` are the host's own tools"
+    )]
+    ReservedToolName(String),
     /// A tool's schema or declaration cannot be used.
     #[error("tool `{tool}`: {problem}")]
     InvalidTool { tool: String, problem: String },

@@ -154,6 +154,14 @@ impl Plugin {
 /// The most tools one plugin may provide.
 pub(crate) const MAX_TOOLS: usize = 1000;
 
+/// The longest description a tool may have, in bytes: every client's
+/// `tools/list` carries it, and models read it on every turn.
+pub(crate) const MAX_DESCRIPTION_BYTES: usize = 8 * 1024;
+
+/// Tool names starting with this are the host's own (the companion tools,
+/// and any it adds later).
+pub(crate) const RESERVED_PREFIX: &str = "toolhost_";
+
 /// The manifest that belongs to `wasm`: `NAME.toml` beside `NAME.wasm`.
 pub(crate) fn manifest_path_for(wasm: &Path) -> PathBuf {
     wasm.with_extension("toml")
@@ -480,6 +488,7 @@ fn remember_refusal(
         | K::NoTools
         | K::TooManyTools { .. }
         | K::BadToolName(_)
+        | K::ReservedToolName(_)
         | K::ToolTwice(_)
         | K::InvalidTool { .. }
         | K::UnknownToolOverride(_)
@@ -687,8 +696,21 @@ pub(crate) fn check_tools(
         if !valid_tool_name(&name) {
             return Err(LoadErrorKind::BadToolName(name));
         }
+        if name.starts_with(RESERVED_PREFIX) {
+            return Err(LoadErrorKind::ReservedToolName(name));
+        }
         if !names.insert(name.clone()) {
             return Err(LoadErrorKind::ToolTwice(name));
+        }
+        if spec.description.len() > MAX_DESCRIPTION_BYTES {
+            return Err(LoadErrorKind::InvalidTool {
+                problem: format!(
+                    "its description is {} bytes, more than the {} a description may have",
+                    spec.description.len(),
+                    MAX_DESCRIPTION_BYTES
+                ),
+                tool: name,
+            });
         }
         let invalid = |problem: String| LoadErrorKind::InvalidTool {
             tool: name.clone(),
@@ -877,6 +899,47 @@ mod tests {
             cancellable: true,
             delivery: Delivery::Conversational,
         }
+    }
+
+    #[test]
+    fn the_hosts_tool_names_are_reserved_and_descriptions_are_bounded() {
+        let cache = CompileCache::new(None, "test".into());
+        let object = r#"{"type": "object"}"#;
+        for name in [
+            crate::CANCEL_TASK_TOOL,
+            crate::RUNNING_TASKS_TOOL,
+            "toolhost_later",
+        ] {
+            let tool = ToolSpec {
+                name: name.to_owned(),
+                ..spec(object, None)
+            };
+            let refused = check_tools(vec![tool], &Manifest::default(), &cache);
+            assert!(
+                matches!(&refused, Err(LoadErrorKind::ReservedToolName(n)) if n == name),
+                "{refused:?}"
+            );
+        }
+        let long = |n| ToolSpec {
+            description: "d".repeat(n),
+            ..spec(object, None)
+        };
+        let at_most = check_tools(
+            vec![long(MAX_DESCRIPTION_BYTES)],
+            &Manifest::default(),
+            &cache,
+        );
+        assert!(at_most.is_ok(), "{at_most:?}");
+        let refused = check_tools(
+            vec![long(MAX_DESCRIPTION_BYTES + 1)],
+            &Manifest::default(),
+            &cache,
+        );
+        assert!(
+            matches!(&refused, Err(LoadErrorKind::InvalidTool { tool, problem })
+                if tool == "count" && problem.contains("more than the 8192")),
+            "{refused:?}"
+        );
     }
 
     #[test]
