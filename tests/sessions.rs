@@ -918,3 +918,43 @@ async fn a_call_stopped_while_it_waits_for_a_slot_never_runs() {
     assert_eq!(r.result, None, "it never ran");
     assert_eq!(r.fuel_used, 0, "it never ran");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_keeps_finished_records_within_its_byte_budget() {
+    let (host, _f) = behave_host(None).await;
+    let mut options = SessionOptions::default();
+    options.keep_bytes = 256 << 10;
+    let s = host.open_session(options);
+    // Each call's arguments weigh about 100 KiB.
+    let args = json!({ "pad": "x".repeat(100 << 10) }).to_string();
+    let mut task_ids = Vec::new();
+    for i in 1..=4 {
+        let id = format!("c{i}");
+        let a = s.call(&id, "ok", &args).await;
+        assert!(!a.is_error, "{a:?}");
+        task_ids.push(a.task_id.expect("a task id"));
+        s.ended(&id).await.expect("ended");
+    }
+    assert!(s.record("c1").is_none(), "the oldest is dropped");
+    assert!(s.record("c4").is_some(), "the newest is kept");
+    let stored = host.store().get(&task_ids[0]).await.expect("the store");
+    assert!(stored.is_some(), "the task store keeps them all");
+    // One record past the budget alone is still kept: the newest always is.
+    let big = json!({ "pad": "x".repeat(300 << 10) }).to_string();
+    s.call("c5", "ok", &big).await;
+    s.ended("c5").await.expect("ended");
+    assert!(s.record("c5").is_some());
+    assert!(s.record("c4").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_keeps_the_newest_updates_of_a_call() {
+    let (s, _f) = session(None).await;
+    s.call("c1", "progress", r#"{"n": 2500, "sleep_ms": 0}"#)
+        .await;
+    let r = s.ended("c1").await.expect("ended");
+    let kept = r.updates.len();
+    assert!((1000..=2000).contains(&kept), "{kept} updates kept");
+    let last = r.updates.last().expect("updates");
+    assert_eq!(last.message, "step 2500 of 2500");
+}

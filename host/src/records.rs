@@ -121,6 +121,43 @@ pub struct TaskRecord {
     pub interrupted_at: Option<SystemTime>,
 }
 
+impl TaskRecord {
+    /// About how many bytes the record holds in memory: its arguments,
+    /// updates, result and error, as parsed.
+    pub(crate) fn weight(&self) -> usize {
+        let c = &self.call;
+        let updates: usize = c
+            .updates
+            .iter()
+            .map(|u| std::mem::size_of::<UpdateRecord>() + u.message.len())
+            .sum();
+        let result = c.result.as_ref().map_or(0, |o| {
+            o.text.as_ref().map_or(0, String::len) + o.data.as_ref().map_or(0, json_weight)
+        });
+        std::mem::size_of::<Self>()
+            + json_weight(&c.arguments)
+            + updates
+            + result
+            + c.error.as_ref().map_or(0, String::len)
+    }
+}
+
+/// About how many bytes a parsed JSON value holds: its nodes and text.
+fn json_weight(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    let node = std::mem::size_of::<Value>();
+    node + match value {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(json_weight).sum(),
+        // A map's entry: its key, and about a node more for the tree.
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| k.len() + node + json_weight(v))
+            .sum(),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+    }
+}
+
 /// What a call event says (B29): `Started`, then `Updated` 0..n times, then
 /// exactly one `Ended`. A call that waits for duplicates first (B14) says
 /// `Queued` before all of them.

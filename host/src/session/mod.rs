@@ -95,7 +95,10 @@ pub(crate) fn ending_answer(
 ///   results arriving together go out as one reply (B26)
 /// - `keep_records`: 1000 records of finished calls kept in the session;
 ///   past it the oldest finished ones are dropped (running and queued
-///   calls always keep theirs)
+///   calls always keep theirs; the task store keeps them all)
+/// - `keep_bytes`: 16 MiB that the finished records kept in the session
+///   may weigh in memory (their arguments, updates and results); past it
+///   the oldest finished ones are dropped, all but the newest
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SessionOptions {
@@ -106,6 +109,7 @@ pub struct SessionOptions {
     pub close_timeout: Duration,
     pub settle: Duration,
     pub keep_records: usize,
+    pub keep_bytes: usize,
 }
 
 impl Default for SessionOptions {
@@ -118,6 +122,7 @@ impl Default for SessionOptions {
             close_timeout: Duration::from_secs(30),
             settle: Duration::from_millis(20),
             keep_records: 1000,
+            keep_bytes: 16 << 20,
         }
     }
 }
@@ -172,6 +177,10 @@ struct State {
     /// task id each is found by in the store).
     order: VecDeque<String>,
     records: HashMap<String, TaskRecord>,
+    /// What each finished record weighs ([`TaskRecord::weight`]), and all
+    /// of them together.
+    weights: HashMap<String, usize>,
+    finished_weight: usize,
 }
 
 struct Inner {
@@ -181,6 +190,7 @@ struct Inner {
     answer: AnswerMode,
     close_timeout: Duration,
     keep_records: usize,
+    keep_bytes: usize,
     state: Mutex<State>,
     delivery: Arc<Delivery>,
     /// Made on the first subscription: a session nobody watches pays for
@@ -195,20 +205,31 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A call ended: drop the oldest finished records past the bound.
-    fn forget_finished(&self, state: &mut State) {
-        let finished = state.order.len() - state.live.len();
-        let mut excess = finished.saturating_sub(self.keep_records);
+    /// The call `call_id` ended: weigh its record, and drop the oldest
+    /// finished records past the bounds, all but the newest (this one).
+    fn forget_finished(&self, state: &mut State, call_id: &str) {
+        if let Some(r) = state.records.get(call_id) {
+            let weight = r.weight();
+            state.finished_weight += weight;
+            if let Some(old) = state.weights.insert(call_id.to_owned(), weight) {
+                state.finished_weight -= old;
+            }
+        }
+        let mut finished = state.order.len() - state.live.len();
         let mut i = 0;
-        while excess > 0 && i < state.order.len() {
+        while finished > 1
+            && (finished > self.keep_records || state.finished_weight > self.keep_bytes)
+            && i < state.order.len()
+        {
             if state.live.contains_key(&state.order[i]) {
                 i += 1;
                 continue;
             }
             if let Some(id) = state.order.remove(i) {
                 state.records.remove(&id);
+                state.finished_weight -= state.weights.remove(&id).unwrap_or(0);
             }
-            excess -= 1;
+            finished -= 1;
         }
     }
 
@@ -312,6 +333,7 @@ impl Session {
                 answer: options.answer,
                 close_timeout: options.close_timeout,
                 keep_records: options.keep_records,
+                keep_bytes: options.keep_bytes,
                 state: Mutex::default(),
                 events: OnceLock::new(),
                 call_ended: Notify::new(),

@@ -181,6 +181,14 @@ impl Task {
         if let Some(r) = inner.state().records.get_mut(&self.call_id) {
             r.call.updates.push(update);
             r.call.fuel_used = fuel_used;
+            // The newest updates, as the task store keeps them: between
+            // its bound and twice it, to move them seldom.
+            let kept = crate::store::DEFAULT_MAX_UPDATES;
+            if r.call.updates.len() >= 2 * kept {
+                let dropped = r.call.updates.len() - kept;
+                r.call.updates.drain(..dropped);
+                r.updates_dropped += dropped as u64;
+            }
         }
         let tool = self.tool().to_owned();
         if self.fire_and_forget() {
@@ -273,7 +281,7 @@ impl Task {
                 r.ended_at = Some(ended_at);
             }
             state.live.remove(&self.call_id);
-            inner.forget_finished(&mut state);
+            inner.forget_finished(&mut state, &self.call_id);
         }
         let released = self.answer.is_none();
         let text = ending(
