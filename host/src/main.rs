@@ -131,8 +131,8 @@ enum Command {
         /// new connection is answered 503 with an error naming the limit.
         #[arg(long, value_name = "N")]
         max_connections: Option<usize>,
-        /// Close an HTTP session after this long without a message
-        /// (default 5m), e.g. `90s` or `10m`.
+        /// Close an HTTP session after this long without a request, and
+        /// none being answered (default 5m), e.g. `90s` or `10m`.
         #[arg(long, value_name = "DURATION")]
         session_idle: Option<humantime::Duration>,
     },

@@ -2,6 +2,7 @@
 //! SDK's service, which checks the `Host` header, keeps legacy sessions and
 //! serves 2026-07-28 requests one by one.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -75,7 +76,10 @@ pub async fn bind_http(
         .with_max_request_body_bytes(options.max_message_size);
     let factory_lane = lane.clone();
     let mut sessions = LocalSessionManager::default();
-    sessions.session_config.keep_alive = Some(options.session_idle);
+    // rmcp's idle timer counts a session whose request is still being
+    // answered (a long call in answer mode "final") as idle: [`Activity`]
+    // closes idle sessions instead.
+    sessions.session_config.keep_alive = None;
     let sessions = Arc::new(sessions);
     let service = StreamableHttpService::new(
         move || Ok(ToolServer::for_http(factory_lane.clone())),
@@ -124,6 +128,12 @@ impl HttpServer {
             dashboard,
         } = self;
         let pages = dashboard.as_ref().map(Dashboard::router);
+        let activity = Arc::new(Activity::default());
+        let reaper = tokio::spawn(close_idle(
+            activity.clone(),
+            sessions.clone(),
+            lane.options.session_idle,
+        ));
         let gate = Arc::new(SessionGate {
             sessions,
             max: lane.options.max_sessions,
@@ -140,6 +150,7 @@ impl HttpServer {
             let origins = origins.clone();
             let gate = gate.clone();
             let pages = pages.clone();
+            let activity = activity.clone();
             tokio::spawn(async move {
                 let _open = permit;
                 let handler = hyper::service::service_fn(move |request| {
@@ -148,16 +159,21 @@ impl HttpServer {
                     let origins = origins.clone();
                     let gate = gate.clone();
                     let pages = pages.clone();
+                    let activity = activity.clone();
                     async move {
                         if let Some(refusal) = refuse(&request, &origins) {
                             return Ok(refusal.map(axum::body::Body::new));
                         }
                         if request.uri().path() == &*path {
                             let delete = request.method() == hyper::Method::DELETE;
-                            let mut response = if request.method() == hyper::Method::POST {
+                            let post = request.method() == hyper::Method::POST;
+                            let answering = activity.request(&request, post);
+                            let mut response = if post {
                                 match read_post(request, max_message).await {
                                     Ok((request, Some(id))) => {
-                                        gate.open(&service, request, id).await
+                                        let opened = gate.open(&service, request, id).await;
+                                        activity.opened(&opened);
+                                        opened
                                     }
                                     Ok((request, None)) => service.handle(request).await,
                                     Err(refusal) => refusal,
@@ -165,6 +181,17 @@ impl HttpServer {
                             } else {
                                 service.handle(request).await
                             };
+                            // A request is in progress until its answer's
+                            // body (an SSE stream, for a call) is done.
+                            if let Some(answering) = answering {
+                                response = response.map(|body| {
+                                    body.map_frame(move |frame| {
+                                        let _ = &answering;
+                                        frame
+                                    })
+                                    .boxed()
+                                });
+                            }
                             // Ending a session succeeded: say 200, which
                             // clients expect (the SDK answers 202).
                             if delete && response.status() == hyper::StatusCode::ACCEPTED {
@@ -196,6 +223,7 @@ impl HttpServer {
             )
         };
         listen::accept_until(&listener, max_connections, refusal, shutdown, connection).await;
+        reaper.abort();
         // New clients are refused by the system from now on, not left
         // waiting while the sessions close.
         drop(listener);
@@ -215,6 +243,108 @@ impl HttpServer {
             tracing::warn!("MCP sessions still open at shutdown");
         }
         tracing::info!(%addr, "MCP HTTP server stopped");
+    }
+}
+
+/// When each HTTP session was last asked something, and how many of its
+/// requests are being answered: a session with none for
+/// [`McpOptions::session_idle`] is closed ([`close_idle`]). Only sessions
+/// this server opened are followed, so a client naming made-up session ids
+/// adds nothing here.
+#[derive(Default)]
+struct Activity {
+    sessions: std::sync::Mutex<HashMap<Arc<str>, Seen>>,
+}
+
+struct Seen {
+    last: tokio::time::Instant,
+    answering: usize,
+}
+
+/// A request of a session being answered; dropped with its answer.
+struct Answering {
+    activity: Arc<Activity>,
+    session: Arc<str>,
+}
+
+impl Activity {
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Seen>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A request of a known session came: it is active now, and a POST is
+    /// being answered until the returned guard is dropped.
+    fn request<B>(self: &Arc<Self>, request: &hyper::Request<B>, post: bool) -> Option<Answering> {
+        let id = request.headers().get(SESSION_HEADER)?.to_str().ok()?;
+        let mut seen = self.seen();
+        let session = seen.get_key_value(id)?.0.clone();
+        let entry = seen.get_mut(id)?;
+        entry.last = tokio::time::Instant::now();
+        if !post {
+            return None;
+        }
+        entry.answering += 1;
+        Some(Answering {
+            activity: self.clone(),
+            session,
+        })
+    }
+
+    /// An `initialize` was answered: follow the session it opened.
+    fn opened(&self, response: &Response) {
+        let Some(id) = (response.headers().get(SESSION_HEADER)).and_then(|v| v.to_str().ok())
+        else {
+            return;
+        };
+        self.seen().insert(
+            id.into(),
+            Seen {
+                last: tokio::time::Instant::now(),
+                answering: 0,
+            },
+        );
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if let Some(entry) = self.activity.seen().get_mut(&self.session) {
+            entry.answering -= 1;
+            entry.last = tokio::time::Instant::now();
+        }
+    }
+}
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// Close the sessions of `activity` that have had no request for `idle`
+/// and none being answered (B24: their calls are cancelled); their
+/// clients get 404 and open new ones. Checked every quarter of `idle`.
+async fn close_idle(activity: Arc<Activity>, sessions: Arc<LocalSessionManager>, idle: Duration) {
+    use rmcp::transport::streamable_http_server::SessionManager;
+    let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let open: std::collections::HashSet<Arc<str>> =
+            sessions.sessions.read().await.keys().cloned().collect();
+        let stale: Vec<Arc<str>> = {
+            let mut seen = activity.seen();
+            // Sessions ended otherwise (DELETE, shutdown) are forgotten.
+            seen.retain(|id, _| open.contains(id));
+            seen.iter()
+                .filter(|(_, s)| s.answering == 0 && s.last.elapsed() >= idle)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for id in stale {
+            activity.seen().remove(&id);
+            tracing::info!(session = %id, ?idle, "MCP HTTP session idle; closing it");
+            if let Err(e) = sessions.close_session(&id).await {
+                tracing::debug!(session = %id, error = %e, "closing an idle session");
+            }
+        }
     }
 }
 

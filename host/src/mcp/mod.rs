@@ -128,7 +128,8 @@ pub const TASK_ID_KEY: &str = "dev.toolhost/task_id";
 ///   in progress); past it a new connection is answered with HTTP 503 and
 ///   a JSON-RPC error naming the limit, and closed. The default stays
 ///   under the usual limit of 1 024 open files a process gets.
-/// - `session_idle`: 5 minutes without a message either way, after which
+/// - `session_idle`: 5 minutes without a request, and none being answered
+///   (a long call in answer mode `final` keeps its session), after which
 ///   an HTTP session is closed (B24: its calls are cancelled); its client
 ///   gets 404 and opens a new one
 /// - `allowed_hosts`: `localhost`, `127.0.0.1`, `::1`: the `Host` headers
