@@ -429,13 +429,13 @@ impl ServerHandler for ToolServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let found = self.find_task(&request.task_id).await?;
-        // No connection left: the call ended, and its task shows how (a
-        // task read from the store ended, or runs in another host).
+        // No connection of this session: the call ended, and its task shows
+        // how, or it is another session's (here or in another host).
         let Some(connection) = found.connection.upgrade() else {
             if found.task.status() == TaskStatus::Working {
                 return Err(ErrorData::invalid_params(
                     format!(
-                        "task {} runs in another toolhost; cancel it there",
+                        "task {} was started by another session (of this toolhost or another); only that session can cancel it",
                         request.task_id
                     ),
                     None,
