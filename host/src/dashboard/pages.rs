@@ -316,7 +316,7 @@ pub(super) async fn history(
         limit,
     };
     settled(&shared).await;
-    let records = match shared.host.store().list(&filter).await {
+    let records = match shared.host.store().list_brief(&filter).await {
         Ok(r) => r,
         Err(e) => return store_problem(e),
     };
@@ -386,15 +386,15 @@ pub(super) async fn history(
                     } }
                     tbody {
                         @for r in &records {
-                            @let c = &r.call;
+                            @let c = &r.summary;
                             tr {
                                 td { a href={ "/calls/" (r.task_id) } { (time(c.created_at)) } }
                                 td { (c.tool) }
                                 td { (status_badge(c.status)) }
-                                td { a href={ "/history?session=" (c.session_id) } { code { (c.session_id) } } }
-                                td.num { (ran(c).filter(|_| c.ended_at.is_some()).map(duration).unwrap_or_default()) }
+                                td { a href={ "/history?session=" (r.session_id) } { code { (r.session_id) } } }
+                                td.num { (c.ended_at.zip(c.started_at).and_then(|(end, start)| end.duration_since(start).ok()).map(duration).unwrap_or_default()) }
                                 td.num { (c.fuel_used) }
-                                td.num { (c.updates.len() as u64 + r.updates_dropped) }
+                                td.num { (r.updates) }
                             }
                         }
                     }

@@ -206,6 +206,19 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     fn list<'a>(&'a self, filter: &'a Filter)
     -> BoxFuture<'a, Result<Vec<TaskRecord>, StoreError>>;
 
+    /// Records matching `filter` in brief, newest first: what a listing
+    /// shows, without their arguments, updates or results, which can weigh
+    /// megabytes a record once read.
+    fn list_brief<'a>(
+        &'a self,
+        filter: &'a Filter,
+    ) -> BoxFuture<'a, Result<Vec<Listed>, StoreError>> {
+        Box::pin(async move {
+            let records = self.list(filter).await?;
+            Ok(records.iter().map(Listed::of).collect())
+        })
+    }
+
     /// The calls created at or after `since`, newest first, at most
     /// `limit`, in brief (no arguments, updates or result): what figures
     /// over a recent span are made of, at a fraction of a listing's cost.
@@ -306,6 +319,27 @@ pub struct CallSummary {
     pub created_at: SystemTime,
     pub started_at: Option<SystemTime>,
     pub ended_at: Option<SystemTime>,
+}
+
+/// One call as a listing shows it ([`TaskStore::list_brief`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub task_id: String,
+    pub session_id: String,
+    pub summary: CallSummary,
+    /// The updates it sent, kept or not.
+    pub updates: u64,
+}
+
+impl Listed {
+    pub(crate) fn of(record: &TaskRecord) -> Self {
+        Listed {
+            task_id: record.task_id.clone(),
+            session_id: record.call.session_id.clone(),
+            summary: CallSummary::of(&record.call),
+            updates: record.call.updates.len() as u64 + record.updates_dropped,
+        }
+    }
 }
 
 impl CallSummary {

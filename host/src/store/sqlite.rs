@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{
-    CallEnd, CallSummary, Durability, Filter, Health, Retention, StoreError, StoreOptions,
+    CallEnd, CallSummary, Durability, Filter, Health, Listed, Retention, StoreError, StoreOptions,
     TaskRecord, TaskStore, Ticket,
 };
 use crate::call::Output;
@@ -497,6 +497,56 @@ impl TaskStore for SqliteStore {
                 rows.into_iter()
                     .map(|row| with_updates(conn, row))
                     .collect()
+            })
+        })
+    }
+
+    fn list_brief<'a>(
+        &'a self,
+        filter: &'a Filter,
+    ) -> BoxFuture<'a, Result<Vec<Listed>, StoreError>> {
+        Box::pin(async move {
+            self.read(|conn| {
+                // An update's `n` counts those folded away: the last one's
+                // is how many the call sent.
+                let mut statement = conn.prepare_cached(
+                    "SELECT task_id, session_id, tool, status, fuel_used, created_at, \
+                            started_at, ended_at, \
+                            max(updates_dropped, \
+                                coalesce((SELECT max(n) FROM updates u WHERE u.task_id = tasks.task_id), 0)) \
+                     FROM tasks \
+                     WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tool = ?2) \
+                       AND (?3 IS NULL OR session_id = ?3) \
+                       AND (?5 IS NULL OR created_at >= ?5) AND (?6 IS NULL OR created_at < ?6) \
+                     ORDER BY created_at DESC, rowid DESC LIMIT ?4",
+                )?;
+                let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+                let rows = statement.query_map(
+                    params![
+                        filter.status.map(CallStatus::as_str),
+                        filter.tool,
+                        filter.session_id,
+                        limit,
+                        filter.since.map(nanos),
+                        filter.until.map(nanos),
+                    ],
+                    |row| {
+                        Ok(Listed {
+                            task_id: row.get(0)?,
+                            session_id: row.get(1)?,
+                            summary: CallSummary {
+                                tool: row.get(2)?,
+                                status: read_status(row, 3)?,
+                                fuel_used: from_i64(row.get(4)?),
+                                created_at: time(row.get(5)?),
+                                started_at: row.get::<_, Option<i64>>(6)?.map(time),
+                                ended_at: row.get::<_, Option<i64>>(7)?.map(time),
+                            },
+                            updates: from_i64(row.get(8)?),
+                        })
+                    },
+                )?;
+                rows.collect()
             })
         })
     }

@@ -335,6 +335,17 @@ async fn updates_past_the_bound_are_counted(store: &dyn TaskStore) {
     assert_eq!(got.call.updates.len(), 5);
     assert_eq!(got.call.updates[0].message, "early 4");
     assert_eq!(got.updates_dropped, 3);
+
+    // A listing in brief counts them all, and agrees with the full one.
+    let filter = Filter::default();
+    let brief = store.list_brief(&filter).await.expect("list in brief");
+    let full = store.list(&filter).await.expect("list");
+    let counts: Vec<(&str, u64)> = brief
+        .iter()
+        .map(|l| (l.task_id.as_str(), l.updates))
+        .collect();
+    assert_eq!(counts, [("u", 8), ("t", 12)]);
+    assert_eq!(brief, full.iter().map(Listed::of).collect::<Vec<_>>());
 }
 
 /// Three live calls and one finished, recorded by `store`.
