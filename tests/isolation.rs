@@ -777,3 +777,31 @@ async fn an_http_session_answering_a_long_call_is_not_idle() {
     let (status, answer) = post_in(&http, &server.url, &session, &ping).await;
     assert_eq!(status, 404, "{answer}");
 }
+
+/// The dashboard beside `/mcp` shows and cancels every session's calls:
+/// an MCP client, which does not see the server's output, cannot use it
+/// without the token the server printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_beside_mcp_needs_the_token_the_server_printed() {
+    let folder = behave();
+    let server = HttpServer::start(&folder, &[]);
+    let (base, token) = server.dashboard();
+    assert!(token.len() >= 32, "{token}");
+    let http = reqwest::Client::new();
+    for path in ["", "history", "events"] {
+        let status = http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("get")
+            .status();
+        assert_eq!(status.as_u16(), 401, "/{path} without the token");
+    }
+    let with = http
+        .get(format!("{base}history"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(with.status().as_u16(), 200);
+}

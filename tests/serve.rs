@@ -258,15 +258,19 @@ async fn the_live_folder_is_quiet_until_the_served_tools_change() {
 }
 
 /// `serve --http` serves the dashboard beside `/mcp` (issue 14): its live
-/// view at `/`, behind the same Host check; `/mcp` answers as before.
+/// view at `/`, behind the same Host check and its token; `/mcp` answers
+/// as before.
 #[test]
 fn serve_http_serves_the_dashboard_beside_mcp() {
     let folder = behave_folder();
-    let (_server, addr) = start_http(&folder);
+    let (server, addr) = start_http(&folder);
+    let (_, token) = server.dashboard();
     let get = |path: &str, host: &str| {
         http(
             &addr,
-            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            ),
         )
     };
     let live = get("/", "localhost");

@@ -247,6 +247,24 @@ impl HttpServer {
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+
+    /// The dashboard's address and the token it printed with it.
+    pub fn dashboard(&self) -> (String, String) {
+        let printed = "toolhost: dashboard on ";
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find_map(|l| l.strip_prefix(printed)) {
+                let (base, token) = line.split_once("?token=").expect("a token");
+                return (base.to_owned(), token.to_owned());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no dashboard line:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for HttpServer {

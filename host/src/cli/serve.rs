@@ -58,10 +58,7 @@ pub async fn serve(
             eprintln!("toolhost: serving MCP on {}", server.url());
             if let Some((dashboard, token)) = dashboard {
                 server = server.with_dashboard(dashboard);
-                match token {
-                    Some(t) => eprintln!("toolhost: dashboard on {base}?token={t}"),
-                    None => eprintln!("toolhost: dashboard on {base}"),
-                }
+                eprintln!("toolhost: dashboard on {base}?token={token}");
             }
             server.run(ctrl_c).await;
         }
@@ -70,14 +67,16 @@ pub async fn serve(
 }
 
 /// The dashboard that `serve --http` serves beside `/mcp`, with the same
-/// Host and Origin rules and the configuration's token: on loopback, or
-/// with a token; on another address without one it is left out (said on
-/// stderr), while MCP is served as asked.
+/// Host and Origin rules, behind a token: the configuration's, else on
+/// loopback a random one made now and printed with the address (the
+/// dashboard shows and cancels every session's calls, which MCP clients
+/// must not); on another address without a configured token it is left
+/// out (said on stderr), while MCP is served as asked.
 fn dashboard_beside_mcp(
     host: &Host,
     addr: SocketAddr,
     mcp: &McpOptions,
-) -> Option<(Dashboard, Option<String>)> {
+) -> Option<(Dashboard, String)> {
     let mut options = DashboardOptions::default();
     options.allowed_hosts = mcp.allowed_hosts.clone();
     options.token = host
@@ -92,7 +91,8 @@ fn dashboard_beside_mcp(
         );
         return None;
     }
-    let token = options.token.clone();
+    let token = (options.token.take()).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    options.token = Some(token.clone());
     Some((Dashboard::new(host, options), token))
 }
 
