@@ -83,6 +83,7 @@ pub(crate) fn problem(schema: &Value) -> Option<String> {
     let mut check = Check {
         root: schema,
         seen: HashSet::new(),
+        nodes: Vec::new(),
         targets: Vec::new(),
         targeted: HashSet::new(),
     };
@@ -113,7 +114,247 @@ pub(crate) fn problem(schema: &Value) -> Option<String> {
              which every value checked against it would go through"
         ));
     }
+    recursion_applied_twice(schema, &check.nodes)
+}
+
+/// Which values under a schema's value a descending subschema applies to:
+/// a named property, any property, any item, property names, content.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key<'a> {
+    Property(&'a str),
+    AnyProperty,
+    Item,
+    Name,
+    Content,
+}
+
+impl Key<'_> {
+    fn of(keyword: &str) -> Key<'static> {
+        match keyword {
+            "items" | "prefixItems" | "additionalItems" | "contains" | "unevaluatedItems" => {
+                Key::Item
+            }
+            "propertyNames" => Key::Name,
+            "contentSchema" => Key::Content,
+            _ => Key::AnyProperty,
+        }
+    }
+
+    fn shown(&self) -> String {
+        match self {
+            Key::Property(name) => format!("property `{name}`"),
+            Key::AnyProperty => "its properties".into(),
+            Key::Item => "its items".into(),
+            Key::Name => "its property names".into(),
+            Key::Content => "its content".into(),
+        }
+    }
+}
+
+/// The subschemas `schema` applies to values under its value, by which.
+fn descending(schema: &Value) -> Vec<(Key<'_>, &Value)> {
+    let Some(obj) = schema.as_object() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in obj {
+        let k = k.as_str();
+        match (k, v) {
+            ("properties", Value::Object(map)) => {
+                out.extend(map.iter().map(|(name, v)| (Key::Property(name), v)));
+            }
+            ("patternProperties", Value::Object(map)) => {
+                out.extend(map.values().map(|v| (Key::AnyProperty, v)));
+            }
+            ("items" | "prefixItems", Value::Array(items)) => {
+                out.extend(items.iter().map(|v| (Key::Item, v)));
+            }
+            _ if ONE.iter().any(|(one, in_place)| *one == k && !in_place) => {
+                out.push((Key::of(k), v));
+            }
+            _ => {}
+        }
+    }
+    out.retain(|(_, v)| v.is_object() || v.is_boolean());
+    out
+}
+
+/// A recursion that applies twice to the same value: a schema that, with
+/// what it applies in place, reaches back to itself through two of its
+/// subschemas for the same property or item (`allOf` of two copies of
+/// `{"properties": {"next": {"$ref": "#"}}}`). Each turn doubles the
+/// schemas a value nested one deeper is checked against, which the data's
+/// depth alone does not bound. Any-property and any-item subschemas count
+/// as applying to every property or item.
+fn recursion_applied_twice(root: &Value, nodes: &[&Value]) -> Option<String> {
+    let index: HashMap<*const Value, usize> =
+        nodes.iter().enumerate().map(|(i, n)| (id(n), i)).collect();
+    let node = |v: &Value| index.get(&id(v)).copied();
+    let target = |v: &Value| {
+        v.get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| resolve(root, r).ok())
+    };
+    // Every edge, for the strongly connected parts.
+    let edges: Vec<Vec<usize>> = nodes
+        .iter()
+        .map(|n| {
+            let subs = applied(n).map(|(s, _)| s).chain(target(n));
+            subs.filter_map(node).collect()
+        })
+        .collect();
+    let part = strongly_connected(&edges);
+    let mut size = vec![0usize; nodes.len()];
+    for p in &part {
+        size[*p] += 1;
+    }
+    let cyclic = |i: usize| size[part[i]] > 1 || edges[i].contains(&i);
+    // For each schema, its descending subschemas and those of what it
+    // applies in place, counted as often as they apply (in-place cycles
+    // are refused before, so this is a walk of an acyclic graph).
+    let mut memo: HashMap<usize, HashMap<(Key<'_>, usize), u64>> = HashMap::new();
+    let mut work = 0usize;
+    for (i, n) in nodes.iter().enumerate() {
+        if !cyclic(i) {
+            continue;
+        }
+        let counts = match in_place_descents(n, &node, &target, &mut memo, &mut work, 0) {
+            Some(counts) => counts,
+            None => return Some(too_deep()),
+        };
+        let mut any_property = 0;
+        let mut items = 0;
+        let mut others: HashMap<&Key<'_>, u64> = HashMap::new();
+        for ((key, child), count) in &counts {
+            if part[*child] != part[i] {
+                continue;
+            }
+            match key {
+                Key::AnyProperty => any_property += count,
+                Key::Item => items += count,
+                _ => *others.entry(key).or_default() += count,
+            }
+        }
+        let twice = if items > 1 {
+            Some(Key::Item.shown())
+        } else if any_property > 1 {
+            Some(Key::AnyProperty.shown())
+        } else {
+            others
+                .iter()
+                .find(|(key, count)| {
+                    **count
+                        + if matches!(key, Key::Property(_)) {
+                            any_property
+                        } else {
+                            0
+                        }
+                        > 1
+                })
+                .map(|(key, _)| key.shown())
+        };
+        if let Some(at) = twice {
+            return Some(format!(
+                "its recursion applies twice to {at} of the same value, so checking a value \
+                 nested n deep would take 2^n steps"
+            ));
+        }
+    }
     None
+}
+
+/// The descending subschemas of `schema` and of what it applies in place,
+/// by (which values, schema), with how often each applies; `None` when
+/// it nests past [`MAX_DEPTH`] or the count takes more than ten times
+/// [`MAX_EXPANDED`] steps in all.
+fn in_place_descents<'a>(
+    schema: &'a Value,
+    node: &impl Fn(&Value) -> Option<usize>,
+    target: &impl Fn(&'a Value) -> Option<&'a Value>,
+    memo: &mut HashMap<usize, HashMap<(Key<'a>, usize), u64>>,
+    work: &mut usize,
+    depth: usize,
+) -> Option<HashMap<(Key<'a>, usize), u64>> {
+    let me = node(schema)?;
+    if let Some(known) = memo.get(&me) {
+        return Some(known.clone());
+    }
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let mut counts: HashMap<(Key<'a>, usize), u64> = HashMap::new();
+    for (key, sub) in descending(schema) {
+        if let Some(child) = node(sub) {
+            *counts.entry((key, child)).or_default() += 1;
+        }
+    }
+    let in_place = (applied(schema).filter(|(_, in_place)| *in_place))
+        .map(|(s, _)| s)
+        .chain(target(schema));
+    for sub in in_place {
+        let theirs = in_place_descents(sub, node, target, memo, work, depth + 1)?;
+        *work += theirs.len();
+        if *work as u64 > MAX_EXPANDED * 10 {
+            return None;
+        }
+        for (k, n) in theirs {
+            *counts.entry(k).or_default() += n;
+        }
+    }
+    memo.insert(me, counts.clone());
+    Some(counts)
+}
+
+/// The strongly connected part of each node of the graph `edges`
+/// (Tarjan's algorithm, without recursion).
+fn strongly_connected(edges: &[Vec<usize>]) -> Vec<usize> {
+    const UNSEEN: usize = usize::MAX;
+    let n = edges.len();
+    let (mut index, mut low, mut part) = (vec![UNSEEN; n], vec![0; n], vec![UNSEEN; n]);
+    let (mut on_stack, mut stack, mut next, mut parts) = (vec![false; n], Vec::new(), 0, 0);
+    for start in 0..n {
+        if index[start] != UNSEEN {
+            continue;
+        }
+        // (node, next edge to look at)
+        let mut calls = vec![(start, 0usize)];
+        index[start] = next;
+        low[start] = next;
+        next += 1;
+        stack.push(start);
+        on_stack[start] = true;
+        while let Some(&mut (v, ref mut e)) = calls.last_mut() {
+            if let Some(&w) = edges[v].get(*e) {
+                *e += 1;
+                if index[w] == UNSEEN {
+                    index[w] = next;
+                    low[w] = next;
+                    next += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    calls.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+                continue;
+            }
+            calls.pop();
+            if let Some(&(parent, _)) = calls.last() {
+                low[parent] = low[parent].min(low[v]);
+            }
+            if low[v] == index[v] {
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    part[w] = parts;
+                    if w == v {
+                        break;
+                    }
+                }
+                parts += 1;
+            }
+        }
+    }
+    part
 }
 
 fn id(v: &Value) -> *const Value {
@@ -163,6 +404,8 @@ fn applied(schema: &Value) -> impl Iterator<Item = (&Value, bool)> {
 struct Check<'a> {
     root: &'a Value,
     seen: HashSet<*const Value>,
+    /// Every schema in it, in the order first seen.
+    nodes: Vec<&'a Value>,
     /// Each distinct target of a reference, with the reference.
     targets: Vec<(&'a Value, &'a str)>,
     targeted: HashSet<*const Value>,
@@ -178,6 +421,7 @@ impl<'a> Check<'a> {
         if !self.seen.insert(id(schema)) {
             return Ok(());
         }
+        self.nodes.push(schema);
         let Some(obj) = schema.as_object() else {
             return Ok(());
         };
@@ -391,5 +635,57 @@ mod tests {
             "properties": { "$ref": { "type": "string", "default": { "$ref": "elsewhere" } } }
         });
         assert_eq!(problem(&data), None);
+    }
+
+    #[test]
+    fn a_recursion_that_applies_twice_to_one_value_is_refused() {
+        let same_property = json!({ "allOf": [
+            { "properties": { "next": { "$ref": "#" } } },
+            { "properties": { "next": { "$ref": "#" } } }
+        ] });
+        let p = problem(&same_property).expect("refused");
+        assert!(p.contains("twice to property `next`"), "{p}");
+        let items = json!({
+            "$defs": { "list": { "items": { "$ref": "#/$defs/list" } } },
+            "$ref": "#/$defs/list"
+        });
+        assert_eq!(problem(&items), None, "one turn per item is fine");
+        let twice = json!({
+            "$defs": {
+                "node": { "allOf": [{ "$ref": "#/$defs/one" }, { "$ref": "#/$defs/one" }] },
+                "one": { "items": { "$ref": "#/$defs/node" } }
+            },
+            "$ref": "#/$defs/node"
+        });
+        let p = problem(&twice).expect("refused");
+        assert!(p.contains("twice to its items"), "{p}");
+    }
+
+    #[test]
+    fn common_recursive_schemas_are_fine() {
+        // A binary tree, a JSON value (as pydantic writes `JsonValue`), a
+        // linked list.
+        let tree = json!({
+            "$defs": { "node": { "type": "object", "properties": {
+                "left": { "$ref": "#/$defs/node" }, "right": { "$ref": "#/$defs/node" }
+            } } },
+            "$ref": "#/$defs/node"
+        });
+        let json_value = json!({
+            "$defs": { "json": { "anyOf": [
+                { "type": "object", "additionalProperties": { "$ref": "#/$defs/json" } },
+                { "type": "array", "items": { "$ref": "#/$defs/json" } },
+                { "type": "string" }, { "type": "number" }, { "type": "boolean" }, { "type": "null" }
+            ] } },
+            "type": "object",
+            "properties": { "value": { "$ref": "#/$defs/json" } }
+        });
+        let list = json!({
+            "type": "object",
+            "properties": { "head": { "type": "integer" }, "tail": { "anyOf": [{ "$ref": "#" }, { "type": "null" }] } }
+        });
+        for schema in [tree, json_value, list] {
+            assert_eq!(problem(&schema), None, "{schema}");
+        }
     }
 }
