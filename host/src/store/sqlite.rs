@@ -472,29 +472,8 @@ impl TaskStore for SqliteStore {
     ) -> BoxFuture<'a, Result<Vec<TaskRecord>, StoreError>> {
         Box::pin(async move {
             self.read(|conn| {
-                let sql = format!(
-                    "SELECT {TASK_COLUMNS} FROM tasks \
-                     WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tool = ?2) \
-                       AND (?3 IS NULL OR session_id = ?3) \
-                       AND (?5 IS NULL OR created_at >= ?5) AND (?6 IS NULL OR created_at < ?6) \
-                     ORDER BY created_at DESC, rowid DESC LIMIT ?4"
-                );
-                let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
-                let mut statement = conn.prepare_cached(&sql)?;
-                let rows = statement
-                    .query_map(
-                        params![
-                            filter.status.map(CallStatus::as_str),
-                            filter.tool,
-                            filter.session_id,
-                            limit,
-                            filter.since.map(nanos),
-                            filter.until.map(nanos),
-                        ],
-                        read_task,
-                    )?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                rows.into_iter()
+                filtered(conn, TASK_COLUMNS, filter, read_task)?
+                    .into_iter()
                     .map(|row| with_updates(conn, row))
                     .collect()
             })
@@ -505,48 +484,28 @@ impl TaskStore for SqliteStore {
         &'a self,
         filter: &'a Filter,
     ) -> BoxFuture<'a, Result<Vec<Listed>, StoreError>> {
+        // An update's `n` counts those folded away: the last one's is how
+        // many the call sent.
+        const BRIEF: &str = "task_id, session_id, tool, status, fuel_used, created_at, \
+             started_at, ended_at, max(updates_dropped, \
+             coalesce((SELECT max(n) FROM updates u WHERE u.task_id = tasks.task_id), 0))";
         Box::pin(async move {
             self.read(|conn| {
-                // An update's `n` counts those folded away: the last one's
-                // is how many the call sent.
-                let mut statement = conn.prepare_cached(
-                    "SELECT task_id, session_id, tool, status, fuel_used, created_at, \
-                            started_at, ended_at, \
-                            max(updates_dropped, \
-                                coalesce((SELECT max(n) FROM updates u WHERE u.task_id = tasks.task_id), 0)) \
-                     FROM tasks \
-                     WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tool = ?2) \
-                       AND (?3 IS NULL OR session_id = ?3) \
-                       AND (?5 IS NULL OR created_at >= ?5) AND (?6 IS NULL OR created_at < ?6) \
-                     ORDER BY created_at DESC, rowid DESC LIMIT ?4",
-                )?;
-                let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
-                let rows = statement.query_map(
-                    params![
-                        filter.status.map(CallStatus::as_str),
-                        filter.tool,
-                        filter.session_id,
-                        limit,
-                        filter.since.map(nanos),
-                        filter.until.map(nanos),
-                    ],
-                    |row| {
-                        Ok(Listed {
-                            task_id: row.get(0)?,
-                            session_id: row.get(1)?,
-                            summary: CallSummary {
-                                tool: row.get(2)?,
-                                status: read_status(row, 3)?,
-                                fuel_used: from_i64(row.get(4)?),
-                                created_at: time(row.get(5)?),
-                                started_at: row.get::<_, Option<i64>>(6)?.map(time),
-                                ended_at: row.get::<_, Option<i64>>(7)?.map(time),
-                            },
-                            updates: from_i64(row.get(8)?),
-                        })
-                    },
-                )?;
-                rows.collect()
+                filtered(conn, BRIEF, filter, |row| {
+                    Ok(Listed {
+                        task_id: row.get(0)?,
+                        session_id: row.get(1)?,
+                        summary: CallSummary {
+                            tool: row.get(2)?,
+                            status: read_status(row, 3)?,
+                            fuel_used: from_i64(row.get(4)?),
+                            created_at: time(row.get(5)?),
+                            started_at: row.get::<_, Option<i64>>(6)?.map(time),
+                            ended_at: row.get::<_, Option<i64>>(7)?.map(time),
+                        },
+                        updates: from_i64(row.get(8)?),
+                    })
+                })
             })
         })
     }
@@ -1233,6 +1192,37 @@ fn prune(tx: &Transaction<'_>, retention: Retention, now: SystemTime) -> rusqlit
         0
     };
     Ok((by_age + by_count) as u64)
+}
+
+/// The `tasks` rows `filter` picks, newest first, their `columns` read by
+/// `row`.
+fn filtered<T>(
+    conn: &Connection,
+    columns: &str,
+    filter: &Filter,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let sql = format!(
+        "SELECT {columns} FROM tasks \
+         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tool = ?2) \
+           AND (?3 IS NULL OR session_id = ?3) \
+           AND (?5 IS NULL OR created_at >= ?5) AND (?6 IS NULL OR created_at < ?6) \
+         ORDER BY created_at DESC, rowid DESC LIMIT ?4"
+    );
+    let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+    conn.prepare_cached(&sql)?
+        .query_map(
+            params![
+                filter.status.map(CallStatus::as_str),
+                filter.tool,
+                filter.session_id,
+                limit,
+                filter.since.map(nanos),
+                filter.until.map(nanos),
+            ],
+            row,
+        )?
+        .collect()
 }
 
 /// A `tasks` row as read, before its updates.
