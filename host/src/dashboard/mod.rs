@@ -279,10 +279,8 @@ impl DashboardServer {
     /// close timeout, B24) and then let open requests finish, for up to
     /// [`CLOSE_REQUESTS`] more. At most
     /// [`max_connections`](DashboardOptions::max_connections) connections
-    /// are open at once, and a client has
-    /// [`HEADER_READ_TIMEOUT`](crate::listen::HEADER_READ_TIMEOUT) to send a
-    /// request's header, and [`BODY_TIME`](crate::listen::BODY_TIME) more
-    /// for its body (at most [`MAX_BODY`]).
+    /// are open at once, and a client has 10 s to send a request's header
+    /// and 10 s more for its body (at most [`MAX_BODY`]).
     ///
     /// # Cancel safety
     /// Not cancel safe: resolve `shutdown` to stop gracefully.
