@@ -945,6 +945,18 @@ async fn a_session_keeps_finished_records_within_its_byte_budget() {
     s.ended("c5").await.expect("ended");
     assert!(s.record("c5").is_some());
     assert!(s.record("c4").is_none());
+    // The newest is the one that ended last, not the one started last: a
+    // long call started first keeps its record when it ends.
+    let pad = json!({ "pad": "x".repeat(200 << 10) }).to_string();
+    let long = spawn_call(&s, "c6", "wait_cancel", &pad);
+    live(&s, "c6", CallStatus::Running).await;
+    s.call("c7", "ok", &args).await;
+    s.ended("c7").await.expect("ended");
+    s.cancel("c6").expect("cancel");
+    assert_eq!(long.await.expect("join").kind, AnswerKind::Cancelled);
+    s.ended("c6").await.expect("ended");
+    assert!(s.record("c6").is_some(), "the call that just ended is kept");
+    assert!(s.record("c7").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -221,7 +221,9 @@ impl Inner {
             && (finished > self.keep_records || state.finished_weight > self.keep_bytes)
             && i < state.order.len()
         {
-            if state.live.contains_key(&state.order[i]) {
+            // The call that just ended is the newest finished one, though
+            // it may have started first.
+            if state.order[i] == call_id || state.live.contains_key(&state.order[i]) {
                 i += 1;
                 continue;
             }
