@@ -2,7 +2,6 @@
 //! SDK's service, which checks the `Host` header, keeps legacy sessions and
 //! serves 2026-07-28 requests one by one.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+use super::idle::{Activity, close_idle};
 use super::server::{HttpLane, ToolServer};
 use super::tasks::Tasks;
 use super::wire::{self, Read};
@@ -77,8 +77,7 @@ pub async fn bind_http(
     let factory_lane = lane.clone();
     let mut sessions = LocalSessionManager::default();
     // rmcp's idle timer counts a session whose request is still being
-    // answered (a long call in answer mode "final") as idle: [`Activity`]
-    // closes idle sessions instead.
+    // answered as idle: [`idle`] closes idle sessions instead.
     sessions.session_config.keep_alive = None;
     let sessions = Arc::new(sessions);
     let service = StreamableHttpService::new(
@@ -167,7 +166,7 @@ impl HttpServer {
                         if request.uri().path() == &*path {
                             let delete = request.method() == hyper::Method::DELETE;
                             let post = request.method() == hyper::Method::POST;
-                            let answering = activity.request(&request, post);
+                            let answering = activity.request(&request);
                             let mut response = if post {
                                 match read_post(request, max_message).await {
                                     Ok((request, Some(id))) => {
@@ -243,108 +242,6 @@ impl HttpServer {
             tracing::warn!("MCP sessions still open at shutdown");
         }
         tracing::info!(%addr, "MCP HTTP server stopped");
-    }
-}
-
-/// When each HTTP session was last asked something, and how many of its
-/// requests are being answered: a session with none for
-/// [`McpOptions::session_idle`] is closed ([`close_idle`]). Only sessions
-/// this server opened are followed, so a client naming made-up session ids
-/// adds nothing here.
-#[derive(Default)]
-struct Activity {
-    sessions: std::sync::Mutex<HashMap<Arc<str>, Seen>>,
-}
-
-struct Seen {
-    last: tokio::time::Instant,
-    answering: usize,
-}
-
-/// A request of a session being answered; dropped with its answer.
-struct Answering {
-    activity: Arc<Activity>,
-    session: Arc<str>,
-}
-
-impl Activity {
-    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Seen>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A request of a known session came: it is active now, and a POST is
-    /// being answered until the returned guard is dropped.
-    fn request<B>(self: &Arc<Self>, request: &hyper::Request<B>, post: bool) -> Option<Answering> {
-        let id = request.headers().get(SESSION_HEADER)?.to_str().ok()?;
-        let mut seen = self.seen();
-        let session = seen.get_key_value(id)?.0.clone();
-        let entry = seen.get_mut(id)?;
-        entry.last = tokio::time::Instant::now();
-        if !post {
-            return None;
-        }
-        entry.answering += 1;
-        Some(Answering {
-            activity: self.clone(),
-            session,
-        })
-    }
-
-    /// An `initialize` was answered: follow the session it opened.
-    fn opened(&self, response: &Response) {
-        let Some(id) = (response.headers().get(SESSION_HEADER)).and_then(|v| v.to_str().ok())
-        else {
-            return;
-        };
-        self.seen().insert(
-            id.into(),
-            Seen {
-                last: tokio::time::Instant::now(),
-                answering: 0,
-            },
-        );
-    }
-}
-
-impl Drop for Answering {
-    fn drop(&mut self) {
-        if let Some(entry) = self.activity.seen().get_mut(&self.session) {
-            entry.answering -= 1;
-            entry.last = tokio::time::Instant::now();
-        }
-    }
-}
-
-const SESSION_HEADER: &str = "mcp-session-id";
-
-/// Close the sessions of `activity` that have had no request for `idle`
-/// and none being answered (B24: their calls are cancelled); their
-/// clients get 404 and open new ones. Checked every quarter of `idle`.
-async fn close_idle(activity: Arc<Activity>, sessions: Arc<LocalSessionManager>, idle: Duration) {
-    use rmcp::transport::streamable_http_server::SessionManager;
-    let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let open: std::collections::HashSet<Arc<str>> =
-            sessions.sessions.read().await.keys().cloned().collect();
-        let stale: Vec<Arc<str>> = {
-            let mut seen = activity.seen();
-            // Sessions ended otherwise (DELETE, shutdown) are forgotten.
-            seen.retain(|id, _| open.contains(id));
-            seen.iter()
-                .filter(|(_, s)| s.answering == 0 && s.last.elapsed() >= idle)
-                .map(|(id, _)| id.clone())
-                .collect()
-        };
-        for id in stale {
-            activity.seen().remove(&id);
-            tracing::info!(session = %id, ?idle, "MCP HTTP session idle; closing it");
-            if let Err(e) = sessions.close_session(&id).await {
-                tracing::debug!(session = %id, error = %e, "closing an idle session");
-            }
-        }
     }
 }
 

@@ -53,6 +53,7 @@
 mod connection;
 mod convert;
 mod http;
+mod idle;
 mod server;
 mod stdio;
 mod tasks;
