@@ -23,6 +23,37 @@ async fn b1_result_is_the_output_under_the_call_id() {
     assert_eq!(out.model_text(), None);
 }
 
+/// Data is checked against the tool's output schema, and arguments
+/// against its input schema, small or large (large ones are checked off
+/// the runtime's threads).
+#[tokio::test]
+async fn b1_data_that_breaks_the_output_schema_fails_the_call_at_any_size() {
+    let (host, _f) = host_with(&["behave"]).await;
+    for size in [10, 200 << 10] {
+        let fits = json!({ "n": 1, "pad": "x".repeat(size) }).to_string();
+        let out = host.call("data", &fits).await.result.expect("data");
+        let pad = out.data.as_ref().and_then(|d| d["pad"].as_str());
+        assert_eq!(pad.map(str::len), Some(size));
+
+        let breaks = json!({ "n": 1, "pad": format!("{}y", "x".repeat(size)) }).to_string();
+        let o = host.call("data", &breaks).await;
+        assert!(
+            matches!(&o.result, Err(CallError::Crashed { detail })
+                if detail.contains("does not match its output schema")),
+            "{size} bytes: {:?}",
+            o.result.map(|_| ())
+        );
+
+        let wrong = json!({ "n": "one", "pad": "x".repeat(size) }).to_string();
+        let o = host.call("data", &wrong).await;
+        assert!(
+            matches!(&o.result, Err(CallError::InvalidArguments { .. })),
+            "{size} bytes: {:?}",
+            o.result.map(|_| ())
+        );
+    }
+}
+
 #[tokio::test]
 async fn b1_call_ids_are_distinct() {
     let (host, _f) = host_with(&["behave"]).await;

@@ -71,7 +71,7 @@ impl CallOutcome {
 pub(crate) async fn run(
     runtime: &Runtime,
     plugin: &Plugin,
-    tool: &Tool,
+    tool: &Arc<Tool>,
     arguments: &Value,
     identity: CallIdentity,
     control: Arc<CallControl>,
@@ -144,11 +144,16 @@ pub(crate) async fn run(
             }),
             Ok(Ok(Err(ToolError::InvalidArguments(m)))) => Err(CallError::ToolInvalidArguments(m)),
             Ok(Ok(Err(ToolError::Failed(m)))) => Err(CallError::ToolFailed(m)),
-            Ok(Ok(Ok(out))) => convert_output(tool, out.text, out.data, limits.result_size),
+            Ok(Ok(Ok(out))) => Ok(out),
         };
         (result, fuel_used)
     }
     .await;
+    // Checked with the slot and the instance free again.
+    let result = match result {
+        Ok(out) => check_output(tool, out.text, out.data, plugin.limits.result_size).await,
+        Err(e) => Err(e),
+    };
     let outcome = CallOutcome {
         call_id,
         tool: tool.name.clone(),
@@ -234,6 +239,32 @@ fn unloaded() -> CallError {
 fn unavailable(e: anyhow::Error) -> CallError {
     let detail = format!("{e:#}");
     CallError::Unavailable { detail }
+}
+
+/// Data or arguments bigger than this are parsed and validated off the
+/// runtime's threads: a megabyte of JSON takes milliseconds, which would
+/// hold up every other call and connection on that thread.
+pub(crate) const CHECK_INLINE: usize = 64 << 10;
+
+/// The result a tool returned, checked: within `max` bytes, and its data
+/// JSON that matches the tool's output schema.
+async fn check_output(
+    tool: &Arc<Tool>,
+    text: Option<String>,
+    data: Option<String>,
+    max: u64,
+) -> Result<Output, CallError> {
+    if data.as_ref().is_none_or(|d| d.len() <= CHECK_INLINE) {
+        return convert_output(tool, text, data, max);
+    }
+    let tool = tool.clone();
+    tokio::task::spawn_blocking(move || convert_output(&tool, text, data, max))
+        .await
+        .unwrap_or_else(|e| {
+            Err(CallError::Crashed {
+                detail: format!("checking the tool's result panicked: {e}"),
+            })
+        })
 }
 
 fn convert_output(

@@ -13,6 +13,7 @@ use super::task::{Finish, Task};
 use super::{Live, Session, companion};
 use crate::arguments;
 use crate::bindings::{Delivery as DeliveryKind, DuplicatePolicy, DuplicateScope};
+use crate::call;
 use crate::config::AnswerMode;
 use crate::error::CallError;
 use crate::records::{CallRecord, CallStatus, EventKind, TaskRecord};
@@ -74,7 +75,19 @@ impl Session {
                 return Start::Refused(e);
             }
         }
-        let (args, confirmed) = match arguments::prepare(t, arguments) {
+        let prepared = if arguments.len() <= call::CHECK_INLINE {
+            arguments::prepare(t, arguments)
+        } else {
+            let (tool, arguments) = (t.clone(), arguments.to_owned());
+            tokio::task::spawn_blocking(move || arguments::prepare(&tool, &arguments))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(CallError::Unavailable {
+                        detail: format!("checking the arguments panicked: {e}"),
+                    })
+                })
+        };
+        let (args, confirmed) = match prepared {
             Ok((args, confirmed)) => (Arc::new(args), confirmed),
             Err(e) => return Start::Refused(e),
         };

@@ -19,8 +19,9 @@ struct Behave;
 // `2.0` as `2` before a plugin sees it (tests/calls.rs sends `21.0`).
 
 #[derive(Deserialize)]
-struct N {
+struct Padded {
     n: i64,
+    pad: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -123,7 +124,8 @@ fn specs() -> Vec<ToolSpec> {
                     "type": "object",
                     "properties": {
                         "n": { "type": "integer" },
-                        "double": { "type": "integer" }
+                        "double": { "type": "integer" },
+                        "pad": { "type": "string", "pattern": "^x*$" }
                     },
                     "required": ["n", "double"]
                 })
@@ -131,10 +133,10 @@ fn specs() -> Vec<ToolSpec> {
             ),
             ..spec(
                 "data",
-                "Returns n and twice n as data.",
+                "Returns n and twice n as data, and pad if given (its schema allows only x's).",
                 json!({
                     "type": "object",
-                    "properties": { "n": { "type": "integer" } },
+                    "properties": { "n": { "type": "integer" }, "pad": { "type": "string" } },
                     "required": ["n"]
                 }),
             )
@@ -337,8 +339,12 @@ impl Plugin for Behave {
         match tool.as_str() {
             "ok" => Ok(ToolOutput::text("ok")),
             "data" => {
-                let N { n } = toolhost_guest::args(args)?;
-                Ok(ToolOutput::data(&json!({ "n": n, "double": 2 * n })))
+                let Padded { n, pad } = toolhost_guest::args(args)?;
+                let mut data = json!({ "n": n, "double": 2 * n });
+                if let Some(pad) = pad {
+                    data["pad"] = pad.into();
+                }
+                Ok(ToolOutput::data(&data))
             }
             "text_and_data" => Ok(ToolOutput::text_and_data(
                 "the answer is 42",
