@@ -32,7 +32,7 @@ pub(crate) struct CompileCache {
 /// The rules a tool's schema is checked by at load: change it when they
 /// change (`plugin::compile_schema`'s options, `schema::problem`, or the
 /// jsonschema version), so that no schema is trusted on an older verdict.
-const SCHEMA_RULES: &str = "r3-jsonschema0.33";
+const SCHEMA_RULES: &str = "r4-jsonschema0.33";
 
 /// Valid-schema marks kept at most: each is an empty file.
 const MAX_SCHEMA_MARKS: usize = 4_096;
