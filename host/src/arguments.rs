@@ -33,27 +33,16 @@ pub(crate) fn parse(tool: &Tool, arguments: &str) -> Result<Value, CallError> {
 /// Check parsed arguments against the tool's input schema (B7); the message
 /// names each offending field.
 pub(crate) fn check(tool: &Tool, value: &Value) -> Result<(), CallError> {
-    let problems: Vec<String> = tool
-        .validator()?
-        .iter_errors(value)
-        .take(5)
-        .map(|e| {
-            let at = e.instance_path.to_string();
-            if at.is_empty() {
-                e.to_string()
-            } else {
-                format!("at `{at}`: {e}")
-            }
-        })
-        .collect();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(CallError::InvalidArguments {
-            tool: tool.name.clone(),
-            message: problems.join("; "),
-        })
-    }
+    let problems = crate::schema::problems(tool.validator()?, value, 5);
+    let message = match problems {
+        Ok(problems) if problems.is_empty() => return Ok(()),
+        Ok(problems) => problems.join("; "),
+        Err(failed) => failed,
+    };
+    Err(CallError::InvalidArguments {
+        tool: tool.name.clone(),
+        message,
+    })
 }
 
 /// B12: remove `confirm_duplicate` before validation and comparison; whether

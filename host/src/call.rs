@@ -283,14 +283,15 @@ fn convert_output(
             let v: Value = serde_json::from_str(&d).map_err(|e| CallError::Crashed {
                 detail: format!("the tool returned data that is not JSON: {e}"),
             })?;
-            if let Some(validator) = tool.output_validator()
-                && let Err(e) = validator?.validate(&v)
-            {
-                return Err(CallError::Crashed {
-                    detail: format!(
-                        "the tool returned data that does not match its output schema: {e}"
-                    ),
-                });
+            if let Some(validator) = tool.output_validator() {
+                let problems = crate::schema::problems(validator?, &v, 1);
+                if let Some(problem) = problems.map_or_else(Some, |p| p.into_iter().next()) {
+                    return Err(CallError::Crashed {
+                        detail: format!(
+                            "the tool returned data that does not match its output schema: {problem}"
+                        ),
+                    });
+                }
             }
             Some(v)
         }

@@ -811,15 +811,48 @@ fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
     if let Some(problem) = crate::schema::problem(schema) {
         return Err(problem);
     }
+    // Patterns run on the linear-time `regex` engine: a backtracking one
+    // lets a pattern take seconds on a client's string (and jsonschema
+    // 0.33 panics when it gives up under `unevaluatedProperties`).
+    // Lookarounds and backreferences are refused with the schema.
     jsonschema::draft202012::options()
         .should_validate_formats(true)
+        .with_pattern_options(jsonschema::PatternOptions::regex())
         .build(schema)
-        .map_err(|e| format!("not a valid JSON Schema: {e}"))
+        .map_err(|e| match &e.kind {
+            jsonschema::error::ValidationErrorKind::Format { format } if format == "regex" => {
+                format!(
+                    "not a valid JSON Schema: {e} (patterns run on a linear-time engine, \
+                     without lookarounds or backreferences)"
+                )
+            }
+            _ => format!("not a valid JSON Schema: {e}"),
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pattern_matches_in_linear_time_and_lookarounds_are_refused() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "patternProperties": { "^(a+)+$": { "type": "integer" } },
+            "properties": { "code": { "type": "string", "pattern": "^[A-Z]{3}\\d+$" } }
+        });
+        let validator = compile_schema(&schema).expect("compiles");
+        let long = serde_json::json!({ format!("{}b", "a".repeat(10_000)): "x" });
+        assert!(validator.is_valid(&long), "no match, in linear time");
+        assert!(!validator.is_valid(&serde_json::json!({ "aaa": "x" })));
+        assert!(validator.is_valid(&serde_json::json!({ "code": "ABC12" })));
+        let lookahead = serde_json::json!({ "type": "string", "pattern": "^(?=a)" });
+        let refused = compile_schema(&lookahead).expect_err("refused");
+        assert!(
+            refused.contains("(?=a)") && refused.contains("lookarounds"),
+            "{refused}"
+        );
+    }
 
     #[test]
     fn tool_names() {

@@ -259,6 +259,33 @@ fn applied_twice(counts: &HashMap<&Key<'_>, u64>) -> Option<String> {
     })
 }
 
+/// The first `max` problems `validator` finds in `value`, each with where
+/// it is. A validator that panics is an error instead: jsonschema 0.33
+/// unwraps a pattern's result under `unevaluatedProperties`, which fails
+/// when the match passes its backtracking limit.
+pub(crate) fn problems(
+    validator: &jsonschema::Validator,
+    value: &Value,
+    max: usize,
+) -> Result<Vec<String>, String> {
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        (validator.iter_errors(value).take(max))
+            .map(|e| {
+                let at = e.instance_path.to_string();
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("at `{at}`: {e}")
+                }
+            })
+            .collect()
+    }));
+    found.map_err(|_| {
+        "the schema's validator failed on this value (a pattern may have taken too long to match)"
+            .to_owned()
+    })
+}
+
 /// A recursion that applies twice to the same value: a schema that, with
 /// what it applies in place, reaches back to itself through two of its
 /// subschemas for the same property or item (`allOf` of two copies of
@@ -785,6 +812,20 @@ mod tests {
         });
         let p = problem(&schema).expect("refused");
         assert!(p.contains("more than 10000 subschemas"), "{p}");
+    }
+
+    #[test]
+    fn a_validator_that_panics_is_an_error() {
+        let schema = json!({
+            "allOf": [{ "patternProperties": { "^(a+)+\\1b": {} } }],
+            "unevaluatedProperties": false
+        });
+        let validator = jsonschema::draft202012::new(&schema).expect("a schema");
+        let fine = problems(&validator, &json!({ "b": 1 }), 5);
+        assert_eq!(fine.map(|p| p.len()), Ok(1), "`b` is unevaluated");
+        let slow = json!({ "a".repeat(40): 1 });
+        let failed = problems(&validator, &slow, 5).expect_err("an error");
+        assert!(failed.contains("validator failed"), "{failed}");
     }
 
     #[test]
