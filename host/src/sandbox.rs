@@ -217,6 +217,7 @@ impl CallState {
                     .instances(1000)
                     .build(),
                 memory,
+                total: 0,
                 hit: false,
             },
             identity,
@@ -320,10 +321,14 @@ impl Grants {
 }
 
 /// Memory limits, remembering whether one was hit so that the call can be
-/// reported as "memory limit" rather than as a crash (B23).
+/// reported as "memory limit" rather than as a crash (B23). `memory`
+/// bounds the call's linear memories together: a component may have
+/// several, each of which wasmtime would let grow to the limit alone.
 struct MemoryLimiter {
     limits: StoreLimits,
     memory: u64,
+    /// The bytes of all the call's linear memories.
+    total: u64,
     hit: bool,
 }
 
@@ -334,9 +339,11 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let ok = desired as u64 <= self.memory
-            && self.limits.memory_growing(current, desired, maximum)?;
-        if !ok {
+        let after = (self.total + desired as u64).saturating_sub(current as u64);
+        let ok = after <= self.memory && self.limits.memory_growing(current, desired, maximum)?;
+        if ok {
+            self.total = after;
+        } else {
             self.hit = true;
         }
         Ok(ok)
@@ -634,4 +641,44 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<CallSta
     )?;
     linker.allow_shadowing(false);
     Ok(linker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn the_memory_limit_bounds_all_linear_memories_together() {
+        let mut limiter = MemoryLimiter {
+            limits: wasmtime::StoreLimitsBuilder::new().build(),
+            memory: 64 << 20,
+            total: 0,
+            hit: false,
+        };
+        let grow = |l: &mut MemoryLimiter, current, desired| {
+            l.memory_growing(current, desired, None).expect("no trap")
+        };
+        assert!(grow(&mut limiter, 0, 40 * MIB), "a first memory");
+        assert!(
+            !grow(&mut limiter, 0, 40 * MIB),
+            "a second one past the sum"
+        );
+        assert!(limiter.hit);
+        assert!(grow(&mut limiter, 0, 24 * MIB), "up to the limit in all");
+        assert!(!grow(&mut limiter, 40 * MIB, 41 * MIB));
+        // A growth past the memory's own maximum fails without counting.
+        let mut fresh = MemoryLimiter {
+            total: 0,
+            hit: false,
+            ..limiter
+        };
+        assert!(
+            !fresh
+                .memory_growing(0, 32 * MIB, Some(16 * MIB))
+                .expect("no trap")
+        );
+        assert!(grow(&mut fresh, 0, 64 * MIB));
+    }
 }
