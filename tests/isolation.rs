@@ -70,7 +70,8 @@ impl Client {
             .header("MCP-Protocol-Version", MODERN);
         // The standard headers of 2026-07-28 (SEP-2243) repeat the method
         // and the name it acts on.
-        if let Ok(message) = serde_json::from_slice::<Value>(&body) {
+        let readable = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body);
+        if let Ok(message) = serde_json::from_slice::<Value>(readable) {
             if let Some(method) = message["method"].as_str() {
                 request = request.header("Mcp-Method", method);
             }
@@ -306,6 +307,23 @@ async fn malformed_http_messages_get_json_rpc_errors() {
         assert_eq!(answer["id"], id, "{status}: {answer}");
         assert_eq!(answer["error"]["code"], code, "{status}: {answer}");
     }
+    // What JSON-RPC leaves unanswered gets a 400 saying why over HTTP: a
+    // blank body, a request whose id is null.
+    let null_id = r#"{"jsonrpc":"2.0","id":null,"method":"tools/list"}"#;
+    for (body, says) in [("  ", "empty"), (null_id, "without a string or number id")] {
+        let (status, answer) = client.send_raw(body.as_bytes().to_vec()).await;
+        assert_eq!(status, 400, "{body:?}: {answer}");
+        assert_eq!(answer["error"]["code"], -32600, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(says), "{answer}");
+    }
+    // A byte order mark before a good message is skipped.
+    let mut marked = b"\xEF\xBB\xBF".to_vec();
+    marked.extend(call(8, "ok", json!({}), false).to_string().into_bytes());
+    let (status, answer) = client.send_raw(marked).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["result"]["content"][0]["text"], "ok", "{answer}");
+
     let ok = client.send(&call(9, "ok", json!({}), false)).await;
     assert_eq!(ok["result"]["content"][0]["text"], "ok", "{ok}");
 }

@@ -309,16 +309,36 @@ async fn read_post(
             return Err(answer);
         }
     };
+    // Over HTTP every message is answered: one that JSON-RPC would drop
+    // (an unreadable notification, a blank body) gets a 400 saying why.
+    let unreadable = |reason: String| {
+        let error = ErrorData::invalid_request(reason, None);
+        json_answer(
+            hyper::StatusCode::BAD_REQUEST,
+            &ServerJsonRpcMessage::error(error, None),
+        )
+    };
     let initialize = match wire::read(&bytes) {
         Read::Refused(answer) => {
             return Err(json_answer(hyper::StatusCode::BAD_REQUEST, &answer));
+        }
+        Read::Dropped(reason) => return Err(unreadable(reason)),
+        Read::Nothing => {
+            return Err(unreadable(
+                "the body is empty: a JSON-RPC message was expected".into(),
+            ));
         }
         Read::Message(ClientJsonRpcMessage::Request(r))
             if matches!(r.request, ClientRequest::InitializeRequest(_)) =>
         {
             Some(r.id)
         }
-        Read::Message(_) | Read::Nothing => None,
+        Read::Message(_) => None,
+    };
+    // What was read goes on, without the byte order mark it may start with.
+    let bytes = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
+        Some(rest) => bytes.slice(bytes.len() - rest.len()..),
+        None => bytes,
     };
     Ok((
         hyper::Request::from_parts(parts, Full::new(bytes)),

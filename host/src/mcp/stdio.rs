@@ -294,7 +294,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     return;
                 }
             }
-            Read::Nothing => {}
+            Read::Nothing | Read::Dropped(_) => {}
         }
     }
 }

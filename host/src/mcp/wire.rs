@@ -24,9 +24,11 @@ pub(crate) enum Read {
     Message(ClientJsonRpcMessage),
     /// Unreadable: send this answer instead.
     Refused(ServerJsonRpcMessage),
-    /// Nothing to do: a blank line, or an unreadable notification or
-    /// response (logged).
+    /// Nothing to do: a blank line.
     Nothing,
+    /// An unreadable notification or response (logged), which JSON-RPC
+    /// does not answer; why it could not be read.
+    Dropped(String),
 }
 
 /// The answer to a message longer than `limit` bytes.
@@ -95,11 +97,13 @@ fn diagnose(bytes: &[u8], error: &serde_json::Error) -> Read {
         }
         (None, Some(method)) => {
             tracing::warn!(method = %method, reason, "an unreadable MCP notification was dropped");
-            Read::Nothing
+            Read::Dropped(format!(
+                "an unreadable notification (or a request without a string or number id): {reason}"
+            ))
         }
         (Some(_), None) if shape.result.is_some() || shape.error.is_some() => {
             tracing::warn!(reason, "an unreadable MCP response was dropped");
-            Read::Nothing
+            Read::Dropped(format!("an unreadable response: {reason}"))
         }
         (id, None) => refuse(
             id,
@@ -152,7 +156,7 @@ mod tests {
         match read(line.as_bytes()) {
             Read::Refused(answer) => serde_json::to_value(answer).expect("json"),
             Read::Message(m) => panic!("read {line}: {m:?}"),
-            Read::Nothing => panic!("nothing for {line}"),
+            Read::Nothing | Read::Dropped(_) => panic!("nothing for {line}"),
         }
     }
 
@@ -202,12 +206,11 @@ mod tests {
 
     #[test]
     fn unreadable_notifications_and_blank_lines_get_no_answer() {
-        for line in [
-            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":"str"}"#,
-            "   ",
-        ] {
-            assert!(matches!(read(line.as_bytes()), Read::Nothing), "{line}");
-        }
+        let line = r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":"str"}"#;
+        assert!(matches!(read(line.as_bytes()), Read::Dropped(_)), "{line}");
+        let null_id = r#"{"jsonrpc":"2.0","id":null,"method":"tools/list"}"#;
+        assert!(matches!(read(null_id.as_bytes()), Read::Dropped(_)));
+        assert!(matches!(read(b"   "), Read::Nothing));
     }
 
     #[test]
