@@ -144,16 +144,16 @@ pub(crate) async fn run(
             }),
             Ok(Ok(Err(ToolError::InvalidArguments(m)))) => Err(CallError::ToolInvalidArguments(m)),
             Ok(Ok(Err(ToolError::Failed(m)))) => Err(CallError::ToolFailed(m)),
-            Ok(Ok(Ok(out))) => Ok(out),
+            // Checked under the plugin's slot, which bounds how many of its
+            // results are held at once.
+            Ok(Ok(Ok(out))) => {
+                drop(store);
+                check_output(tool, out.text, out.data, limits.result_size).await
+            }
         };
         (result, fuel_used)
     }
     .await;
-    // Checked with the slot and the instance free again.
-    let result = match result {
-        Ok(out) => check_output(tool, out.text, out.data, plugin.limits.result_size).await,
-        Err(e) => Err(e),
-    };
     let outcome = CallOutcome {
         call_id,
         tool: tool.name.clone(),
