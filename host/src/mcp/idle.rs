@@ -23,6 +23,8 @@ pub(super) struct Activity {
 }
 
 struct Seen {
+    /// When the server began to follow it.
+    followed: Instant,
     last: Instant,
     answering: usize,
 }
@@ -64,23 +66,20 @@ impl Activity {
         }
     }
 
-    /// Take out the sessions idle for `idle` at `now`, given those `open`. Sessions
-    /// ended otherwise (DELETE, shutdown) are forgotten; open ones not
-    /// followed yet (their `initialize` was answered to a client already
-    /// gone, or opened just now) are followed from now on.
+    /// Take out the sessions idle for `idle` at `now`, given those `open`
+    /// as read at `now`. Sessions ended otherwise (DELETE, shutdown) are
+    /// forgotten, but not those followed since `now`, which the reading
+    /// missed; open ones not followed yet (their `initialize` was answered
+    /// to a client already gone) are followed from now on.
     fn sweep(&self, open: &HashSet<Arc<str>>, idle: Duration, now: Instant) -> Vec<Arc<str>> {
         let mut seen = self.seen();
-        seen.retain(|id, _| open.contains(id));
+        seen.retain(|id, s| open.contains(id) || s.followed > now);
         for id in open {
-            if !seen.contains_key(id) {
-                seen.insert(
-                    id.clone(),
-                    Seen {
-                        last: now,
-                        answering: 0,
-                    },
-                );
-            }
+            seen.entry(id.clone()).or_insert(Seen {
+                followed: now,
+                last: now,
+                answering: 0,
+            });
         }
         let stale: Vec<Arc<str>> = seen
             .iter()
@@ -96,8 +95,10 @@ impl Activity {
 
 impl Seen {
     fn now() -> Self {
+        let now = Instant::now();
         Self {
-            last: Instant::now(),
+            followed: now,
+            last: now,
             answering: 0,
         }
     }
@@ -126,8 +127,9 @@ pub(super) async fn close_idle(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        let now = Instant::now();
         let open: HashSet<Arc<str>> = sessions.sessions.read().await.keys().cloned().collect();
-        for id in activity.sweep(&open, idle, Instant::now()) {
+        for id in activity.sweep(&open, idle, now) {
             tracing::info!(session = %id, ?idle, "MCP HTTP session idle; closing it");
             let sessions = sessions.clone();
             tokio::spawn(async move {
@@ -203,5 +205,30 @@ mod tests {
         assert!(made_up.is_none());
         assert!(activity.sweep(&set(&[]), IDLE, now).is_empty());
         assert!(activity.seen().is_empty(), "closed sessions are forgotten");
+    }
+
+    #[test]
+    fn a_session_opened_after_the_open_ones_were_read_is_kept() {
+        let activity = Arc::new(Activity::default());
+        let read = Instant::now();
+        let opened = hyper::Response::builder()
+            .header(SESSION_HEADER, "new")
+            .body(())
+            .expect("a response");
+        activity.opened(&opened);
+        let busy = activity.request(&request(hyper::Method::POST, "new"));
+        assert!(busy.is_some());
+        assert!(activity.sweep(&set(&[]), IDLE, read).is_empty());
+        // Followed still, with its request: never idle while it is answered.
+        let later = Instant::now() + IDLE * 2;
+        for at in [later, later + IDLE] {
+            assert!(
+                activity.sweep(&set(&["new"]), IDLE, at).is_empty(),
+                "its request is still being answered"
+            );
+        }
+        drop(busy);
+        assert!(activity.sweep(&set(&[]), IDLE, later).is_empty());
+        assert!(activity.seen().is_empty(), "closed, it is forgotten");
     }
 }
