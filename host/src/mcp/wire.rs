@@ -7,15 +7,27 @@
 //!
 //! What cannot be read: more than the message size limit (its id is not
 //! looked for), invalid UTF-8 or a lone surrogate (`\ud800`), a known method with
-//! parameters of the wrong shape (`"params": "str"`), anything that is not
+//! parameters of the wrong shape (`"params": "str"`, or `{"name": 5}`
+//! for `tools/call`, which rmcp would take for an unknown method), anything that is not
 //! a JSON-RPC 2.0 object, JSON nested deeper than serde_json's 128 levels
 //! (refused under its id, which is found without that limit). An unknown
 //! method is read (rmcp answers it with
 //! "method not found"). A notification that cannot be read is only logged:
 //! nothing may answer a notification.
 
-use rmcp::model::{ClientJsonRpcMessage, ErrorData, RequestId, ServerJsonRpcMessage};
+use rmcp::model::{
+    CallToolRequest, CallToolRequestMethod, CancelTaskMethod, CancelTaskRequest,
+    ClientJsonRpcMessage, ClientRequest, CompleteRequest, CompleteRequestMethod, ConstString,
+    CustomRequest, ErrorData, GetPromptRequest, GetPromptRequestMethod, GetTaskMethod,
+    GetTaskRequest, InitializeRequest, InitializeResultMethod, JsonRpcMessage, ListPromptsRequest,
+    ListPromptsRequestMethod, ListResourceTemplatesRequest, ListResourceTemplatesRequestMethod,
+    ListResourcesRequest, ListResourcesRequestMethod, ListToolsRequest, ListToolsRequestMethod,
+    PingRequest, PingRequestMethod, ReadResourceRequest, ReadResourceRequestMethod, RequestId,
+    ServerJsonRpcMessage, SubscriptionsListenRequest, SubscriptionsListenRequestMethod,
+    UpdateTaskMethod, UpdateTaskRequest,
+};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// What a message from the client comes to.
@@ -54,8 +66,80 @@ pub(crate) fn read(bytes: &[u8]) -> Read {
     // The common case costs one parse; the diagnosis below only runs for
     // what rmcp cannot read.
     match serde_json::from_slice::<ClientJsonRpcMessage>(bytes) {
+        Ok(JsonRpcMessage::Request(request)) => {
+            if let ClientRequest::CustomRequest(custom) = &request.request
+                && let Some(reason) = misshapen(custom)
+            {
+                let method = &custom.method;
+                let error = ErrorData::invalid_params(
+                    format!("invalid request `{method}`: {reason}"),
+                    None,
+                );
+                return refuse(Some(request.id), error);
+            }
+            Read::Message(JsonRpcMessage::Request(request))
+        }
         Ok(message) => Read::Message(message),
         Err(error) => diagnose(bytes, &error),
+    }
+}
+
+/// The methods rmcp reads into their own types. A request of one of them
+/// whose params do not fit that type is read as a custom request (the
+/// types are tried in turn, the custom one last), which would be answered
+/// "method not found". (The deprecated logging and legacy resource
+/// subscriptions are left out.)
+const TYPED: &[(&str, WhyNot)] = &[
+    (InitializeResultMethod::VALUE, why_not::<InitializeRequest>),
+    (PingRequestMethod::VALUE, why_not::<PingRequest>),
+    (ListToolsRequestMethod::VALUE, why_not::<ListToolsRequest>),
+    (CallToolRequestMethod::VALUE, why_not::<CallToolRequest>),
+    (GetTaskMethod::VALUE, why_not::<GetTaskRequest>),
+    (UpdateTaskMethod::VALUE, why_not::<UpdateTaskRequest>),
+    (CancelTaskMethod::VALUE, why_not::<CancelTaskRequest>),
+    (
+        SubscriptionsListenRequestMethod::VALUE,
+        why_not::<SubscriptionsListenRequest>,
+    ),
+    (CompleteRequestMethod::VALUE, why_not::<CompleteRequest>),
+    (
+        ListPromptsRequestMethod::VALUE,
+        why_not::<ListPromptsRequest>,
+    ),
+    (GetPromptRequestMethod::VALUE, why_not::<GetPromptRequest>),
+    (
+        ListResourcesRequestMethod::VALUE,
+        why_not::<ListResourcesRequest>,
+    ),
+    (
+        ListResourceTemplatesRequestMethod::VALUE,
+        why_not::<ListResourceTemplatesRequest>,
+    ),
+    (
+        ReadResourceRequestMethod::VALUE,
+        why_not::<ReadResourceRequest>,
+    ),
+];
+
+/// Why a request does not fit one method's type, if it does not.
+type WhyNot = fn(&CustomRequest) -> Option<String>;
+
+/// Why a request read as custom does not fit the type of its method, if
+/// that method has one.
+fn misshapen(custom: &CustomRequest) -> Option<String> {
+    let (_, why_not) = TYPED.iter().find(|(method, _)| *method == custom.method)?;
+    why_not(custom)
+}
+
+fn why_not<T: DeserializeOwned>(custom: &CustomRequest) -> Option<String> {
+    let mut request = serde_json::Map::new();
+    request.insert("method".into(), custom.method.clone().into());
+    if let Some(params) = &custom.params {
+        request.insert("params".into(), params.clone());
+    }
+    match serde_json::from_value::<T>(Value::Object(request)) {
+        Ok(_) => None,
+        Err(e) => Some(short(&e)),
     }
 }
 
@@ -211,6 +295,30 @@ mod tests {
         let null_id = r#"{"jsonrpc":"2.0","id":null,"method":"tools/list"}"#;
         assert!(matches!(read(null_id.as_bytes()), Read::Dropped(_)));
         assert!(matches!(read(b"   "), Read::Nothing));
+    }
+
+    #[test]
+    fn params_that_do_not_fit_a_known_method_are_invalid_params() {
+        for (line, field) in [
+            (
+                r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":5}}"#,
+                "tools/call",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"arguments":{}}}"#,
+                "name",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":3,"method":"tasks/get","params":{"taskId":[]}}"#,
+                "tasks/get",
+            ),
+        ] {
+            let answer = refused(line);
+            assert_eq!(answer["id"], 3, "{answer}");
+            assert_eq!(answer["error"]["code"], -32602, "{answer}");
+            let message = answer["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(field), "{answer}");
+        }
     }
 
     #[test]
