@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::bindings::DuplicatePolicy;
+use crate::bindings::{DuplicatePolicy, DuplicateScope};
 use crate::error::CallError;
 use crate::plugin::Tool;
 
@@ -64,13 +64,31 @@ pub(crate) fn take_confirm(tool: &Tool, args: &mut Value) -> Result<bool, CallEr
     }
 }
 
-/// Parse, strip the confirm argument and validate: the arguments a call
-/// runs with, and whether the duplicate was confirmed.
-pub(crate) fn prepare(tool: &Tool, arguments: &str) -> Result<(Value, bool), CallError> {
+/// A call's arguments, read.
+pub(crate) struct Prepared {
+    /// What the call runs with.
+    pub(crate) args: Value,
+    /// Whether the call confirmed it is a duplicate (B13).
+    pub(crate) confirmed: bool,
+    /// What it is compared by under `name-and-arguments`, if its tool
+    /// compares arguments ([`duplicate_key`]).
+    pub(crate) key: Option<String>,
+}
+
+/// Parse, strip the confirm argument, validate and make the duplicate key:
+/// all the work that grows with the arguments, in one place, so that large
+/// ones are read off the runtime's threads together.
+pub(crate) fn prepare(tool: &Tool, arguments: &str) -> Result<Prepared, CallError> {
     let mut args = parse(tool, arguments)?;
     let confirmed = take_confirm(tool, &mut args)?;
     check(tool, &args)?;
-    Ok((args, confirmed))
+    let key = (tool.duplicate_scope == DuplicateScope::NameAndArguments)
+        .then(|| duplicate_key(&tool.input_schema, &args));
+    Ok(Prepared {
+        args,
+        confirmed,
+        key,
+    })
 }
 
 /// The value with integral floats written as integers. JSON Schema counts

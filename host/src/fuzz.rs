@@ -550,7 +550,7 @@ fn check_arguments(tool: &crate::Tool, text: &str) -> bool {
             false
         }
         Err(other) => panic!("{other:?} for {text:?}"),
-        Ok((args, _)) => {
+        Ok(crate::arguments::Prepared { args, .. }) => {
             assert!(
                 args.is_object() && tool.validator().expect("built").is_valid(&args),
                 "{text:?}"

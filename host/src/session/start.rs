@@ -12,7 +12,7 @@ use super::answer::{Answer, AnswerKind};
 use super::task::{Finish, Task};
 use super::{Live, Session, companion};
 use crate::arguments;
-use crate::bindings::{Delivery as DeliveryKind, DuplicatePolicy, DuplicateScope};
+use crate::bindings::{Delivery as DeliveryKind, DuplicatePolicy};
 use crate::call;
 use crate::config::AnswerMode;
 use crate::error::CallError;
@@ -87,12 +87,10 @@ impl Session {
                     })
                 })
         };
-        let (args, confirmed) = match prepared {
-            Ok((args, confirmed)) => (Arc::new(args), confirmed),
+        let (args, confirmed, key) = match prepared {
+            Ok(p) => (Arc::new(p.args), p.confirmed, p.key),
             Err(e) => return Start::Refused(e),
         };
-        let key = (t.duplicate_scope == DuplicateScope::NameAndArguments)
-            .then(|| arguments::duplicate_key(&t.input_schema, &args));
 
         // B16: the duplicate check and the registration of the call happen
         // under one lock.
