@@ -86,7 +86,7 @@ pub enum LoadErrorKind {
     #[error("describe() lists the tool `{0}` twice")]
     ToolTwice(String),
     #[error(
-        "the tool name `{0}` is reserved: names starting with `toolhost_` are the host's own tools"
+        "the tool name `{0}` is reserved: names starting with `toolhost_`, in any case, are the host's own tools"
     )]
     ReservedToolName(String),
     /// A tool's schema or declaration cannot be used.

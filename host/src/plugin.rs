@@ -158,8 +158,9 @@ pub(crate) const MAX_TOOLS: usize = 1000;
 /// `tools/list` carries it, and models read it on every turn.
 pub(crate) const MAX_DESCRIPTION_BYTES: usize = 8 * 1024;
 
-/// Tool names starting with this are the host's own (the companion tools,
-/// and any it adds later).
+/// Tool names starting with this, in any case, are the host's own (the
+/// companion tools, and any it adds later): a plugin's `TOOLHOST_cancel_task`
+/// would read to a model as the host's.
 pub(crate) const RESERVED_PREFIX: &str = "toolhost_";
 
 /// The manifest that belongs to `wasm`: `NAME.toml` beside `NAME.wasm`.
@@ -696,7 +697,8 @@ pub(crate) fn check_tools(
         if !valid_tool_name(&name) {
             return Err(LoadErrorKind::BadToolName(name));
         }
-        if name.starts_with(RESERVED_PREFIX) {
+        let prefix = name.get(..RESERVED_PREFIX.len());
+        if prefix.is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX)) {
             return Err(LoadErrorKind::ReservedToolName(name));
         }
         if !names.insert(name.clone()) {
@@ -966,6 +968,8 @@ mod tests {
             crate::CANCEL_TASK_TOOL,
             crate::RUNNING_TASKS_TOOL,
             "toolhost_later",
+            "Toolhost_cancel_task",
+            "TOOLHOST_later",
         ] {
             let tool = ToolSpec {
                 name: name.to_owned(),
