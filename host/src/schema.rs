@@ -647,13 +647,8 @@ fn expanded(
     let times = if unevaluated(schema) { 3 } else { 1 };
     let mut n: u64 = 1;
     for sub in target.into_iter().chain(applied(schema).map(|(s, _)| s)) {
-        let theirs = match expanded(root, sub, stack, steps) {
-            Ok(theirs) => theirs,
-            Err(e) => {
-                stack.pop();
-                return Err(e);
-            }
-        };
+        // On an error the walk ends: its stack is dropped as it is.
+        let theirs = expanded(root, sub, stack, steps)?;
         n = n.saturating_add(theirs.saturating_mul(times));
         if n > MAX_EXPANDED {
             break;

@@ -70,11 +70,7 @@ pub(crate) fn read(bytes: &[u8]) -> Read {
             if let ClientRequest::CustomRequest(custom) = &request.request
                 && let Some(reason) = misshapen(custom)
             {
-                let method = &custom.method;
-                let error = ErrorData::invalid_params(
-                    format!("invalid request `{method}`: {reason}"),
-                    None,
-                );
+                let error = error_for(true, &reason, Some(&custom.method));
                 return refuse(Some(request.id), error);
             }
             Read::Message(JsonRpcMessage::Request(request))
