@@ -14,7 +14,11 @@
 //! `cargo bench -p toolhost --bench host -- background` runs only the
 //! background figures, `-- store` only the task store's, `-- cancel` only
 //! the cancellation latency and the CPU a spinning call keeps busy,
-//! `-- metering` only the cost of metering (unmetered, epoch, fuel).
+//! `-- metering` only the cost of metering (unmetered, epoch, fuel; on
+//! `count_primes` below `PRIMES_BELOW`, default 20 000 000), `-- sleeping`
+//! only the concurrent sleeping calls (`SLEEPING_CALLS` of them, default
+//! 10 000). With `SMAPS=1` the sleeping calls' figures come with what this
+//! process's memory held at the PSS peak, by kind of mapping.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,6 +52,15 @@ async fn run() -> anyhow::Result<()> {
     }
     if only("cancel") {
         return cancel().await;
+    }
+    if only("sleeping") {
+        let (released, total, rss, pss) = sleeping_calls(None).await?;
+        println!(
+            "released in {}, done in {}; +{rss:.0} MiB peak RSS, +{pss:.0} MiB peak PSS",
+            ms(released),
+            ms(total)
+        );
+        return Ok(());
     }
     if only("metering") {
         let cache = root().join("target").join("toolhost-bench-cache");
@@ -304,7 +317,10 @@ async fn core() -> anyhow::Result<()> {
 async fn metering(cache: &std::path::Path) -> anyhow::Result<()> {
     let plugins = root().join("dist").join("plugins");
     println!("\n## Metering on a compute-heavy tool (count_primes below 20 000 000)");
-    let heavy = r#"{"limit": 20000000}"#;
+    let heavy = &format!(
+        r#"{{"limit": {}}}"#,
+        figures::env_usize("PRIMES_BELOW", 20_000_000)
+    );
     let engine = |fuel: bool, yield_interval: u64| {
         let mut e = EngineConfig::default();
         e.fuel = fuel;
@@ -395,21 +411,78 @@ fn pss_mib() -> f64 {
 }
 
 /// The largest [`pss_mib`] seen every 100 ms until the returned flag is set.
+/// With `SMAPS=1` in the environment, what made up the peak is printed at
+/// the end ([`by_mapping`]).
 fn sample_pss() -> (
     Arc<std::sync::atomic::AtomicBool>,
     std::thread::JoinHandle<f64>,
 ) {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopped = stop.clone();
+    let breakdown = std::env::var_os("SMAPS").is_some();
     let sampler = std::thread::spawn(move || {
         let mut peak = pss_mib();
+        let mut at_peak = String::new();
         while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
-            peak = peak.max(pss_mib());
+            let now = pss_mib();
+            if now > peak && breakdown {
+                at_peak = by_mapping();
+            }
+            peak = peak.max(now);
+        }
+        if breakdown {
+            println!("{at_peak}");
         }
         peak
     });
     (stop, sampler)
+}
+
+/// This process's resident memory by kind of mapping, largest first: the
+/// mapping's name (anonymous ones by their size), how many there are, and
+/// their RSS, PSS and anonymous (private, written) pages in MiB.
+fn by_mapping() -> String {
+    use std::collections::HashMap;
+    let text = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let mut kinds: HashMap<String, [f64; 4]> = HashMap::new();
+    let mut current = String::new();
+    let kib = |line: &str, field: &str| -> Option<f64> {
+        line.strip_prefix(field)
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+    };
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let first = parts.next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            let range: Vec<u64> = first
+                .split('-')
+                .filter_map(|h| u64::from_str_radix(h, 16).ok())
+                .collect();
+            let size = range.get(1).zip(range.first()).map_or(0, |(b, a)| b - a);
+            let name = parts.nth(4).unwrap_or("");
+            current = if name.is_empty() {
+                format!("anonymous, {} KiB", size >> 10)
+            } else {
+                name.to_owned()
+            };
+            kinds.entry(current.clone()).or_default()[0] += 1.0;
+        } else if let Some(v) = kib(line, "Rss:") {
+            kinds.entry(current.clone()).or_default()[1] += v;
+        } else if let Some(v) = kib(line, "Pss:") {
+            kinds.entry(current.clone()).or_default()[2] += v;
+        } else if let Some(v) = kib(line, "Anonymous:") {
+            kinds.entry(current.clone()).or_default()[3] += v;
+        }
+    }
+    let mut rows: Vec<_> = kinds.into_iter().collect();
+    rows.sort_by(|a, b| b.1[1].total_cmp(&a.1[1]));
+    let mut out = String::from("mapping | count | RSS MiB | PSS MiB | anonymous MiB\n");
+    for (name, [n, rss, pss, anon]) in rows.into_iter().take(12) {
+        out += &format!("{name} | {n} | {rss:.1} | {pss:.1} | {anon:.1}\n");
+    }
+    out
 }
 
 fn reset_peak_rss() {
@@ -426,7 +499,7 @@ async fn sleeping_calls(
 ) -> anyhow::Result<(Duration, Duration, f64, f64)> {
     let behave = root().join("dist").join("test-plugins").join("behave.wasm");
     anyhow::ensure!(behave.exists(), "run tools/build-plugins first");
-    let n = 10_000usize;
+    let n = figures::env_usize("SLEEPING_CALLS", 10_000);
     let folder = tempfile::tempdir()?;
     std::fs::copy(&behave, folder.path().join("behave.wasm"))?;
     std::fs::write(
