@@ -397,9 +397,15 @@ fn peak_rss_mib() -> f64 {
 fn proc_mib(file: &str, field: &str) -> f64 {
     let text = std::fs::read_to_string(file).unwrap_or_default();
     text.lines()
-        .find_map(|l| l.strip_prefix(field))
+        .find_map(|l| mib_of(l, field))
+        .unwrap_or(f64::NAN)
+}
+
+/// The figure in kB of a `/proc` line that starts with `field`, in MiB.
+fn mib_of(line: &str, field: &str) -> Option<f64> {
+    line.strip_prefix(field)
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+        .map(|kb| kb / 1024.0)
 }
 
 /// This process's proportional set size in MiB: what it holds alone, plus
@@ -447,11 +453,6 @@ fn by_mapping() -> String {
     let text = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
     let mut kinds: HashMap<String, [f64; 4]> = HashMap::new();
     let mut current = String::new();
-    let kib = |line: &str, field: &str| -> Option<f64> {
-        line.strip_prefix(field)
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map(|kb| kb / 1024.0)
-    };
     for line in text.lines() {
         let mut parts = line.split_whitespace();
         let first = parts.next().unwrap_or_default();
@@ -468,11 +469,11 @@ fn by_mapping() -> String {
                 name.to_owned()
             };
             kinds.entry(current.clone()).or_default()[0] += 1.0;
-        } else if let Some(v) = kib(line, "Rss:") {
+        } else if let Some(v) = mib_of(line, "Rss:") {
             kinds.entry(current.clone()).or_default()[1] += v;
-        } else if let Some(v) = kib(line, "Pss:") {
+        } else if let Some(v) = mib_of(line, "Pss:") {
             kinds.entry(current.clone()).or_default()[2] += v;
-        } else if let Some(v) = kib(line, "Anonymous:") {
+        } else if let Some(v) = mib_of(line, "Anonymous:") {
             kinds.entry(current.clone()).or_default()[3] += v;
         }
     }
