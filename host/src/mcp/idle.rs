@@ -62,7 +62,9 @@ impl Activity {
     /// An `initialize` was answered with a session: follow it.
     pub(super) fn opened(&self, response: &hyper::Response<impl Sized>) {
         if let Some(id) = (response.headers().get(SESSION_HEADER)).and_then(|v| v.to_str().ok()) {
-            self.seen().entry(id.into()).or_insert_with(Seen::now);
+            self.seen()
+                .entry(id.into())
+                .or_insert_with(|| Seen::at(Instant::now()));
         }
     }
 
@@ -75,11 +77,7 @@ impl Activity {
         let mut seen = self.seen();
         seen.retain(|id, s| open.contains(id) || s.followed > now);
         for id in open {
-            seen.entry(id.clone()).or_insert(Seen {
-                followed: now,
-                last: now,
-                answering: 0,
-            });
+            seen.entry(id.clone()).or_insert_with(|| Seen::at(now));
         }
         let stale: Vec<Arc<str>> = seen
             .iter()
@@ -94,8 +92,8 @@ impl Activity {
 }
 
 impl Seen {
-    fn now() -> Self {
-        let now = Instant::now();
+    /// Followed from `now`, with no request being answered.
+    fn at(now: Instant) -> Self {
         Self {
             followed: now,
             last: now,
