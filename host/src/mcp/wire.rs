@@ -367,14 +367,21 @@ mod tests {
 
     #[test]
     fn deep_json_is_answered_under_its_id() {
-        let deep = format!(
-            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}{}}}"#,
-            "[".repeat(10_000),
-            "]".repeat(10_000)
-        );
-        let answer = refused(&deep);
-        assert_eq!(answer["id"], 1, "{answer}");
-        assert!(answer["error"]["code"].is_i64(), "{answer}");
+        // tools/call too: the direct read skims its params without a depth
+        // limit, and reading them then meets serde_json's.
+        for (method, open, close) in [
+            ("tools/list", "", ""),
+            ("tools/call", r#"{"name":"e","arguments":{"a":"#, "}}"),
+        ] {
+            let deep = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{open}{}{}{close}}}"#,
+                "[".repeat(10_000),
+                "]".repeat(10_000)
+            );
+            let answer = refused(&deep);
+            assert_eq!(answer["id"], 1, "{method}: {answer}");
+            assert!(answer["error"]["code"].is_i64(), "{method}: {answer}");
+        }
     }
 
     #[test]
