@@ -824,6 +824,42 @@ async fn b31_a_host_opening_its_store_keeps_its_calls_records_there() {
     assert_eq!(listed.len(), 1);
 }
 
+/// B31 with a store slow to open: the host serves before its store is
+/// open, and the records of calls made meanwhile reach the store once it
+/// opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b31_calls_made_while_the_store_opens_are_kept_once_it_opens() {
+    use toolhost::store::{SqliteStore, StoreOptions, TaskStore};
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("tasks.db");
+    let (open, gate) = tokio::sync::oneshot::channel::<()>();
+    let opening = {
+        let path = path.clone();
+        async move {
+            let _ = gate.await;
+            let store = SqliteStore::open(&path, StoreOptions::default()).expect("store");
+            Arc::new(store) as Arc<dyn TaskStore>
+        }
+    };
+    let host = tokio::time::timeout(Duration::from_secs(60), Host::opening(config(), opening))
+        .await
+        .expect("the host serves before its store opens")
+        .expect("host");
+    assert!(!host.store().health().lasting, "{}", host.store().health());
+    host.load_file(test_plugin("behave")).await.expect("load");
+    let s = host.open_session(SessionOptions::default());
+    let a = s.call("c1", "ok", "{}").await;
+    let task_id = a.task_id.expect("a task id");
+
+    open.send(()).expect("gate");
+    host.store().flush().await.expect("flush");
+    assert!(host.store().health().lasting, "{}", host.store().health());
+    let reader = SqliteStore::open(&path, StoreOptions::default()).expect("reopen");
+    let record = reader.get(&task_id).await.expect("read").expect("kept");
+    assert_eq!(record.call.call_id, "c1");
+    assert_eq!(record.call.status, CallStatus::Done);
+}
+
 /// B31 in part: the session keeps each call's record in memory while it
 /// lives. Records that outlast the session (the journal, issue 12) are not
 /// built yet and not tested here.

@@ -16,7 +16,7 @@ use crate::plugin::Plugin;
 use crate::records::HostEvent;
 use crate::registry::{LoadReport, Registry, ToolEntry};
 use crate::session::{CancelError, Session, SessionOptions, WeakSession};
-use crate::store::TaskStore;
+use crate::store::{OpeningStore, StoreOptions, TaskStore};
 
 /// A toolhost: an engine, the plugins loaded into it, their tools, and the
 /// sessions that call them.
@@ -61,10 +61,16 @@ impl Host {
         }
     }
 
-    /// A host whose task store is still opening: the engine is set up on a
-    /// blocking thread meanwhile (a few milliseconds, mostly reserving the
-    /// instance pool), so a start waits for the slower of the two rather
-    /// than both. `store` replaces any [`HostConfig::store`].
+    /// A host whose task store is still opening: `store` runs on a task of
+    /// its own while the engine is set up on a blocking thread (a few
+    /// milliseconds, mostly reserving the instance pool), and the host is
+    /// returned once the engine is ready, whether or not the store is.
+    /// Until it is, what calls write to it waits, in order, for it (at most
+    /// [`StoreOptions::queue`](crate::store::StoreOptions::queue) writes;
+    /// past that they are dropped and counted in its health), and reads of
+    /// it wait. Opening a new SQLite store syncs its file several times,
+    /// which no client's first requests need to wait for. `store`
+    /// replaces any [`HostConfig::store`].
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {
@@ -85,11 +91,15 @@ impl Host {
     /// ```
     pub async fn opening(
         mut config: HostConfig,
-        store: impl Future<Output = Arc<dyn TaskStore>>,
+        store: impl Future<Output = Arc<dyn TaskStore>> + Send + 'static,
     ) -> anyhow::Result<Self> {
         let (engine, cache_dir) = (config.engine.clone(), config.cache_dir.clone());
         let runtime = tokio::task::spawn_blocking(move || Runtime::new(&engine, cache_dir));
-        config.store = Some(store.await);
+        let options = StoreOptions {
+            retention: config.records,
+            ..StoreOptions::default()
+        };
+        config.store = Some(OpeningStore::spawn(store, options));
         let runtime = runtime.await.context("setting up the engine")??;
         Ok(Self::serving(Registry::with_runtime(config, runtime)))
     }

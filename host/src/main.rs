@@ -221,13 +221,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         return cli::tasks(state.as_deref(), show.as_ref(), filter).await;
     }
     // The commands that run calls keep their records (B31).
-    // The engine is set up while the store opens.
+    // The engine is set up while the store opens, and serving begins
+    // before the store is open.
     let host = if matches!(
         cli.command,
         Command::Serve { .. } | Command::Call { .. } | Command::Dashboard { .. }
     ) {
         let records = config.records;
-        Host::opening(config, cli::open_store(state.as_deref(), records)).await?
+        Host::opening(config, cli::open_store(state.clone(), records)).await?
     } else {
         Host::new(config)?
     };

@@ -1,7 +1,7 @@
 //! `toolhost tasks`: the history of calls from the task store (B31), and
 //! the store that `serve` and `call` keep their records in.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -50,8 +50,9 @@ pub struct TasksFilter {
 /// The store of a host that runs calls: the SQLite file at `path`, or
 /// memory when there is none (`--no-state`) or it cannot be opened (said
 /// in the log; the host serves either way). Calls a stopped host left
-/// running or queued are marked interrupted (B31).
-pub async fn open_store(path: Option<&Path>, retention: Retention) -> Arc<dyn TaskStore> {
+/// running or queued are marked interrupted (B31). The file is opened on a
+/// blocking thread: a new one is synced several times.
+pub async fn open_store(path: Option<PathBuf>, retention: Retention) -> Arc<dyn TaskStore> {
     let options = StoreOptions {
         retention,
         ..StoreOptions::default()
@@ -59,7 +60,17 @@ pub async fn open_store(path: Option<&Path>, retention: Retention) -> Arc<dyn Ta
     let Some(path) = path else {
         return Arc::new(MemoryStore::new(options));
     };
-    let store = open_or_memory(path, options);
+    let store = {
+        let (file, opening) = (path.clone(), options.clone());
+        tokio::task::spawn_blocking(move || open_or_memory(&file, opening))
+            .await
+            .unwrap_or_else(|e| {
+                Arc::new(MemoryStore::fallback(
+                    options,
+                    format!("opening the task store failed: {e}"),
+                ))
+            })
+    };
     match store.mark_orphans(SystemTime::now()).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(

@@ -91,6 +91,7 @@
 //! unique across hosts.
 
 mod memory;
+mod opening;
 mod sqlite;
 
 use std::fmt;
@@ -106,6 +107,7 @@ use crate::call::Output;
 use crate::records::{CallRecord, CallStatus, UpdateRecord};
 
 pub use self::memory::MemoryStore;
+pub(crate) use self::opening::OpeningStore;
 pub use self::sqlite::SqliteStore;
 pub use crate::records::TaskRecord;
 

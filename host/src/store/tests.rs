@@ -1359,3 +1359,121 @@ async fn b31_an_answer_that_a_call_goes_on_waits_until_its_record_is_durable() {
     let answer = answered_after_the_disk(&store, call).await;
     assert_eq!(answer.kind, AnswerKind::Started, "{}", answer.output);
 }
+
+/// A store whose opening waits for the returned sender, then opens SQLite
+/// at `path`.
+fn opening_later(path: &Path, options: StoreOptions) -> (oneshot::Sender<()>, Arc<OpeningStore>) {
+    let (open, gate) = oneshot::channel::<()>();
+    let path = path.to_owned();
+    let store = OpeningStore::spawn(
+        async move {
+            let _ = gate.await;
+            Arc::new(SqliteStore::open(&path, StoreOptions::default()).expect("open"))
+                as Arc<dyn TaskStore>
+        },
+        options,
+    );
+    (open, store)
+}
+
+#[tokio::test]
+async fn writes_made_while_the_store_opens_reach_it_in_order() {
+    use futures::FutureExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("tasks.db");
+    let (open, store) = opening_later(&path, options());
+
+    let t1 = record("t1", "s1", "fire", CallStatus::Running, 1);
+    let started = store.start(t1.clone(), Durability::Durable);
+    let update = UpdateRecord {
+        at: at(2),
+        message: "half".into(),
+    };
+    store.update("t1", update.clone(), 5);
+    let ended = store.end("t1", done(3), Durability::Durable);
+    let t2 = record("t2", "s1", "fire", CallStatus::Running, 4);
+    let _ = store.start(t2.clone(), Durability::Lazy);
+    assert_eq!(store.health().store, "opening");
+    // The gate is shut: no write can have reached a store, and a read
+    // waits for it.
+    let mut started = started.into_future();
+    assert!((&mut started).now_or_never().is_none());
+    assert!(store.get("t1").now_or_never().is_none());
+
+    open.send(()).expect("gate");
+    started.await.expect("start kept");
+    ended.await.expect("end kept");
+    let mut want = ended_as(t1, &done(3), update);
+    want.call.fuel_used = done(3).fuel_used;
+    let got = store.get("t1").await.expect("get").expect("t1 kept");
+    assert_eq!(got, want, "start, update and end applied in order");
+    assert_eq!(store.health().store, "sqlite");
+    store.flush().await.expect("flush");
+
+    let reader = SqliteStore::open(&path, options()).expect("reopen");
+    assert_eq!(reader.get("t2").await.expect("get"), Some(t2));
+}
+
+/// `record` with `update`, then as `end` leaves it.
+fn ended_as(mut record: TaskRecord, end: &CallEnd, update: UpdateRecord) -> TaskRecord {
+    record.call.updates.push(update);
+    ended(record, end)
+}
+
+#[tokio::test]
+async fn writes_past_the_queue_while_the_store_opens_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().expect("dir");
+    let bounded = StoreOptions {
+        queue: 2,
+        ..options()
+    };
+    let (open, store) = opening_later(&dir.path().join("tasks.db"), bounded);
+    for id in ["t1", "t2"] {
+        let _ = store.start(
+            record(id, "s1", "fire", CallStatus::Running, 1),
+            Durability::Lazy,
+        );
+    }
+    let third = store
+        .start(
+            record("t3", "s1", "fire", CallStatus::Running, 1),
+            Durability::Durable,
+        )
+        .await;
+    assert!(matches!(third, Err(StoreError::Full(2))), "{third:?}");
+    assert_eq!(store.health().lost_writes, 1);
+
+    // A flush is queued too, so it is refused as well.
+    assert!(matches!(store.flush().await, Err(StoreError::Full(2))));
+
+    open.send(()).expect("gate");
+    let _ = store.get("t1").await; // once it is open
+    store.flush().await.expect("flush");
+    assert!(store.get("t2").await.expect("get").is_some());
+    assert!(store.get("t3").await.expect("get").is_none());
+    assert_eq!(store.health().lost_writes, 1, "still counted once open");
+}
+
+fn no_disk() -> Arc<dyn TaskStore> {
+    panic!("no disk")
+}
+
+#[tokio::test]
+async fn an_opening_that_panics_leaves_a_memory_store_that_says_so() {
+    let store = OpeningStore::spawn(async { no_disk() }, options());
+    let t1 = record("t1", "s1", "fire", CallStatus::Running, 1);
+    store
+        .start(t1.clone(), Durability::Durable)
+        .await
+        .expect("kept in memory");
+    let health = store.health();
+    assert_eq!(health.store, "memory");
+    assert!(
+        health
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("failed")),
+        "{health:?}"
+    );
+    assert_eq!(store.get("t1").await.expect("get"), Some(t1));
+}

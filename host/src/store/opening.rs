@@ -1,0 +1,301 @@
+//! A task store that is still opening: the host serves meanwhile, and the
+//! records it writes wait, in order and bounded, until the store is there.
+//!
+//! Opening a new SQLite store syncs its file several times (3 ms and more
+//! here); nothing a client asks first (`initialize`, `tools/list`) needs
+//! it, so a start need not wait for it.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use futures::future::BoxFuture;
+use tokio::sync::{SetOnce, oneshot};
+
+use super::{
+    CallEnd, CallSummary, Durability, Filter, Health, Listed, MemoryStore, Retention, StoreError,
+    StoreOptions, TaskRecord, TaskStore, Ticket,
+};
+use crate::records::UpdateRecord;
+
+/// A [`TaskStore`] whose store is being opened by a task of its own.
+///
+/// Until it opens, writes wait in a queue of at most
+/// [`StoreOptions::queue`] (past it they are dropped and counted, as a
+/// full store queue does), a durable write's ticket resolves once the
+/// store has taken the write, and reads wait for the store. Once it opens,
+/// the waiting writes go to it in the order they came, and every call is
+/// forwarded.
+#[derive(Debug)]
+pub(crate) struct OpeningStore {
+    store: SetOnce<Arc<dyn TaskStore>>,
+    waiting: Mutex<Waiting>,
+    bound: usize,
+}
+
+#[derive(Debug, Default)]
+struct Waiting {
+    writes: Vec<Deferred>,
+    lost: u64,
+}
+
+type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+/// What a call to the store is, for how it waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A write nobody waits for.
+    Lazy,
+    /// A write whose ticket resolves once the store has it.
+    Durable,
+    /// A flush or settle: waited for, and not a write to lose.
+    Barrier,
+}
+
+impl From<Durability> for Kind {
+    fn from(durability: Durability) -> Self {
+        match durability {
+            Durability::Lazy => Kind::Lazy,
+            Durability::Durable => Kind::Durable,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Deferred {
+    Start(TaskRecord, Durability, Option<Reply>),
+    Running(String, SystemTime),
+    Update(String, UpdateRecord, u64),
+    End(String, CallEnd, Durability, Option<Reply>),
+    Flush(Reply),
+    Settle(Reply),
+}
+
+impl OpeningStore {
+    /// Open the store with `opening` on a task of its own, and serve as
+    /// [`OpeningStore`] says meanwhile. An opening that panics leaves a
+    /// [`MemoryStore`] whose health says so.
+    pub(crate) fn spawn(
+        opening: impl Future<Output = Arc<dyn TaskStore>> + Send + 'static,
+        options: StoreOptions,
+    ) -> Arc<Self> {
+        let this = Arc::new(OpeningStore {
+            store: SetOnce::new(),
+            waiting: Mutex::default(),
+            bound: options.queue.max(1),
+        });
+        let opened = this.clone();
+        let task = tokio::spawn(opening);
+        tokio::spawn(async move {
+            let store = task.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "opening the task store failed");
+                Arc::new(MemoryStore::fallback(
+                    options,
+                    format!("opening the task store failed: {e}"),
+                ))
+            });
+            opened.opened(store);
+        });
+        this
+    }
+
+    /// The store is open: hand it what waited, then let every call through.
+    fn opened(&self, store: Arc<dyn TaskStore>) {
+        let mut waiting = self.waiting();
+        for write in waiting.writes.drain(..) {
+            match write {
+                Deferred::Start(record, durability, reply) => {
+                    answer(store.start(record, durability), reply);
+                }
+                Deferred::Running(task_id, at) => store.running(&task_id, at),
+                Deferred::Update(task_id, update, fuel) => store.update(&task_id, update, fuel),
+                Deferred::End(task_id, end, durability, reply) => {
+                    answer(store.end(&task_id, end, durability), reply);
+                }
+                Deferred::Flush(reply) => answer(store.flush(), Some(reply)),
+                Deferred::Settle(reply) => answer(store.settle(), Some(reply)),
+            }
+        }
+        waiting.writes = Vec::new();
+        // Set under the lock: a write that found no store waits for the
+        // lock, then finds it, so none lands behind a later one.
+        let _ = self.store.set(store);
+    }
+
+    fn waiting(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `forward` `value` to the open store, or queue what `defer` makes of
+    /// it and a reply (given unless `kind` is lazy).
+    fn write<T>(
+        &self,
+        kind: Kind,
+        value: T,
+        forward: impl FnOnce(&dyn TaskStore, T) -> Ticket,
+        defer: impl FnOnce(T, Option<Reply>) -> Deferred,
+    ) -> Ticket {
+        if let Some(store) = self.store.get() {
+            return forward(store.as_ref(), value);
+        }
+        let mut waiting = self.waiting();
+        if let Some(store) = self.store.get() {
+            return forward(store.as_ref(), value);
+        }
+        if waiting.writes.len() >= self.bound {
+            if kind != Kind::Barrier {
+                waiting.lost += 1;
+                if waiting.lost == 1 {
+                    tracing::warn!(
+                        queue = self.bound,
+                        "the task store is still opening and its queue is full: dropping records"
+                    );
+                }
+            }
+            return Ticket::ready(Err(StoreError::Full(self.bound)));
+        }
+        if kind == Kind::Lazy {
+            waiting.writes.push(defer(value, None));
+            Ticket::ready(Ok(()))
+        } else {
+            let (reply, ticket) = Ticket::waiting();
+            waiting.writes.push(defer(value, Some(reply)));
+            ticket
+        }
+    }
+
+    async fn open(&self) -> &dyn TaskStore {
+        self.store.wait().await.as_ref()
+    }
+}
+
+/// Pass what the store says of a write on to whoever waits for it.
+fn answer(ticket: Ticket, reply: Option<Reply>) {
+    if let Some(reply) = reply {
+        tokio::spawn(async move {
+            let _ = reply.send(ticket.await);
+        });
+    }
+}
+
+impl TaskStore for OpeningStore {
+    fn start(&self, record: TaskRecord, durability: Durability) -> Ticket {
+        self.write(
+            durability.into(),
+            record,
+            |store, record| store.start(record, durability),
+            |record, reply| Deferred::Start(record, durability, reply),
+        )
+    }
+
+    fn running(&self, task_id: &str, at: SystemTime) {
+        let _ = self.write(
+            Kind::Lazy,
+            at,
+            |store, at| {
+                store.running(task_id, at);
+                Ticket::ready(Ok(()))
+            },
+            |at, _| Deferred::Running(task_id.to_owned(), at),
+        );
+    }
+
+    fn update(&self, task_id: &str, update: UpdateRecord, fuel_used: u64) {
+        let _ = self.write(
+            Kind::Lazy,
+            update,
+            |store, update| {
+                store.update(task_id, update, fuel_used);
+                Ticket::ready(Ok(()))
+            },
+            |update, _| Deferred::Update(task_id.to_owned(), update, fuel_used),
+        );
+    }
+
+    fn end(&self, task_id: &str, end: CallEnd, durability: Durability) -> Ticket {
+        self.write(
+            durability.into(),
+            end,
+            |store, end| store.end(task_id, end, durability),
+            |end, reply| Deferred::End(task_id.to_owned(), end, durability, reply),
+        )
+    }
+
+    fn flush(&self) -> Ticket {
+        self.write(
+            Kind::Barrier,
+            (),
+            |store, ()| store.flush(),
+            |(), reply| Deferred::Flush(reply.expect("a barrier has a reply")),
+        )
+    }
+
+    fn settle(&self) -> Ticket {
+        self.write(
+            Kind::Barrier,
+            (),
+            |store, ()| store.settle(),
+            |(), reply| Deferred::Settle(reply.expect("a barrier has a reply")),
+        )
+    }
+
+    fn get<'a>(
+        &'a self,
+        task_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TaskRecord>, StoreError>> {
+        Box::pin(async move { self.open().await.get(task_id).await })
+    }
+
+    fn list<'a>(
+        &'a self,
+        filter: &'a Filter,
+    ) -> BoxFuture<'a, Result<Vec<TaskRecord>, StoreError>> {
+        Box::pin(async move { self.open().await.list(filter).await })
+    }
+
+    fn list_brief<'a>(
+        &'a self,
+        filter: &'a Filter,
+    ) -> BoxFuture<'a, Result<Vec<Listed>, StoreError>> {
+        Box::pin(async move { self.open().await.list_brief(filter).await })
+    }
+
+    fn summaries(
+        &self,
+        since: SystemTime,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<CallSummary>, StoreError>> {
+        Box::pin(async move { self.open().await.summaries(since, limit).await })
+    }
+
+    fn mark_orphans(&self, found_at: SystemTime) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move { self.open().await.mark_orphans(found_at).await })
+    }
+
+    fn prune(
+        &self,
+        retention: Retention,
+        now: SystemTime,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move { self.open().await.prune(retention, now).await })
+    }
+
+    fn health(&self) -> Health {
+        let lost = self.waiting().lost;
+        match self.store.get() {
+            Some(store) => {
+                let mut health = store.health();
+                health.lost_writes += lost;
+                health
+            }
+            None => Health {
+                store: "opening",
+                path: None,
+                lasting: false,
+                problem: Some("the task store is still opening".into()),
+                lost_writes: lost,
+            },
+        }
+    }
+}
