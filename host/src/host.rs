@@ -65,26 +65,24 @@ impl Host {
     /// its own while the engine is set up on a blocking thread (a few
     /// milliseconds, mostly reserving the instance pool), and the host is
     /// returned once the engine is ready, whether or not the store is.
-    /// Until it is, what calls write to it waits, in order, for it (at most
+    /// Until it is, the records calls write wait for it in order (at most
     /// [`StoreOptions::queue`](crate::store::StoreOptions::queue) writes;
-    /// past that they are dropped and counted in its health), and reads of
-    /// it wait. Opening a new SQLite store syncs its file several times,
+    /// past that they are dropped and counted in its health), and reads
+    /// wait for it. Opening a new SQLite store syncs its file several times,
     /// which no client's first requests need to wait for. `store`
     /// replaces any [`HostConfig::store`].
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {
-    /// use std::{path::Path, sync::Arc};
-    /// use toolhost::store::{MemoryStore, SqliteStore, StoreOptions, TaskStore};
+    /// use std::path::Path;
+    /// use toolhost::store::{StoreOptions, open_or_memory};
     ///
+    /// // SQLite blocks: open it on a blocking thread. A store that cannot
+    /// // be opened leaves one in memory whose health says why.
     /// let store = async {
-    ///     match SqliteStore::open(Path::new("tasks.db"), StoreOptions::default()) {
-    ///         Ok(store) => Arc::new(store) as Arc<dyn TaskStore>,
-    ///         Err(e) => {
-    ///             eprintln!("{e}: records are kept in memory");
-    ///             Arc::new(MemoryStore::new(StoreOptions::default()))
-    ///         }
-    ///     }
+    ///     let path = Path::new("tasks.db");
+    ///     let opening = tokio::task::spawn_blocking(move || open_or_memory(path, StoreOptions::default()));
+    ///     opening.await.expect("opening the store panicked")
     /// };
     /// let host = toolhost::Host::opening(toolhost::HostConfig::default(), store).await?;
     /// # Ok(()) }
