@@ -378,6 +378,20 @@ fn has_tool(host: &Host, name: &str) -> bool {
     host.tools().iter().any(|t| t.tool.name == name)
 }
 
+/// A folder watched before its host opens (as `toolhost serve` does, to
+/// set the watch up beside the engine): what changed before the host
+/// followed the watch is applied once it does.
+#[tokio::test]
+async fn changes_made_before_a_host_follows_its_folder_are_applied() {
+    let folder = Folder::new();
+    let changes = toolhost::FolderChanges::watch(folder.path()).expect("watch");
+    let (host, _) = host_for(&folder).await;
+    folder.add(&test_plugin("behave"), "late");
+    assert!(!has_tool(&host, "ok"), "nothing follows the folder yet");
+    let _watch = host.follow_folder(changes);
+    until("behave's tools", || has_tool(&host, "ok")).await;
+}
+
 #[tokio::test]
 async fn the_live_folder_follows_added_replaced_broken_and_removed_plugins() {
     let folder = Folder::new();

@@ -37,32 +37,67 @@ impl Drop for FolderWatch {
     }
 }
 
-/// Follow `dir` for the registry: load what appears or changes, unload what
-/// disappears.
-pub(crate) fn watch(registry: std::sync::Arc<Registry>, dir: &Path) -> anyhow::Result<FolderWatch> {
-    let dir = dir
-        .canonicalize()
-        .with_context(|| format!("watching {}", dir.display()))?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event
-            && changes_content(&event.kind)
-        {
-            for path in event.paths {
-                let _ = tx.send(path);
-            }
-        }
-    })
-    .context("starting the folder watcher")?;
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .with_context(|| format!("watching {}", dir.display()))?;
-    let task = tokio::spawn(follow(registry, rx));
-    tracing::info!(folder = %dir.display(), "watching the plugin folder");
-    Ok(FolderWatch {
-        _watcher: watcher,
+/// A plugin folder watched from the moment this is made; its changes wait
+/// until a host follows them ([`Host::follow_folder`](crate::Host::follow_folder)).
+///
+/// Setting a watch up waits for notify's own thread (0.4 to 1.4 ms on a
+/// 2-core machine); made before the host, it is set up while the engine
+/// is. Made before the folder is first loaded, no change after that first
+/// listing is missed.
+pub struct FolderChanges {
+    watcher: notify::RecommendedWatcher,
+    changes: mpsc::UnboundedReceiver<PathBuf>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for FolderChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FolderChanges")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FolderChanges {
+    /// Watch `dir`: every change from now on is kept for the host that
+    /// follows it. Blocking (briefly).
+    pub fn watch(dir: impl AsRef<Path>) -> anyhow::Result<Self> {
+        let dir = dir.as_ref();
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("watching {}", dir.display()))?;
+        let (tx, changes) = mpsc::unbounded_channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event
+                    && changes_content(&event.kind)
+                {
+                    for path in event.paths {
+                        let _ = tx.send(path);
+                    }
+                }
+            })
+            .context("starting the folder watcher")?;
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .with_context(|| format!("watching {}", dir.display()))?;
+        Ok(FolderChanges {
+            watcher,
+            changes,
+            dir,
+        })
+    }
+}
+
+/// Follow `changes` for the registry: load what appears or changes, unload
+/// what disappears.
+pub(crate) fn follow(registry: std::sync::Arc<Registry>, changes: FolderChanges) -> FolderWatch {
+    let task = tokio::spawn(apply(registry, changes.changes));
+    tracing::info!(folder = %changes.dir.display(), "watching the plugin folder");
+    FolderWatch {
+        _watcher: changes.watcher,
         task,
-    })
+    }
 }
 
 /// Whether an event can change what a file holds: created, written,
@@ -89,7 +124,7 @@ fn plugin_file(path: &Path) -> Option<PathBuf> {
     }
 }
 
-async fn follow(registry: std::sync::Arc<Registry>, mut rx: mpsc::UnboundedReceiver<PathBuf>) {
+async fn apply(registry: std::sync::Arc<Registry>, mut rx: mpsc::UnboundedReceiver<PathBuf>) {
     while let Some(first) = rx.recv().await {
         let mut changed = BTreeSet::new();
         changed.extend(plugin_file(&first));

@@ -11,7 +11,7 @@ use crate::call::CallOutcome;
 use crate::config::HostConfig;
 use crate::engine::Runtime;
 use crate::error::LoadError;
-use crate::folder::FolderWatch;
+use crate::folder::{FolderChanges, FolderWatch};
 use crate::plugin::Plugin;
 use crate::records::HostEvent;
 use crate::registry::{LoadReport, Registry, ToolEntry};
@@ -184,7 +184,14 @@ impl Host {
     /// folder first (for instance with [`start_loading`](Self::start_loading));
     /// this only follows changes.
     pub fn watch_folder(&self, dir: impl AsRef<Path>) -> anyhow::Result<FolderWatch> {
-        crate::folder::watch(self.registry.clone(), dir.as_ref())
+        Ok(self.follow_folder(FolderChanges::watch(dir)?))
+    }
+
+    /// [`watch_folder`](Self::watch_folder) with a watch set up beforehand,
+    /// for instance while the host was opening: the changes it kept since
+    /// are applied first.
+    pub fn follow_folder(&self, changes: FolderChanges) -> FolderWatch {
+        crate::folder::follow(self.registry.clone(), changes)
     }
 
     /// A counter that goes up whenever the tool list changes (a plugin

@@ -62,7 +62,7 @@ pub use self::call::{CallOutcome, Output};
 pub use self::config::{DashboardConfig, HostConfig, Profile};
 pub use self::engine::{EngineConfig, InstanceUse};
 pub use self::error::{CallError, FileError, Limit, LoadError, LoadErrorKind};
-pub use self::folder::FolderWatch;
+pub use self::folder::{FolderChanges, FolderWatch};
 pub use self::host::Host;
 pub use self::limits::{Limits, Metering};
 pub use self::plugin::{Plugin, Tool};

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use tokio::task::JoinHandle;
 use toolhost::catalog::ToolView;
-use toolhost::{Host, HostConfig};
+use toolhost::{FolderChanges, Host, HostConfig};
 
 mod cli;
 
@@ -220,6 +221,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Tasks { show, filter } = &cli.command {
         return cli::tasks(state.as_deref(), show.as_ref(), filter).await;
     }
+    // The folder a server follows is watched from before its first
+    // listing, and the watch is set up while the engine is.
+    let watching = matches!(cli.command, Command::Serve { .. }).then(|| {
+        let dir = cli.plugins.clone();
+        tokio::task::spawn_blocking(move || FolderChanges::watch(dir))
+    });
     // The commands that run calls keep their records (B31).
     // The engine is set up while the store opens, and serving begins
     // before the store is open.
@@ -232,7 +239,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     } else {
         Host::new(config)?
     };
-    let code = command(&host, cli).await;
+    let code = command(&host, cli, watching).await;
     // Lazy writes of the last calls reach the disk before the process ends.
     if let Err(e) = host.store().flush().await {
         tracing::warn!(error = %e, "the last task records may not be kept");
@@ -240,7 +247,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     code
 }
 
-async fn command(host: &Host, cli: Cli) -> Result<ExitCode> {
+/// The watch `run` began for `serve`.
+async fn watched(watching: Option<JoinHandle<Result<FolderChanges>>>) -> Result<FolderChanges> {
+    let watching = watching.context("the plugin folder was not watched")?;
+    watching.await.context("watching the plugin folder")?
+}
+
+async fn command(
+    host: &Host,
+    cli: Cli,
+    watching: Option<JoinHandle<Result<FolderChanges>>>,
+) -> Result<ExitCode> {
     match cli.command {
         Command::Check { file, json } => check(host, &file, json).await,
         Command::Schema { format, strict } => {
@@ -295,7 +312,17 @@ async fn command(host: &Host, cli: Cli) -> Result<ExitCode> {
                 connections: max_connections,
                 idle: session_idle.map(Into::into),
             };
-            cli::serve(host, &cli.plugins, http, allow_host, answer, sessions).await?;
+            let changes = watched(watching).await?;
+            cli::serve(
+                host,
+                &cli.plugins,
+                changes,
+                http,
+                allow_host,
+                answer,
+                sessions,
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
     }

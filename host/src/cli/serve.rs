@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use toolhost::dashboard::{Dashboard, DashboardOptions};
 use toolhost::mcp::{self, McpOptions};
-use toolhost::{AnswerMode, Host};
+use toolhost::{AnswerMode, FolderChanges, Host};
 
 /// `--max-sessions`, `--max-connections` and `--session-idle`: the HTTP
 /// bounds, over [`McpOptions`]' defaults.
@@ -17,12 +17,13 @@ pub struct SessionFlags {
     pub idle: Option<std::time::Duration>,
 }
 
-/// Load `plugins`, follow its changes, and serve MCP until the client goes
+/// Load `plugins`, follow its `changes`, and serve MCP until the client goes
 /// (stdio), or Ctrl-C, SIGTERM or SIGHUP: then every session closes as B24
 /// says (cancel, grace, clean-up) before the process exits.
 pub async fn serve(
     host: &Host,
     plugins: &Path,
+    changes: FolderChanges,
     http: Option<SocketAddr>,
     allow_host: Vec<String>,
     answer: Option<AnswerMode>,
@@ -30,9 +31,7 @@ pub async fn serve(
 ) -> Result<()> {
     host.start_loading(plugins)
         .with_context(|| format!("loading plugins from {}", plugins.display()))?;
-    let _watch = host
-        .watch_folder(plugins)
-        .with_context(|| format!("watching {}", plugins.display()))?;
+    let _watch = host.follow_folder(changes);
     let mut options = McpOptions::default();
     options.allowed_hosts.extend(allow_host);
     if let Some(max) = sessions.max {
