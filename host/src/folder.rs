@@ -8,11 +8,12 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::registry::Registry;
 
@@ -46,8 +47,29 @@ impl Drop for FolderWatch {
 /// listing is missed.
 pub struct FolderChanges {
     watcher: notify::RecommendedWatcher,
-    changes: mpsc::UnboundedReceiver<PathBuf>,
+    changed: Arc<Changed>,
     dir: PathBuf,
+}
+
+/// The plugin files changed since they were last applied, each once
+/// however many events it had: at most one entry per file the folder
+/// holds.
+#[derive(Debug, Default)]
+struct Changed {
+    files: Mutex<BTreeSet<PathBuf>>,
+    more: Notify,
+}
+
+impl Changed {
+    fn add(&self, file: PathBuf) {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        files.insert(file);
+        self.more.notify_one();
+    }
+
+    fn take(&self) -> BTreeSet<PathBuf> {
+        std::mem::take(&mut *self.files.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 impl std::fmt::Debug for FolderChanges {
@@ -66,15 +88,18 @@ impl FolderChanges {
         let dir = dir
             .canonicalize()
             .with_context(|| format!("watching {}", dir.display()))?;
-        let (tx, changes) = mpsc::unbounded_channel();
+        let changed = Arc::new(Changed::default());
+        let seen = changed.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 if let Ok(event) = event
                     && changes_content(&event.kind)
                 {
-                    for path in event.paths {
-                        let _ = tx.send(path);
-                    }
+                    event
+                        .paths
+                        .iter()
+                        .filter_map(|p| plugin_file(p))
+                        .for_each(|f| seen.add(f));
                 }
             })
             .context("starting the folder watcher")?;
@@ -83,7 +108,7 @@ impl FolderChanges {
             .with_context(|| format!("watching {}", dir.display()))?;
         Ok(FolderChanges {
             watcher,
-            changes,
+            changed,
             dir,
         })
     }
@@ -91,8 +116,8 @@ impl FolderChanges {
 
 /// Follow `changes` for the registry: load what appears or changes, unload
 /// what disappears.
-pub(crate) fn follow(registry: std::sync::Arc<Registry>, changes: FolderChanges) -> FolderWatch {
-    let task = tokio::spawn(apply(registry, changes.changes));
+pub(crate) fn follow(registry: Arc<Registry>, changes: FolderChanges) -> FolderWatch {
+    let task = tokio::spawn(apply(registry, changes.changed));
     tracing::info!(folder = %changes.dir.display(), "watching the plugin folder");
     FolderWatch {
         _watcher: changes.watcher,
@@ -124,15 +149,15 @@ fn plugin_file(path: &Path) -> Option<PathBuf> {
     }
 }
 
-async fn apply(registry: std::sync::Arc<Registry>, mut rx: mpsc::UnboundedReceiver<PathBuf>) {
-    while let Some(first) = rx.recv().await {
-        let mut changed = BTreeSet::new();
-        changed.extend(plugin_file(&first));
+async fn apply(registry: Arc<Registry>, changed: Arc<Changed>) {
+    loop {
+        changed.more.notified().await;
         // Gather until the folder is quiet.
-        while let Ok(Some(path)) = tokio::time::timeout(SETTLE, rx.recv()).await {
-            changed.extend(plugin_file(&path));
-        }
-        for wasm in changed {
+        while tokio::time::timeout(SETTLE, changed.more.notified())
+            .await
+            .is_ok()
+        {}
+        for wasm in changed.take() {
             if registry.is_current(&wasm) {
                 tracing::debug!(file = %wasm.display(), "unchanged; not reloaded");
             } else if wasm.is_file() {
@@ -142,5 +167,34 @@ async fn apply(registry: std::sync::Arc<Registry>, mut rx: mpsc::UnboundedReceiv
                 registry.unload(&wasm);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However many events a folder sends before the host applies them,
+    /// what waits is one entry per plugin file.
+    #[tokio::test]
+    async fn changes_waiting_to_be_applied_are_one_per_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let changes = FolderChanges::watch(dir.path()).expect("watch");
+        let busy = dir.path().join("busy.wasm");
+        for i in 0..500 {
+            std::fs::write(&busy, format!("version {i}")).expect("write");
+        }
+        std::fs::write(dir.path().join("notes.txt"), "not a plugin").expect("write");
+        std::fs::write(dir.path().join("last.toml"), "").expect("write");
+        let last = changes.dir.join("last.wasm");
+        while !changes.changed.files.lock().expect("lock").contains(&last) {
+            changes.changed.more.notified().await;
+        }
+        let waiting = changes.changed.take();
+        assert_eq!(
+            waiting,
+            BTreeSet::from([changes.dir.join("busy.wasm"), last]),
+            "one entry per plugin file, a manifest counted as its .wasm"
+        );
     }
 }
