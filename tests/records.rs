@@ -105,8 +105,20 @@ fn b31_calls_running_when_the_host_is_killed_are_interrupted_after_a_restart() {
         assert_eq!(before[id]["result"]["data"], json!({ "n": 2, "double": 4 }));
     }
 
-    // The next host finds the calls of the killed one.
+    // The next host finds the calls of the killed one: a client that
+    // kept a task id reads its call from the new host (which serves
+    // while its store opens, and answers once the store is open and the
+    // calls of the killed host are marked).
     let mut host = start(&folder, &state);
+    let answer = host
+        .call("toolhost_task_status", json!({ "call_id": running[0] }))
+        .pop()
+        .expect("answer");
+    let record = &answer["result"]["structuredContent"];
+    assert_eq!(status(record), "interrupted", "{answer}");
+    assert_eq!(record["task_id"], running[0]);
+
+    // The file then holds them as interrupted, and nothing else changed.
     let after = records(&state);
     assert_eq!(after.len(), 105, "nothing added or lost");
     for (id, record) in &after {
@@ -124,15 +136,7 @@ fn b31_calls_running_when_the_host_is_killed_are_interrupted_after_a_restart() {
         assert_eq!(now, was, "nothing else changed");
     }
 
-    // A client that kept a task id reads its call from the new host; the
-    // call_id of the old session finds nothing here.
-    let answer = host
-        .call("toolhost_task_status", json!({ "call_id": running[0] }))
-        .pop()
-        .expect("answer");
-    let record = &answer["result"]["structuredContent"];
-    assert_eq!(status(record), "interrupted", "{answer}");
-    assert_eq!(record["task_id"], running[0]);
+    // The call_id of the old session finds nothing here.
     let old_call_id = before[&running[0]]["call_id"].clone();
     let answer = host
         .call("toolhost_task_status", json!({ "call_id": old_call_id }))
