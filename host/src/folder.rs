@@ -41,10 +41,9 @@ impl Drop for FolderWatch {
 /// A plugin folder watched from the moment this is made; its changes wait
 /// until a host follows them ([`Host::follow_folder`](crate::Host::follow_folder)).
 ///
-/// Setting a watch up waits for notify's own thread (0.4 to 1.4 ms on a
-/// 2-core machine); made before the host, it is set up while the engine
-/// is. Made before the folder is first loaded, no change after that first
-/// listing is missed.
+/// Made before the folder is first loaded, no change after that first
+/// listing is missed. Made before the host, its set-up (which waits for
+/// notify's own thread) runs beside the engine's rather than after it.
 pub struct FolderChanges {
     watcher: notify::RecommendedWatcher,
     changed: Arc<Changed>,
