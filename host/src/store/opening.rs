@@ -101,24 +101,39 @@ impl OpeningStore {
     /// The store is open: hand it what waited, then let every call through.
     fn opened(&self, store: Arc<dyn TaskStore>) {
         let mut waiting = self.waiting();
-        for write in waiting.writes.drain(..) {
-            match write {
+        let mut answers = Vec::new();
+        for write in std::mem::take(&mut waiting.writes) {
+            let (ticket, reply) = match write {
                 Deferred::Start(record, durability, reply) => {
-                    answer(store.start(record, durability), reply);
+                    (store.start(record, durability), reply)
                 }
-                Deferred::Running(task_id, at) => store.running(&task_id, at),
-                Deferred::Update(task_id, update, fuel) => store.update(&task_id, update, fuel),
+                Deferred::Running(task_id, at) => {
+                    store.running(&task_id, at);
+                    continue;
+                }
+                Deferred::Update(task_id, update, fuel) => {
+                    store.update(&task_id, update, fuel);
+                    continue;
+                }
                 Deferred::End(task_id, end, durability, reply) => {
-                    answer(store.end(&task_id, end, durability), reply);
+                    (store.end(&task_id, end, durability), reply)
                 }
-                Deferred::Flush(reply) => answer(store.flush(), Some(reply)),
-                Deferred::Settle(reply) => answer(store.settle(), Some(reply)),
-            }
+                Deferred::Flush(reply) => (store.flush(), Some(reply)),
+                Deferred::Settle(reply) => (store.settle(), Some(reply)),
+            };
+            answers.extend(reply.map(|reply| (ticket, reply)));
         }
-        waiting.writes = Vec::new();
         // Set under the lock: a write that found no store waits for the
-        // lock, then finds it, so none lands behind a later one.
+        // lock, then finds it, so none lands behind a later one. Tickets
+        // are answered after it, so whoever a ticket wakes finds the store
+        // open.
         let _ = self.store.set(store);
+        drop(waiting);
+        for (ticket, reply) in answers {
+            tokio::spawn(async move {
+                let _ = reply.send(ticket.await);
+            });
+        }
     }
 
     fn waiting(&self) -> MutexGuard<'_, Waiting> {
@@ -167,15 +182,6 @@ impl OpeningStore {
 
     async fn open(&self) -> &dyn TaskStore {
         self.store.wait().await.as_ref()
-    }
-}
-
-/// Pass what the store says of a write on to whoever waits for it.
-fn answer(ticket: Ticket, reply: Option<Reply>) {
-    if let Some(reply) = reply {
-        tokio::spawn(async move {
-            let _ = reply.send(ticket.await);
-        });
     }
 }
 
