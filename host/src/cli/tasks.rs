@@ -60,17 +60,12 @@ pub async fn open_store(path: Option<PathBuf>, retention: Retention) -> Arc<dyn 
     let Some(path) = path else {
         return Arc::new(MemoryStore::new(options));
     };
-    let store = {
-        let (file, opening) = (path.clone(), options.clone());
-        tokio::task::spawn_blocking(move || open_or_memory(&file, opening))
-            .await
-            .unwrap_or_else(|e| {
-                Arc::new(MemoryStore::fallback(
-                    options,
-                    format!("opening the task store failed: {e}"),
-                ))
-            })
-    };
+    // A panic here reaches `Host::opening`, which serves from memory and
+    // says why.
+    let file = path.clone();
+    let store = tokio::task::spawn_blocking(move || open_or_memory(&file, options))
+        .await
+        .expect("opening the task store panicked");
     match store.mark_orphans(SystemTime::now()).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
