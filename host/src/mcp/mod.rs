@@ -208,12 +208,17 @@ pub async fn serve_stdio(
 ) -> Result<(), ServeError> {
     let (input, output) = stdio::pipes();
     let transport = StdioTransport::new(input, output, &options);
+    let direct = transport.direct();
     let connection = Connection::open(host, std::sync::Arc::new(options));
     let server = ToolServer::for_connection(connection.clone());
     let running = server
         .serve(transport)
         .await
         .map_err(|e| ServeError::Stdio(e.to_string()))?;
+    let _ = direct.set(stdio::Direct {
+        server: std::sync::Arc::new(ToolServer::for_connection(connection.clone())),
+        peer: running.peer().clone(),
+    });
     let cancel = running.cancellation_token();
     tokio::pin!(shutdown);
     let waiting = running.waiting();

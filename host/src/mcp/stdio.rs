@@ -22,21 +22,27 @@ use std::future::Future;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rmcp::RoleServer;
-use rmcp::model::{ClientJsonRpcMessage, ClientNotification, RequestId, ServerJsonRpcMessage};
+use rmcp::model::{
+    ClientJsonRpcMessage, ClientNotification, ClientRequest, GetExtensions, GetMeta,
+    JsonRpcMessage, JsonRpcRequest, RequestId, ServerJsonRpcMessage,
+};
+use rmcp::service::{RequestContext, Service};
 use rmcp::transport::Transport;
+use rmcp::{Peer, RoleServer};
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf,
 };
 use tokio::net::unix::pipe;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::McpOptions;
+use super::server::ToolServer;
 use super::wire::{self, Read};
 
 /// Answers waiting to be written. Small: the bound on unanswered requests
@@ -47,10 +53,28 @@ const OUTGOING: usize = 64;
 /// that stopped reading would otherwise hold the host at exit.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-/// The requests read and not yet answered, each holding a permit.
-type Pending = Arc<Mutex<HashMap<RequestId, OwnedSemaphorePermit>>>;
+/// The requests read and not yet answered.
+type Pending = Arc<Mutex<HashMap<RequestId, Unanswered>>>;
+
+/// A request read and not yet answered.
+struct Unanswered {
+    _permit: OwnedSemaphorePermit,
+    /// Cancels a request handled directly ([`Direct`]); rmcp cancels the
+    /// others.
+    direct: Option<CancellationToken>,
+}
+
+/// What handles a `tools/call` without rmcp's service loop: a handler of
+/// the connection and the connection's peer, set once rmcp has
+/// initialized the connection (before that, every request goes to rmcp).
+#[derive(Clone)]
+pub(crate) struct Direct {
+    pub(crate) server: Arc<ToolServer>,
+    pub(crate) peer: Peer<RoleServer>,
+}
 
 pub(crate) struct StdioTransport {
+    direct: Arc<OnceLock<Direct>>,
     incoming: mpsc::Receiver<ClientJsonRpcMessage>,
     outgoing: Option<mpsc::Sender<ServerJsonRpcMessage>>,
     reader: JoinHandle<()>,
@@ -64,23 +88,34 @@ impl StdioTransport {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let pending: Pending = Arc::default();
+        let direct = Arc::new(OnceLock::new());
         let (to_rmcp, incoming) = mpsc::channel(1);
         let (outgoing, to_write) = mpsc::channel(OUTGOING);
         let reader = tokio::spawn(read_loop(
             BufReader::new(input),
-            to_rmcp,
-            outgoing.clone(),
+            Lanes {
+                rmcp: to_rmcp,
+                answers: outgoing.clone(),
+                direct: direct.clone(),
+            },
             pending.clone(),
             Arc::new(Semaphore::new(options.max_in_flight.max(1))),
             options.max_message_size,
         ));
         let writer = tokio::spawn(write_loop(BufWriter::new(output), to_write, pending));
         Self {
+            direct,
             incoming,
             outgoing: Some(outgoing),
             reader,
             writer: Some(writer),
         }
+    }
+
+    /// Where to set the [`Direct`] handler once the connection is
+    /// initialized.
+    pub(crate) fn direct(&self) -> Arc<OnceLock<Direct>> {
+        self.direct.clone()
     }
 }
 
@@ -245,11 +280,17 @@ fn closed() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stdout is closed")
 }
 
+/// Where the reader sends what it reads.
+struct Lanes {
+    rmcp: mpsc::Sender<ClientJsonRpcMessage>,
+    answers: mpsc::Sender<ServerJsonRpcMessage>,
+    direct: Arc<OnceLock<Direct>>,
+}
+
 /// Read messages until stdin ends, waiting for a permit before each request.
 async fn read_loop<R: AsyncRead + Unpin>(
     mut input: BufReader<R>,
-    to_rmcp: mpsc::Sender<ClientJsonRpcMessage>,
-    answers: mpsc::Sender<ServerJsonRpcMessage>,
+    lanes: Lanes,
     pending: Pending,
     in_flight: Arc<Semaphore>,
     max: usize,
@@ -266,36 +307,84 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         };
         match read {
-            Read::Message(message) => {
-                match &message {
-                    ClientJsonRpcMessage::Request(request) => {
-                        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                            return;
-                        };
-                        lock(&pending).insert(request.id.clone(), permit);
+            Read::Message(ClientJsonRpcMessage::Request(request)) => {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    return;
+                };
+                // A `tools/call` once the connection is initialized: its
+                // handler and what cancels it.
+                let direct = lanes
+                    .direct
+                    .get()
+                    .filter(|_| matches!(request.request, ClientRequest::CallToolRequest(_)))
+                    .map(|handler| (handler.clone(), CancellationToken::new()));
+                let unanswered = Unanswered {
+                    _permit: permit,
+                    direct: direct.as_ref().map(|(_, cancel)| cancel.clone()),
+                };
+                lock(&pending).insert(request.id.clone(), unanswered);
+                match direct {
+                    Some((handler, cancel)) => {
+                        let answers = lanes.answers.clone();
+                        tokio::spawn(call_directly(handler, request, cancel, answers));
                     }
-                    // rmcp drops the answer of a cancelled request: its
-                    // permit is free now.
-                    ClientJsonRpcMessage::Notification(n) => {
-                        if let ClientNotification::CancelledNotification(c) = &n.notification
-                            && let Some(id) = &c.params.request_id
-                        {
-                            lock(&pending).remove(id);
+                    None => {
+                        let request = JsonRpcMessage::Request(request);
+                        if lanes.rmcp.send(request).await.is_err() {
+                            return;
                         }
                     }
-                    _ => {}
                 }
-                if to_rmcp.send(message).await.is_err() {
+            }
+            Read::Message(message) => {
+                // A cancelled request gets no answer: its permit is free
+                // now. rmcp cancels its own requests; a direct one is
+                // cancelled here.
+                if let ClientJsonRpcMessage::Notification(n) = &message
+                    && let ClientNotification::CancelledNotification(c) = &n.notification
+                    && let Some(id) = &c.params.request_id
+                    && let Some(cancel) = lock(&pending).remove(id).and_then(|u| u.direct)
+                {
+                    cancel.cancel();
+                }
+                if lanes.rmcp.send(message).await.is_err() {
                     return;
                 }
             }
             Read::Refused(answer) => {
-                if answers.send(answer).await.is_err() {
+                if lanes.answers.send(answer).await.is_err() {
                     return;
                 }
             }
             Read::Nothing | Read::Dropped(_) => {}
         }
+    }
+}
+
+/// Handle `request` as rmcp's service loop would, and hand its answer to
+/// the writer, unless the client cancelled it.
+async fn call_directly(
+    direct: Direct,
+    request: JsonRpcRequest<ClientRequest>,
+    cancel: CancellationToken,
+    answers: mpsc::Sender<ServerJsonRpcMessage>,
+) {
+    let JsonRpcRequest {
+        id, mut request, ..
+    } = request;
+    let mut context = RequestContext::new(id.clone(), direct.peer);
+    context.ct = cancel.clone();
+    // rmcp moves the request's `_meta` (the progress token, the protocol
+    // version) and extensions into the context the same way.
+    std::mem::swap(&mut context.meta, request.get_meta_mut());
+    std::mem::swap(&mut context.extensions, request.extensions_mut());
+    let answer = match direct.server.handle_request(request, context).await {
+        Ok(result) => ServerJsonRpcMessage::response(result, id),
+        Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
+    };
+    if !cancel.is_cancelled() {
+        // Fails only once the connection is closed.
+        let _ = answers.send(answer).await;
     }
 }
 
@@ -338,7 +427,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let _ = output.flush().await;
 }
 
-fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<RequestId, OwnedSemaphorePermit>> {
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<RequestId, Unanswered>> {
     pending.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
