@@ -469,6 +469,48 @@ fn stdio_call(id: u64, tool: &str, arguments: Value) -> Vec<u8> {
     .into_bytes()
 }
 
+/// B21 over stdio: `notifications/cancelled` for an open `tools/call`
+/// cancels its call, and the request gets no answer (the client gave up on
+/// it); the connection goes on serving.
+#[test]
+fn b21_a_stdio_request_the_client_cancels_cancels_its_call_and_gets_no_answer() {
+    let folder = behave();
+    let mut stdio = Stdio::start(&folder);
+    // The call stays open: it sends no update and waits to be cancelled.
+    stdio.line(&stdio_call(1, "wait_cancel", json!({})));
+    let running = |stdio: &mut Stdio, id: u64| {
+        stdio.line(&stdio_call(id, "toolhost_running_tasks", json!({})));
+        let answer = stdio.answer();
+        assert_eq!(answer["id"], id, "an answer to request 1: {answer}");
+        answer["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("wait_cancel")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut id = 2;
+    while !running(&mut stdio, id) {
+        assert!(Instant::now() < deadline, "wait_cancel never ran");
+        id += 1;
+    }
+    stdio.line(
+        br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1,"reason":"the user moved on"}}"#,
+    );
+    // Until the call has ended, and once more after: any answer to
+    // request 1 would come before these.
+    loop {
+        id += 1;
+        if !running(&mut stdio, id) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cancelled call goes on");
+    }
+    stdio.line(&stdio_call(id + 1, "ok", json!({})));
+    let ok = stdio.answer();
+    assert_eq!(ok["id"], id + 1, "{ok}");
+    assert_eq!(ok["result"]["content"][0]["text"], "ok", "{ok}");
+}
+
 /// Issue 11, case 16, on stdio: each malformed line is answered, and the
 /// connection keeps serving.
 #[test]
