@@ -148,6 +148,30 @@ fn sigterm_cancels_running_calls_and_lets_them_clean_up() {
     assert!(!partial(), "the cancelled call removed its partial file");
 }
 
+/// B24 on stdio: SIGTERM cancels a call whose request is still open, and
+/// the request is answered (the call was cancelled) before the host exits.
+#[test]
+fn b24_sigterm_answers_an_open_request_with_its_cancelled_call() {
+    let folder = behave_folder();
+    let mut s = Server::start(folder.path(), &[]);
+    // It sends no update: the request stays open until the call ends.
+    let id = s.request(
+        "tools/call",
+        json!({ "name": "wait_cancel", "arguments": {} }),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !answer_text(&s.call("toolhost_running_tasks", json!({}))).contains("wait_cancel") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wait_cancel never ran"
+        );
+    }
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    let answer = answer_text(&s.wait_for(&id));
+    assert!(answer.contains("was cancelled"), "{answer}");
+}
+
 /// `toolhost serve --http` over `folder` (stopped when dropped, also when
 /// a check fails), and the `host:port` it listens on.
 fn start_http(folder: &Folder) -> (HttpServer, String) {

@@ -215,9 +215,11 @@ pub async fn serve_stdio(
         .serve(transport)
         .await
         .map_err(|e| ServeError::Stdio(e.to_string()))?;
+    let stop = tokio_util::sync::CancellationToken::new();
     let _ = direct.set(stdio::Direct {
         server: std::sync::Arc::new(ToolServer::for_connection(connection.clone())),
         peer: running.peer().clone(),
+        stop: stop.clone(),
     });
     let cancel = running.cancellation_token();
     tokio::pin!(shutdown);
@@ -229,6 +231,7 @@ pub async fn serve_stdio(
         }
         () = &mut shutdown => {
             cancel.cancel();
+            stop.cancel();
             let _ = waiting.await;
             tracing::info!(session = %connection.session().id(), "MCP server shut down");
         }

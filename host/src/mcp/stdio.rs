@@ -65,12 +65,15 @@ struct Unanswered {
 }
 
 /// What handles a `tools/call` without rmcp's service loop: a handler of
-/// the connection and the connection's peer, set once rmcp has
-/// initialized the connection (before that, every request goes to rmcp).
+/// the connection and the connection's peer, set once rmcp has answered
+/// `initialize` (before that, every request goes to rmcp).
 #[derive(Clone)]
 pub(crate) struct Direct {
     pub(crate) server: Arc<ToolServer>,
     pub(crate) peer: Peer<RoleServer>,
+    /// Cancelled when the server stops, as rmcp's loop cancels its
+    /// requests: each call is cancelled, and its answer still written.
+    pub(crate) stop: CancellationToken,
 }
 
 pub(crate) struct StdioTransport {
@@ -311,13 +314,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     return;
                 };
-                // A `tools/call` once the connection is initialized: its
+                // A `tools/call` once `initialize` is answered: its
                 // handler and what cancels it.
                 let direct = lanes
                     .direct
                     .get()
                     .filter(|_| matches!(request.request, ClientRequest::CallToolRequest(_)))
-                    .map(|handler| (handler.clone(), CancellationToken::new()));
+                    .map(|handler| (handler.clone(), handler.stop.child_token()));
                 let unanswered = Unanswered {
                     _permit: permit,
                     direct: direct.as_ref().map(|(_, cancel)| cancel.clone()),
@@ -362,7 +365,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
 }
 
 /// Handle `request` as rmcp's service loop would, and hand its answer to
-/// the writer, unless the client cancelled it.
+/// the writer, unless the client cancelled it (`cancel` cancelled while
+/// the server does not stop).
 async fn call_directly(
     direct: Direct,
     request: JsonRpcRequest<ClientRequest>,
@@ -372,6 +376,7 @@ async fn call_directly(
     let JsonRpcRequest {
         id, mut request, ..
     } = request;
+    let stopping = direct.stop.clone();
     let mut context = RequestContext::new(id.clone(), direct.peer);
     context.ct = cancel.clone();
     // rmcp moves the request's `_meta` (the progress token, the protocol
@@ -382,7 +387,7 @@ async fn call_directly(
         Ok(result) => ServerJsonRpcMessage::response(result, id),
         Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
     };
-    if !cancel.is_cancelled() {
+    if !cancel.is_cancelled() || stopping.is_cancelled() {
         // Fails only once the connection is closed.
         let _ = answers.send(answer).await;
     }
