@@ -14,7 +14,7 @@ use crate::error::LoadError;
 use crate::folder::{FolderChanges, FolderWatch};
 use crate::plugin::Plugin;
 use crate::records::HostEvent;
-use crate::registry::{LoadReport, Registry, ToolEntry};
+use crate::registry::{LoadReport, Loads, Registry, ToolEntry};
 use crate::session::{CancelError, Session, SessionOptions, WeakSession};
 use crate::store::{OpeningStore, StoreOptions, TaskStore};
 
@@ -108,10 +108,12 @@ impl Host {
 
     /// Start loading every `*.wasm` in `dir` in the background and return at
     /// once. Each plugin serves as soon as it is ready; [`ready`](Self::ready)
-    /// waits for all of them.
+    /// waits for all of them. Plugins the compile cache already lists take
+    /// turns to load on all runtime threads but one, which stays free for
+    /// the host's clients meanwhile.
     pub fn start_loading(&self, dir: impl AsRef<Path>) -> anyhow::Result<()> {
         let files = Registry::plugin_files(dir.as_ref())?;
-        self.registry.start_loading_files(files);
+        self.registry.start_loading_files(files, Loads::InTurns);
         Ok(())
     }
 
@@ -156,7 +158,9 @@ impl Host {
 
     /// Load every `*.wasm` in `dir` and wait for all of them.
     pub async fn load_dir(&self, dir: impl AsRef<Path>) -> anyhow::Result<LoadReport> {
-        self.start_loading(dir)?;
+        // The caller waits for every load: they take every core at once.
+        let files = Registry::plugin_files(dir.as_ref())?;
+        self.registry.start_loading_files(files, Loads::AtOnce);
         Ok(self.ready().await)
     }
 

@@ -14,6 +14,25 @@ use crate::plugin::{self, Announcement, Plugin, Tool};
 use crate::records::HostEvent;
 use crate::store::{MemoryStore, StoreOptions, TaskStore};
 
+/// How the files of [`Registry::start_loading_files`] load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Loads {
+    /// All at once: for a caller that waits for every load.
+    AtOnce,
+    /// Loads of files the cache announced (mapping, linking and
+    /// `describe()`, up to 13 ms of CPU each for Python and JavaScript)
+    /// take turns on all runtime threads but one, which stays free to
+    /// answer clients while nothing waits for those loads to list tools;
+    /// each holds its turn for at most [`TURN`], so a slow one does not
+    /// hold up the rest. Files the cache does not know load at once: the
+    /// tool list waits for them.
+    InTurns,
+}
+
+/// The longest a load holds its turn ([`Loads::InTurns`]); loads here take
+/// 1 to 15 ms.
+const TURN: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A tool as the host serves it, with the plugin that provides it.
 #[derive(Debug, Clone)]
 pub struct ToolEntry {
@@ -133,17 +152,16 @@ impl Registry {
     /// Start loading one plugin file in the background.
     #[cfg(test)]
     pub(crate) fn start_loading_file(self: &Arc<Self>, path: PathBuf) {
-        self.start_loading_files(vec![path]);
+        self.start_loading_files(vec![path], Loads::InTurns);
     }
 
     /// Start loading plugin files in the background. First the tools the
     /// compile cache knows of each are announced (listed until its load
     /// ends), all on one blocking thread before any load begins: the loads
     /// would take the cores from it, and a start lists its tools once
-    /// every file is announced or loaded. The loads of announced plugins
-    /// then take turns, leaving one runtime thread to the clients; a call
-    /// to a plugin not yet loaded waits for its load.
-    pub(crate) fn start_loading_files(self: &Arc<Self>, paths: Vec<PathBuf>) {
+    /// every file is announced or loaded. Then the files load, as `loads`
+    /// says; a call to a plugin not yet loaded waits for its load.
+    pub(crate) fn start_loading_files(self: &Arc<Self>, paths: Vec<PathBuf>, loads: Loads) {
         self.pending.send_modify(|n| *n += paths.len());
         self.unlisted.send_modify(|n| *n += paths.len());
         let registry = self.clone();
@@ -165,23 +183,26 @@ impl Registry {
                     registry.one_listed();
                 }
             }
-            // The loads of announced plugins (mapping, linking and
-            // `describe()`, up to 13 ms of CPU each for Python and
-            // JavaScript) take turns on all runtime threads but one, which
-            // stays free to answer clients: nothing waits for them to list
-            // tools. The others load at once, since the list waits for them.
             let workers = tokio::runtime::Handle::current().metrics().num_workers();
             let turns = Arc::new(Semaphore::new(workers.saturating_sub(1).max(1)));
             for (path, listed) in paths.into_iter().zip(listed) {
                 let registry = registry.clone();
                 let turns = turns.clone();
                 tokio::spawn(async move {
-                    let _turn = match listed {
-                        true => turns.acquire_owned().await.ok(),
-                        false => None,
+                    let mut turn = match (loads, listed) {
+                        (Loads::InTurns, true) => turns.acquire_owned().await.ok(),
+                        _ => None,
                     };
                     // A refusal is logged and kept in the report.
-                    let _ = registry.load_file(&path).await;
+                    let load = registry.load_file(&path);
+                    let turn_over = tokio::time::sleep(TURN);
+                    tokio::pin!(load, turn_over);
+                    loop {
+                        tokio::select! {
+                            _ = &mut load => break,
+                            () = &mut turn_over, if turn.is_some() => turn = None,
+                        }
+                    }
                     if !listed {
                         registry.one_listed();
                     }
