@@ -461,3 +461,94 @@ async fn the_live_folder_follows_added_replaced_broken_and_removed_plugins() {
     std::fs::remove_file(folder.path().join("live.wasm")).expect("remove");
     until("the removal", || host.tools().is_empty()).await;
 }
+
+/// A companion tool called over MCP answers while a plugin is still
+/// loading: it does not wait for the loads (nor does the model).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn companion_tools_answer_over_mcp_while_a_slow_plugin_loads() {
+    let folder = Folder::new();
+    folder.add(&test_plugin("behave"), "behave");
+    folder.add(&test_plugin("describe-loop"), "describe-loop");
+    // describe-loop's describe() runs for as long as the test does.
+    let mut cfg = config();
+    cfg.describe_timeout = Duration::from_secs(3600);
+    cfg.describe_fuel = u64::MAX / 2;
+    let host = Host::new(cfg).expect("host");
+    host.start_loading(folder.path()).expect("start");
+    let server = toolhost::mcp::bind_http(
+        &host,
+        "127.0.0.1:0".parse().expect("addr"),
+        toolhost::mcp::McpOptions::default(),
+    )
+    .await
+    .expect("bind");
+    let url = server.url();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value, session: Option<String>| {
+        let mut request = http
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream");
+        if let Some(session) = session {
+            request = request.header("Mcp-Session-Id", session);
+        }
+        request.body(body.to_string()).send()
+    };
+    // A legacy session: its calls look their tool up for its output schema.
+    let opened = post(
+        serde_json::json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": { "name": "loading-test", "version": "1" }
+            }
+        }),
+        None,
+    )
+    .await
+    .expect("initialize");
+    let session = opened
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("a session id");
+    let _ = opened.text().await;
+    let initialized = post(
+        serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }),
+        Some(session.clone()),
+    )
+    .await
+    .expect("initialized");
+    let _ = initialized.text().await;
+    let answer = tokio::time::timeout(WAIT, async {
+        post(
+            serde_json::json!({
+                "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                "params": { "name": "toolhost_running_tasks", "arguments": {} }
+            }),
+            Some(session),
+        )
+        .await
+        .expect("tools/call")
+        .text()
+        .await
+        .expect("body")
+    })
+    .await
+    .expect("the companion tool answers while describe-loop loads");
+    assert!(answer.contains("\"result\""), "{answer}");
+    let report = host.report();
+    assert!(
+        report.refused.is_empty() && report.loaded.len() <= 1,
+        "describe-loop is still loading: {report:?}"
+    );
+    let _ = stop.send(());
+    serving.await.expect("server task");
+}
