@@ -216,16 +216,21 @@ async fn a_schema_marked_valid_in_the_cache_that_is_not_fails_its_calls_before_t
     assert_ne!(answer.output, "bad_schema", "the plugin ran");
 }
 
-#[tokio::test]
-async fn fast_plugins_serve_while_slow_ones_load() {
+/// A host, and a folder of `behave` and `describe-loop`, whose describe()
+/// runs for as long as the test does.
+fn behave_beside_a_describe_that_never_ends() -> (Host, Folder) {
     let folder = Folder::new();
     folder.add(&test_plugin("behave"), "behave");
     folder.add(&test_plugin("describe-loop"), "describe-loop");
-    // describe-loop's describe() runs for as long as the test does.
     let mut cfg = config();
     cfg.describe_timeout = Duration::from_secs(3600);
     cfg.describe_fuel = u64::MAX / 2;
-    let host = Host::new(cfg).expect("host");
+    (Host::new(cfg).expect("host"), folder)
+}
+
+#[tokio::test]
+async fn fast_plugins_serve_while_slow_ones_load() {
+    let (host, folder) = behave_beside_a_describe_that_never_ends();
     let mut changed = host.tools_changed();
     host.start_loading(folder.path()).expect("start");
     tokio::time::timeout(WAIT, async {
@@ -466,14 +471,7 @@ async fn the_live_folder_follows_added_replaced_broken_and_removed_plugins() {
 /// loading: it does not wait for the loads (nor does the model).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn companion_tools_answer_over_mcp_while_a_slow_plugin_loads() {
-    let folder = Folder::new();
-    folder.add(&test_plugin("behave"), "behave");
-    folder.add(&test_plugin("describe-loop"), "describe-loop");
-    // describe-loop's describe() runs for as long as the test does.
-    let mut cfg = config();
-    cfg.describe_timeout = Duration::from_secs(3600);
-    cfg.describe_fuel = u64::MAX / 2;
-    let host = Host::new(cfg).expect("host");
+    let (host, folder) = behave_beside_a_describe_that_never_ends();
     host.start_loading(folder.path()).expect("start");
     let server = toolhost::mcp::bind_http(
         &host,
