@@ -215,7 +215,8 @@ impl Host {
     }
 
     /// The served tool `name`. While plugins are still loading, waits for
-    /// them before saying it does not exist.
+    /// them before saying it does not exist; a name no plugin may serve
+    /// (`toolhost_…`, the companion tools') is `None` at once.
     pub async fn tool(&self, name: &str) -> Option<ToolEntry> {
         self.registry.tool(name).await
     }

@@ -163,6 +163,13 @@ pub(crate) const MAX_DESCRIPTION_BYTES: usize = 8 * 1024;
 /// would read to a model as the host's.
 pub(crate) const RESERVED_PREFIX: &str = "toolhost_";
 
+/// Whether `name` starts with [`RESERVED_PREFIX`], in any case: no plugin
+/// may serve it.
+pub(crate) fn reserved(name: &str) -> bool {
+    let prefix = name.get(..RESERVED_PREFIX.len());
+    prefix.is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX))
+}
+
 /// The manifest that belongs to `wasm`: `NAME.toml` beside `NAME.wasm`.
 pub(crate) fn manifest_path_for(wasm: &Path) -> PathBuf {
     wasm.with_extension("toml")
@@ -697,8 +704,7 @@ pub(crate) fn check_tools(
         if !valid_tool_name(&name) {
             return Err(LoadErrorKind::BadToolName(name));
         }
-        let prefix = name.get(..RESERVED_PREFIX.len());
-        if prefix.is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX)) {
+        if reserved(&name) {
             return Err(LoadErrorKind::ReservedToolName(name));
         }
         if !names.insert(name.clone()) {

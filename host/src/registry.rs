@@ -516,8 +516,12 @@ impl Registry {
 
     /// The served tool `name`. While plugins are still loading, waits for
     /// them before saying it does not exist; a tool that is announced
-    /// waits only for the load of its file.
+    /// waits only for the load of its file, and a name no plugin may serve
+    /// (a companion tool's) waits for nothing.
     pub(crate) async fn tool(&self, name: &str) -> Option<ToolEntry> {
+        if plugin::reserved(name) {
+            return None;
+        }
         let mut loads = self.pending.subscribe();
         loop {
             loads.mark_unchanged();

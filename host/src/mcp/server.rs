@@ -329,13 +329,7 @@ impl ServerHandler for ToolServer {
         } else if self.sessionless() {
             AnswerMode::Final
         } else {
-            // A companion tool lists no output schema, and looking it up
-            // would wait for every plugin still loading.
-            let served = match crate::session::is_companion(&tool) {
-                true => None,
-                false => connection.host().tool(&tool).await,
-            };
-            match served {
+            match connection.host().tool(&tool).await {
                 Some(e) if crate::catalog::lists_output_schema(&e.tool) => AnswerMode::Final,
                 _ => context
                     .meta

@@ -54,7 +54,6 @@ use crate::sandbox::CallControl;
 use crate::templates::Templates;
 
 pub use self::answer::{Answer, AnswerKind, Item};
-pub(crate) use self::companion::is_companion;
 pub use self::companion::{CANCEL_TASK_TOOL, RUNNING_TASKS_TOOL, TASK_STATUS_TOOL};
 pub use self::delivery::ReplyRequest;
 pub use crate::config::AnswerMode;
