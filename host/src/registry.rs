@@ -187,21 +187,22 @@ impl Registry {
             let turns = Arc::new(Semaphore::new(workers.saturating_sub(1).max(1)));
             for (path, listed) in paths.into_iter().zip(listed) {
                 let registry = registry.clone();
-                let turns = turns.clone();
+                let turns = (loads == Loads::InTurns && listed).then(|| turns.clone());
                 tokio::spawn(async move {
-                    let mut turn = match (loads, listed) {
-                        (Loads::InTurns, true) => turns.acquire_owned().await.ok(),
-                        _ => None,
-                    };
                     // A refusal is logged and kept in the report.
                     let load = registry.load_file(&path);
-                    let turn_over = tokio::time::sleep(TURN);
-                    tokio::pin!(load, turn_over);
-                    loop {
-                        tokio::select! {
-                            _ = &mut load => break,
-                            () = &mut turn_over, if turn.is_some() => turn = None,
-                        }
+                    tokio::pin!(load);
+                    let turn = match turns {
+                        Some(turns) => turns.acquire_owned().await.ok(),
+                        None => None,
+                    };
+                    let done =
+                        turn.is_some() && tokio::time::timeout(TURN, &mut load).await.is_ok();
+                    // The turn is over; the load, if it goes on, goes on
+                    // beside the next.
+                    drop(turn);
+                    if !done {
+                        let _ = load.await;
                     }
                     if !listed {
                         registry.one_listed();

@@ -115,8 +115,8 @@ impl StdioTransport {
         }
     }
 
-    /// Where to set the [`Direct`] handler once the connection is
-    /// initialized.
+    /// Where to set the [`Direct`] handler once rmcp has answered
+    /// `initialize`.
     pub(crate) fn direct(&self) -> Arc<OnceLock<Direct>> {
         self.direct.clone()
     }
