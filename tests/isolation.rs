@@ -511,6 +511,98 @@ fn b21_a_stdio_request_the_client_cancels_cancels_its_call_and_gets_no_answer() 
     assert_eq!(ok["result"]["content"][0]["text"], "ok", "{ok}");
 }
 
+/// A stdio client that reuses the id of a request not yet answered (MCP:
+/// a client never reuses a request id in a session) gets an error for the
+/// second, which does not run; the first goes on, keeps its id and its
+/// place in the bound of unanswered requests, and is answered as usual.
+#[test]
+fn a_stdio_request_reusing_an_unanswered_id_is_refused_and_the_first_goes_on() {
+    let folder = behave();
+    let mut stdio = Stdio::start(&folder);
+    stdio.line(&stdio_call(1, "wait_cancel", json!({})));
+    let running = |stdio: &mut Stdio, id: u64| {
+        stdio.line(&stdio_call(id, "toolhost_running_tasks", json!({})));
+        let answer = stdio.answer();
+        assert_eq!(answer["id"], id, "an answer to another request: {answer}");
+        answer["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .matches("wait_cancel")
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut id = 2;
+    while running(&mut stdio, id) == 0 {
+        assert!(Instant::now() < deadline, "wait_cancel never ran");
+        id += 1;
+    }
+
+    // The same id for a call that would answer at once.
+    stdio.line(&stdio_call(1, "ok", json!({})));
+    let refused = stdio.answer();
+    assert_eq!(refused["id"], 1, "{refused}");
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("already in use"), "{refused}");
+    id += 1;
+    assert_eq!(running(&mut stdio, id), 1, "the first call goes on, alone");
+
+    // The first request is still the client's to cancel, and its call
+    // ends.
+    stdio.line(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#);
+    loop {
+        id += 1;
+        if running(&mut stdio, id) == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cancelled call goes on");
+    }
+}
+
+/// A stdio request the client cancelled keeps its place in the bound of
+/// unanswered requests (`McpOptions::max_in_flight`, 64) until its call has
+/// ended: cancelling frees no room for more work than the bound while the
+/// cancelled call still cleans up. With 64 requests open, the one after
+/// the cancel is read only once the cancelled call has ended.
+#[test]
+fn a_cancelled_stdio_request_holds_its_place_in_the_bound_until_its_call_ends() {
+    const BOUND: u64 = 64;
+    let folder = behave();
+    let mut stdio = Stdio::start(&folder);
+    // Waits to be cancelled, then takes 200 ms to clean up.
+    stdio.line(&stdio_call(1, "replace_me", json!({})));
+    let mut id = 1_000;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        id += 1;
+        stdio.line(&stdio_call(id, "toolhost_running_tasks", json!({})));
+        let answer = stdio.answer();
+        assert_eq!(answer["id"], id, "{answer}");
+        if answer["result"]["content"][0]["text"]
+            .as_str()
+            .is_some_and(|text| text.contains(r#""status":"running""#))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replace_me never ran");
+    }
+    for id in 2..=BOUND {
+        stdio.line(&stdio_call(id, "wait_cancel", json!({})));
+    }
+    stdio.line(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#);
+    stdio.line(&stdio_call(BOUND + 1, "toolhost_running_tasks", json!({})));
+    let answer = stdio.answer();
+    assert_eq!(answer["id"], BOUND + 1, "{answer}");
+    let text = answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        !text.contains("replace_me"),
+        "a request was read past the bound while the cancelled call still ran: {text}"
+    );
+    assert_eq!(text.matches("wait_cancel").count(), 63, "{text}");
+}
+
 /// Issue 11, case 16, on stdio: each malformed line is answered, and the
 /// connection keeps serving.
 #[test]

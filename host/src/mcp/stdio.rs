@@ -10,6 +10,13 @@
 //!   waits, instead of the host buffering answers without end (rmcp writes
 //!   each answer from a task of its own, however many are waiting).
 //!
+//! A request holds its permit until its answer is written or, cancelled
+//! by the client, until its handler has ended, so cancelling frees no room
+//! for more work than the bound. A request whose id is already held by an
+//! unanswered one is refused (MCP: a client never reuses a request id in a
+//! session), and refusals answer no request: neither frees another's
+//! permit or takes its answer.
+//!
 //! When stdin and stdout are pipes or sockets, as they are for a server an
 //! MCP client starts, [`pipes`] reads and writes them through the runtime's
 //! event loop. Tokio's own `stdin()` and `stdout()` hand every read and
@@ -27,7 +34,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientNotification, ClientRequest, GetExtensions, GetMeta,
+    ClientJsonRpcMessage, ClientNotification, ClientRequest, ErrorData, GetExtensions, GetMeta,
     JsonRpcMessage, JsonRpcRequest, RequestId, ServerJsonRpcMessage,
 };
 use rmcp::service::{RequestContext, Service};
@@ -64,6 +71,30 @@ struct Unanswered {
     direct: Option<CancellationToken>,
 }
 
+/// A message for the writer.
+struct Outgoing {
+    message: ServerJsonRpcMessage,
+    /// Whether it answers the request of its id, whose permit its write
+    /// frees; a refusal of a line answers none.
+    answers: bool,
+}
+
+impl Outgoing {
+    fn answer(message: ServerJsonRpcMessage) -> Self {
+        Self {
+            message,
+            answers: true,
+        }
+    }
+
+    fn refusal(message: ServerJsonRpcMessage) -> Self {
+        Self {
+            message,
+            answers: false,
+        }
+    }
+}
+
 /// What handles a `tools/call` without rmcp's service loop: a handler of
 /// the connection and the connection's peer, set once rmcp has answered
 /// `initialize` (before that, every request goes to rmcp).
@@ -79,7 +110,7 @@ pub(crate) struct Direct {
 pub(crate) struct StdioTransport {
     direct: Arc<OnceLock<Direct>>,
     incoming: mpsc::Receiver<ClientJsonRpcMessage>,
-    outgoing: Option<mpsc::Sender<ServerJsonRpcMessage>>,
+    outgoing: Option<mpsc::Sender<Outgoing>>,
     reader: JoinHandle<()>,
     writer: Option<JoinHandle<()>>,
 }
@@ -132,7 +163,7 @@ impl Transport<RoleServer> for StdioTransport {
         let outgoing = self.outgoing.clone();
         async move {
             match outgoing {
-                Some(tx) => tx.send(item).await.map_err(|_| closed()),
+                Some(tx) => tx.send(Outgoing::answer(item)).await.map_err(|_| closed()),
                 None => Err(closed()),
             }
         }
@@ -286,7 +317,7 @@ fn closed() -> std::io::Error {
 /// Where the reader sends what it reads.
 struct Lanes {
     rmcp: mpsc::Sender<ClientJsonRpcMessage>,
-    answers: mpsc::Sender<ServerJsonRpcMessage>,
+    answers: mpsc::Sender<Outgoing>,
     direct: Arc<OnceLock<Direct>>,
 }
 
@@ -310,6 +341,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         };
         match read {
+            Read::Message(ClientJsonRpcMessage::Request(request))
+                if lock(&pending).contains_key(&request.id) =>
+            {
+                let refusal = Outgoing::refusal(id_in_use(request.id));
+                if lanes.answers.send(refusal).await.is_err() {
+                    return;
+                }
+            }
             Read::Message(ClientJsonRpcMessage::Request(request)) => {
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     return;
@@ -328,8 +367,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 lock(&pending).insert(request.id.clone(), unanswered);
                 match direct {
                     Some((handler, cancel)) => {
-                        let answers = lanes.answers.clone();
-                        tokio::spawn(call_directly(handler, request, cancel, answers));
+                        let answering = Answering {
+                            id: request.id.clone(),
+                            pending: pending.clone(),
+                            answers: lanes.answers.clone(),
+                            answered: false,
+                        };
+                        tokio::spawn(call_directly(handler, request, cancel, answering));
                     }
                     None => {
                         let request = JsonRpcMessage::Request(request);
@@ -340,26 +384,72 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
             Read::Message(message) => {
-                // A cancelled request gets no answer: its permit is free
-                // now. rmcp cancels its own requests; a direct one is
-                // cancelled here.
+                // A cancelled request gets no answer. rmcp cancels its own
+                // requests, whose permits are free now; a direct one is
+                // cancelled here and keeps its permit until its handler
+                // has ended (`Answering`).
                 if let ClientJsonRpcMessage::Notification(n) = &message
                     && let ClientNotification::CancelledNotification(c) = &n.notification
                     && let Some(id) = &c.params.request_id
-                    && let Some(cancel) = lock(&pending).remove(id).and_then(|u| u.direct)
                 {
-                    cancel.cancel();
+                    let mut pending = lock(&pending);
+                    match pending.get(id).map(|u| u.direct.clone()) {
+                        Some(Some(cancel)) => cancel.cancel(),
+                        Some(None) => drop(pending.remove(id)),
+                        None => {}
+                    }
                 }
                 if lanes.rmcp.send(message).await.is_err() {
                     return;
                 }
             }
             Read::Refused(answer) => {
-                if lanes.answers.send(answer).await.is_err() {
+                if lanes.answers.send(Outgoing::refusal(answer)).await.is_err() {
                     return;
                 }
             }
             Read::Nothing | Read::Dropped(_) => {}
+        }
+    }
+}
+
+/// The refusal of a request whose id an unanswered request holds.
+fn id_in_use(id: RequestId) -> ServerJsonRpcMessage {
+    tracing::warn!(%id, "an MCP request reuses the id of one not yet answered");
+    ServerJsonRpcMessage::error(
+        ErrorData::invalid_request(
+            format!(
+                "request id {id} is already in use by a request not yet answered; \
+                 a client never reuses a request id. The request was not run"
+            ),
+            None,
+        ),
+        Some(id),
+    )
+}
+
+/// Where a directly handled request's answer goes, and what frees its
+/// permit if it ends with none: cancelled by the client, or its handler
+/// gone (a panic unwinds through this).
+struct Answering {
+    id: RequestId,
+    pending: Pending,
+    answers: mpsc::Sender<Outgoing>,
+    answered: bool,
+}
+
+impl Answering {
+    /// Hand `answer` to the writer, whose write frees the permit.
+    async fn answer(mut self, answer: ServerJsonRpcMessage) {
+        // Fails only once the connection is closed.
+        self.answered = self.answers.send(Outgoing::answer(answer)).await.is_ok();
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if !self.answered {
+            lock(&self.pending).remove(&self.id);
         }
     }
 }
@@ -371,7 +461,7 @@ async fn call_directly(
     direct: Direct,
     request: JsonRpcRequest<ClientRequest>,
     cancel: CancellationToken,
-    answers: mpsc::Sender<ServerJsonRpcMessage>,
+    answering: Answering,
 ) {
     let JsonRpcRequest {
         id, mut request, ..
@@ -388,8 +478,7 @@ async fn call_directly(
         Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
     };
     if !cancel.is_cancelled() || stopping.is_cancelled() {
-        // Fails only once the connection is closed.
-        let _ = answers.send(answer).await;
+        answering.answer(answer).await;
     }
 }
 
@@ -397,11 +486,12 @@ async fn call_directly(
 /// answer written frees its request's permit.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut output: BufWriter<W>,
-    mut to_write: mpsc::Receiver<ServerJsonRpcMessage>,
+    mut to_write: mpsc::Receiver<Outgoing>,
     pending: Pending,
 ) {
-    while let Some(message) = to_write.recv().await {
+    while let Some(Outgoing { message, answers }) = to_write.recv().await {
         let id = match &message {
+            _ if !answers => None,
             ServerJsonRpcMessage::Response(r) => Some(r.id.clone()),
             ServerJsonRpcMessage::Error(e) => e.id.clone(),
             _ => None,
@@ -488,6 +578,120 @@ async fn read_line<R: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use tokio::io::{AsyncBufReadExt, DuplexStream, Lines, ReadHalf, WriteHalf};
+
+    /// A transport allowing one unanswered request, and the client's ends
+    /// of its pipes: this test plays rmcp through the transport's
+    /// `receive` and `send`.
+    fn one_in_flight() -> (
+        StdioTransport,
+        WriteHalf<DuplexStream>,
+        Lines<BufReader<ReadHalf<DuplexStream>>>,
+    ) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (input, output) = tokio::io::split(server);
+        let options = McpOptions {
+            max_in_flight: 1,
+            ..McpOptions::default()
+        };
+        let transport = StdioTransport::new(input, output, &options);
+        let (read, write) = tokio::io::split(client);
+        (transport, write, BufReader::new(read).lines())
+    }
+
+    async fn line(client: &mut WriteHalf<DuplexStream>, line: &str) {
+        client
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("an open pipe");
+    }
+
+    /// The next line the host writes; fails once every task waits and
+    /// none came.
+    async fn answer(lines: &mut Lines<BufReader<ReadHalf<DuplexStream>>>) -> serde_json::Value {
+        let line = tokio::time::timeout(Duration::from_secs(3600), lines.next_line())
+            .await
+            .expect("an answer")
+            .expect("read")
+            .expect("an open pipe");
+        serde_json::from_str(&line).expect("JSON")
+    }
+
+    fn request_id(message: Option<ClientJsonRpcMessage>) -> RequestId {
+        match message {
+            Some(ClientJsonRpcMessage::Request(request)) => request.id,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    /// Whether a message reaches rmcp before the runtime has nothing left
+    /// to do: the clock is paused, so the timeout fires only once every
+    /// task waits.
+    async fn delivered(transport: &mut StdioTransport) -> bool {
+        tokio::time::timeout(Duration::from_secs(3600), transport.receive())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_reusing_the_id_of_an_unanswered_one_is_refused_and_frees_no_room() {
+        let (mut transport, mut client, mut lines) = one_in_flight();
+        line(&mut client, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
+        assert_eq!(request_id(transport.receive().await), RequestId::Number(1));
+
+        // The same id again, while request 1 holds the one permit: refused
+        // at once, never handed on, and request 1 still holds its permit.
+        line(
+            &mut client,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        )
+        .await;
+        let refused = answer(&mut lines).await;
+        assert_eq!(refused["id"], 1, "{refused}");
+        assert_eq!(refused["error"]["code"], -32600, "{refused}");
+        let message = refused["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("already in use"), "{refused}");
+
+        line(&mut client, r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#).await;
+        assert!(
+            !delivered(&mut transport).await,
+            "request 2 was read while request 1 was unanswered"
+        );
+
+        // Request 1 answered: request 2 is read.
+        let pong = ServerJsonRpcMessage::response(
+            rmcp::model::ServerResult::empty(()),
+            RequestId::Number(1),
+        );
+        transport.send(pong).await.expect("an open pipe");
+        assert_eq!(answer(&mut lines).await["id"], 1);
+        assert_eq!(request_id(transport.receive().await), RequestId::Number(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_line_with_the_id_of_an_unanswered_request_frees_no_room() {
+        let (mut transport, mut client, mut lines) = one_in_flight();
+        line(&mut client, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
+        assert_eq!(request_id(transport.receive().await), RequestId::Number(1));
+
+        // Unreadable params, with request 1's id: answered with an error,
+        // which is no answer to request 1.
+        line(
+            &mut client,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":"str"}"#,
+        )
+        .await;
+        let refused = answer(&mut lines).await;
+        assert_eq!(refused["id"], 1, "{refused}");
+        assert_eq!(refused["error"]["code"], -32602, "{refused}");
+
+        line(&mut client, r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#).await;
+        assert!(
+            !delivered(&mut transport).await,
+            "request 2 was read while request 1 was unanswered"
+        );
+    }
 
     #[tokio::test]
     async fn a_long_line_is_skipped_whole_and_the_next_one_read() {
