@@ -207,8 +207,11 @@ fn initialize_request(extra_headers: &str) -> String {
     )
 }
 
+/// `DELETE /mcp` ends an open session with 200; a session id that names
+/// no open session (ended already, or never opened) gets 404, as any other
+/// request naming it does.
 #[test]
-fn delete_ends_an_http_session_with_200() {
+fn delete_ends_an_http_session_with_200_and_an_unknown_one_gets_404() {
     let folder = behave_folder();
     let (_server, addr) = start_http(&folder);
     let response = http(&addr, &initialize_request(""));
@@ -220,13 +223,24 @@ fn delete_ends_an_http_session_with_200() {
                 .then(|| v.trim().to_owned())
         })
         .unwrap_or_else(|| panic!("no session id in {response}"));
-    let response = http(
-        &addr,
-        &format!(
-            "DELETE /mcp HTTP/1.1\r\nHost: localhost\r\nMcp-Session-Id: {session}\r\nConnection: close\r\n\r\n"
-        ),
-    );
+    let delete = |session: &str| {
+        http(
+            &addr,
+            &format!(
+                "DELETE /mcp HTTP/1.1\r\nHost: localhost\r\nMcp-Session-Id: {session}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+    };
+    let response = delete(&session);
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    for unknown in [session.as_str(), "no-such-session"] {
+        let response = delete(unknown);
+        assert!(
+            response.starts_with("HTTP/1.1 404"),
+            "{unknown}: {response}"
+        );
+        assert!(response.contains("no open MCP session"), "{response}");
+    }
 }
 
 #[test]

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use super::idle::{Activity, close_idle};
+use super::idle::{Activity, SESSION_HEADER, close_idle};
 use super::server::{HttpLane, ToolServer};
 use super::tasks::Tasks;
 use super::wire::{self, Read};
@@ -177,6 +177,8 @@ impl HttpServer {
                                     Ok((request, None)) => service.handle(request).await,
                                     Err(refusal) => refusal,
                                 }
+                            } else if delete && gate.names_no_open_session(&request).await {
+                                no_open_session()
                             } else {
                                 service.handle(request).await
                             };
@@ -280,6 +282,35 @@ impl SessionGate {
         }
         service.handle(request).await
     }
+}
+
+impl SessionGate {
+    /// Whether `request` names (`Mcp-Session-Id`) a session that is not
+    /// open: ended, closed when idle, or never opened.
+    async fn names_no_open_session<B>(&self, request: &hyper::Request<B>) -> bool {
+        let Some(id) = request
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        !self.sessions.sessions.read().await.contains_key(id)
+    }
+}
+
+/// HTTP 404 for a request naming a session that is not open (rmcp would
+/// end it "again" and answer 202).
+fn no_open_session() -> Response {
+    let error = ErrorData::new(
+        ErrorCode(-32000),
+        "no open MCP session by this id (Mcp-Session-Id): it was ended, closed after being idle, or never opened; initialize a new one",
+        None,
+    );
+    json_answer(
+        hyper::StatusCode::NOT_FOUND,
+        &ServerJsonRpcMessage::error(error, None),
+    )
 }
 
 /// A POST's body read whole (up to `max` bytes) and checked: a message

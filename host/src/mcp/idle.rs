@@ -11,7 +11,8 @@ use rmcp::transport::streamable_http_server::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use std::time::Instant;
 
-const SESSION_HEADER: &str = "mcp-session-id";
+/// The header that names an HTTP session (`Mcp-Session-Id`).
+pub(super) const SESSION_HEADER: &str = "mcp-session-id";
 
 /// When each HTTP session was last asked something, and how many of its
 /// requests are being answered: a session with none for the idle time is
