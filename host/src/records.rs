@@ -123,27 +123,33 @@ pub struct TaskRecord {
 
 impl TaskRecord {
     /// About how many bytes the record holds in memory: its arguments,
-    /// updates, result and error, as parsed.
-    pub(crate) fn weight(&self) -> usize {
+    /// updates, result and error, as parsed; `arguments_and_result` is
+    /// what its arguments and result weigh ([`json_weight`],
+    /// [`output_weight`]), measured by the caller before it takes the lock
+    /// the record is under: a result may be 16 MiB of JSON, which takes
+    /// milliseconds to walk.
+    pub(crate) fn weight(&self, arguments_and_result: usize) -> usize {
         let c = &self.call;
         let updates: usize = c
             .updates
             .iter()
             .map(|u| std::mem::size_of::<UpdateRecord>() + u.message.len())
             .sum();
-        let result = c.result.as_ref().map_or(0, |o| {
-            o.text.as_ref().map_or(0, String::len) + o.data.as_ref().map_or(0, json_weight)
-        });
         std::mem::size_of::<Self>()
-            + json_weight(&c.arguments)
+            + arguments_and_result
             + updates
-            + result
             + c.error.as_ref().map_or(0, String::len)
     }
 }
 
+/// About how many bytes a call's output holds in memory: its text and
+/// data.
+pub(crate) fn output_weight(output: &Output) -> usize {
+    output.text.as_ref().map_or(0, String::len) + output.data.as_ref().map_or(0, json_weight)
+}
+
 /// About how many bytes a parsed JSON value holds: its nodes and text.
-fn json_weight(value: &serde_json::Value) -> usize {
+pub(crate) fn json_weight(value: &serde_json::Value) -> usize {
     use serde_json::Value;
     let node = std::mem::size_of::<Value>();
     node + match value {

@@ -205,11 +205,12 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The call `call_id` ended: weigh its record, and drop the oldest
-    /// finished records past the bounds, all but the newest (this one).
-    fn forget_finished(&self, state: &mut State, call_id: &str) {
+    /// The call `call_id` ended: weigh its record (its arguments and
+    /// result weigh `arguments_and_result`), and drop the oldest finished
+    /// records past the bounds, all but the newest (this one).
+    fn forget_finished(&self, state: &mut State, call_id: &str, arguments_and_result: usize) {
         if let Some(r) = state.records.get(call_id) {
-            let weight = r.weight();
+            let weight = r.weight(arguments_and_result);
             state.finished_weight += weight;
             if let Some(old) = state.weights.insert(call_id.to_owned(), weight) {
                 state.finished_weight -= old;

@@ -20,7 +20,7 @@ use crate::config::AnswerMode;
 use crate::engine::Runtime;
 use crate::error::CallError;
 use crate::ids::CallIdentity;
-use crate::records::{CallStatus, EventKind, UpdateRecord};
+use crate::records::{CallStatus, EventKind, UpdateRecord, json_weight, output_weight};
 use crate::registry::ToolEntry;
 use crate::sandbox::{CallControl, SentUpdate};
 use crate::store::{CallEnd, Durability, TaskStore};
@@ -271,6 +271,8 @@ impl Task {
         );
         let inner = self.session.upgrade();
         if let Some(inner) = &inner {
+            // Weighed before the session's lock is taken.
+            let heavy = json_weight(&self.args) + result.as_deref().map_or(0, output_weight);
             let mut state = inner.state();
             if let Some(r) = state.records.get_mut(&self.call_id) {
                 let r = &mut r.call;
@@ -281,7 +283,7 @@ impl Task {
                 r.ended_at = Some(ended_at);
             }
             state.live.remove(&self.call_id);
-            inner.forget_finished(&mut state, &self.call_id);
+            inner.forget_finished(&mut state, &self.call_id, heavy);
         }
         let released = self.answer.is_none();
         let text = ending(
