@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, TryAcquireError, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
 
 use crate::arguments::integral_numbers;
 use crate::bindings::ToolError;
@@ -16,7 +16,7 @@ use crate::error::{CallError, Limit};
 use crate::ids::CallIdentity;
 use crate::limits::Metering;
 use crate::plugin::{Plugin, Tool, is_out_of_fuel};
-use crate::sandbox::{CallControl, CallState, SentUpdate};
+use crate::sandbox::{CallControl, CallState, Updates};
 
 /// What a tool returned. `text` is what the model reads; `data` is the
 /// structured result.
@@ -75,7 +75,7 @@ pub(crate) async fn run(
     arguments: &Value,
     identity: CallIdentity,
     control: Arc<CallControl>,
-    updates: Option<mpsc::UnboundedSender<SentUpdate>>,
+    updates: Option<Updates>,
 ) -> CallOutcome {
     let started = std::time::Instant::now();
     let call_id = identity.call_id.clone();

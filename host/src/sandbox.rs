@@ -129,6 +129,11 @@ pub(crate) struct SentUpdate {
     pub(crate) after_cancel: bool,
 }
 
+/// Where a call's updates go. Boxed: every call makes its channel, which
+/// allocates room for 32 messages at once (1.3 KiB of them unboxed, 0.3
+/// KiB boxed), and most calls send few updates.
+pub(crate) type Updates = mpsc::UnboundedSender<Box<SentUpdate>>;
+
 /// The data of one call's store.
 pub(crate) struct CallState {
     wasi: WasiCtx,
@@ -138,7 +143,7 @@ pub(crate) struct CallState {
     limiter: MemoryLimiter,
     pub(crate) identity: CallIdentity,
     pub(crate) control: Arc<CallControl>,
-    updates: Option<mpsc::UnboundedSender<SentUpdate>>,
+    updates: Option<Updates>,
     /// The call's fuel budget, to tell the fuel burned from what is left.
     fuel: u64,
     bounds: Bounds,
@@ -166,7 +171,7 @@ impl CallState {
         identity: CallIdentity,
         limits: &Limits,
         control: Arc<CallControl>,
-        updates: Option<mpsc::UnboundedSender<SentUpdate>>,
+        updates: Option<Updates>,
     ) -> Self {
         let memory = limits.memory;
         let mut wasi = WasiCtxBuilder::new();
@@ -459,11 +464,11 @@ impl CallState {
         if let Some(tx) = &self.updates {
             // The receiver is gone only when nobody waits for this call any
             // more; the update has nowhere to go.
-            let _ = tx.send(SentUpdate {
+            let _ = tx.send(Box::new(SentUpdate {
                 message,
                 fuel_used,
                 after_cancel: self.control.is_cancelled(),
-            });
+            }));
         }
         Ok(())
     }

@@ -137,14 +137,14 @@ impl Task {
                 biased;
                 Some(sent) = rx.recv() => {
                     updates += 1;
-                    self.update(updates, sent);
+                    self.update(updates, *sent);
                 }
                 outcome = &mut run => break outcome,
             }
         };
         while let Ok(sent) = rx.try_recv() {
             updates += 1;
-            self.update(updates, sent);
+            self.update(updates, *sent);
         }
         self.end(outcome);
     }
