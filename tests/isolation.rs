@@ -559,11 +559,12 @@ fn a_stdio_request_reusing_an_unanswered_id_is_refused_and_the_first_goes_on() {
     }
 }
 
-/// A stdio request the client cancelled keeps its place in the bound of
-/// unanswered requests (`McpOptions::max_in_flight`, 64) until its call has
-/// ended: cancelling frees no room for more work than the bound while the
-/// cancelled call still cleans up. With 64 requests open, the one after
-/// the cancel is read only once the cancelled call has ended.
+/// A `tools/call` the client cancelled keeps its place in the bound of
+/// unanswered stdio requests (`McpOptions::max_in_flight`, 64 by default,
+/// as `toolhost serve` has it) until its handler has ended: cancelling
+/// frees no room for more work than the bound while the cancelled call
+/// still cleans up. With 64 requests open, the one after the cancel is
+/// read only once the cancelled call has ended.
 #[test]
 fn a_cancelled_stdio_request_holds_its_place_in_the_bound_until_its_call_ends() {
     const BOUND: u64 = 64;
@@ -600,7 +601,6 @@ fn a_cancelled_stdio_request_holds_its_place_in_the_bound_until_its_call_ends() 
         !text.contains("replace_me"),
         "a request was read past the bound while the cancelled call still ran: {text}"
     );
-    assert_eq!(text.matches("wait_cancel").count(), 63, "{text}");
 }
 
 /// Issue 11, case 16, on stdio: each malformed line is answered, and the

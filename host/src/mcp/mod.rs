@@ -116,8 +116,9 @@ pub const TASK_ID_KEY: &str = "dev.toolhost/task_id";
 /// - `max_in_flight`: 64 requests of a stdio client unanswered at once;
 ///   past it the host stops reading stdin until answers are written, so a
 ///   client that stops reading holds at most this many answers in the host
-///   (each no larger than the plugin's `result-size`). A request the client
-///   cancelled counts until its call has ended; a request that reuses the
+///   (each no larger than the plugin's `result-size`). A `tools/call` the
+///   client cancelled counts until its handler has ended (any other
+///   request until rmcp has taken the cancel); a request that reuses the
 ///   id of an unanswered one is refused with an error and does not run
 /// - `max_sessions`: 256 HTTP sessions (opened with `initialize`) open at
 ///   once; past it `initialize` is answered with HTTP 503 and a JSON-RPC

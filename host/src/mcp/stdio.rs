@@ -10,12 +10,15 @@
 //!   waits, instead of the host buffering answers without end (rmcp writes
 //!   each answer from a task of its own, however many are waiting).
 //!
-//! A request holds its permit until its answer is written or, cancelled
-//! by the client, until its handler has ended, so cancelling frees no room
-//! for more work than the bound. A request whose id is already held by an
-//! unanswered one is refused (MCP: a client never reuses a request id in a
-//! session), and refusals answer no request: neither frees another's
-//! permit or takes its answer.
+//! A request holds its permit until its answer is written. One the client
+//! cancels holds it until its handler has ended (a `tools/call` handled
+//! directly), or until rmcp has taken the cancel (any other request: rmcp
+//! drops its answer from then on). A request whose id an unanswered one
+//! holds is refused (MCP: a client never reuses a request id in a
+//! session). Each request read has a serial number, and an answer frees
+//! only the permit of the request it answers: a refusal of a line frees
+//! none, and a late answer never frees the permit of a later request with
+//! the same id.
 //!
 //! When stdin and stdout are pipes or sockets, as they are for a server an
 //! MCP client starts, [`pipes`] reads and writes them through the runtime's
@@ -66,32 +69,48 @@ type Pending = Arc<Mutex<HashMap<RequestId, Unanswered>>>;
 /// A request read and not yet answered.
 struct Unanswered {
     _permit: OwnedSemaphorePermit,
+    /// Which request read this is.
+    serial: u64,
     /// Cancels a request handled directly ([`Direct`]); rmcp cancels the
     /// others.
     direct: Option<CancellationToken>,
+    /// rmcp handed its answer to the writer: a cancel no longer frees it.
+    answered: bool,
 }
 
 /// A message for the writer.
 struct Outgoing {
     message: ServerJsonRpcMessage,
-    /// Whether it answers the request of its id, whose permit its write
-    /// frees; a refusal of a line answers none.
-    answers: bool,
+    /// The serial of the request it answers, whose permit its write frees;
+    /// `None` for a refusal of a line, which answers none.
+    answers: Option<u64>,
 }
 
 impl Outgoing {
-    fn answer(message: ServerJsonRpcMessage) -> Self {
-        Self {
-            message,
-            answers: true,
-        }
-    }
-
     fn refusal(message: ServerJsonRpcMessage) -> Self {
         Self {
             message,
-            answers: false,
+            answers: None,
         }
+    }
+}
+
+/// The id a response or an error answers.
+fn answered_id(message: &ServerJsonRpcMessage) -> Option<&RequestId> {
+    match message {
+        ServerJsonRpcMessage::Response(r) => Some(&r.id),
+        ServerJsonRpcMessage::Error(e) => e.id.as_ref(),
+        _ => None,
+    }
+}
+
+/// The request `id` if it is the one read as `serial`, taken out of
+/// `pending`.
+fn take(pending: &Pending, id: &RequestId, serial: u64) -> Option<Unanswered> {
+    let mut pending = lock(pending);
+    match pending.get(id) {
+        Some(u) if u.serial == serial => pending.remove(id),
+        _ => None,
     }
 }
 
@@ -109,6 +128,7 @@ pub(crate) struct Direct {
 
 pub(crate) struct StdioTransport {
     direct: Arc<OnceLock<Direct>>,
+    pending: Pending,
     incoming: mpsc::Receiver<ClientJsonRpcMessage>,
     outgoing: Option<mpsc::Sender<Outgoing>>,
     reader: JoinHandle<()>,
@@ -136,9 +156,14 @@ impl StdioTransport {
             Arc::new(Semaphore::new(options.max_in_flight.max(1))),
             options.max_message_size,
         ));
-        let writer = tokio::spawn(write_loop(BufWriter::new(output), to_write, pending));
+        let writer = tokio::spawn(write_loop(
+            BufWriter::new(output),
+            to_write,
+            pending.clone(),
+        ));
         Self {
             direct,
+            pending,
             incoming,
             outgoing: Some(outgoing),
             reader,
@@ -161,16 +186,42 @@ impl Transport<RoleServer> for StdioTransport {
         item: ServerJsonRpcMessage,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
         let outgoing = self.outgoing.clone();
+        // rmcp answers a request it still holds: the one of this id now.
+        let answers = answered_id(&item).and_then(|id| {
+            let mut pending = lock(&self.pending);
+            let unanswered = pending.get_mut(id)?;
+            unanswered.answered = true;
+            Some(unanswered.serial)
+        });
         async move {
             match outgoing {
-                Some(tx) => tx.send(Outgoing::answer(item)).await.map_err(|_| closed()),
+                Some(tx) => tx
+                    .send(Outgoing {
+                        message: item,
+                        answers,
+                    })
+                    .await
+                    .map_err(|_| closed()),
                 None => Err(closed()),
             }
         }
     }
 
-    fn receive(&mut self) -> impl Future<Output = Option<ClientJsonRpcMessage>> + Send {
-        self.incoming.recv()
+    async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
+        let message = self.incoming.recv().await;
+        // rmcp drops the answer of a request once it has taken its cancel,
+        // which it does before it reads anything else: the request's permit
+        // is free, unless its answer is out already.
+        if let Some(id) = message.as_ref().and_then(cancelled_id) {
+            let mut pending = lock(&self.pending);
+            if pending
+                .get(id)
+                .is_some_and(|u| u.direct.is_none() && !u.answered)
+            {
+                pending.remove(id);
+            }
+        }
+        message
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
@@ -330,6 +381,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     max: usize,
 ) {
     let mut line = Vec::new();
+    let mut serial = 0;
     loop {
         let read = match read_line(&mut input, &mut line, max).await {
             Ok(Line::End) => return,
@@ -360,15 +412,19 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     .get()
                     .filter(|_| matches!(request.request, ClientRequest::CallToolRequest(_)))
                     .map(|handler| (handler.clone(), handler.stop.child_token()));
+                serial += 1;
                 let unanswered = Unanswered {
                     _permit: permit,
+                    serial,
                     direct: direct.as_ref().map(|(_, cancel)| cancel.clone()),
+                    answered: false,
                 };
                 lock(&pending).insert(request.id.clone(), unanswered);
                 match direct {
                     Some((handler, cancel)) => {
                         let answering = Answering {
                             id: request.id.clone(),
+                            serial,
                             pending: pending.clone(),
                             answers: lanes.answers.clone(),
                             answered: false,
@@ -384,20 +440,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
             Read::Message(message) => {
-                // A cancelled request gets no answer. rmcp cancels its own
-                // requests, whose permits are free now; a direct one is
+                // A cancelled request gets no answer. A direct one is
                 // cancelled here and keeps its permit until its handler
-                // has ended (`Answering`).
-                if let ClientJsonRpcMessage::Notification(n) = &message
-                    && let ClientNotification::CancelledNotification(c) = &n.notification
-                    && let Some(id) = &c.params.request_id
+                // has ended (`Answering`); rmcp cancels the others, whose
+                // permits are freed once it has taken the cancel
+                // (`StdioTransport::receive`).
+                if let Some(cancel) = cancelled_id(&message)
+                    .and_then(|id| lock(&pending).get(id).and_then(|u| u.direct.clone()))
                 {
-                    let mut pending = lock(&pending);
-                    match pending.get(id).map(|u| u.direct.clone()) {
-                        Some(Some(cancel)) => cancel.cancel(),
-                        Some(None) => drop(pending.remove(id)),
-                        None => {}
-                    }
+                    cancel.cancel();
                 }
                 if lanes.rmcp.send(message).await.is_err() {
                     return;
@@ -410,6 +461,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             Read::Nothing | Read::Dropped(_) => {}
         }
+    }
+}
+
+/// The request a `notifications/cancelled` cancels.
+fn cancelled_id(message: &ClientJsonRpcMessage) -> Option<&RequestId> {
+    match message {
+        ClientJsonRpcMessage::Notification(n) => match &n.notification {
+            ClientNotification::CancelledNotification(c) => c.params.request_id.as_ref(),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -433,6 +495,7 @@ fn id_in_use(id: RequestId) -> ServerJsonRpcMessage {
 /// gone (a panic unwinds through this).
 struct Answering {
     id: RequestId,
+    serial: u64,
     pending: Pending,
     answers: mpsc::Sender<Outgoing>,
     answered: bool,
@@ -442,14 +505,18 @@ impl Answering {
     /// Hand `answer` to the writer, whose write frees the permit.
     async fn answer(mut self, answer: ServerJsonRpcMessage) {
         // Fails only once the connection is closed.
-        self.answered = self.answers.send(Outgoing::answer(answer)).await.is_ok();
+        let answer = Outgoing {
+            message: answer,
+            answers: Some(self.serial),
+        };
+        self.answered = self.answers.send(answer).await.is_ok();
     }
 }
 
 impl Drop for Answering {
     fn drop(&mut self) {
         if !self.answered {
-            lock(&self.pending).remove(&self.id);
+            take(&self.pending, &self.id, self.serial);
         }
     }
 }
@@ -483,19 +550,19 @@ async fn call_directly(
 }
 
 /// Write answers as they come, flushing whenever none is waiting; an
-/// answer written frees its request's permit.
+/// answer written frees the permit of the request it answers.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut output: BufWriter<W>,
     mut to_write: mpsc::Receiver<Outgoing>,
     pending: Pending,
 ) {
     while let Some(Outgoing { message, answers }) = to_write.recv().await {
-        let id = match &message {
-            _ if !answers => None,
-            ServerJsonRpcMessage::Response(r) => Some(r.id.clone()),
-            ServerJsonRpcMessage::Error(e) => e.id.clone(),
-            _ => None,
-        };
+        // Out of `pending` before the write, so that a client reusing the
+        // id once it has read the answer is not refused; its permit held
+        // until the write is done.
+        let _answered = answers
+            .zip(answered_id(&message))
+            .and_then(|(serial, id)| take(&pending, id, serial));
         let mut bytes = match serde_json::to_vec(&message) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -514,9 +581,6 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if let Err(e) = written.await {
             tracing::info!(error = %e, "stdout closed");
             return;
-        }
-        if let Some(id) = id {
-            lock(&pending).remove(&id);
         }
     }
     let _ = output.flush().await;
@@ -589,7 +653,18 @@ mod tests {
         WriteHalf<DuplexStream>,
         Lines<BufReader<ReadHalf<DuplexStream>>>,
     ) {
-        let (client, server) = tokio::io::duplex(64 * 1024);
+        one_in_flight_through(64 * 1024)
+    }
+
+    /// The same, with pipes that hold `bytes` unread.
+    fn one_in_flight_through(
+        bytes: usize,
+    ) -> (
+        StdioTransport,
+        WriteHalf<DuplexStream>,
+        Lines<BufReader<ReadHalf<DuplexStream>>>,
+    ) {
+        let (client, server) = tokio::io::duplex(bytes);
         let (input, output) = tokio::io::split(server);
         let options = McpOptions {
             max_in_flight: 1,
@@ -691,6 +766,42 @@ mod tests {
             !delivered(&mut transport).await,
             "request 2 was read while request 1 was unanswered"
         );
+    }
+
+    /// A request cancelled once rmcp has answered it holds its permit until
+    /// the answer is written, and that answer frees no later request of
+    /// the same id.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_out_before_the_cancel_frees_only_its_own_request() {
+        // The client reads nothing yet: the answer waits in the pipe.
+        let (mut transport, mut client, mut lines) = one_in_flight_through(1);
+        line(&mut client, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
+        assert_eq!(request_id(transport.receive().await), RequestId::Number(1));
+        let pong = ServerJsonRpcMessage::response(
+            rmcp::model::ServerResult::empty(()),
+            RequestId::Number(1),
+        );
+        transport.send(pong).await.expect("an open pipe");
+
+        line(
+            &mut client,
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#,
+        )
+        .await;
+        assert!(matches!(
+            transport.receive().await,
+            Some(ClientJsonRpcMessage::Notification(_))
+        ));
+        line(&mut client, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
+        assert!(
+            !delivered(&mut transport).await,
+            "a request was read while the answer of request 1 was unwritten"
+        );
+
+        // The client reads: the answer is written, and only then is the
+        // next request read.
+        assert_eq!(answer(&mut lines).await["id"], 1);
+        assert_eq!(request_id(transport.receive().await), RequestId::Number(1));
     }
 
     #[tokio::test]
