@@ -438,6 +438,19 @@ impl Stdio {
         stdin.flush().expect("flush");
     }
 
+    /// How many calls of `tool` run or wait, asked as request `id`
+    /// (`toolhost_running_tasks`).
+    fn running(&mut self, id: u64, tool: &str) -> usize {
+        self.line(&stdio_call(id, "toolhost_running_tasks", json!({})));
+        let answer = self.answer();
+        assert_eq!(answer["id"], id, "an answer to another request: {answer}");
+        answer["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .matches(&format!(r#""tool":"{tool}""#))
+            .count()
+    }
+
     /// The next answer (not a notification).
     fn answer(&mut self) -> Value {
         loop {
@@ -478,15 +491,7 @@ fn b21_a_stdio_request_the_client_cancels_cancels_its_call_and_gets_no_answer() 
     let mut stdio = Stdio::start(&folder);
     // The call stays open: it sends no update and waits to be cancelled.
     stdio.line(&stdio_call(1, "wait_cancel", json!({})));
-    let running = |stdio: &mut Stdio, id: u64| {
-        stdio.line(&stdio_call(id, "toolhost_running_tasks", json!({})));
-        let answer = stdio.answer();
-        assert_eq!(answer["id"], id, "an answer to request 1: {answer}");
-        answer["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("wait_cancel")
-    };
+    let running = |stdio: &mut Stdio, id: u64| stdio.running(id, "wait_cancel") > 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut id = 2;
     while !running(&mut stdio, id) {
@@ -520,16 +525,7 @@ fn a_stdio_request_reusing_an_unanswered_id_is_refused_and_the_first_goes_on() {
     let folder = behave();
     let mut stdio = Stdio::start(&folder);
     stdio.line(&stdio_call(1, "wait_cancel", json!({})));
-    let running = |stdio: &mut Stdio, id: u64| {
-        stdio.line(&stdio_call(id, "toolhost_running_tasks", json!({})));
-        let answer = stdio.answer();
-        assert_eq!(answer["id"], id, "an answer to another request: {answer}");
-        answer["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap_or_default()
-            .matches("wait_cancel")
-            .count()
-    };
+    let running = |stdio: &mut Stdio, id: u64| stdio.running(id, "wait_cancel");
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut id = 2;
     while running(&mut stdio, id) == 0 {
