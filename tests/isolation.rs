@@ -555,6 +555,34 @@ fn a_stdio_request_reusing_an_unanswered_id_is_refused_and_the_first_goes_on() {
     }
 }
 
+/// A client that closes stdin ends the connection (MCP's stdio shutdown):
+/// its open calls are cancelled and answered (B24), and the host exits, at
+/// once rather than after waiting for calls that would never end.
+#[test]
+fn b24_closing_stdin_cancels_and_answers_the_open_calls() {
+    let folder = behave();
+    let mut stdio = Stdio::start(&folder);
+    stdio.line(&stdio_call(1, "wait_cancel", json!({})));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut id = 1;
+    loop {
+        id += 1;
+        if stdio.running(id, "wait_cancel") == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "wait_cancel never ran");
+    }
+    drop(stdio.stdin.take());
+    let answer = stdio.answer();
+    assert_eq!(answer["id"], 1, "{answer}");
+    let text = answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("was cancelled"), "{answer}");
+    let exited = stdio.child.wait().expect("wait");
+    assert!(exited.success(), "{exited}");
+}
+
 /// A `tools/call` the client cancelled keeps its place in the bound of
 /// unanswered stdio requests (`McpOptions::max_in_flight`, 64 by default,
 /// as `toolhost serve` has it) until its handler has ended: cancelling

@@ -221,6 +221,7 @@ pub async fn serve_stdio(
     let stop = tokio_util::sync::CancellationToken::new();
     let _ = direct.set(stdio::Direct {
         server: std::sync::Arc::new(ToolServer::for_connection(connection.clone())),
+        session: connection.session().clone(),
         peer: running.peer().clone(),
         stop: stop.clone(),
     });

@@ -54,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 use super::McpOptions;
 use super::server::ToolServer;
 use super::wire::{self, Read};
+use crate::session::Session;
 
 /// Answers waiting to be written. Small: the bound on unanswered requests
 /// is what limits the host's memory; this only smooths the writes.
@@ -120,6 +121,8 @@ fn take(pending: &Pending, id: &RequestId, serial: u64) -> Option<Unanswered> {
 #[derive(Clone)]
 pub(crate) struct Direct {
     pub(crate) server: Arc<ToolServer>,
+    /// The connection's session, whose calls end when stdin does.
+    pub(crate) session: Session,
     pub(crate) peer: Peer<RoleServer>,
     /// Cancelled when the server stops, as rmcp's loop cancels its
     /// requests: each call is cancelled, and its answer still written.
@@ -209,6 +212,18 @@ impl Transport<RoleServer> for StdioTransport {
 
     async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
         let message = self.incoming.recv().await;
+        // Stdin closed: the client ends the connection (MCP's stdio
+        // shutdown). Its calls are cancelled now (B24) and answered,
+        // whichever loop runs them: rmcp waits a while for its requests'
+        // answers before it closes the transport, and the session closes
+        // after that.
+        if message.is_none()
+            && let Some(direct) = self.direct.get()
+        {
+            for call in direct.session.running() {
+                let _ = direct.session.cancel(&call.call_id);
+            }
+        }
         // rmcp drops the answer of a request once it has taken its cancel,
         // which it does before it reads anything else: the request's permit
         // is free, unless its answer is out already.
@@ -229,6 +244,12 @@ impl Transport<RoleServer> for StdioTransport {
         // goes with it, so the writer ends once the last answer is out.
         self.reader.abort();
         self.outgoing = None;
+        // The connection ends (stdin closed, or the server stops): its
+        // calls are cancelled and answered (B24), as rmcp's own requests
+        // are; each holds a sender to the writer until it has ended.
+        if let Some(direct) = self.direct.get() {
+            direct.stop.cancel();
+        }
         if let Some(mut writer) = self.writer.take()
             && tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err()
         {
