@@ -282,9 +282,7 @@ impl SessionGate {
         }
         service.handle(request).await
     }
-}
 
-impl SessionGate {
     /// Whether `request` names (`Mcp-Session-Id`) a session that is not
     /// open: ended, closed when idle, or never opened.
     async fn names_no_open_session<B>(&self, request: &hyper::Request<B>) -> bool {

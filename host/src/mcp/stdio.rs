@@ -714,6 +714,15 @@ mod tests {
         serde_json::from_str(&line).expect("JSON")
     }
 
+    /// Answer the ping `id`, as rmcp would.
+    async fn pong(transport: &mut StdioTransport, id: i64) {
+        let pong = ServerJsonRpcMessage::response(
+            rmcp::model::ServerResult::empty(()),
+            RequestId::Number(id),
+        );
+        transport.send(pong).await.expect("an open pipe");
+    }
+
     fn request_id(message: Option<ClientJsonRpcMessage>) -> RequestId {
         match message {
             Some(ClientJsonRpcMessage::Request(request)) => request.id,
@@ -756,11 +765,7 @@ mod tests {
         );
 
         // Request 1 answered: request 2 is read.
-        let pong = ServerJsonRpcMessage::response(
-            rmcp::model::ServerResult::empty(()),
-            RequestId::Number(1),
-        );
-        transport.send(pong).await.expect("an open pipe");
+        pong(&mut transport, 1).await;
         assert_eq!(answer(&mut lines).await["id"], 1);
         assert_eq!(request_id(transport.receive().await), RequestId::Number(2));
     }
@@ -798,11 +803,7 @@ mod tests {
         let (mut transport, mut client, mut lines) = one_in_flight_through(1);
         line(&mut client, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
         assert_eq!(request_id(transport.receive().await), RequestId::Number(1));
-        let pong = ServerJsonRpcMessage::response(
-            rmcp::model::ServerResult::empty(()),
-            RequestId::Number(1),
-        );
-        transport.send(pong).await.expect("an open pipe");
+        pong(&mut transport, 1).await;
 
         line(
             &mut client,
