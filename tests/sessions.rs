@@ -956,6 +956,49 @@ async fn a_call_stopped_while_it_waits_for_a_slot_never_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_slots_go_round_the_sessions_waiting_for_them() {
+    // One slot, held by a1. Session a queues three more calls, then
+    // session b queues one: b's call must get the slot no later than
+    // second, not behind all of a's (issue 11: one client never starves
+    // the others).
+    let manifest = "[limits]\nmax-concurrency = 1\ncancel-grace = \"0s\"\n";
+    let (host, _f) = behave_host(Some(manifest)).await;
+    let a = host.open_session(SessionOptions::default());
+    let b = host.open_session(SessionOptions::default());
+    // `progress` answers at its first update, once it holds the slot, and
+    // then holds it until it is cancelled.
+    const HOLD: &str = r#"{"n": 2, "sleep_ms": 60000}"#;
+    assert_eq!(
+        a.call("a1", "progress", HOLD).await.kind,
+        AnswerKind::Released
+    );
+    let (entered, mut order) = tokio::sync::mpsc::unbounded_channel();
+    for (s, id) in [(&a, "a2"), (&a, "a3"), (&a, "a4"), (&b, "b1")] {
+        let mut events = s.subscribe();
+        let call = spawn_call(s, id, "progress", HOLD);
+        event(&mut events, id, |e| started(e, id)).await;
+        let entered = entered.clone();
+        tokio::spawn(async move {
+            let kind = call.await.expect("join").kind;
+            entered.send((id, kind)).ok();
+        });
+    }
+    a.cancel("a1").expect("cancel");
+    let mut ran = Vec::new();
+    while !ran.contains(&"b1") {
+        let (id, kind) = tokio::time::timeout(WAIT, order.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no call got the slot after {ran:?}"))
+            .expect("a call");
+        assert_eq!(kind, AnswerKind::Released, "{id}");
+        ran.push(id);
+        let s = if id.starts_with('a') { &a } else { &b };
+        s.cancel(id).expect("cancel");
+    }
+    assert!(ran.len() <= 2, "b1 waited behind {ran:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_keeps_finished_records_within_its_byte_budget() {
     let (host, _f) = behave_host(None).await;
     let mut options = SessionOptions::default();

@@ -1,7 +1,9 @@
 //! The call engine: validate the arguments, run one call in a fresh sandbox
 //! under its limits, and turn what happened into an outcome.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +16,8 @@ use crate::bindings::ToolError;
 use crate::engine::{Cooperative, InstancePermit, Runtime};
 use crate::error::{CallError, Limit};
 use crate::ids::CallIdentity;
-use crate::limits::Metering;
 use crate::plugin::{Plugin, Tool, is_out_of_fuel};
+use crate::registry::ToolEntry;
 use crate::sandbox::{CallControl, CallState, Updates};
 
 /// What a tool returned. `text` is what the model reads; `data` is the
@@ -61,19 +63,19 @@ impl CallOutcome {
     }
 }
 
-/// Run one call of `tool` with validated `arguments` in a fresh sandbox,
+/// Run one call of `entry`'s tool with validated `arguments` in a fresh sandbox,
 /// and log how it ended.
 ///
-/// Waits for a free slot under the plugin's concurrency cap first, then
-/// for a free instance of the pool; the timeout counts from the start of
-/// the run. Updates the plugin sends go to
-/// `updates`.
+/// Waits for a free slot under the plugin's concurrency cap first, in its
+/// session's turn (`turns`), then for a free instance of the pool; the
+/// timeout counts from the start of the run. Updates the plugin sends go
+/// to `updates`.
 pub(crate) async fn run(
     runtime: &Runtime,
-    plugin: &Plugin,
-    tool: &Arc<Tool>,
+    ToolEntry { plugin, tool }: &ToolEntry,
     arguments: &Value,
     identity: CallIdentity,
+    turns: &Turns,
     control: Arc<CallControl>,
     updates: Option<Updates>,
 ) -> CallOutcome {
@@ -83,7 +85,7 @@ pub(crate) async fn run(
         let limits = &plugin.limits;
         // The slot and the instance are held until after the store below
         // is dropped (declared before it).
-        let (_slot, _instance) = match enter(runtime, plugin, &control).await {
+        let (_slot, _instance) = match enter(runtime, plugin, turns, &control).await {
             Ok(held) => held,
             Err(e) => return (Err(e), 0),
         };
@@ -168,6 +170,11 @@ pub(crate) async fn run(
 /// Take what a call runs in: a slot under its plugin's cap, then an
 /// instance of the pool all plugins share.
 ///
+/// A call that has to wait for a slot first waits for its session's turn
+/// at the plugin (`turns`), which it holds until it has both: a session
+/// has one call at a time in the plugin's queue, so that freed slots go
+/// round the sessions waiting, not to whichever session queued most.
+///
 /// A call that finds both free enters its plugin even if it was cancelled
 /// already: its tool reads `cancelled()` as true at once (B21), so a call
 /// listed as running gets to clean up whenever the cancel comes, unless
@@ -177,56 +184,69 @@ pub(crate) async fn run(
 async fn enter(
     runtime: &Runtime,
     plugin: &Plugin,
+    turns: &Turns,
     control: &CallControl,
 ) -> Result<(OwnedSemaphorePermit, InstancePermit), CallError> {
     let metering = plugin.limits.metering;
-    let slot = match plugin.running.clone().try_acquire_owned() {
-        Ok(slot) => Some(slot),
-        Err(TryAcquireError::NoPermits) => None,
-        Err(TryAcquireError::Closed) => return Err(unloaded()),
-    };
-    if let Some(slot) = slot {
-        if let Some(instance) = runtime.free_instance(metering).map_err(unavailable)? {
-            if control.is_force_stopped() {
-                return Err(CallError::Cancelled);
+    let instance = async || runtime.instance(metering).await.map_err(unavailable);
+    match plugin.running.clone().try_acquire_owned() {
+        Ok(slot) => {
+            if let Some(instance) = runtime.free_instance(metering).map_err(unavailable)? {
+                if control.is_force_stopped() {
+                    return Err(CallError::Cancelled);
+                }
+                return Ok((slot, instance));
             }
-            return Ok((slot, instance));
+            wait_for(control, async { Ok((slot, instance().await?)) }).await
         }
-        return wait_for(control, async { Ok(slot) }, runtime, metering).await;
+        Err(TryAcquireError::NoPermits) => {
+            let turn = turns.of(&plugin.path);
+            let held = async {
+                let _turn = turn.lock().await;
+                let slot = plugin.running.clone().acquire_owned().await;
+                let slot = slot.map_err(|_| unloaded())?;
+                Ok((slot, instance().await?))
+            };
+            wait_for(control, held).await
+        }
+        Err(TryAcquireError::Closed) => Err(unloaded()),
     }
-    let slot = async {
-        plugin
-            .running
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| unloaded())
-    };
-    wait_for(control, slot, runtime, metering).await
 }
 
-/// Wait for `slot`, then an instance of the pool, unless `control` is
-/// cancelled first (or by the time both are held).
-async fn wait_for(
+/// Wait for `held`, unless `control` is cancelled first (or by the time
+/// it is held).
+async fn wait_for<T>(
     control: &CallControl,
-    slot: impl Future<Output = Result<OwnedSemaphorePermit, CallError>>,
-    runtime: &Runtime,
-    metering: Metering,
-) -> Result<(OwnedSemaphorePermit, InstancePermit), CallError> {
-    let wait = async {
-        let slot = slot.await?;
-        let instance = runtime.instance(metering).await.map_err(unavailable)?;
-        Ok((slot, instance))
-    };
+    held: impl Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
     let held = tokio::select! {
         biased;
         () = control.cancel_requested() => return Err(CallError::Cancelled),
-        held = wait => held?,
+        held = held => held?,
     };
     if control.is_cancelled() {
         return Err(CallError::Cancelled);
     }
     Ok(held)
+}
+
+/// A session's turns at its plugins' slots: one lock per plugin file, for
+/// its calls that wait for a slot of that plugin to take one at a time.
+#[derive(Debug, Default)]
+pub(crate) struct Turns(std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Turns {
+    /// The turn at the plugin of `path`. Turns nobody holds or waits for
+    /// are dropped when a new one is made, so there are no more than the
+    /// plugins the session waits for at once.
+    fn of(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(turn) = turns.get(path) {
+            return turn.clone();
+        }
+        turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+        turns.entry(path.to_owned()).or_default().clone()
+    }
 }
 
 /// How a call ends that its plugin's unloading stopped before it ran.
@@ -344,7 +364,20 @@ mod tests {
         let control = Arc::new(CallControl::default());
         stop(&control);
         let args = serde_json::json!({});
-        run(&runtime, &plugin, &tool, &args, identity, control, None).await
+        let entry = ToolEntry {
+            plugin: Arc::new(plugin),
+            tool,
+        };
+        run(
+            &runtime,
+            &entry,
+            &args,
+            identity,
+            &Turns::default(),
+            control,
+            None,
+        )
+        .await
     }
 
     /// A cancel that comes before the call has taken its free sandbox does

@@ -11,7 +11,8 @@ use crate::manifest::LimitOverrides;
 /// - `fuel`: 10 000 000 000 units per call (seconds of compute)
 /// - `memory`: 128 MiB per instance
 /// - `timeout`: 5 minutes of wall clock per call
-/// - `max_concurrency`: 16 running calls per plugin; more wait their turn
+/// - `max_concurrency`: 16 running calls per plugin; more wait their turn,
+///   the waiting sessions one call each in turn
 /// - `cancel_grace`: 1 second between a cancel and a forced stop
 /// - `updates`: 10 000 `update()` calls per call
 /// - `update_size`: 16 KiB per update message

@@ -45,7 +45,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use self::delivery::Delivery;
 use self::start::Start;
 use self::task::{Finish, Inline};
-use crate::call::{CallOutcome, Output};
+use crate::call::{CallOutcome, Output, Turns};
 use crate::catalog::ToolView;
 use crate::error::CallError;
 use crate::records::{CallEvent, CallRecord, CallStatus, EventKind, HostEvent, TaskRecord};
@@ -198,6 +198,8 @@ struct Inner {
     events: OnceLock<broadcast::Sender<CallEvent>>,
     /// Woken when a live call ends.
     call_ended: Notify,
+    /// The session's turns at its plugins' slots, shared with its calls.
+    turns: Arc<Turns>,
 }
 
 impl Inner {
@@ -340,6 +342,7 @@ impl Session {
                 state: Mutex::default(),
                 events: OnceLock::new(),
                 call_ended: Notify::new(),
+                turns: Arc::default(),
             }),
         }
     }

@@ -248,6 +248,7 @@ impl Session {
             entry: entry.clone(),
             args,
             control,
+            turns: inner.turns.clone(),
             ended: ended_tx,
             answer: now.is_none().then_some(answer_tx),
             mode,

@@ -15,7 +15,7 @@ use super::Inner;
 use super::answer::{Answer, AnswerKind, Item, ending};
 use super::delivery::Delivery;
 use crate::bindings::Delivery as DeliveryKind;
-use crate::call::{self, CallOutcome};
+use crate::call::{self, CallOutcome, Turns};
 use crate::config::AnswerMode;
 use crate::engine::Runtime;
 use crate::error::CallError;
@@ -46,6 +46,8 @@ pub(super) struct Task {
     pub(super) entry: ToolEntry,
     pub(super) args: Arc<Value>,
     pub(super) control: Arc<CallControl>,
+    /// The session's turns at its plugins' slots (`call::run`).
+    pub(super) turns: Arc<Turns>,
     pub(super) ended: watch::Sender<bool>,
     /// Present until the call is answered.
     pub(super) answer: Option<oneshot::Sender<Finish>>,
@@ -118,17 +120,9 @@ impl Task {
         let entry = self.entry.clone();
         let args = self.args.clone();
         let control = self.control.clone();
+        let turns = self.turns.clone();
         let run = async move {
-            call::run(
-                &runtime,
-                &entry.plugin,
-                &entry.tool,
-                &args,
-                identity,
-                control,
-                Some(tx),
-            )
-            .await
+            call::run(&runtime, &entry, &args, identity, &turns, control, Some(tx)).await
         };
         tokio::pin!(run);
         let mut updates = 0usize;
