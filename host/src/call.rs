@@ -1,9 +1,7 @@
 //! The call engine: validate the arguments, run one call in a fresh sandbox
 //! under its limits, and turn what happened into an outcome.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +17,7 @@ use crate::ids::CallIdentity;
 use crate::plugin::{Plugin, Tool, is_out_of_fuel};
 use crate::registry::ToolEntry;
 use crate::sandbox::{CallControl, CallState, Updates};
+use crate::slots::Turns;
 
 /// What a tool returned. `text` is what the model reads; `data` is the
 /// structured result.
@@ -189,7 +188,7 @@ async fn enter(
 ) -> Result<(OwnedSemaphorePermit, InstancePermit), CallError> {
     let metering = plugin.limits.metering;
     let instance = async || runtime.instance(metering).await.map_err(unavailable);
-    match plugin.running.clone().try_acquire_owned() {
+    match plugin.running.free() {
         Ok(slot) => {
             if let Some(instance) = runtime.free_instance(metering).map_err(unavailable)? {
                 if control.is_force_stopped() {
@@ -203,8 +202,7 @@ async fn enter(
             let turn = turns.of(&plugin.path);
             let held = async {
                 let _turn = turn.lock().await;
-                let slot = plugin.running.clone().acquire_owned().await;
-                let slot = slot.map_err(|_| unloaded())?;
+                let slot = plugin.running.next().await.map_err(|_| unloaded())?;
                 Ok((slot, instance().await?))
             };
             wait_for(control, held).await
@@ -228,25 +226,6 @@ async fn wait_for<T>(
         return Err(CallError::Cancelled);
     }
     Ok(held)
-}
-
-/// A session's turns at its plugins' slots: one lock per plugin file, for
-/// its calls that wait for a slot of that plugin to take one at a time.
-#[derive(Debug, Default)]
-pub(crate) struct Turns(std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>);
-
-impl Turns {
-    /// The turn at the plugin of `path`. Turns nobody holds or waits for
-    /// are dropped when a new one is made, so there are no more than the
-    /// plugins the session waits for at once.
-    fn of(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {
-        let mut turns = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(turn) = turns.get(path) {
-            return turn.clone();
-        }
-        turns.retain(|_, turn| Arc::strong_count(turn) > 1);
-        turns.entry(path.to_owned()).or_default().clone()
-    }
 }
 
 /// How a call ends that its plugin's unloading stopped before it ran.

@@ -51,6 +51,7 @@ mod registry;
 mod sandbox;
 mod schema;
 mod session;
+mod slots;
 pub mod store;
 mod templates;
 #[cfg(test)]

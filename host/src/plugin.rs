@@ -18,6 +18,7 @@ use crate::ids::CallIdentity;
 use crate::limits::Limits;
 use crate::manifest::Manifest;
 use crate::sandbox::{CallControl, CallState, Grants};
+use crate::slots::Slots;
 
 /// A loaded plugin: its compiled component ready to instantiate, its
 /// grants, limits and tools.
@@ -31,7 +32,7 @@ pub struct Plugin {
     pub(crate) pre: PluginPre<CallState>,
     pub(crate) tools: Vec<Arc<Tool>>,
     pub(crate) imports: Vec<String>,
-    pub(crate) running: Arc<tokio::sync::Semaphore>,
+    pub(crate) running: Slots,
     /// The hash of the component and its manifest, to tell a changed file
     /// from an unchanged one.
     pub(crate) content: blake3::Hash,
@@ -148,6 +149,12 @@ impl Plugin {
     /// sections tell (a best guess: toolchains fill them in unevenly).
     pub fn language(&self) -> Option<&str> {
         self.language.as_deref()
+    }
+    /// How many calls wait in line for a slot under the plugin's
+    /// `max-concurrency`: one per session at most, since a session's other
+    /// calls wait for its turn. Shared by the versions of one file.
+    pub fn slots_in_line(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.running.in_line()
     }
 }
 
@@ -364,7 +371,7 @@ pub(crate) async fn load(
     }
 
     Ok(Plugin {
-        running: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency as usize)),
+        running: Slots::new(limits.max_concurrency),
         name,
         path: path.to_owned(),
         manifest_path,

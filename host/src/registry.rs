@@ -12,6 +12,7 @@ use crate::engine::Runtime;
 use crate::error::{LoadError, LoadErrorKind};
 use crate::plugin::{self, Announcement, Plugin, Tool};
 use crate::records::HostEvent;
+use crate::slots::Slots;
 use crate::store::{MemoryStore, StoreOptions, TaskStore};
 
 /// How the files of [`Registry::start_loading_files`] load.
@@ -61,7 +62,7 @@ struct Served {
     refused: BTreeMap<PathBuf, LoadError>,
     /// The running-calls cap of each file, kept across reloads so that the
     /// calls of the old and the new version count together.
-    slots: BTreeMap<PathBuf, (Arc<Semaphore>, u32)>,
+    slots: BTreeMap<PathBuf, (Slots, u32)>,
 }
 
 impl Served {
@@ -412,22 +413,7 @@ impl Registry {
             .slots
             .entry(path.to_owned())
             .or_insert_with(|| (plugin.running.clone(), cap));
-        if cap > *had {
-            slots.add_permits((cap - *had) as usize);
-        } else if cap < *had {
-            // Permits held by running calls come back later and are then
-            // taken out, so the new cap holds once they end.
-            let missing = slots.forget_permits((*had - cap) as usize);
-            if missing < (*had - cap) as usize {
-                let slots = slots.clone();
-                let owed = (*had - cap) as usize - missing;
-                tokio::spawn(async move {
-                    if let Ok(p) = slots.acquire_many_owned(owed as u32).await {
-                        p.forget();
-                    }
-                });
-            }
-        }
+        slots.set_cap(*had, cap);
         *had = cap;
         plugin.running = slots.clone();
         let plugin = Arc::new(plugin);

@@ -45,12 +45,13 @@ use tokio::sync::{Notify, broadcast, watch};
 use self::delivery::Delivery;
 use self::start::Start;
 use self::task::{Finish, Inline};
-use crate::call::{CallOutcome, Output, Turns};
+use crate::call::{CallOutcome, Output};
 use crate::catalog::ToolView;
 use crate::error::CallError;
 use crate::records::{CallEvent, CallRecord, CallStatus, EventKind, HostEvent, TaskRecord};
 use crate::registry::Registry;
 use crate::sandbox::CallControl;
+use crate::slots::Turns;
 use crate::templates::Templates;
 
 pub use self::answer::{Answer, AnswerKind, Item};

@@ -15,7 +15,7 @@ use super::Inner;
 use super::answer::{Answer, AnswerKind, Item, ending};
 use super::delivery::Delivery;
 use crate::bindings::Delivery as DeliveryKind;
-use crate::call::{self, CallOutcome, Turns};
+use crate::call::{self, CallOutcome};
 use crate::config::AnswerMode;
 use crate::engine::Runtime;
 use crate::error::CallError;
@@ -23,6 +23,7 @@ use crate::ids::CallIdentity;
 use crate::records::{CallStatus, EventKind, UpdateRecord, json_weight, output_weight};
 use crate::registry::ToolEntry;
 use crate::sandbox::{CallControl, SentUpdate};
+use crate::slots::Turns;
 use crate::store::{CallEnd, Durability, TaskStore};
 use crate::templates::{Templates, render};
 
