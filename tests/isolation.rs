@@ -516,6 +516,33 @@ fn b21_a_stdio_request_the_client_cancels_cancels_its_call_and_gets_no_answer() 
     assert_eq!(ok["result"]["content"][0]["text"], "ok", "{ok}");
 }
 
+/// A stdio client's calls that answer at once and run on (here
+/// fire-and-forget ones, which wait for the plugin's 16 slots) are bounded
+/// by its session's `max_live` (1 000): the next is refused as a tool
+/// error naming the limit, and the companion tools still answer.
+#[test]
+fn a_stdio_session_refuses_calls_past_its_live_bound() {
+    let folder = behave();
+    let mut stdio = Stdio::start(&folder);
+    for id in 1..=1000 {
+        stdio.line(&stdio_call(id, "fire", json!({ "ms": 600_000 })));
+        let started = stdio.answer();
+        assert_eq!(started["id"], id, "{started}");
+        assert_eq!(started["result"]["isError"], false, "{started}");
+    }
+    stdio.line(&stdio_call(1001, "fire", json!({ "ms": 0 })));
+    let refused = stdio.answer();
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    let text = refused["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        text.contains("1000 calls running or waiting") && text.contains("max_live"),
+        "{refused}"
+    );
+    assert_eq!(stdio.running(1002, "fire"), 1000);
+}
+
 /// A stdio client that reuses the id of a request not yet answered (MCP:
 /// a client never reuses a request id in a session) gets an error for the
 /// second, which does not run; the first goes on, keeps its id and its

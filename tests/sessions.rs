@@ -1013,6 +1013,43 @@ async fn a_plugins_slots_go_round_the_sessions_waiting_for_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_refuses_calls_past_its_live_bound_and_keeps_serving() {
+    // Calls answered at once and then run on (fire-and-forget, queued
+    // duplicates, released ones) would otherwise pile up without end.
+    let (host, _f) = behave_host(Some("[limits]\ncancel-grace = \"0s\"\n")).await;
+    let mut options = SessionOptions::default();
+    options.max_live = 2;
+    let s = host.open_session(options);
+    const HOLD: &str = r#"{"n": 2, "sleep_ms": 60000}"#;
+    assert_eq!(
+        s.call("c1", "progress", HOLD).await.kind,
+        AnswerKind::Released
+    );
+    let fire = s.call("c2", "fire", r#"{"ms": 60000}"#).await;
+    assert_eq!(fire.kind, AnswerKind::Started, "{fire:?}");
+    let refused = s.call("c3", "ok", "{}").await;
+    assert!(refused.is_error, "{refused:?}");
+    assert!(
+        refused.output.contains("2 calls running or waiting")
+            && refused.output.contains("max_live"),
+        "{}",
+        refused.output
+    );
+    assert!(s.record("c3").is_none(), "it was not started");
+    // The companion tools still answer, so the model can make room.
+    let listed = s.call("l", RUNNING_TASKS_TOOL, "{}").await;
+    assert!(
+        !listed.is_error && listed.output.contains("c1"),
+        "{listed:?}"
+    );
+    s.cancel("c1").expect("cancel");
+    ended(&s, "c1").await;
+    let again = s.call("c3", "ok", "{}").await;
+    assert!(!again.is_error, "{again:?}");
+    assert_eq!(again.output, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_keeps_finished_records_within_its_byte_budget() {
     let (host, _f) = behave_host(None).await;
     let mut options = SessionOptions::default();

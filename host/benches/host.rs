@@ -518,6 +518,7 @@ async fn sleeping_calls(
     // Every call's record stays, to count them done.
     let mut options = SessionOptions::default();
     options.keep_records = n;
+    options.max_live = n;
     let session = host.open_session(options);
     reset_peak_rss();
     let base = peak_rss_mib();

@@ -179,6 +179,12 @@ pub enum CallError {
     /// The call was cancelled before it produced a result.
     #[error("the call was cancelled")]
     Cancelled,
+    /// The session already has its most calls running or waiting
+    /// (`SessionOptions::max_live`); the call was not started.
+    #[error(
+        "not started: this session already has {max} calls running or waiting, its limit (max_live); wait for one to end, or cancel one, and call again"
+    )]
+    SessionFull { max: usize },
 }
 
 impl CallError {

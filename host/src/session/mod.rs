@@ -100,6 +100,9 @@ pub(crate) fn ending_answer(
 /// - `keep_bytes`: 16 MiB that the finished records kept in the session
 ///   may weigh in memory (their arguments, updates and results); past it
 ///   the oldest finished ones are dropped, all but the newest
+/// - `max_live`: 1000 calls running or waiting at once (queued duplicates,
+///   fire-and-forget calls and calls waiting for a slot count too); a
+///   call past it is refused, saying so, and nothing else changes
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SessionOptions {
@@ -111,6 +114,7 @@ pub struct SessionOptions {
     pub settle: Duration,
     pub keep_records: usize,
     pub keep_bytes: usize,
+    pub max_live: usize,
 }
 
 impl Default for SessionOptions {
@@ -124,6 +128,7 @@ impl Default for SessionOptions {
             settle: Duration::from_millis(20),
             keep_records: 1000,
             keep_bytes: 16 << 20,
+            max_live: 1000,
         }
     }
 }
@@ -192,6 +197,7 @@ struct Inner {
     close_timeout: Duration,
     keep_records: usize,
     keep_bytes: usize,
+    max_live: usize,
     state: Mutex<State>,
     delivery: Arc<Delivery>,
     /// Made on the first subscription: a session nobody watches pays for
@@ -340,6 +346,7 @@ impl Session {
                 close_timeout: options.close_timeout,
                 keep_records: options.keep_records,
                 keep_bytes: options.keep_bytes,
+                max_live: options.max_live.max(1),
                 state: Mutex::default(),
                 events: OnceLock::new(),
                 call_ended: Notify::new(),

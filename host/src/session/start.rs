@@ -100,6 +100,11 @@ impl Session {
                 detail: "the session is closed".into(),
             });
         }
+        if state.live.len() >= inner.max_live {
+            let max = inner.max_live;
+            tracing::warn!(session = %inner.id, tool = %t.name, max, "live-call limit reached");
+            return Start::Refused(CallError::SessionFull { max });
+        }
         if state.records.contains_key(call_id) {
             return Start::Refused(CallError::InvalidArguments {
                 tool: t.name.clone(),
