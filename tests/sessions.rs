@@ -939,11 +939,13 @@ async fn a_call_stopped_while_it_waits_for_a_slot_never_runs() {
         .call("c1", "progress", r#"{"n": 2, "sleep_ms": 60000}"#)
         .await;
     assert_eq!(a.kind, AnswerKind::Released);
-    let mut events = s.subscribe();
+    let mut in_line = host.tool("ok").await.expect("tool").plugin.slots_in_line();
     let c2 = spawn_call(&s, "c2", "ok", "{}");
-    event(&mut events, "c2 started", |e| started(e, "c2")).await;
-    // Started is sent just before the call asks for its slot.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let waits = tokio::time::timeout(WAIT, in_line.wait_for(|n| *n == 1));
+    waits
+        .await
+        .expect("c2 waits for the slot")
+        .expect("the slots");
     assert!(s.record("c2").expect("c2").status.is_live(), "c2 waits");
     tokio::time::timeout(WAIT, s.close())
         .await
