@@ -1018,22 +1018,22 @@ async fn a_plugins_slots_go_round_the_sessions_waiting_for_them() {
 async fn a_session_refuses_calls_past_its_live_bound_and_keeps_serving() {
     // Calls answered at once and then run on (fire-and-forget, queued
     // duplicates, released ones) would otherwise pile up without end.
-    let (host, _f) = behave_host(Some("[limits]\ncancel-grace = \"0s\"\n")).await;
+    let (host, _f) = behave_host(None).await;
     let mut options = SessionOptions::default();
     options.max_live = 2;
     let s = host.open_session(options);
-    const HOLD: &str = r#"{"n": 2, "sleep_ms": 60000}"#;
-    assert_eq!(
-        s.call("c1", "progress", HOLD).await.kind,
-        AnswerKind::Released
-    );
+    let first = spawn_call(&s, "c1", "replace_me", "{}");
+    live(&s, "c1", CallStatus::Running).await;
     let fire = s.call("c2", "fire", r#"{"ms": 60000}"#).await;
     assert_eq!(fire.kind, AnswerKind::Started, "{fire:?}");
+
     let refused = s.call("c3", "ok", "{}").await;
     assert!(refused.is_error, "{refused:?}");
     assert!(
-        refused.output.contains("2 calls running or waiting")
-            && refused.output.contains("max_live"),
+        refused
+            .output
+            .contains("already has 2 tool calls running or queued")
+            && refused.output.contains(CANCEL_TASK_TOOL),
         "{}",
         refused.output
     );
@@ -1044,11 +1044,33 @@ async fn a_session_refuses_calls_past_its_live_bound_and_keeps_serving() {
         !listed.is_error && listed.output.contains("c1"),
         "{listed:?}"
     );
-    s.cancel("c1").expect("cancel");
-    ended(&s, "c1").await;
-    let again = s.call("c3", "ok", "{}").await;
+    // A replacing call takes the place of the call it cancels (B13).
+    let second = spawn_call(&s, "c4", "replace_me", "{}");
+    let replaced = tokio::time::timeout(WAIT, first)
+        .await
+        .expect("c1 is replaced");
+    assert_eq!(replaced.expect("join").kind, AnswerKind::Cancelled);
+    live(&s, "c4", CallStatus::Running).await;
+
+    s.cancel("c4").expect("cancel");
+    assert_eq!(second.await.expect("join").kind, AnswerKind::Cancelled);
+    let again = s.call("c5", "ok", "{}").await;
     assert!(!again.is_error, "{again:?}");
     assert_eq!(again.output, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b11_a_full_session_still_answers_a_duplicate_with_its_notice() {
+    let (host, _f) = behave_host(None).await;
+    let mut options = SessionOptions::default();
+    options.max_live = 1;
+    let s = host.open_session(options);
+    let _first = spawn_call(&s, "c1", "reject_me", r#"{"ms": 60000}"#);
+    live(&s, "c1", CallStatus::Running).await;
+    let a = s.call("c2", "reject_me", r#"{"ms": 1}"#).await;
+    assert_eq!(a.kind, AnswerKind::Duplicate, "{a:?}");
+    assert!(!a.is_error, "B11: a notice, not an error: {a:?}");
+    assert!(a.output.contains("c1"), "{}", a.output);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::session::{CANCEL_TASK_TOOL, RUNNING_TASKS_TOOL};
+
 /// The interface every plugin exports.
 pub(crate) const TOOL_INTERFACE: &str = "toolhost:plugin/tool@0.1.0";
 
@@ -154,6 +156,7 @@ impl std::fmt::Display for Limit {
 
 /// Why a call did not produce a result.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum CallError {
     /// No enabled tool has this name (B8).
     #[error("unknown tool `{name}`")]
@@ -182,7 +185,9 @@ pub enum CallError {
     /// The session already has its most calls running or waiting
     /// (`SessionOptions::max_live`); the call was not started.
     #[error(
-        "not started: this session already has {max} calls running or waiting, its limit (max_live); wait for one to end, or cancel one, and call again"
+        "not started: this conversation already has {max} tool calls running or queued, the most it may have. List them with {} and stop one with {}, or wait for one to end; then call again. Do not assume a result",
+        RUNNING_TASKS_TOOL,
+        CANCEL_TASK_TOOL
     )]
     SessionFull { max: usize },
 }

@@ -101,8 +101,10 @@ pub(crate) fn ending_answer(
 ///   may weigh in memory (their arguments, updates and results); past it
 ///   the oldest finished ones are dropped, all but the newest
 /// - `max_live`: 1000 calls running or waiting at once (queued duplicates,
-///   fire-and-forget calls and calls waiting for a slot count too); a
-///   call past it is refused, saying so, and nothing else changes
+///   fire-and-forget calls and calls waiting for a slot count too; 0 is
+///   taken as 1); a call that would add one past it is refused, saying
+///   so, and nothing else changes. Duplicate notices still answer, and a
+///   replacing call takes the place of those it cancels
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SessionOptions {

@@ -100,11 +100,6 @@ impl Session {
                 detail: "the session is closed".into(),
             });
         }
-        if state.live.len() >= inner.max_live {
-            let max = inner.max_live;
-            tracing::warn!(session = %inner.id, tool = %t.name, max, "live-call limit reached");
-            return Start::Refused(CallError::SessionFull { max });
-        }
         if state.records.contains_key(call_id) {
             return Start::Refused(CallError::InvalidArguments {
                 tool: t.name.clone(),
@@ -154,7 +149,18 @@ impl Session {
         };
         let mut wait_for = Vec::new();
         let mut now = None;
+        // A call that would add to the session's running and waiting calls
+        // past its bound is not started. Duplicate notices still answer
+        // (B11, B12), and a replacing call takes the place of the calls it
+        // cancels (B13).
+        let full = state.live.len() >= inner.max_live;
         match decision {
+            Admission::Start | Admission::Queue if full => {
+                let max = inner.max_live;
+                let plugin = entry.plugin.name();
+                tracing::warn!(session = %inner.id, plugin, tool = %t.name, call_id, max, "live-call limit reached");
+                return Start::Refused(CallError::SessionFull { max });
+            }
             Admission::Start => {}
             Admission::Reject => {
                 return Start::Answered(notice(&inner.templates.reject, AnswerKind::Duplicate));
