@@ -31,6 +31,14 @@ async fn session(manifest: Option<&str>) -> (Session, Folder) {
     (host.open_session(SessionOptions::default()), folder)
 }
 
+/// A session of `behave` that may have `max_live` calls running or waiting.
+async fn bounded_session(max_live: usize) -> (Session, Folder) {
+    let (host, folder) = behave_host(None).await;
+    let mut options = SessionOptions::default();
+    options.max_live = max_live;
+    (host.open_session(options), folder)
+}
+
 /// Wait until the call has the status `status` in the running list.
 async fn live(s: &Session, call_id: &str, status: CallStatus) {
     let mut events = s.subscribe();
@@ -1018,10 +1026,7 @@ async fn a_plugins_slots_go_round_the_sessions_waiting_for_them() {
 async fn a_session_refuses_calls_past_its_live_bound_and_keeps_serving() {
     // Calls answered at once and then run on (fire-and-forget, queued
     // duplicates, released ones) would otherwise pile up without end.
-    let (host, _f) = behave_host(None).await;
-    let mut options = SessionOptions::default();
-    options.max_live = 2;
-    let s = host.open_session(options);
+    let (s, _f) = bounded_session(2).await;
     let first = spawn_call(&s, "c1", "replace_me", "{}");
     live(&s, "c1", CallStatus::Running).await;
     let fire = s.call("c2", "fire", r#"{"ms": 60000}"#).await;
@@ -1061,10 +1066,7 @@ async fn a_session_refuses_calls_past_its_live_bound_and_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b11_a_full_session_still_answers_a_duplicate_with_its_notice() {
-    let (host, _f) = behave_host(None).await;
-    let mut options = SessionOptions::default();
-    options.max_live = 1;
-    let s = host.open_session(options);
+    let (s, _f) = bounded_session(1).await;
     let _first = spawn_call(&s, "c1", "reject_me", r#"{"ms": 60000}"#);
     live(&s, "c1", CallStatus::Running).await;
     let a = s.call("c2", "reject_me", r#"{"ms": 1}"#).await;
