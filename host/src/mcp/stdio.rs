@@ -220,9 +220,7 @@ impl Transport<RoleServer> for StdioTransport {
         if message.is_none()
             && let Some(direct) = self.direct.get()
         {
-            for call in direct.session.running() {
-                let _ = direct.session.cancel(&call.call_id);
-            }
+            direct.session.cancel_all();
         }
         // rmcp drops the answer of a request once it has taken its cancel,
         // which it does before it reads anything else: the request's permit

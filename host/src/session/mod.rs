@@ -191,6 +191,13 @@ struct State {
     finished_weight: usize,
 }
 
+impl State {
+    /// Cancel the cancellable live calls (B20, B21).
+    fn cancel_live(&self) {
+        Live::cancel_all(self.live.values().filter(|l| l.cancellable));
+    }
+}
+
 struct Inner {
     id: String,
     registry: Arc<Registry>,
@@ -527,6 +534,12 @@ impl Session {
         Ok(())
     }
 
+    /// Cancel every cancellable running or queued call, as
+    /// [`cancel`](Self::cancel) would each, every flag raised at once.
+    pub(crate) fn cancel_all(&self) {
+        self.inner.state().cancel_live();
+    }
+
     /// The running and queued calls of this session, oldest first.
     pub fn running(&self) -> Vec<CallRecord> {
         let state = self.inner.state();
@@ -649,7 +662,7 @@ impl Session {
         {
             let mut state = inner.state();
             state.closed = true;
-            Live::cancel_all(state.live.values().filter(|l| l.cancellable));
+            state.cancel_live();
         }
         inner.delivery.close();
         let deadline = Instant::now() + inner.close_timeout;
