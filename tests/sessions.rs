@@ -1022,6 +1022,32 @@ async fn a_plugins_slots_go_round_the_sessions_waiting_for_them() {
     assert_eq!(ran[..2], ["a2", "b1"], "b1 took its turn: {ran:?}");
 }
 
+/// A call whose task is dropped before the call ends (here its runtime
+/// shuts down; in the field, a panic in the host) is recorded as failed
+/// and leaves the session's live calls: it is not listed as running, takes
+/// no place of `max_live`, and `close` does not wait for it.
+#[test]
+fn a_call_whose_task_is_dropped_unfinished_leaves_the_live_calls() {
+    let first = tokio::runtime::Runtime::new().expect("a runtime");
+    let (s, _f) = first.block_on(bounded_session(1));
+    let a = first.block_on(s.call("c1", "fire", r#"{"ms": 600000}"#));
+    assert_eq!(a.kind, AnswerKind::Started, "{}", a.output);
+    // The call's task is dropped with the runtime, the plugin mid-sleep.
+    drop(first);
+
+    assert!(s.running().is_empty(), "{:?}", s.running());
+    let r = s.record("c1").expect("c1's record");
+    assert_eq!(r.status, CallStatus::Error);
+    let error = r.error.expect("an error");
+    assert!(error.contains("could not be run"), "{error}");
+    let second = tokio::runtime::Runtime::new().expect("a runtime");
+    second.block_on(async {
+        tokio::time::timeout(WAIT, s.close())
+            .await
+            .expect("close waits for no call");
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_refuses_calls_past_its_live_bound_and_keeps_serving() {
     // Calls answered at once and then run on (fire-and-forget, queued

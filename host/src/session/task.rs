@@ -15,7 +15,7 @@ use super::Inner;
 use super::answer::{Answer, AnswerKind, Item, ending};
 use super::delivery::Delivery;
 use crate::bindings::Delivery as DeliveryKind;
-use crate::call::{self, CallOutcome};
+use crate::call::{self, CallOutcome, Output};
 use crate::config::AnswerMode;
 use crate::engine::Runtime;
 use crate::error::CallError;
@@ -55,6 +55,8 @@ pub(super) struct Task {
     pub(super) mode: AnswerMode,
     /// The first update answered the call (B2), so later ones count from it.
     pub(super) released_by_update: bool,
+    /// `end` has run (or begun): what `Drop` checks.
+    pub(super) finished: bool,
 }
 
 impl Task {
@@ -79,14 +81,7 @@ impl Task {
             }
         }
         if queued && self.control.is_cancelled() {
-            let outcome = CallOutcome {
-                call_id: self.call_id.clone(),
-                tool: self.tool().to_owned(),
-                result: Err(CallError::Cancelled),
-                fuel_used: 0,
-                elapsed: Duration::ZERO,
-            };
-            self.end(outcome);
+            self.end(self.outcome(Err(CallError::Cancelled)));
             return;
         }
         // A call that did not wait was recorded as started (`start`).
@@ -142,6 +137,17 @@ impl Task {
             self.update(updates, *sent);
         }
         self.end(outcome);
+    }
+
+    /// The outcome of a call that never ran, or whose run was lost.
+    fn outcome(&self, result: Result<Output, CallError>) -> CallOutcome {
+        CallOutcome {
+            call_id: self.call_id.clone(),
+            tool: self.tool().to_owned(),
+            result,
+            fuel_used: 0,
+            elapsed: Duration::ZERO,
+        }
     }
 
     fn item(&self, suffix: &str, answer: Answer) -> Item {
@@ -239,7 +245,12 @@ impl Task {
         );
     }
 
-    fn end(mut self, outcome: CallOutcome) {
+    /// The call ended: record it, answer or deliver its end, and take it
+    /// off the session's live calls. Runs once.
+    fn end(&mut self, outcome: CallOutcome) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
         let tool = self.tool().to_owned();
         let cancelled =
             self.control.is_cancelled() || matches!(outcome.result, Err(CallError::Cancelled));
@@ -319,6 +330,27 @@ impl Task {
             );
             inner.call_ended.notify_waiters();
         }
+    }
+}
+
+impl Drop for Task {
+    /// A task dropped before its call ended (a panic in the host, or its
+    /// runtime shut down) ends the call as failed, so that it does not stay
+    /// among the session's live calls: listed as running, taking a place
+    /// of `max_live`, and holding up `Session::close`.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        tracing::error!(
+            session = %self.session_id,
+            tool = %self.tool(),
+            call_id = %self.call_id,
+            "a call's task stopped before the call ended; it is recorded as failed"
+        );
+        self.end(self.outcome(Err(CallError::Unavailable {
+            detail: "the host stopped running the call before it ended".into(),
+        })));
     }
 }
 
