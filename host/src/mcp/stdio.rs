@@ -448,7 +448,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                             answers: lanes.answers.clone(),
                             answered: false,
                         };
-                        tokio::spawn(call_directly(handler, request, cancel, answering));
+                        // Boxed: the handler's future is about 10 KiB, which
+                        // the spawn would otherwise copy several times.
+                        let call = Box::pin(call_directly(handler, request, cancel, answering));
+                        tokio::spawn(call);
                     }
                     None => {
                         let request = JsonRpcMessage::Request(request);
