@@ -1022,6 +1022,42 @@ async fn a_plugins_slots_go_round_the_sessions_waiting_for_them() {
     assert_eq!(ran[..2], ["a2", "b1"], "b1 took its turn: {ran:?}");
 }
 
+/// Unloading a plugin lets its running call finish, and ends the calls
+/// still waiting for one of its slots without running them: the operator
+/// took the tool out of service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unloaded_plugins_calls_waiting_for_a_slot_end_unrun() {
+    let manifest = "[limits]\nmax-concurrency = 1\ncancel-grace = \"0s\"\n";
+    let (host, _f) = behave_host(Some(manifest)).await;
+    let plugin = host.tool("progress").await.expect("tool").plugin;
+    let mut in_line = plugin.slots_in_line();
+    let s = host.open_session(SessionOptions::default());
+    // Holds the slot: answers at its first update, then sleeps.
+    let hold = r#"{"n": 2, "sleep_ms": 60000}"#;
+    let a1 = s.call("a1", "progress", hold).await;
+    assert_eq!(a1.kind, AnswerKind::Released, "{}", a1.output);
+    let a2 = spawn_call(&s, "a2", "progress", r#"{"n": 1, "sleep_ms": 0}"#);
+    let joined = tokio::time::timeout(WAIT, in_line.wait_for(|n| *n == 1));
+    joined.await.expect("a2 in line").expect("the slots");
+
+    assert!(host.unload(plugin.path()));
+    let a2 = tokio::time::timeout(WAIT, a2)
+        .await
+        .expect("a2 ends at the unload")
+        .expect("join");
+    assert!(a2.is_error, "{a2:?}");
+    assert!(a2.output.contains("could not be run"), "{}", a2.output);
+    let r = ended(&s, "a2").await;
+    assert_eq!(r.status, CallStatus::Error);
+    assert!(r.updates.is_empty(), "a2 never ran: {r:?}");
+    assert_eq!(r.fuel_used, 0, "a2 never ran");
+    // a1 goes on, on the version it started with, until it is stopped.
+    let running: Vec<_> = s.running().into_iter().map(|r| r.call_id).collect();
+    assert_eq!(running, ["a1"]);
+    s.cancel("a1").expect("cancel");
+    assert_eq!(ended(&s, "a1").await.status, CallStatus::Cancelled);
+}
+
 /// A call whose task is dropped before the call ends (here its runtime
 /// shuts down; in the field, a panic in the host) is recorded as failed
 /// and leaves the session's live calls: it is not listed as running, takes

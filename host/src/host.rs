@@ -178,7 +178,9 @@ impl Host {
     }
 
     /// Take the plugin of `path` out of service. Calls already running on
-    /// it finish on the version they started with.
+    /// it finish on the version they started with; calls still waiting for
+    /// one of its `max-concurrency` slots end without running, as the tool
+    /// being unavailable.
     pub fn unload(&self, path: &Path) -> bool {
         self.registry.unload(path)
     }

@@ -451,6 +451,11 @@ impl Registry {
         let mut served = self.served_mut();
         served.refused.remove(path);
         let removed = served.remove(path) | served.announced.remove(path).is_some();
+        // Calls waiting for a slot of the file end unrun; a file that comes
+        // back gets slots of its own.
+        if let Some((slots, _)) = served.slots.remove(path) {
+            slots.close();
+        }
         drop(served);
         if removed {
             tracing::info!(file = %path.display(), "plugin unloaded");

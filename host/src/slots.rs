@@ -48,6 +48,16 @@ impl Slots {
         next.await
     }
 
+    /// The plugin file is out of service: calls waiting in line, and any
+    /// that comes for a slot later, end without running ([`next`] and
+    /// [`free`] fail). Running calls keep their slots to their end.
+    ///
+    /// [`next`]: Slots::next
+    /// [`free`]: Slots::free
+    pub(crate) fn close(&self) {
+        self.permits.close();
+    }
+
     /// How many calls wait in line for a slot.
     pub(crate) fn in_line(&self) -> watch::Receiver<usize> {
         self.in_line.subscribe()
