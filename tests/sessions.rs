@@ -1058,30 +1058,157 @@ async fn an_unloaded_plugins_calls_waiting_for_a_slot_end_unrun() {
     assert_eq!(ended(&s, "a1").await.status, CallStatus::Cancelled);
 }
 
-/// A call whose task is dropped before the call ends (here its runtime
-/// shuts down; in the field, a panic in the host) is recorded as failed
-/// and leaves the session's live calls: it is not listed as running, takes
-/// no place of `max_live`, and `close` does not wait for it.
+/// A call whose runtime shuts down under it (the host is stopping) leaves
+/// the session's live calls: it is not listed as running, and `close` does
+/// not wait for it. Its record says `interrupted`; the task store keeps it
+/// as running, to be found `interrupted` when a host opens it again (B31).
 #[test]
-fn a_call_whose_task_is_dropped_unfinished_leaves_the_live_calls() {
+fn a_call_whose_runtime_shuts_down_is_interrupted_and_leaves_the_live_calls() {
     let first = tokio::runtime::Runtime::new().expect("a runtime");
-    let (s, _f) = first.block_on(bounded_session(1));
-    let a = first.block_on(s.call("c1", "fire", r#"{"ms": 600000}"#));
-    assert_eq!(a.kind, AnswerKind::Started, "{}", a.output);
-    // The call's task is dropped with the runtime, the plugin mid-sleep.
+    let (host, _f) = first.block_on(behave_host(None));
+    let s = host.open_session(SessionOptions::default());
+    let task_id = first.block_on(async {
+        let mut events = s.subscribe();
+        let a = s
+            .call("c1", "fire", r#"{"ms": 600000, "update": true}"#)
+            .await;
+        assert_eq!(a.kind, AnswerKind::Started, "{}", a.output);
+        // In the plugin, sleeping after its update.
+        let updated = |e: &toolhost::CallEvent| matches!(e.kind, EventKind::Updated { .. });
+        event(&mut events, "c1", updated).await;
+        a.task_id.expect("a task id")
+    });
     drop(first);
 
     assert!(s.running().is_empty(), "{:?}", s.running());
     let r = s.record("c1").expect("c1's record");
-    assert_eq!(r.status, CallStatus::Error);
-    let error = r.error.expect("an error");
-    assert!(error.contains("could not be run"), "{error}");
+    assert_eq!(r.status, CallStatus::Interrupted, "{r:?}");
+    assert_eq!(r.updates.len(), 1, "{r:?}");
     let second = tokio::runtime::Runtime::new().expect("a runtime");
     second.block_on(async {
+        let kept = host.store().get(&task_id).await.expect("read");
+        let kept = kept.expect("kept");
+        assert_eq!(kept.call.status, CallStatus::Running, "for the next host");
         tokio::time::timeout(WAIT, s.close())
             .await
             .expect("close waits for no call");
     });
+}
+
+/// The task store an embedder gives the host, which panics when a call
+/// sends an update.
+#[derive(Debug)]
+struct PanicsAtUpdate(toolhost::store::MemoryStore);
+
+mod panics_at_update {
+    use super::PanicsAtUpdate;
+    use futures::future::BoxFuture;
+    use std::time::SystemTime;
+    use toolhost::UpdateRecord;
+    use toolhost::store::{
+        CallEnd, CallSummary, Durability, Filter, Health, Retention, StoreError, TaskRecord,
+        TaskStore, Ticket,
+    };
+
+    impl TaskStore for PanicsAtUpdate {
+        fn start(&self, record: TaskRecord, durability: Durability) -> Ticket {
+            self.0.start(record, durability)
+        }
+        fn running(&self, task_id: &str, at: SystemTime) {
+            self.0.running(task_id, at)
+        }
+        fn update(&self, _: &str, _: UpdateRecord, _: u64) {
+            panic!("the store fails at an update");
+        }
+        fn end(&self, task_id: &str, end: CallEnd, durability: Durability) -> Ticket {
+            self.0.end(task_id, end, durability)
+        }
+        fn flush(&self) -> Ticket {
+            self.0.flush()
+        }
+        fn settle(&self) -> Ticket {
+            self.0.settle()
+        }
+        fn get<'a>(
+            &'a self,
+            task_id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<TaskRecord>, StoreError>> {
+            self.0.get(task_id)
+        }
+        fn list<'a>(
+            &'a self,
+            filter: &'a Filter,
+        ) -> BoxFuture<'a, Result<Vec<TaskRecord>, StoreError>> {
+            self.0.list(filter)
+        }
+        fn summaries(
+            &self,
+            since: SystemTime,
+            limit: usize,
+        ) -> BoxFuture<'_, Result<Vec<CallSummary>, StoreError>> {
+            self.0.summaries(since, limit)
+        }
+        fn mark_orphans(&self, found_at: SystemTime) -> BoxFuture<'_, Result<u64, StoreError>> {
+            self.0.mark_orphans(found_at)
+        }
+        fn prune(
+            &self,
+            retention: Retention,
+            now: SystemTime,
+        ) -> BoxFuture<'_, Result<u64, StoreError>> {
+            self.0.prune(retention, now)
+        }
+        fn health(&self) -> Health {
+            self.0.health()
+        }
+    }
+}
+
+/// A call whose task panics (here in the embedder's task store) ends as
+/// failed, recorded and emitted like any other error, and leaves the
+/// session's live calls; the session goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_task_panics_ends_as_failed_and_leaves_the_live_calls() {
+    use toolhost::store::{MemoryStore, StoreOptions, TaskStore};
+    let store = async {
+        Arc::new(PanicsAtUpdate(MemoryStore::new(StoreOptions::default()))) as Arc<dyn TaskStore>
+    };
+    let host = Host::opening(config(), store).await.expect("host");
+    host.load_file(test_plugin("behave")).await.expect("load");
+    let mut options = SessionOptions::default();
+    options.max_live = 1;
+    let s = host.open_session(options);
+
+    let mut events = s.subscribe();
+    let a = s.call("c1", "fire", r#"{"ms": 0, "update": true}"#).await;
+    assert_eq!(a.kind, AnswerKind::Started, "{}", a.output);
+    let end = event(&mut events, "c1", |e| ended_event(e, "c1")).await;
+    assert!(
+        matches!(
+            end.kind,
+            EventKind::Ended {
+                status: CallStatus::Error,
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+    let r = ended(&s, "c1").await;
+    assert_eq!(r.status, CallStatus::Error, "{r:?}");
+    assert!(s.running().is_empty(), "{:?}", s.running());
+    // Its place of the session's one is free again.
+    let a = s.call("c2", "ok", "{}").await;
+    assert_eq!(a.output, "ok", "{a:?}");
+    // A call run by its caller until it answers panics in the caller,
+    // and ends the same way.
+    let caller = spawn_call(&s, "c3", "progress", r#"{"n": 1, "sleep_ms": 0}"#);
+    assert!(caller.await.is_err(), "the caller panicked");
+    let r = ended(&s, "c3").await;
+    assert_eq!(r.status, CallStatus::Error, "{r:?}");
+    assert!(s.running().is_empty(), "{:?}", s.running());
+    tokio::time::timeout(WAIT, s.close())
+        .await
+        .expect("close waits for no call");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,9 @@ pub enum CallStatus {
     Done,
     Error,
     Cancelled,
-    /// Running when the host stopped; set when a lasting store is read back.
+    /// Running when the host stopped: set when a lasting store is read
+    /// back, and in a session's record of a call whose runtime shut down
+    /// under it.
     Interrupted,
 }
 

@@ -264,6 +264,7 @@ impl Session {
             answer: now.is_none().then_some(answer_tx),
             mode,
             released_by_update: false,
+            fuel_used: 0,
             finished: false,
         });
         Start::Running {

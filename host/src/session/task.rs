@@ -55,6 +55,9 @@ pub(super) struct Task {
     pub(super) mode: AnswerMode,
     /// The first update answered the call (B2), so later ones count from it.
     pub(super) released_by_update: bool,
+    /// The fuel as of the latest update: what a call whose run was lost
+    /// had burned, as far as anyone knows.
+    pub(super) fuel_used: u64,
     /// `end` has run (or begun): what `Drop` checks.
     pub(super) finished: bool,
 }
@@ -145,7 +148,7 @@ impl Task {
             call_id: self.call_id.clone(),
             tool: self.tool().to_owned(),
             result,
-            fuel_used: 0,
+            fuel_used: self.fuel_used,
             elapsed: Duration::ZERO,
         }
     }
@@ -169,6 +172,7 @@ impl Task {
             fuel_used,
             after_cancel,
         } = sent;
+        self.fuel_used = fuel_used;
         let update = UpdateRecord {
             at: SystemTime::now(),
             message: message.clone(),
@@ -334,23 +338,55 @@ impl Task {
 }
 
 impl Drop for Task {
-    /// A task dropped before its call ended (a panic in the host, or its
-    /// runtime shut down) ends the call as failed, so that it does not stay
-    /// among the session's live calls: listed as running, taking a place
-    /// of `max_live`, and holding up `Session::close`.
+    /// A task dropped before its call ended takes the call off the
+    /// session's live calls, where it would otherwise stay: listed as
+    /// running, holding a place of `max_live`, and holding up
+    /// `Session::close`.
+    /// - Dropped by a panic (a fault in the host, or in an embedder's task
+    ///   store): the call ends as failed, recorded, delivered and emitted
+    ///   like any other error.
+    /// - Dropped by its runtime shutting down (the host is stopping): the
+    ///   session's record turns `interrupted`, and the task store keeps
+    ///   the call as running, to be found `interrupted` when a host opens
+    ///   it again (B31).
     fn drop(&mut self) {
         if self.finished {
             return;
         }
-        tracing::error!(
-            session = %self.session_id,
-            tool = %self.tool(),
-            call_id = %self.call_id,
-            "a call's task stopped before the call ended; it is recorded as failed"
-        );
-        self.end(self.outcome(Err(CallError::Unavailable {
-            detail: "the host stopped running the call before it ended".into(),
-        })));
+        if std::thread::panicking() {
+            tracing::error!(
+                session = %self.session_id,
+                tool = %self.tool(),
+                call_id = %self.call_id,
+                "a call's task panicked; the call is recorded as failed"
+            );
+            self.end(self.outcome(Err(CallError::Unavailable {
+                detail: "the host failed while running the call".into(),
+            })));
+        } else {
+            self.interrupted();
+        }
+    }
+}
+
+impl Task {
+    /// The host stopped running the call: off the live calls, its record
+    /// `interrupted`.
+    fn interrupted(&mut self) {
+        self.finished = true;
+        if let Some(inner) = self.session.upgrade() {
+            let heavy = json_weight(&self.args);
+            let mut state = inner.state();
+            if let Some(r) = state.records.get_mut(&self.call_id) {
+                r.call.status = CallStatus::Interrupted;
+                r.call.fuel_used = self.fuel_used;
+            }
+            state.live.remove(&self.call_id);
+            inner.forget_finished(&mut state, &self.call_id, heavy);
+            drop(state);
+            inner.call_ended.notify_waiters();
+        }
+        let _ = self.ended.send(true);
     }
 }
 
@@ -392,7 +428,11 @@ impl Inline {
 impl Drop for Inline {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
-            self.runtime.spawn(task);
+            // A task that panicked cannot be polled again: dropped here, it
+            // ends its call (`Task`'s `Drop`).
+            if !std::thread::panicking() {
+                self.runtime.spawn(task);
+            }
         }
     }
 }
