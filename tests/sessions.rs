@@ -1095,13 +1095,13 @@ fn a_call_whose_runtime_shuts_down_is_interrupted_and_leaves_the_live_calls() {
     });
 }
 
-/// The task store an embedder gives the host, which panics when a call
-/// sends an update.
+/// The task store an embedder gives the host, which panics when it is
+/// told of a call's `start`, `update` or `end` (the `&str`).
 #[derive(Debug)]
-struct PanicsAtUpdate(toolhost::store::MemoryStore);
+struct PanicsAt(&'static str, toolhost::store::MemoryStore);
 
-mod panics_at_update {
-    use super::PanicsAtUpdate;
+mod panics_at {
+    use super::PanicsAt;
     use futures::future::BoxFuture;
     use std::time::SystemTime;
     use toolhost::UpdateRecord;
@@ -1110,75 +1110,104 @@ mod panics_at_update {
         TaskStore, Ticket,
     };
 
-    impl TaskStore for PanicsAtUpdate {
+    impl PanicsAt {
+        fn at(&self, what: &str) {
+            if self.0 == what {
+                panic!("the store fails at {what}");
+            }
+        }
+    }
+
+    impl TaskStore for PanicsAt {
         fn start(&self, record: TaskRecord, durability: Durability) -> Ticket {
-            self.0.start(record, durability)
+            self.at("start");
+            self.1.start(record, durability)
         }
         fn running(&self, task_id: &str, at: SystemTime) {
-            self.0.running(task_id, at)
+            self.1.running(task_id, at)
         }
-        fn update(&self, _: &str, _: UpdateRecord, _: u64) {
-            panic!("the store fails at an update");
+        fn update(&self, task_id: &str, update: UpdateRecord, fuel_used: u64) {
+            self.at("update");
+            self.1.update(task_id, update, fuel_used)
         }
         fn end(&self, task_id: &str, end: CallEnd, durability: Durability) -> Ticket {
-            self.0.end(task_id, end, durability)
+            self.at("end");
+            self.1.end(task_id, end, durability)
         }
         fn flush(&self) -> Ticket {
-            self.0.flush()
+            self.1.flush()
         }
         fn settle(&self) -> Ticket {
-            self.0.settle()
+            self.1.settle()
         }
         fn get<'a>(
             &'a self,
             task_id: &'a str,
         ) -> BoxFuture<'a, Result<Option<TaskRecord>, StoreError>> {
-            self.0.get(task_id)
+            self.1.get(task_id)
         }
         fn list<'a>(
             &'a self,
             filter: &'a Filter,
         ) -> BoxFuture<'a, Result<Vec<TaskRecord>, StoreError>> {
-            self.0.list(filter)
+            self.1.list(filter)
         }
         fn summaries(
             &self,
             since: SystemTime,
             limit: usize,
         ) -> BoxFuture<'_, Result<Vec<CallSummary>, StoreError>> {
-            self.0.summaries(since, limit)
+            self.1.summaries(since, limit)
         }
         fn mark_orphans(&self, found_at: SystemTime) -> BoxFuture<'_, Result<u64, StoreError>> {
-            self.0.mark_orphans(found_at)
+            self.1.mark_orphans(found_at)
         }
         fn prune(
             &self,
             retention: Retention,
             now: SystemTime,
         ) -> BoxFuture<'_, Result<u64, StoreError>> {
-            self.0.prune(retention, now)
+            self.1.prune(retention, now)
         }
         fn health(&self) -> Health {
-            self.0.health()
+            self.1.health()
         }
     }
 }
 
-/// A call whose task panics (here in the embedder's task store) ends as
-/// failed, recorded and emitted like any other error, and leaves the
-/// session's live calls; the session goes on serving.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_whose_task_panics_ends_as_failed_and_leaves_the_live_calls() {
+/// A session of `behave` on a host whose embedder's task store panics at
+/// `what`, which may have one call running or waiting.
+async fn session_panicking_at(what: &'static str) -> (Host, Session) {
     use toolhost::store::{MemoryStore, StoreOptions, TaskStore};
-    let store = async {
-        Arc::new(PanicsAtUpdate(MemoryStore::new(StoreOptions::default()))) as Arc<dyn TaskStore>
+    let store = async move {
+        let memory = MemoryStore::new(StoreOptions::default());
+        Arc::new(PanicsAt(what, memory)) as Arc<dyn TaskStore>
     };
     let host = Host::opening(config(), store).await.expect("host");
     host.load_file(test_plugin("behave")).await.expect("load");
     let mut options = SessionOptions::default();
     options.max_live = 1;
     let s = host.open_session(options);
+    (host, s)
+}
 
+/// The session has no live call left, serves the next one (its one place
+/// is free), and closes at once.
+async fn serves_on(s: &Session) {
+    assert!(s.running().is_empty(), "{:?}", s.running());
+    let a = s.call("next", "fail", "{}").await;
+    assert!(a.output.contains("it failed on purpose"), "{a:?}");
+    tokio::time::timeout(WAIT, s.close())
+        .await
+        .expect("close waits for no call");
+}
+
+/// A call whose task panics (here in the embedder's task store, at an
+/// update) ends as failed, recorded and emitted like any other error, and
+/// leaves the session's live calls; the session goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_task_panics_ends_as_failed_and_leaves_the_live_calls() {
+    let (_host, s) = session_panicking_at("update").await;
     let mut events = s.subscribe();
     let a = s.call("c1", "fire", r#"{"ms": 0, "update": true}"#).await;
     assert_eq!(a.kind, AnswerKind::Started, "{}", a.output);
@@ -1193,22 +1222,34 @@ async fn a_call_whose_task_panics_ends_as_failed_and_leaves_the_live_calls() {
         ),
         "{end:?}"
     );
-    let r = ended(&s, "c1").await;
-    assert_eq!(r.status, CallStatus::Error, "{r:?}");
+    assert_eq!(ended(&s, "c1").await.status, CallStatus::Error);
     assert!(s.running().is_empty(), "{:?}", s.running());
-    // Its place of the session's one is free again.
-    let a = s.call("c2", "ok", "{}").await;
-    assert_eq!(a.output, "ok", "{a:?}");
     // A call run by its caller until it answers panics in the caller,
     // and ends the same way.
-    let caller = spawn_call(&s, "c3", "progress", r#"{"n": 1, "sleep_ms": 0}"#);
+    let caller = spawn_call(&s, "c2", "progress", r#"{"n": 1, "sleep_ms": 0}"#);
     assert!(caller.await.is_err(), "the caller panicked");
-    let r = ended(&s, "c3").await;
-    assert_eq!(r.status, CallStatus::Error, "{r:?}");
+    assert_eq!(ended(&s, "c2").await.status, CallStatus::Error);
+    serves_on(&s).await;
+}
+
+/// A task store that panics as it is told of a call's start (the panic
+/// reaches the caller) or end (caught) leaves no live call behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_panicking_at_a_calls_start_or_end_leaves_no_live_call() {
+    let (_host, s) = session_panicking_at("start").await;
+    let caller = spawn_call(&s, "c1", "ok", "{}");
+    assert!(caller.await.is_err(), "the caller panicked");
+    assert_eq!(ended(&s, "c1").await.status, CallStatus::Error);
     assert!(s.running().is_empty(), "{:?}", s.running());
     tokio::time::timeout(WAIT, s.close())
         .await
         .expect("close waits for no call");
+
+    let (_host, s) = session_panicking_at("end").await;
+    let a = s.call("c1", "ok", "{}").await;
+    assert_eq!(a.output, "ok", "{a:?}");
+    assert_eq!(ended(&s, "c1").await.status, CallStatus::Done);
+    serves_on(&s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,7 +61,8 @@ struct Served {
     /// The latest refusal of each file that is not serving that version.
     refused: BTreeMap<PathBuf, LoadError>,
     /// The running-calls cap of each file, kept across reloads so that the
-    /// calls of the old and the new version count together.
+    /// calls of the old and the new version count together (not across an
+    /// unload, which closes them).
     slots: BTreeMap<PathBuf, (Slots, u32)>,
 }
 

@@ -12,7 +12,8 @@ use std::task::Poll;
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError, watch};
 
 /// A plugin file's slots, kept across its reloads so that the calls of the
-/// old and the new version count together.
+/// old and the new version count together; closed when the file is
+/// unloaded.
 #[derive(Debug, Clone)]
 pub(crate) struct Slots {
     permits: Arc<Semaphore>,

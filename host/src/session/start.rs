@@ -236,16 +236,11 @@ impl Session {
         );
         state.records.insert(call_id.to_owned(), record.clone());
         drop(state);
-        // Lazy: an answer that says the call goes on makes it durable first
-        // (`Session::make_durable`).
-        let store = inner.registry.store.clone();
-        let _ = store.start(record, Durability::Lazy);
-        if queued {
-            inner.emit(&task_id, Some(&args), call_id, &t.name, EventKind::Queued);
-        }
         if to_end {
             now = None;
         }
+        // Made before the store is told of the call: should the store (an
+        // embedder's, perhaps) panic, the task's drop ends the live call.
         let (answer_tx, answer) = oneshot::channel();
         let task = Box::new(Task {
             session: Arc::downgrade(inner),
@@ -254,10 +249,10 @@ impl Session {
             templates: inner.templates.clone(),
             delivery: inner.delivery.clone(),
             call_id: call_id.to_owned(),
-            task_id,
-            store,
+            task_id: task_id.clone(),
+            store: inner.registry.store.clone(),
             entry: entry.clone(),
-            args,
+            args: args.clone(),
             control,
             turns: inner.turns.clone(),
             ended: ended_tx,
@@ -267,6 +262,12 @@ impl Session {
             fuel_used: 0,
             finished: false,
         });
+        // Lazy: an answer that says the call goes on makes it durable first
+        // (`Session::make_durable`).
+        let _ = task.store.start(record, Durability::Lazy);
+        if queued {
+            inner.emit(&task_id, Some(&args), call_id, &t.name, EventKind::Queued);
+        }
         Start::Running {
             now,
             answer,

@@ -5,6 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -268,17 +269,21 @@ impl Task {
         let result = outcome.result.as_ref().ok().cloned().map(Arc::new);
         let fuel_used = outcome.fuel_used;
         let ended_at = SystemTime::now();
-        let _ = self.store.end(
-            &self.task_id,
-            CallEnd {
-                status,
-                result: result.clone(),
-                error: error.clone(),
-                fuel_used,
-                ended_at,
-            },
-            Durability::Lazy,
-        );
+        let end = CallEnd {
+            status,
+            result: result.clone(),
+            error: error.clone(),
+            fuel_used,
+            ended_at,
+        };
+        // The store may be an embedder's: a panic in it must not keep the
+        // call live, nor escape this when `Drop` runs it while unwinding.
+        let stored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.store.end(&self.task_id, end, Durability::Lazy)
+        }));
+        if stored.is_err() {
+            tracing::error!(call_id = %self.call_id, "the task store panicked recording a call's end");
+        }
         let inner = self.session.upgrade();
         if let Some(inner) = &inner {
             // Weighed before the session's lock is taken.
@@ -380,6 +385,7 @@ impl Task {
             if let Some(r) = state.records.get_mut(&self.call_id) {
                 r.call.status = CallStatus::Interrupted;
                 r.call.fuel_used = self.fuel_used;
+                r.call.ended_at = Some(SystemTime::now());
             }
             state.live.remove(&self.call_id);
             inner.forget_finished(&mut state, &self.call_id, heavy);
@@ -413,26 +419,35 @@ impl Inline {
         mut self,
         mut answer: oneshot::Receiver<T>,
     ) -> Result<T, RecvError> {
-        if let Some(task) = self.task.as_mut() {
-            tokio::select! {
-                biased;
-                () = task => self.task = None,
-                received = &mut answer => return received,
+        let received = std::future::poll_fn(|cx| {
+            // Polled out of `self.task` and put back only while pending: a
+            // task that panics is dropped with the panic (ending its call,
+            // `Task`'s `Drop`), never spawned again.
+            if let Some(mut task) = self.task.take()
+                && task.as_mut().poll(cx).is_pending()
+            {
+                self.task = Some(task);
             }
+            match Pin::new(&mut answer).poll(cx) {
+                Poll::Ready(received) => Poll::Ready(Some(received)),
+                // The task ended, having sent the answer or dropped its
+                // sender: the answer is ready at its next poll.
+                Poll::Pending if self.task.is_none() => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match received {
+            Some(received) => received,
+            None => answer.await,
         }
-        // The task ended, having sent the answer or dropped its sender.
-        answer.await
     }
 }
 
 impl Drop for Inline {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
-            // A task that panicked cannot be polled again: dropped here, it
-            // ends its call (`Task`'s `Drop`).
-            if !std::thread::panicking() {
-                self.runtime.spawn(task);
-            }
+            self.runtime.spawn(task);
         }
     }
 }
