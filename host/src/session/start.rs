@@ -249,10 +249,10 @@ impl Session {
             templates: inner.templates.clone(),
             delivery: inner.delivery.clone(),
             call_id: call_id.to_owned(),
-            task_id: task_id.clone(),
+            task_id,
             store: inner.registry.store.clone(),
             entry: entry.clone(),
-            args: args.clone(),
+            args,
             control,
             turns: inner.turns.clone(),
             ended: ended_tx,
@@ -266,7 +266,8 @@ impl Session {
         // (`Session::make_durable`).
         let _ = task.store.start(record, Durability::Lazy);
         if queued {
-            inner.emit(&task_id, Some(&args), call_id, &t.name, EventKind::Queued);
+            let (task_id, args) = (&task.task_id, &task.args);
+            inner.emit(task_id, Some(args), call_id, &t.name, EventKind::Queued);
         }
         Start::Running {
             now,

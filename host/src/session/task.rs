@@ -5,7 +5,6 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
-use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -21,7 +20,7 @@ use crate::config::AnswerMode;
 use crate::engine::Runtime;
 use crate::error::CallError;
 use crate::ids::CallIdentity;
-use crate::records::{CallStatus, EventKind, UpdateRecord, json_weight, output_weight};
+use crate::records::{CallRecord, CallStatus, EventKind, UpdateRecord, json_weight, output_weight};
 use crate::registry::ToolEntry;
 use crate::sandbox::{CallControl, SentUpdate};
 use crate::slots::Turns;
@@ -284,22 +283,14 @@ impl Task {
         if stored.is_err() {
             tracing::error!(call_id = %self.call_id, "the task store panicked recording a call's end");
         }
-        let inner = self.session.upgrade();
-        if let Some(inner) = &inner {
-            // Weighed before the session's lock is taken.
-            let heavy = json_weight(&self.args) + result.as_deref().map_or(0, output_weight);
-            let mut state = inner.state();
-            if let Some(r) = state.records.get_mut(&self.call_id) {
-                let r = &mut r.call;
-                r.status = status;
-                r.result = result.clone();
-                r.error = error.clone();
-                r.fuel_used = fuel_used;
-                r.ended_at = Some(ended_at);
-            }
-            state.live.remove(&self.call_id);
-            inner.forget_finished(&mut state, &self.call_id, heavy);
-        }
+        let results = result.as_deref().map_or(0, output_weight);
+        let inner = self.leave_live(results, |r| {
+            r.status = status;
+            r.result = result.clone();
+            r.error = error.clone();
+            r.fuel_used = fuel_used;
+            r.ended_at = Some(ended_at);
+        });
         let released = self.answer.is_none();
         let text = ending(
             &self.templates,
@@ -342,6 +333,45 @@ impl Task {
     }
 }
 
+impl Task {
+    /// Take the call off its session's live calls, its record changed by
+    /// `record` and weighed with its arguments and `results` bytes; the
+    /// session, if it is still there.
+    fn leave_live(
+        &self,
+        results: usize,
+        record: impl FnOnce(&mut CallRecord),
+    ) -> Option<Arc<Inner>> {
+        let inner = self.session.upgrade()?;
+        // Weighed before the session's lock is taken.
+        let heavy = json_weight(&self.args) + results;
+        let mut state = inner.state();
+        if let Some(r) = state.records.get_mut(&self.call_id) {
+            record(&mut r.call);
+        }
+        state.live.remove(&self.call_id);
+        inner.forget_finished(&mut state, &self.call_id, heavy);
+        drop(state);
+        Some(inner)
+    }
+
+    /// The host stopped running the call: off the live calls, its record
+    /// `interrupted`.
+    fn interrupted(&mut self) {
+        self.finished = true;
+        let fuel_used = self.fuel_used;
+        let inner = self.leave_live(0, |r| {
+            r.status = CallStatus::Interrupted;
+            r.fuel_used = fuel_used;
+            r.ended_at = Some(SystemTime::now());
+        });
+        let _ = self.ended.send(true);
+        if let Some(inner) = inner {
+            inner.call_ended.notify_waiters();
+        }
+    }
+}
+
 impl Drop for Task {
     /// A task dropped before its call ended takes the call off the
     /// session's live calls, where it would otherwise stay: listed as
@@ -374,28 +404,6 @@ impl Drop for Task {
     }
 }
 
-impl Task {
-    /// The host stopped running the call: off the live calls, its record
-    /// `interrupted`.
-    fn interrupted(&mut self) {
-        self.finished = true;
-        if let Some(inner) = self.session.upgrade() {
-            let heavy = json_weight(&self.args);
-            let mut state = inner.state();
-            if let Some(r) = state.records.get_mut(&self.call_id) {
-                r.call.status = CallStatus::Interrupted;
-                r.call.fuel_used = self.fuel_used;
-                r.call.ended_at = Some(SystemTime::now());
-            }
-            state.live.remove(&self.call_id);
-            inner.forget_finished(&mut state, &self.call_id, heavy);
-            drop(state);
-            inner.call_ended.notify_waiters();
-        }
-        let _ = self.ended.send(true);
-    }
-}
-
 /// A call's task, run by the caller until the call is answered: a call that
 /// returns without updates (most do) then costs no task spawn and no wake-up
 /// of another thread. Whatever is left of it is spawned, also when the
@@ -419,7 +427,7 @@ impl Inline {
         mut self,
         mut answer: oneshot::Receiver<T>,
     ) -> Result<T, RecvError> {
-        let received = std::future::poll_fn(|cx| {
+        std::future::poll_fn(|cx| {
             // Polled out of `self.task` and put back only while pending: a
             // task that panics is dropped with the panic (ending its call,
             // `Task`'s `Drop`), never spawned again.
@@ -428,19 +436,10 @@ impl Inline {
             {
                 self.task = Some(task);
             }
-            match Pin::new(&mut answer).poll(cx) {
-                Poll::Ready(received) => Poll::Ready(Some(received)),
-                // The task ended, having sent the answer or dropped its
-                // sender: the answer is ready at its next poll.
-                Poll::Pending if self.task.is_none() => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            }
+            // A task that ended sent the answer or dropped its sender.
+            Pin::new(&mut answer).poll(cx)
         })
-        .await;
-        match received {
-            Some(received) => received,
-            None => answer.await,
-        }
+        .await
     }
 }
 
