@@ -39,6 +39,13 @@ async fn bounded_session(max_live: usize) -> (Session, Folder) {
     (host.open_session(options), folder)
 }
 
+/// Close `s`, which ends within the test's wait: no call holds it up.
+async fn closes(s: &Session) {
+    tokio::time::timeout(WAIT, s.close())
+        .await
+        .expect("close ends");
+}
+
 /// Wait until the call has the status `status` in the running list.
 async fn live(s: &Session, call_id: &str, status: CallStatus) {
     let mut events = s.subscribe();
@@ -564,9 +571,7 @@ async fn b24_closing_cancels_waits_then_stops_and_delivers_nothing() {
     let cancellable = spawn_call(&s, "c3", "wait_cancel", "{}");
     live(&s, "c2", CallStatus::Running).await;
     live(&s, "c3", CallStatus::Running).await;
-    tokio::time::timeout(WAIT, s.close())
-        .await
-        .expect("close ends");
+    closes(&s).await;
     assert!(s.running().is_empty(), "nothing runs on");
     assert_eq!(s.record("c1").expect("c1").status, CallStatus::Cancelled);
     assert_eq!(
@@ -955,9 +960,7 @@ async fn a_call_stopped_while_it_waits_for_a_slot_never_runs() {
         .expect("c2 waits for the slot")
         .expect("the slots");
     assert!(s.record("c2").expect("c2").status.is_live(), "c2 waits");
-    tokio::time::timeout(WAIT, s.close())
-        .await
-        .expect("close ends");
+    closes(&s).await;
     c2.await.expect("join");
     let r = s.record("c2").expect("c2");
     assert_eq!(r.status, CallStatus::Cancelled, "{r:?}");
@@ -1089,9 +1092,7 @@ fn a_call_whose_runtime_shuts_down_is_interrupted_and_leaves_the_live_calls() {
         let kept = host.store().get(&task_id).await.expect("read");
         let kept = kept.expect("kept");
         assert_eq!(kept.call.status, CallStatus::Running, "for the next host");
-        tokio::time::timeout(WAIT, s.close())
-            .await
-            .expect("close waits for no call");
+        closes(&s).await;
     });
 }
 
@@ -1197,9 +1198,7 @@ async fn serves_on(s: &Session) {
     assert!(s.running().is_empty(), "{:?}", s.running());
     let a = s.call("next", "fail", "{}").await;
     assert!(a.output.contains("it failed on purpose"), "{a:?}");
-    tokio::time::timeout(WAIT, s.close())
-        .await
-        .expect("close waits for no call");
+    closes(s).await;
 }
 
 /// A call whose task panics (here in the embedder's task store, at an
@@ -1241,9 +1240,7 @@ async fn a_store_panicking_at_a_calls_start_or_end_leaves_no_live_call() {
     assert!(caller.await.is_err(), "the caller panicked");
     assert_eq!(ended(&s, "c1").await.status, CallStatus::Error);
     assert!(s.running().is_empty(), "{:?}", s.running());
-    tokio::time::timeout(WAIT, s.close())
-        .await
-        .expect("close waits for no call");
+    closes(&s).await;
 
     let (_host, s) = session_panicking_at("end").await;
     let a = s.call("c1", "ok", "{}").await;
