@@ -821,7 +821,7 @@ async fn b31_a_host_opening_its_store_keeps_its_calls_records_there() {
             Arc::new(store) as Arc<dyn TaskStore>
         }
     };
-    let host = Host::opening(config(), opening).await.expect("host");
+    let host = Host::opening(config(), opening);
     assert_eq!(host.instances().borrow().size, 64, "the config's pool");
     host.load_file(test_plugin("behave")).await.expect("load");
     let s = host.open_session(SessionOptions::default());
@@ -854,10 +854,11 @@ async fn b31_calls_made_while_the_store_opens_are_kept_once_it_opens() {
             Arc::new(store) as Arc<dyn TaskStore>
         }
     };
-    let host = tokio::time::timeout(Duration::from_secs(60), Host::opening(config(), opening))
+    let host = Host::opening(config(), opening);
+    tokio::time::timeout(Duration::from_secs(60), host.set_up())
         .await
-        .expect("the host serves before its store opens")
-        .expect("host");
+        .expect("the host is set up before its store opens")
+        .expect("the engine");
     assert!(!host.store().health().lasting, "{}", host.store().health());
     host.load_file(test_plugin("behave")).await.expect("load");
     let s = host.open_session(SessionOptions::default());
@@ -871,6 +872,32 @@ async fn b31_calls_made_while_the_store_opens_are_kept_once_it_opens() {
     let record = reader.get(&task_id).await.expect("read").expect("kept");
     assert_eq!(record.call.call_id, "c1");
     assert_eq!(record.call.status, CallStatus::Done);
+}
+
+/// A host made by `Host::opening` serves while its engine is set up; an
+/// engine that cannot be set up (here its largest memory is past what a
+/// memory slot reserves) is said by `set_up`, and every load is refused
+/// with why rather than waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_engine_cannot_be_set_up_says_why_and_refuses_its_loads() {
+    use toolhost::store::{MemoryStore, StoreOptions, TaskStore};
+    let mut unreservable = config();
+    unreservable.engine.max_memory = 1 << 44;
+    let store = async { Arc::new(MemoryStore::new(StoreOptions::default())) as Arc<dyn TaskStore> };
+    let host = Host::opening(unreservable, store);
+
+    let e = format!("{:#}", host.set_up().await.expect_err("no engine"));
+    assert!(e.starts_with("setting up the engine: "), "{e}");
+    let refused = host
+        .load_file(test_plugin("behave"))
+        .await
+        .expect_err("refused");
+    let why = refused.to_string();
+    let cause = &e["setting up the engine: ".len()..];
+    assert!(
+        why.contains("behave.wasm: the engine could not be set up: ") && why.ends_with(cause),
+        "{why}"
+    );
 }
 
 /// B31 in part: the session keeps each call's record in memory while it
@@ -1184,7 +1211,7 @@ async fn session_panicking_at(what: &'static str) -> (Host, Session) {
         let memory = MemoryStore::new(StoreOptions::default());
         Arc::new(PanicsAt(what, memory)) as Arc<dyn TaskStore>
     };
-    let host = Host::opening(config(), store).await.expect("host");
+    let host = Host::opening(config(), store);
     host.load_file(test_plugin("behave")).await.expect("load");
     let mut options = SessionOptions::default();
     options.max_live = 1;

@@ -61,16 +61,20 @@ impl Host {
         }
     }
 
-    /// A host whose task store is still opening: `store` runs on a task of
-    /// its own while the engine is set up on a blocking thread (a few
-    /// milliseconds, mostly reserving the instance pool), and the host is
-    /// returned once the engine is ready, whether or not the store is.
-    /// Until it is, the records calls write wait for it in order (at most
-    /// [`StoreOptions::queue`](crate::store::StoreOptions::queue) writes;
-    /// past that they are dropped and counted in its health), and reads
-    /// wait for it. Opening a new SQLite store syncs its file several times,
-    /// which no client's first requests need to wait for. `store`
-    /// replaces any [`HostConfig::store`].
+    /// A host that serves while it is still being set up: its engine is
+    /// set up on a blocking thread (a few milliseconds, mostly reserving
+    /// the instance pool) and `store` runs on a task of its own, and the
+    /// host is returned at once. Meanwhile it lists the tools the compile
+    /// cache remembers of unchanged plugins ([`start_loading`](Self::start_loading)),
+    /// loads wait for the engine, and an engine that cannot be set up
+    /// refuses every load with why ([`set_up`](Self::set_up) says it once).
+    /// Until the store is open, the records calls write wait for it in
+    /// order (at most [`StoreOptions::queue`](crate::store::StoreOptions::queue)
+    /// writes; past that they are dropped and counted in its health), and
+    /// reads wait for it. Opening a new SQLite store syncs its file several
+    /// times, which no client's first requests need to wait for. `store`
+    /// replaces any [`HostConfig::store`]. Must be called within a tokio
+    /// runtime.
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {
@@ -84,22 +88,34 @@ impl Host {
     ///     let opening = tokio::task::spawn_blocking(move || open_or_memory(path, StoreOptions::default()));
     ///     opening.await.expect("opening the store panicked")
     /// };
-    /// let host = toolhost::Host::opening(toolhost::HostConfig::default(), store).await?;
+    /// let host = toolhost::Host::opening(toolhost::HostConfig::default(), store);
+    /// host.set_up().await?;
     /// # Ok(()) }
     /// ```
-    pub async fn opening(
+    pub fn opening(
         mut config: HostConfig,
         store: impl Future<Output = Arc<dyn TaskStore>> + Send + 'static,
-    ) -> anyhow::Result<Self> {
-        let (engine, cache_dir) = (config.engine.clone(), config.cache_dir.clone());
-        let runtime = tokio::task::spawn_blocking(move || Runtime::new(&engine, cache_dir));
+    ) -> Self {
+        let runtime = Runtime::building(&config.engine, config.cache_dir.clone());
         let options = StoreOptions {
             retention: config.records,
             ..StoreOptions::default()
         };
         config.store = Some(OpeningStore::spawn(store, options));
-        let runtime = runtime.await.context("setting up the engine")??;
-        Ok(Self::serving(Registry::with_runtime(config, runtime)))
+        Self::serving(Registry::with_runtime(config, runtime))
+    }
+
+    /// Wait until the host's engine is set up, or say why it cannot be (a
+    /// host made by [`opening`](Self::opening) sets it up in the
+    /// background; one made by [`new`](Self::new) has it already).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn set_up(&self) -> anyhow::Result<()> {
+        let runtime = &self.registry.runtime;
+        (runtime.ready(crate::limits::Metering::Fuel).await)
+            .map(|_| ())
+            .context("setting up the engine")
     }
 
     pub fn config(&self) -> &HostConfig {

@@ -227,19 +227,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         let dir = cli.plugins.clone();
         tokio::task::spawn_blocking(move || FolderChanges::watch(dir))
     });
-    // The commands that run calls keep their records (B31).
-    // The engine is set up while the store opens, and serving begins
-    // before the store is open.
+    // The commands that run calls keep their records (B31). They begin
+    // before the engine is set up and the store is open: a server lists
+    // the tools of unchanged plugins meanwhile. An engine that cannot be
+    // set up ends the command with why.
     let host = if matches!(
         cli.command,
         Command::Serve { .. } | Command::Call { .. } | Command::Dashboard { .. }
     ) {
         let records = config.records;
-        Host::opening(config, cli::open_store(state.clone(), records)).await?
+        Host::opening(config, cli::open_store(state.clone(), records))
     } else {
         Host::new(config)?
     };
-    let code = command(&host, cli, watching).await;
+    let code = tokio::select! {
+        code = command(&host, cli, watching) => code,
+        Err(e) = host.set_up() => Err(e),
+    };
     // Lazy writes of the last calls reach the disk before the process ends.
     if let Err(e) = host.store().flush().await {
         tracing::warn!(error = %e, "the last task records may not be kept");

@@ -284,12 +284,6 @@ pub(crate) async fn load(
         }));
     }
 
-    // The plugin's engine by its metering; the epoch engine is built when
-    // the first plugin asks for it.
-    let sandboxes = runtime
-        .sandboxes(limits.metering)
-        .map_err(|e| fail(LoadErrorKind::Host(format!("{e:#}"))))?;
-
     // The file's hash (remembered while the file is unchanged), and what
     // its last load described.
     let cache = runtime.cache().clone();
@@ -303,6 +297,14 @@ pub(crate) async fn load(
     .await
     .map_err(|e| fail(joined(e, "identifying")))?
     .map_err(fail)?;
+    // The plugin's engine by its metering: the fuel engine may still be
+    // being set up, and the epoch engine is built when the first plugin
+    // asks for it.
+    let sandboxes = (runtime.ready(limits.metering).await).map_err(|e| {
+        fail(LoadErrorKind::Host(format!(
+            "the engine could not be set up: {e:#}"
+        )))
+    })?;
     let loaded = async {
         let compiling = runtime.clone();
         let metering = limits.metering;
@@ -461,7 +463,7 @@ fn compile_file(
     let (known, bytes) = match bytes {
         Some(bytes) => (known, bytes),
         None => {
-            if let Some(component) = cache.cached(runtime.engine(), &known.hash) {
+            if let Some(component) = runtime.cached(&known.hash) {
                 return Ok((component, known, CacheOutcome::Hit));
             }
             read_plugin(path)?
@@ -1043,7 +1045,7 @@ mod tests {
         assert!(!out.is_valid(&serde_json::json!({})));
         assert!(warm.prepared());
 
-        // Another engine's marks are not this one's.
+        // Another build's marks are not this one's.
         let other = CompileCache::new(Some(dir.path().to_owned()), "other".into());
         let cold = check_tools(vec![spec(input, None)], &Manifest::default(), &other);
         assert!(cold.expect("valid")[0].prepared());

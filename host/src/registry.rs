@@ -105,8 +105,8 @@ impl Registry {
         Ok(Self::with_runtime(config, runtime))
     }
 
-    /// A registry over an engine built beforehand from `config`'s engine
-    /// settings and cache folder.
+    /// A registry over engines set up, or being set up, from `config`'s
+    /// engine settings and cache folder.
     pub(crate) fn with_runtime(config: HostConfig, runtime: Runtime) -> Self {
         let runtime = Arc::new(runtime);
         let store = config.store.clone().unwrap_or_else(|| {

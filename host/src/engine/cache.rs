@@ -26,7 +26,9 @@ use wasmtime::component::Component;
 #[derive(Debug, Clone)]
 pub(crate) struct CompileCache {
     dir: Option<PathBuf>,
-    fingerprint: String,
+    /// What schema marks are valid for: this build of toolhost (a compiled
+    /// artifact is keyed by its engine's fingerprint instead).
+    build: String,
 }
 
 /// The rules a tool's schema is checked by at load: change it when they
@@ -58,8 +60,16 @@ pub(crate) enum CacheOutcome {
 
 impl CompileCache {
     /// A cache under `dir` (created on first write); `None` disables caching.
-    pub(crate) fn new(dir: Option<PathBuf>, fingerprint: String) -> Self {
-        Self { dir, fingerprint }
+    /// `build` names the build whose schema marks it reads and writes.
+    pub(crate) fn new(dir: Option<PathBuf>, build: String) -> Self {
+        Self { dir, build }
+    }
+
+    /// A cache under `dir` for this build of toolhost. It needs no engine:
+    /// a start reads what it remembers of plugin files while the engine is
+    /// set up.
+    pub(crate) fn for_this_build(dir: Option<PathBuf>) -> Self {
+        Self::new(dir, env!("CARGO_PKG_VERSION").to_owned())
     }
 
     /// The default location: `$TOOLHOST_CACHE_DIR`, else the user's cache
@@ -71,14 +81,16 @@ impl CompileCache {
     }
 
     /// The compiled form of `bytes`, whose BLAKE3 hash is `hash`, from the
-    /// cache or freshly compiled (and then stored).
+    /// cache or freshly compiled (and then stored), for `engine`, whose
+    /// fingerprint is `fingerprint`.
     pub(crate) fn load(
         &self,
         engine: &Engine,
+        fingerprint: &str,
         hash: &blake3::Hash,
         bytes: &[u8],
     ) -> Result<(Component, CacheOutcome)> {
-        let Some(path) = self.entry(hash) else {
+        let Some(path) = self.entry(hash, fingerprint) else {
             return Ok((Component::new(engine, bytes)?, CacheOutcome::Compiled));
         };
         if path.exists() {
@@ -117,8 +129,13 @@ impl CompileCache {
 
     /// The compiled form of the file whose hash is `hash`, when the cache
     /// has a usable one: mapped from the cache file, not read.
-    pub(crate) fn cached(&self, engine: &Engine, hash: &blake3::Hash) -> Option<Component> {
-        let entry = self.entry(hash)?;
+    pub(crate) fn cached(
+        &self,
+        engine: &Engine,
+        fingerprint: &str,
+        hash: &blake3::Hash,
+    ) -> Option<Component> {
+        let entry = self.entry(hash, fingerprint)?;
         if !entry.exists() {
             return None;
         }
@@ -205,19 +222,19 @@ impl CompileCache {
     }
 
     /// The mark of a valid schema: named by the hash of its text, the
-    /// engine's fingerprint (toolhost's version) and the rules it was
-    /// checked by ([`SCHEMA_RULES`]).
+    /// build (toolhost's version) and the rules it was checked by
+    /// ([`SCHEMA_RULES`]).
     fn valid_schema(&self, schema: &str) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
         let hash = blake3::hash(schema.as_bytes()).to_hex();
-        let name = format!("{}-{}-{SCHEMA_RULES}", &hash[..32], self.fingerprint);
+        let name = format!("{}-{}-{SCHEMA_RULES}", &hash[..32], self.build);
         Some(dir.join("schemas").join(name))
     }
 
-    fn entry(&self, hash: &blake3::Hash) -> Option<PathBuf> {
+    fn entry(&self, hash: &blake3::Hash, fingerprint: &str) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
         let hash = hash.to_hex();
-        Some(dir.join(format!("{}-{}.cwasm", &hash[..32], self.fingerprint)))
+        Some(dir.join(format!("{}-{fingerprint}.cwasm", &hash[..32])))
     }
 
     /// Where the hash of the plugin file at `path` is remembered.

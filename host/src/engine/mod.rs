@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SetOnce, watch};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{
     Config, Engine, EngineWeak, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
@@ -146,44 +146,114 @@ impl Drop for Waiting<'_> {
 /// The engines of a host: the fuel-metered one every plugin uses by
 /// default, and the epoch-interrupted one, built when a plugin first asks
 /// for it.
+///
+/// The fuel engine may still be being set up (see [`building`](Self::building)):
+/// what needs it waits with [`ready`](Self::ready), and the compile cache's
+/// knowledge of plugin files, which a start lists tools from, needs no
+/// engine at all.
 pub(crate) struct Runtime {
-    fuel: Sandboxes,
+    fuel: Arc<SetOnce<Result<Sandboxes, String>>>,
+    /// The fuel engine's instances, counted from before it is set up.
+    fuel_pool: Pool,
     epoch: OnceLock<Sandboxes>,
     /// Held while the epoch engine is built, so it is built once.
     building_epoch: Mutex<()>,
-    cache_dir: Option<PathBuf>,
+    cache: CompileCache,
     config: EngineConfig,
 }
 
+/// Sets the fuel engine's set-up as failed when it is dropped before the
+/// set-up ends (it panicked, or the runtime stopped before it began), so
+/// that nothing waits for it forever.
+struct SettingUp(Arc<SetOnce<Result<Sandboxes, String>>>);
+
+impl Drop for SettingUp {
+    fn drop(&mut self) {
+        let _ = (self.0).set(Err("the engine's set-up stopped before it ended".into()));
+    }
+}
+
 impl Runtime {
+    /// The engines, the fuel one set up before this returns.
     pub(crate) fn new(config: &EngineConfig, cache_dir: Option<PathBuf>) -> Result<Self> {
-        let started = std::time::Instant::now();
-        let fuel = Sandboxes::new(config, Metering::Fuel, cache_dir.clone())?;
-        tracing::debug!(elapsed = ?started.elapsed(), "the engine is set up");
-        Ok(Self {
-            fuel,
+        let runtime = Self::unbuilt(config, cache_dir);
+        let fuel = runtime.set_up_fuel();
+        let fuel = fuel.map_err(|e| anyhow::anyhow!(e))?;
+        let _ = runtime.fuel.set(Ok(fuel));
+        Ok(runtime)
+    }
+
+    /// The engines, returned at once while the fuel engine is set up on a
+    /// blocking thread (a few milliseconds, mostly reserving the instance
+    /// pool). Must be called within a tokio runtime.
+    pub(crate) fn building(config: &EngineConfig, cache_dir: Option<PathBuf>) -> Self {
+        let runtime = Self::unbuilt(config, cache_dir);
+        let setting_up = SettingUp(runtime.fuel.clone());
+        let (config, cache, pool) = (
+            runtime.config.clone(),
+            runtime.cache.clone(),
+            runtime.fuel_pool.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let fuel = Sandboxes::set_up(&config, Metering::Fuel, cache, pool);
+            let _ = setting_up.0.set(fuel);
+        });
+        runtime
+    }
+
+    fn unbuilt(config: &EngineConfig, cache_dir: Option<PathBuf>) -> Self {
+        Self {
+            fuel: Arc::new(SetOnce::new()),
+            fuel_pool: Pool::new(config),
             epoch: OnceLock::new(),
             building_epoch: Mutex::new(()),
-            cache_dir,
+            cache: CompileCache::for_this_build(cache_dir),
             config: config.clone(),
-        })
+        }
+    }
+
+    fn set_up_fuel(&self) -> Result<Sandboxes, String> {
+        let (cache, pool) = (self.cache.clone(), self.fuel_pool.clone());
+        Sandboxes::set_up(&self.config, Metering::Fuel, cache, pool)
     }
 
     pub(crate) fn config(&self) -> &EngineConfig {
         &self.config
     }
 
-    /// The compile cache of the fuel engine: what it remembers of plugin
-    /// files (their hashes) is kept in the one cache folder all engines
-    /// share, whichever engine compiles them.
+    /// The compile cache all engines share: what it remembers of plugin
+    /// files (their hashes, what their last load described) needs no
+    /// engine; each engine keys its compiled artifacts by its own
+    /// fingerprint.
     pub(crate) fn cache(&self) -> &CompileCache {
-        self.fuel.cache()
+        &self.cache
     }
 
-    /// The engine of plugins metered by `metering`, built on first use.
+    /// Wait until the engine of `metering` is set up (the epoch one is
+    /// built now if it is not yet), or fails to be.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub(crate) async fn ready(&self, metering: Metering) -> Result<&Sandboxes> {
+        match metering {
+            Metering::Fuel => match self.fuel.wait().await {
+                Ok(fuel) => Ok(fuel),
+                Err(e) => Err(anyhow::anyhow!("{e}")),
+            },
+            Metering::Epoch => self.sandboxes(metering),
+        }
+    }
+
+    /// The engine of plugins metered by `metering`, built on first use for
+    /// the epoch one. The fuel engine must be [`ready`](Self::ready): what
+    /// runs a plugin comes after its load, which waited for it.
     pub(crate) fn sandboxes(&self, metering: Metering) -> Result<&Sandboxes> {
         match metering {
-            Metering::Fuel => Ok(&self.fuel),
+            Metering::Fuel => match self.fuel.get() {
+                Some(Ok(fuel)) => Ok(fuel),
+                Some(Err(e)) => Err(anyhow::anyhow!("{e}")),
+                None => anyhow::bail!("the engine is not set up yet"),
+            },
             Metering::Epoch => {
                 if let Some(epoch) = self.epoch.get() {
                     return Ok(epoch);
@@ -195,10 +265,22 @@ impl Runtime {
                 if let Some(epoch) = self.epoch.get() {
                     return Ok(epoch);
                 }
-                let epoch = Sandboxes::new(&self.config, Metering::Epoch, self.cache_dir.clone())?;
+                let pool = Pool::new(&self.config);
+                let epoch =
+                    Sandboxes::set_up(&self.config, Metering::Epoch, self.cache.clone(), pool)
+                        .map_err(|e| anyhow::anyhow!(e))?;
                 tick(epoch.engine.weak());
                 Ok(self.epoch.get_or_init(|| epoch))
             }
+        }
+    }
+
+    /// The pool of `metering`'s engine; the fuel one's is there before its
+    /// engine is.
+    fn pool(&self, metering: Metering) -> Result<&Pool> {
+        match metering {
+            Metering::Fuel => Ok(&self.fuel_pool),
+            Metering::Epoch => Ok(&self.sandboxes(metering)?.pool),
         }
     }
 
@@ -209,7 +291,7 @@ impl Runtime {
         if let Some(free) = self.free_instance(metering)? {
             return Ok(free);
         }
-        let pool = self.sandboxes(metering)?;
+        let pool = self.pool(metering)?;
         pool.usage.send_modify(|u| u.waiting += 1);
         // Counted out again however the wait ends, cancelled too.
         let _waiting = Waiting(&pool.usage);
@@ -221,7 +303,7 @@ impl Runtime {
     /// An instance of the pool of `metering` if one is free now, without
     /// waiting (`None` if none is).
     pub(crate) fn free_instance(&self, metering: Metering) -> Result<Option<InstancePermit>> {
-        let pool = self.sandboxes(metering)?;
+        let pool = self.pool(metering)?;
         Ok(match pool.instances.clone().try_acquire_owned() {
             Ok(permit) => Some(pool.held(permit)),
             Err(tokio::sync::TryAcquireError::NoPermits) => None,
@@ -233,7 +315,7 @@ impl Runtime {
 
     /// How much of the fuel engine's instance pool is in use, as it changes.
     pub(crate) fn instance_use(&self) -> watch::Receiver<InstanceUse> {
-        self.fuel.usage.subscribe()
+        self.fuel_pool.usage.subscribe()
     }
 
     /// A fresh store for one call (or one `describe()`) of a plugin metered
@@ -254,23 +336,30 @@ impl Runtime {
     }
 }
 
-/// One engine with the linker and compile cache that belong to it.
-/// Components, instances and stores of one engine never mix with another's.
-pub(crate) struct Sandboxes {
-    metering: Metering,
-    engine: Engine,
-    /// A permit per instance of the engine's pool: a call or `describe()`
-    /// holds one from before it instantiates until its store is dropped,
-    /// so past the pool's size they wait their turn instead of failing.
+/// A permit per instance of an engine's pool: a call or `describe()`
+/// holds one from before it instantiates until its store is dropped, so
+/// past the pool's size they wait their turn instead of failing.
+#[derive(Clone)]
+struct Pool {
     instances: Arc<Semaphore>,
     usage: Arc<watch::Sender<InstanceUse>>,
-    linker: Linker<CallState>,
-    cache: CompileCache,
-    fuel: bool,
-    yield_interval: u64,
 }
 
-impl Sandboxes {
+impl Pool {
+    fn new(config: &EngineConfig) -> Self {
+        let size = match config.pooling {
+            true => config.instances as usize,
+            false => Semaphore::MAX_PERMITS,
+        };
+        Self {
+            instances: Arc::new(Semaphore::new(size)),
+            usage: Arc::new(watch::Sender::new(InstanceUse {
+                size,
+                ..InstanceUse::default()
+            })),
+        }
+    }
+
     /// `permit`, counted as held until it is dropped.
     fn held(&self, permit: OwnedSemaphorePermit) -> InstancePermit {
         self.usage.send_modify(|u| u.held += 1);
@@ -279,23 +368,50 @@ impl Sandboxes {
             usage: self.usage.clone(),
         }
     }
+}
 
-    fn new(config: &EngineConfig, metering: Metering, cache_dir: Option<PathBuf>) -> Result<Self> {
+/// One engine with the linker, instance pool and compile cache that belong
+/// to it. Components, instances and stores of one engine never mix with
+/// another's.
+pub(crate) struct Sandboxes {
+    metering: Metering,
+    engine: Engine,
+    pool: Pool,
+    linker: Linker<CallState>,
+    cache: CompileCache,
+    /// The engine's fingerprint: what its compiled artifacts are keyed by.
+    fingerprint: String,
+    fuel: bool,
+    yield_interval: u64,
+}
+
+impl Sandboxes {
+    /// Set an engine up, or say why it cannot be.
+    fn set_up(
+        config: &EngineConfig,
+        metering: Metering,
+        cache: CompileCache,
+        pool: Pool,
+    ) -> Result<Self, String> {
+        let started = std::time::Instant::now();
+        let set_up = Self::new(config, metering, cache, pool).map_err(|e| format!("{e:#}"));
+        tracing::debug!(elapsed = ?started.elapsed(), ?metering, "the engine is set up");
+        set_up
+    }
+
+    fn new(
+        config: &EngineConfig,
+        metering: Metering,
+        cache: CompileCache,
+        pool: Pool,
+    ) -> Result<Self> {
         let engine = build(config, metering)?;
         let linker = crate::sandbox::linker(&engine)?;
-        let cache = CompileCache::new(cache_dir, fingerprint(&engine, metering));
-        let instances = match config.pooling {
-            true => config.instances as usize,
-            false => Semaphore::MAX_PERMITS,
-        };
         Ok(Self {
             metering,
+            fingerprint: fingerprint(&engine, metering),
             engine,
-            instances: Arc::new(Semaphore::new(instances)),
-            usage: Arc::new(watch::Sender::new(InstanceUse {
-                size: instances,
-                ..InstanceUse::default()
-            })),
+            pool,
             linker,
             cache,
             fuel: config.fuel && metering == Metering::Fuel,
@@ -315,7 +431,13 @@ impl Sandboxes {
         hash: &blake3::Hash,
         bytes: &[u8],
     ) -> Result<(Component, CacheOutcome)> {
-        self.cache.load(&self.engine, hash, bytes)
+        (self.cache).load(&self.engine, &self.fingerprint, hash, bytes)
+    }
+
+    /// The compiled form of the file whose hash is `hash`, when the cache
+    /// has a usable one for this engine: mapped from the cache file.
+    pub(crate) fn cached(&self, hash: &blake3::Hash) -> Option<Component> {
+        (self.cache).cached(&self.engine, &self.fingerprint, hash)
     }
 
     pub(crate) fn cache(&self) -> &CompileCache {
