@@ -176,6 +176,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            // What is left is ours no more, such as a read of stdin from a
+            // terminal, which cannot be cancelled and would hold the exit
+            // until Enter; the task store was flushed in `run`.
+            runtime.shutdown_background();
             ExitCode::FAILURE
         }
     }
@@ -241,8 +245,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Host::new(config)?
     };
     let code = tokio::select! {
-        code = command(&host, cli, watching) => code,
+        biased;
         Err(e) = host.set_up() => Err(e),
+        code = command(&host, cli, watching) => code,
     };
     // Lazy writes of the last calls reach the disk before the process ends.
     if let Err(e) = host.store().flush().await {

@@ -194,8 +194,13 @@ impl Registry {
                     // A refusal is logged and kept in the report.
                     let load = registry.load_file(&path);
                     tokio::pin!(load);
+                    // A turn is for loading, not for waiting for the
+                    // engine, which every load does first.
                     let turn = match turns {
-                        Some(turns) => turns.acquire_owned().await.ok(),
+                        Some(turns) => {
+                            let _ = registry.runtime.ready(crate::limits::Metering::Fuel).await;
+                            turns.acquire_owned().await.ok()
+                        }
                         None => None,
                     };
                     let done =

@@ -26,8 +26,9 @@ use wasmtime::component::Component;
 #[derive(Debug, Clone)]
 pub(crate) struct CompileCache {
     dir: Option<PathBuf>,
-    /// What schema marks are valid for: this build of toolhost (a compiled
-    /// artifact is keyed by its engine's fingerprint instead).
+    /// What schema marks are valid for: this version of toolhost, with
+    /// [`SCHEMA_RULES`] (a compiled artifact is keyed by its engine's
+    /// fingerprint instead).
     build: String,
 }
 

@@ -370,9 +370,10 @@ impl Pool {
     }
 }
 
-/// One engine with the linker, instance pool and compile cache that belong
-/// to it. Components, instances and stores of one engine never mix with
-/// another's.
+/// One engine with the linker and instance pool that belong to it, and
+/// the compile cache all engines share (its compiled artifacts keyed by
+/// this engine's fingerprint). Components, instances and stores of one
+/// engine never mix with another's.
 pub(crate) struct Sandboxes {
     metering: Metering,
     engine: Engine,
@@ -395,7 +396,12 @@ impl Sandboxes {
     ) -> Result<Self, String> {
         let started = std::time::Instant::now();
         let set_up = Self::new(config, metering, cache, pool).map_err(|e| format!("{e:#}"));
-        tracing::debug!(elapsed = ?started.elapsed(), ?metering, "the engine is set up");
+        match &set_up {
+            Ok(_) => {
+                tracing::debug!(elapsed = ?started.elapsed(), ?metering, "the engine is set up")
+            }
+            Err(e) => tracing::error!(error = %e, ?metering, "the engine could not be set up"),
+        }
         set_up
     }
 
