@@ -32,7 +32,7 @@ use std::future::Future;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf,
 };
 use tokio::net::unix::pipe;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SetOnce, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +63,12 @@ const OUTGOING: usize = 64;
 /// How long closing waits for the last answers to be written: a client
 /// that stopped reading would otherwise hold the host at exit.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a `tools/call` read after `notifications/initialized` waits
+/// for the direct handler, which is set as soon as rmcp has taken that
+/// notification (microseconds later); past it the call goes through
+/// rmcp's loop.
+const DIRECT_WAIT: Duration = Duration::from_secs(1);
 
 /// The requests read and not yet answered.
 type Pending = Arc<Mutex<HashMap<RequestId, Unanswered>>>;
@@ -130,7 +136,7 @@ pub(crate) struct Direct {
 }
 
 pub(crate) struct StdioTransport {
-    direct: Arc<OnceLock<Direct>>,
+    direct: Arc<SetOnce<Direct>>,
     pending: Pending,
     incoming: mpsc::Receiver<ClientJsonRpcMessage>,
     outgoing: Option<mpsc::Sender<Outgoing>>,
@@ -145,7 +151,7 @@ impl StdioTransport {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let pending: Pending = Arc::default();
-        let direct = Arc::new(OnceLock::new());
+        let direct = Arc::new(SetOnce::new());
         let (to_rmcp, incoming) = mpsc::channel(1);
         let (outgoing, to_write) = mpsc::channel(OUTGOING);
         let reader = tokio::spawn(read_loop(
@@ -176,7 +182,7 @@ impl StdioTransport {
 
     /// Where to set the [`Direct`] handler once rmcp has answered
     /// `initialize`.
-    pub(crate) fn direct(&self) -> Arc<OnceLock<Direct>> {
+    pub(crate) fn direct(&self) -> Arc<SetOnce<Direct>> {
         self.direct.clone()
     }
 }
@@ -388,7 +394,7 @@ fn closed() -> std::io::Error {
 struct Lanes {
     rmcp: mpsc::Sender<ClientJsonRpcMessage>,
     answers: mpsc::Sender<Outgoing>,
-    direct: Arc<OnceLock<Direct>>,
+    direct: Arc<SetOnce<Direct>>,
 }
 
 /// Read messages until stdin ends, waiting for a permit before each request.
@@ -401,6 +407,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) {
     let mut line = Vec::new();
     let mut serial = 0;
+    // Whether the client has said `notifications/initialized`: from then
+    // on its calls are handled directly, even one read before the
+    // handler is set.
+    let mut initialized = false;
     loop {
         let read = match read_line(&mut input, &mut line, max).await {
             Ok(Line::End) => return,
@@ -425,11 +435,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     return;
                 };
                 // A `tools/call` once `initialize` is answered: its
-                // handler and what cancels it.
-                let direct = lanes
-                    .direct
-                    .get()
-                    .filter(|_| matches!(request.request, ClientRequest::CallToolRequest(_)))
+                // handler and what cancels it. A call through rmcp's loop
+                // would give up its place in the bound as soon as it is
+                // cancelled, while its call still runs.
+                let call = matches!(request.request, ClientRequest::CallToolRequest(_));
+                if call && initialized && lanes.direct.get().is_none() {
+                    let _ = tokio::time::timeout(DIRECT_WAIT, lanes.direct.wait()).await;
+                }
+                let direct = (lanes.direct.get())
+                    .filter(|_| call)
                     .map(|handler| (handler.clone(), handler.stop.child_token()));
                 serial += 1;
                 let unanswered = Unanswered {
@@ -462,6 +476,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
             Read::Message(message) => {
+                initialized |= matches!(
+                    &message,
+                    ClientJsonRpcMessage::Notification(n)
+                        if matches!(n.notification, ClientNotification::InitializedNotification(_))
+                );
                 // A cancelled request gets no answer. A direct one is
                 // cancelled here and keeps its permit until its handler
                 // has ended (`Answering`); rmcp cancels the others, whose
