@@ -347,12 +347,12 @@ async fn metering(cache: &std::path::Path) -> anyhow::Result<()> {
             epoch_folder.path(),
         ),
         (
-            "fuel, yield every 100 000 (default)",
+            "fuel, yield every 100 000",
             engine(true, 100_000),
             plugins.as_path(),
         ),
         (
-            "fuel, yield every 1 000 000",
+            "fuel, yield every 1 000 000 (default)",
             engine(true, 1_000_000),
             plugins.as_path(),
         ),
@@ -648,7 +648,9 @@ async fn start_spinning(
 }
 
 /// The CPU one spinning call keeps busy, and the cancellation latency of a
-/// spinning call (grace 0), alone and beside two other spinning calls.
+/// spinning call (grace 0), alone and beside two other spinning calls: for
+/// each of the fuel yield intervals in `YIELD_INTERVALS` (comma-separated,
+/// default the engine's), each host in turn, in one run.
 async fn cancel() -> anyhow::Result<()> {
     let behave = root().join("dist").join("test-plugins").join("behave.wasm");
     anyhow::ensure!(behave.exists(), "run tools/build-plugins first");
@@ -661,57 +663,76 @@ async fn cancel() -> anyhow::Result<()> {
         folder.path().join("behave.toml"),
         "[limits]\ncancel-grace = \"0s\"\nfuel = 1_000_000_000_000\n",
     )?;
-    let host = Host::new(config(Some(cache)))?;
-    host.load_dir(folder.path()).await?;
-    let session = host.open_session(SessionOptions::default());
-    let load = host.open_session(SessionOptions::default());
+    let intervals = match std::env::var("YIELD_INTERVALS") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| n.trim().replace('_', "").parse::<u64>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("YIELD_INTERVALS: {e}"))?,
+        Err(_) => vec![EngineConfig::default().yield_interval],
+    };
+    let mut hosts = Vec::new();
+    for interval in intervals {
+        let mut c = config(Some(cache.clone()));
+        c.engine.yield_interval = interval;
+        let host = Host::new(c)?;
+        host.load_dir(folder.path()).await?;
+        let session = host.open_session(SessionOptions::default());
+        let load = host.open_session(SessionOptions::default());
+        hosts.push((format!("yield every {interval}"), host, session, load));
+    }
 
     println!("\n## CPU kept busy by one call spinning without host calls");
-    let spinning = start_spinning(&load, "busy").await;
-    let (t, cpu) = (Instant::now(), cpu_time());
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let cores = (cpu_time() - cpu).as_secs_f64() / t.elapsed().as_secs_f64();
-    load.cancel("busy").map_err(|e| anyhow::anyhow!("{e}"))?;
-    spinning.await?;
-    println!("{cores:.2} cores (process CPU time over 3 s of wall clock)");
+    for (label, _, _, load) in &hosts {
+        let spinning = start_spinning(load, "busy").await;
+        let (t, cpu) = (Instant::now(), cpu_time());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let cores = (cpu_time() - cpu).as_secs_f64() / t.elapsed().as_secs_f64();
+        load.cancel("busy").map_err(|e| anyhow::anyhow!("{e}"))?;
+        spinning.await?;
+        println!("{label:<28} {cores:.2} cores (process CPU time over 3 s of wall clock)");
+    }
 
     println!("\n## Cancellation latency of a call spinning without host calls (grace 0)");
     for others in [0, 2] {
-        let load_calls: Vec<String> = (0..others).map(|i| format!("load{others}_{i}")).collect();
-        let mut handles = Vec::new();
-        for id in &load_calls {
-            handles.push(start_spinning(&load, id).await);
+        for (label, _, session, load) in &hosts {
+            let load_calls: Vec<String> =
+                (0..others).map(|i| format!("load{others}_{i}")).collect();
+            let mut handles = Vec::new();
+            for id in &load_calls {
+                handles.push(start_spinning(load, id).await);
+            }
+            let mut lat = Vec::new();
+            for i in 0..300 {
+                let id = format!("s{others}_{i}");
+                let call = start_spinning(session, &id).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let t = Instant::now();
+                session.cancel(&id).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let a = call.await?;
+                lat.push(t.elapsed());
+                anyhow::ensure!(a.kind == AnswerKind::Cancelled, "{a:?}");
+            }
+            for id in &load_calls {
+                load.cancel(id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            for h in handles {
+                h.await?;
+            }
+            lat.sort();
+            println!(
+                "{label:<28} {:<30} cancel to answer: p50 {}  p99 {}  max {} ({} calls)",
+                if others == 0 {
+                    "alone:".to_owned()
+                } else {
+                    format!("beside {others} spinning calls:")
+                },
+                us(percentile(&lat, 0.50)),
+                us(percentile(&lat, 0.99)),
+                us(*lat.last().unwrap_or(&Duration::ZERO)),
+                lat.len()
+            );
         }
-        let mut lat = Vec::new();
-        for i in 0..300 {
-            let id = format!("s{others}_{i}");
-            let call = start_spinning(&session, &id).await;
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            let t = Instant::now();
-            session.cancel(&id).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let a = call.await?;
-            lat.push(t.elapsed());
-            anyhow::ensure!(a.kind == AnswerKind::Cancelled, "{a:?}");
-        }
-        for id in &load_calls {
-            load.cancel(id).map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        for h in handles {
-            h.await?;
-        }
-        lat.sort();
-        println!(
-            "{:<30} cancel to answer: p50 {}  p99 {}  max {} ({} calls)",
-            if others == 0 {
-                "alone:".to_owned()
-            } else {
-                format!("beside {others} spinning calls:")
-            },
-            us(percentile(&lat, 0.50)),
-            us(percentile(&lat, 0.99)),
-            us(*lat.last().unwrap_or(&Duration::ZERO)),
-            lat.len()
-        );
     }
     Ok(())
 }
