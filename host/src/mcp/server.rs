@@ -221,68 +221,9 @@ impl ToolServer {
         ));
         CallToolResponse::Task(CreateTaskResult::new(task))
     }
-}
 
-impl ServerHandler for ToolServer {
-    fn get_info(&self) -> ServerConfig {
-        let mut capabilities = ServerCapabilities::builder()
-            .enable_tools()
-            .enable_tool_list_changed();
-        if self.options().tasks {
-            capabilities = capabilities.enable_tasks();
-        }
-        ServerConfig::new(capabilities.build())
-            .with_server_info(
-                Implementation::new("toolhost", env!("CARGO_PKG_VERSION")).with_title("toolhost"),
-            )
-            .with_instructions(INSTRUCTIONS)
-    }
-
-    async fn initialize(
-        &self,
-        request: InitializeRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<InitializeResult, ErrorData> {
-        if let Lane::Http { lane, own } = &self.lane {
-            own.get_or_init(|| Own {
-                owned: Arc::new(Owned(Connection::open_counted(
-                    &lane.host,
-                    lane.options.clone(),
-                    Some(lane.open.clone()),
-                    None,
-                ))),
-                sessionless: false,
-            });
-        }
-        context.peer.set_peer_info(request.clone());
-        self.negotiate_initialize(&request)
-    }
-
-    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        // Only sessions opened with `initialize` get here; 2026-07-28
-        // clients ask for changes with `subscriptions/listen` instead.
-        self.connection().follow_tool_list(context.peer);
-    }
-
-    async fn list_tools(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, ErrorData> {
-        // Right after start the folder may still be loading; list it whole
-        // (with the tools the cache knows of plugins still loading).
-        self.connection().host().listed().await;
-        Ok(ListToolsResult::with_all_items(self.tool_list()))
-    }
-
-    fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.tool_views()
-            .iter()
-            .find(|t| t.name == name)
-            .map(convert::tool)
-    }
-
-    async fn call_tool(
+    /// Run a `tools/call` (see [`ServerHandler::call_tool`]).
+    async fn run_call(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
@@ -401,6 +342,92 @@ impl ServerHandler for ToolServer {
         }
         progress.settle().await;
         Ok(CallToolResponse::Complete(convert::answer(&answer)))
+    }
+}
+
+impl ServerHandler for ToolServer {
+    fn get_info(&self) -> ServerConfig {
+        let mut capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed();
+        if self.options().tasks {
+            capabilities = capabilities.enable_tasks();
+        }
+        ServerConfig::new(capabilities.build())
+            .with_server_info(
+                Implementation::new("toolhost", env!("CARGO_PKG_VERSION")).with_title("toolhost"),
+            )
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        if let Lane::Http { lane, own } = &self.lane {
+            own.get_or_init(|| Own {
+                owned: Arc::new(Owned(Connection::open_counted(
+                    &lane.host,
+                    lane.options.clone(),
+                    Some(lane.open.clone()),
+                    None,
+                ))),
+                sessionless: false,
+            });
+        }
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        // Only sessions opened with `initialize` get here; 2026-07-28
+        // clients ask for changes with `subscriptions/listen` instead.
+        self.connection().follow_tool_list(context.peer);
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        // Right after start the folder may still be loading; list it whole
+        // (with the tools the cache knows of plugins still loading).
+        self.connection().host().listed().await;
+        Ok(ListToolsResult::with_all_items(self.tool_list()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tool_views()
+            .iter()
+            .find(|t| t.name == name)
+            .map(convert::tool)
+    }
+
+    /// A `tools/call`. A panic in the host while it runs (a bug, such as an
+    /// embedder's task store that panics) is answered as an error rather
+    /// than leaving the request unanswered; the call ends as failed in its
+    /// session as any call whose caller panicked does.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let tool = request.name.to_string();
+        let run = std::panic::AssertUnwindSafe(self.run_call(request, context));
+        match futures::FutureExt::catch_unwind(run).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                tracing::error!(%tool, "the host panicked running a tools/call");
+                Err(ErrorData::internal_error(
+                    format!(
+                        "the host failed while running {tool}, a bug in toolhost (its log says more); \
+                         the call did not complete"
+                    ),
+                    None,
+                ))
+            }
+        }
     }
 
     async fn get_task(
