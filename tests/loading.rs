@@ -473,80 +473,16 @@ async fn the_live_folder_follows_added_replaced_broken_and_removed_plugins() {
 async fn companion_tools_answer_over_mcp_while_a_slow_plugin_loads() {
     let (host, folder) = behave_beside_a_describe_that_never_ends();
     host.start_loading(folder.path()).expect("start");
-    let server = toolhost::mcp::bind_http(
-        &host,
-        "127.0.0.1:0".parse().expect("addr"),
-        toolhost::mcp::McpOptions::default(),
-    )
-    .await
-    .expect("bind");
-    let url = server.url();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-
-    let http = reqwest::Client::new();
-    let post = |body: serde_json::Value, session: Option<String>| {
-        let mut request = http
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json, text/event-stream");
-        if let Some(session) = session {
-            request = request.header("Mcp-Session-Id", session);
-        }
-        request.body(body.to_string()).send()
-    };
     // A legacy session: its calls look their tool up for its output schema.
-    let opened = post(
-        serde_json::json!({
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": { "name": "loading-test", "version": "1" }
-            }
-        }),
-        None,
-    )
-    .await
-    .expect("initialize");
-    let session = opened
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .expect("a session id");
-    let _ = opened.text().await;
-    let initialized = post(
-        serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }),
-        Some(session.clone()),
-    )
-    .await
-    .expect("initialized");
-    let _ = initialized.text().await;
-    let answer = tokio::time::timeout(WAIT, async {
-        post(
-            serde_json::json!({
-                "jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                "params": { "name": "toolhost_running_tasks", "arguments": {} }
-            }),
-            Some(session),
-        )
-        .await
-        .expect("tools/call")
-        .text()
-        .await
-        .expect("body")
-    })
-    .await
-    .expect("the companion tool answers while describe-loop loads");
+    let mut mcp = crate::common::http::InProcess::serve(&host).await;
+    mcp.open().await;
+    // Answered within the tests' wait, while describe-loop never ends.
+    let answer = mcp.call(2, "toolhost_running_tasks").await;
     assert!(answer.contains("\"result\""), "{answer}");
     let report = host.report();
     assert!(
         report.refused.is_empty() && report.loaded.len() <= 1,
         "describe-loop is still loading: {report:?}"
     );
-    let _ = stop.send(());
-    serving.await.expect("server task");
+    mcp.stop().await;
 }

@@ -1267,74 +1267,19 @@ async fn a_call_whose_task_panics_ends_as_failed_and_leaves_the_live_calls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_call_that_panics_in_the_host_is_answered_with_an_error() {
     let (host, _s) = session_panicking_at("start").await;
-    let server = toolhost::mcp::bind_http(
-        &host,
-        "127.0.0.1:0".parse().expect("addr"),
-        toolhost::mcp::McpOptions::default(),
-    )
-    .await
-    .expect("bind");
-    let url = server.url();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    let http = reqwest::Client::new();
-    let post = |body: serde_json::Value, session: Option<&str>| {
-        let mut request = http
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json, text/event-stream");
-        if let Some(session) = session {
-            request = request.header("Mcp-Session-Id", session);
-        }
-        let sent = request.body(body.to_string()).send();
-        async move {
-            let response = sent.await.expect("a response");
-            let session = (response.headers().get("mcp-session-id"))
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            (session, response.text().await.expect("a body"))
-        }
-    };
-    let (session, _) = post(
-        json!({
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": { "name": "panic-test", "version": "1" }
-            }
-        }),
-        None,
-    )
-    .await;
-    let session = session.expect("a session id");
-    let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
-    post(initialized, Some(&session)).await;
-    let call = |id: u64, name: &str| {
-        json!({
-            "jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": { "name": name, "arguments": {} }
-        })
-    };
-    let wait = Duration::from_secs(30);
-    let (_, answer) = tokio::time::timeout(wait, post(call(2, "fail"), Some(&session)))
-        .await
-        .expect("the call that panicked is answered");
+    let mut mcp = crate::common::http::InProcess::serve(&host).await;
+    mcp.open().await;
+    let answer = mcp.call(2, "fail").await;
     assert!(
         answer.contains(r#""error""#) && answer.contains("the host failed while running fail"),
         "{answer}"
     );
-    let (_, answer) = tokio::time::timeout(
-        wait,
-        post(call(3, "toolhost_running_tasks"), Some(&session)),
-    )
-    .await
-    .expect("the connection goes on serving");
-    assert!(answer.contains(r#""result""#), "{answer}");
-    let _ = stop.send(());
-    serving.await.expect("server task");
+    let answer = mcp.call(3, "toolhost_running_tasks").await;
+    assert!(
+        answer.contains(r#""result""#),
+        "the connection goes on serving: {answer}"
+    );
+    mcp.stop().await;
 }
 
 /// A task store that panics as it is told of a call's start (the panic

@@ -2,6 +2,7 @@
 //! set up for tests.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod stdio;
 
 use std::path::{Path, PathBuf};
