@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,8 +25,13 @@ use crate::records::{CallRecord, CallStatus, UpdateRecord};
 /// Writes the writer takes into one transaction, at most.
 const MAX_BATCH: usize = 4_096;
 /// How long the writer gathers lazy writes into one transaction; a durable
-/// write (or a flush) ends the wait.
-const LAZY_WINDOW: Duration = Duration::from_millis(5);
+/// write (or a flush) ends the wait. A commit costs about what the
+/// statements of 25 calls do, so at 5 ms sequential MCP calls (about 20 a
+/// window) spent more on commits than on statements; at 25 ms the writer
+/// takes 7.1 rather than 12.5 µs of CPU per call. A crash loses at most
+/// this much of inline calls' records (they were answered already); reads
+/// settle first, so they never wait for it.
+const LAZY_WINDOW: Duration = Duration::from_millis(25);
 /// Idle reader connections kept for the next read.
 const MAX_IDLE_READERS: usize = 4;
 /// How long a connection waits for a lock another one holds.
@@ -407,10 +412,13 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         // The writer drains the queue, commits and closes once no sender is left.
         self.writes = None;
-        if let Some(writer) = self.writer.take()
-            && writer.join().is_err()
-        {
-            tracing::error!(path = %self.path.display(), "the task store writer panicked");
+        if let Some(writer) = self.writer.take() {
+            // Awake, it finds the queue closed and commits without waiting
+            // out its gathering window.
+            writer.thread().unpark();
+            if writer.join().is_err() {
+                tracing::error!(path = %self.path.display(), "the task store writer panicked");
+            }
         }
     }
 }
@@ -741,7 +749,12 @@ impl Writer {
                             urgent |= op.urgent();
                             batch.push(op);
                         }
-                        Err(_) => break,
+                        Err(TryRecvError::Empty) => break,
+                        // The store is dropped: commit what there is now.
+                        Err(TryRecvError::Disconnected) => {
+                            urgent = true;
+                            break;
+                        }
                     }
                 }
                 let now = Instant::now();

@@ -745,6 +745,32 @@ async fn a_durable_write_is_visible_to_another_connection() {
     assert_eq!(status("bg").as_deref(), Some("done"));
 }
 
+/// Lazy writes wait in the writer's gathering window; dropping the store
+/// commits them rather than losing them.
+#[tokio::test]
+async fn lazy_writes_queued_when_the_store_drops_are_committed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(&path, options()).expect("open");
+    let n = 50;
+    for i in 0..n {
+        let id = format!("lazy-{i}");
+        let _ = store.start(
+            record(&id, "s", "t", CallStatus::Queued, i),
+            Durability::Lazy,
+        );
+        let _ = store.end(&id, done(i + 1), Durability::Lazy);
+    }
+    drop(store);
+    let store = SqliteStore::open(&path, options()).expect("reopen");
+    let records = all(&store).await;
+    assert_eq!(records.len(), n as usize);
+    assert!(
+        records.iter().all(|r| r.call.status == CallStatus::Done),
+        "{records:?}"
+    );
+}
+
 #[test]
 fn a_corrupt_file_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("temp dir");
