@@ -232,13 +232,26 @@ impl Runtime {
     ///
     /// # Cancel safety
     /// Cancel safe.
-    pub(crate) async fn ready(&self, metering: Metering) -> Result<&Sandboxes> {
+    pub(crate) async fn ready(self: &Arc<Self>, metering: Metering) -> Result<&Sandboxes> {
         match metering {
             Metering::Fuel => match self.fuel.wait().await {
                 Ok(fuel) => Ok(fuel),
                 Err(e) => Err(anyhow::anyhow!("{e}")),
             },
-            Metering::Epoch => self.sandboxes(metering),
+            Metering::Epoch => {
+                if let Some(epoch) = self.epoch.get() {
+                    return Ok(epoch);
+                }
+                // Building an engine takes a millisecond or more, and the
+                // first epoch-metered load may be beside a call or an
+                // answer: off the runtime's threads. Built to the end even
+                // if this wait is dropped.
+                let runtime = self.clone();
+                tokio::task::spawn_blocking(move || runtime.sandboxes(metering).map(|_| ()))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("building the epoch engine: {e}"))??;
+                self.sandboxes(metering)
+            }
         }
     }
 
