@@ -1125,10 +1125,16 @@ fn a_call_whose_runtime_shuts_down_is_interrupted_and_leaves_the_live_calls() {
     });
 }
 
-/// The task store an embedder gives the host, which panics when it is
-/// told of a call's `start`, `update` or `end` (the `&str`).
+/// The task store an embedder gives the host: a memory store that notes
+/// the durability each call's end is written with, and panics when it is
+/// told of a call's `start`, `update` or `end` (the `&str`; any other
+/// never).
 #[derive(Debug)]
-struct PanicsAt(&'static str, toolhost::store::MemoryStore);
+struct PanicsAt(
+    &'static str,
+    toolhost::store::MemoryStore,
+    std::sync::Mutex<Vec<toolhost::store::Durability>>,
+);
 
 mod panics_at {
     use super::PanicsAt;
@@ -1162,6 +1168,7 @@ mod panics_at {
         }
         fn end(&self, task_id: &str, end: CallEnd, durability: Durability) -> Ticket {
             self.at("end");
+            self.2.lock().expect("ends").push(durability);
             self.1.end(task_id, end, durability)
         }
         fn flush(&self) -> Ticket {
@@ -1211,7 +1218,7 @@ async fn session_panicking_at(what: &'static str) -> (Host, Session) {
     use toolhost::store::{MemoryStore, StoreOptions, TaskStore};
     let store = async move {
         let memory = MemoryStore::new(StoreOptions::default());
-        Arc::new(PanicsAt(what, memory)) as Arc<dyn TaskStore>
+        Arc::new(PanicsAt(what, memory, Default::default())) as Arc<dyn TaskStore>
     };
     let host = Host::opening(config(), store);
     host.load_file(test_plugin("behave")).await.expect("load");
@@ -1219,6 +1226,38 @@ async fn session_panicking_at(what: &'static str) -> (Host, Session) {
     options.max_live = 1;
     let s = host.open_session(options);
     (host, s)
+}
+
+/// B31: a call that went on in the background has its end written durably,
+/// as its start was, so that a host killed just after it ended does not
+/// leave it `running`; a call answered with its end has that end in its
+/// answer, and its record is written lazily.
+#[tokio::test]
+async fn b31_a_background_calls_end_is_written_durably_an_inline_calls_lazily() {
+    use toolhost::store::{Durability, MemoryStore, StoreOptions};
+    let store = Arc::new(PanicsAt(
+        "never",
+        MemoryStore::new(StoreOptions::default()),
+        Default::default(),
+    ));
+    let given = store.clone();
+    let host = Host::opening(config(), async move {
+        given as Arc<dyn toolhost::store::TaskStore>
+    });
+    host.load_file(test_plugin("behave")).await.expect("load");
+    let s = host.open_session(SessionOptions::default());
+    let a = s.call("inline", "data", r#"{"n": 2}"#).await;
+    assert_eq!(a.kind, AnswerKind::Result, "{a:?}");
+    let a = s.call("background", "update_then_data", "{}").await;
+    assert_eq!(a.kind, AnswerKind::Released, "{a:?}");
+    while s.record("background").is_some_and(|r| r.status.is_live()) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        *store.2.lock().expect("ends"),
+        [Durability::Lazy, Durability::Durable]
+    );
+    closes(&s).await;
 }
 
 /// The session has no live call left, serves the next one (its one place

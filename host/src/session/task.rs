@@ -275,10 +275,20 @@ impl Task {
             fuel_used,
             ended_at,
         };
+        // A call answered with its end has it in the answer; one that went
+        // on in the background is what its client comes back for, and a
+        // host killed in the store's gathering window would leave it
+        // `running`, then `interrupted` (B31): its end is committed at once.
+        let released = self.answer.is_none();
+        let durability = if released {
+            Durability::Durable
+        } else {
+            Durability::Lazy
+        };
         // The store may be an embedder's: a panic in it must not keep the
         // call live, nor escape this when `Drop` runs it while unwinding.
         let stored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.store.end(&self.task_id, end, Durability::Lazy)
+            self.store.end(&self.task_id, end, durability)
         }));
         if stored.is_err() {
             tracing::error!(call_id = %self.call_id, "the task store panicked recording a call's end");
@@ -291,7 +301,6 @@ impl Task {
             r.fuel_used = fuel_used;
             r.ended_at = Some(ended_at);
         });
-        let released = self.answer.is_none();
         let text = ending(
             &self.templates,
             &self.call_id,

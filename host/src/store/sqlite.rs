@@ -29,8 +29,10 @@ const MAX_BATCH: usize = 4_096;
 /// statements of 25 calls do, so at 5 ms sequential MCP calls (about 20 a
 /// window) spent more on commits than on statements; at 25 ms the writer
 /// takes 7.1 rather than 12.5 µs of CPU per call. A crash loses at most
-/// this much of inline calls' records (they were answered already); reads
-/// settle first, so they never wait for it.
+/// this much of the lazy writes: inline calls' records (answered already),
+/// `running` marks and updates; a background call's start and end are
+/// durable. Readers that must see the newest records (the dashboard, a
+/// lookup by task id) settle first rather than wait for the window.
 const LAZY_WINDOW: Duration = Duration::from_millis(25);
 /// Idle reader connections kept for the next read.
 const MAX_IDLE_READERS: usize = 4;
