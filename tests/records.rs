@@ -261,6 +261,29 @@ fn b31_the_result_of_a_finished_call_is_read_by_its_task_id_after_a_restart() {
     assert_eq!(answer["result"]["isError"], true, "{answer}");
 }
 
+/// B31: a call answered with its end is read by its task id at once,
+/// although its record is written lazily: the status tool commits what
+/// waits in the store's gathering window before it reads.
+#[test]
+fn b31_a_call_answered_with_its_end_is_read_by_its_task_id_at_once() {
+    let folder = folder();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("tasks.db");
+    let mut host = start(&folder, &state);
+    for n in 0..5 {
+        let answer = host.call("data", json!({ "n": n })).pop().expect("answer");
+        let id = task_id(&answer);
+        let answer = host
+            .call("toolhost_task_status", json!({ "call_id": id }))
+            .pop()
+            .expect("answer");
+        let record = &answer["result"]["structuredContent"];
+        assert_eq!(status(record), "done", "{answer}");
+        assert_eq!(record["result"]["data"], json!({ "n": n, "double": 2 * n }));
+    }
+    assert_eq!(host.terminate().code(), Some(0));
+}
+
 #[test]
 fn a_broken_store_is_reported_by_name_and_the_host_serves_from_memory() {
     let folder = folder();

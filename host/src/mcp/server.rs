@@ -146,6 +146,9 @@ impl ToolServer {
         if let Some(found) = self.tasks().find(task_id) {
             return Ok(found);
         }
+        // Its record may still wait in the store's gathering window:
+        // committed first.
+        let _ = self.host().store().settle().await;
         let record = self.host().store().get(task_id).await.map_err(|e| {
             ErrorData::internal_error(format!("cannot read task {task_id}: {e}"), None)
         })?;

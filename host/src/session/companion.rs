@@ -95,7 +95,13 @@ pub(crate) async fn answer(
 async fn status(session: &Session, call_id: &str, target: &str) -> Answer {
     let record = match session.task_record(target) {
         Some(record) => Ok(Some(record)),
-        None => session.inner.registry.store.get(target).await,
+        None => {
+            // Its record may still wait in the store's gathering window
+            // (an inline call's end is written lazily): committed first.
+            let store = &session.inner.registry.store;
+            let _ = store.settle().await;
+            store.get(target).await
+        }
     };
     match record {
         Ok(Some(record)) => Answer::data(
