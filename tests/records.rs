@@ -5,7 +5,7 @@
 //! `[records]` prunes.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
@@ -21,6 +21,14 @@ fn folder() -> Folder {
         "[limits]\nmax-concurrency = 128\n",
     );
     folder
+}
+
+/// The plugin folder, and a new folder for a task store at the returned
+/// path (gone with the `TempDir`).
+fn fresh() -> (Folder, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("tasks.db");
+    (folder(), dir, state)
 }
 
 fn state_args(state: &Path) -> Vec<String> {
@@ -54,6 +62,13 @@ fn task_id(answer: &Value) -> String {
         .to_owned()
 }
 
+/// The status tool's answer for `id` (a call_id of the session, or a task id).
+fn task_status(host: &mut Server, id: &str) -> Value {
+    host.call("toolhost_task_status", json!({ "call_id": id }))
+        .pop()
+        .expect("answer")
+}
+
 fn text(answer: &Value) -> String {
     answer["result"]["content"][0]["text"]
         .as_str()
@@ -67,9 +82,7 @@ fn status(record: &Value) -> &str {
 
 #[test]
 fn b31_calls_running_when_the_host_is_killed_are_interrupted_after_a_restart() {
-    let folder = folder();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let state = dir.path().join("tasks.db");
+    let (folder, _dir, state) = fresh();
     let mut host = start(&folder, &state);
 
     // Five calls that end, then 100 that answer with their first update
@@ -110,10 +123,7 @@ fn b31_calls_running_when_the_host_is_killed_are_interrupted_after_a_restart() {
     // while its store opens, and answers once the store is open and the
     // calls of the killed host are marked).
     let mut host = start(&folder, &state);
-    let answer = host
-        .call("toolhost_task_status", json!({ "call_id": running[0] }))
-        .pop()
-        .expect("answer");
+    let answer = task_status(&mut host, &running[0]);
     let record = &answer["result"]["structuredContent"];
     assert_eq!(status(record), "interrupted", "{answer}");
     assert_eq!(record["task_id"], running[0]);
@@ -137,11 +147,8 @@ fn b31_calls_running_when_the_host_is_killed_are_interrupted_after_a_restart() {
     }
 
     // The call_id of the old session finds nothing here.
-    let old_call_id = before[&running[0]]["call_id"].clone();
-    let answer = host
-        .call("toolhost_task_status", json!({ "call_id": old_call_id }))
-        .pop()
-        .expect("answer");
+    let old_call_id = before[&running[0]]["call_id"].as_str().expect("call_id");
+    let answer = task_status(&mut host, old_call_id);
     assert_eq!(answer["result"]["isError"], true, "{answer}");
     let answer = host
         .call("toolhost_running_tasks", json!({}))
@@ -217,9 +224,7 @@ fn b31_calls_running_when_the_host_is_killed_are_interrupted_after_a_restart() {
 
 #[test]
 fn b31_the_result_of_a_finished_call_is_read_by_its_task_id_after_a_restart() {
-    let folder = folder();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let state = dir.path().join("tasks.db");
+    let (folder, _dir, state) = fresh();
     let mut host = start(&folder, &state);
     let answer = host
         .call("update_then_data", json!({}))
@@ -228,10 +233,7 @@ fn b31_the_result_of_a_finished_call_is_read_by_its_task_id_after_a_restart() {
     let id = task_id(&answer);
     // Released by its update; it ends 50 ms later.
     let record = loop {
-        let answer = host
-            .call("toolhost_task_status", json!({ "call_id": id }))
-            .pop()
-            .expect("answer");
+        let answer = task_status(&mut host, &id);
         let record = answer["result"]["structuredContent"].clone();
         if status(&record) != "running" {
             break record;
@@ -242,22 +244,13 @@ fn b31_the_result_of_a_finished_call_is_read_by_its_task_id_after_a_restart() {
     assert_eq!(host.terminate().code(), Some(0));
 
     let mut host = start(&folder, &state);
-    let answer = host
-        .call("toolhost_task_status", json!({ "call_id": id }))
-        .pop()
-        .expect("answer");
+    let answer = task_status(&mut host, &id);
     let after = &answer["result"]["structuredContent"];
     assert_eq!(status(after), "done", "{answer}");
     assert_eq!(after["result"]["data"], json!({ "steps": 1 }));
     assert_eq!(after["updates"][0]["message"], "step 1 of 1");
     // A guess is not a task id.
-    let answer = host
-        .call(
-            "toolhost_task_status",
-            json!({ "call_id": "00000000-0000-4000-8000-000000000000" }),
-        )
-        .pop()
-        .expect("answer");
+    let answer = task_status(&mut host, "00000000-0000-4000-8000-000000000000");
     assert_eq!(answer["result"]["isError"], true, "{answer}");
 }
 
@@ -266,17 +259,12 @@ fn b31_the_result_of_a_finished_call_is_read_by_its_task_id_after_a_restart() {
 /// waits in the store's gathering window before it reads.
 #[test]
 fn b31_a_call_answered_with_its_end_is_read_by_its_task_id_at_once() {
-    let folder = folder();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let state = dir.path().join("tasks.db");
+    let (folder, _dir, state) = fresh();
     let mut host = start(&folder, &state);
     for n in 0..5 {
         let answer = host.call("data", json!({ "n": n })).pop().expect("answer");
         let id = task_id(&answer);
-        let answer = host
-            .call("toolhost_task_status", json!({ "call_id": id }))
-            .pop()
-            .expect("answer");
+        let answer = task_status(&mut host, &id);
         let record = &answer["result"]["structuredContent"];
         assert_eq!(status(record), "done", "{answer}");
         assert_eq!(record["result"]["data"], json!({ "n": n, "double": 2 * n }));
@@ -400,9 +388,7 @@ fn a_read_only_state_folder_is_reported_by_name_and_the_host_serves_from_memory(
 
 #[test]
 fn records_keeps_the_newest_finished_calls_up_to_its_max() {
-    let folder = folder();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let state = dir.path().join("tasks.db");
+    let (folder, dir, state) = fresh();
     let mut host = start(&folder, &state);
     let made: Vec<String> = (0..5)
         .map(|_| task_id(&host.call("ok", json!({})).pop().expect("answer")))
