@@ -212,7 +212,7 @@ struct Inner {
     /// Made on the first subscription: a session nobody watches pays for
     /// no events.
     events: OnceLock<broadcast::Sender<CallEvent>>,
-    /// Woken when a live call ends.
+    /// Woken when a live call ends once the session is closing (`close`).
     call_ended: Notify,
     /// The session's turns at its plugins' slots, shared with its calls.
     turns: Arc<Turns>,

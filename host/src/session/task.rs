@@ -324,7 +324,7 @@ impl Task {
             self.delivery.push(item);
         }
         let _ = self.ended.send(true);
-        if let Some(inner) = inner {
+        if let Some((inner, closing)) = inner {
             inner.emit(
                 &self.task_id,
                 None,
@@ -337,7 +337,9 @@ impl Task {
                     fuel_used,
                 },
             );
-            inner.call_ended.notify_waiters();
+            if closing {
+                inner.call_ended.notify_waiters();
+            }
         }
     }
 }
@@ -345,12 +347,14 @@ impl Task {
 impl Task {
     /// Take the call off its session's live calls, its record changed by
     /// `record` and weighed with its arguments and `results` bytes; the
-    /// session, if it is still there.
+    /// session, if it is still there, and whether it is closing, when
+    /// `Session::close` waits for `call_ended`. (Only then: a notify takes
+    /// a lock, which every call's end would otherwise pay.)
     fn leave_live(
         &self,
         results: usize,
         record: impl FnOnce(&mut CallRecord),
-    ) -> Option<Arc<Inner>> {
+    ) -> Option<(Arc<Inner>, bool)> {
         let inner = self.session.upgrade()?;
         // Weighed before the session's lock is taken.
         let heavy = json_weight(&self.args) + results;
@@ -360,8 +364,9 @@ impl Task {
         }
         state.live.remove(&self.call_id);
         inner.forget_finished(&mut state, &self.call_id, heavy);
+        let closing = state.closed;
         drop(state);
-        Some(inner)
+        Some((inner, closing))
     }
 
     /// The host stopped running the call: off the live calls, its record
@@ -375,7 +380,7 @@ impl Task {
             r.ended_at = Some(SystemTime::now());
         });
         let _ = self.ended.send(true);
-        if let Some(inner) = inner {
+        if let Some((inner, true)) = inner {
             inner.call_ended.notify_waiters();
         }
     }
