@@ -219,12 +219,12 @@ pub async fn serve_stdio(
         .await
         .map_err(|e| ServeError::Stdio(e.to_string()))?;
     let stop = tokio_util::sync::CancellationToken::new();
-    let _ = direct.set(stdio::Direct {
+    let _ = direct.set(std::sync::Arc::new(stdio::Direct {
         server: std::sync::Arc::new(ToolServer::for_connection(connection.clone())),
         session: connection.session().clone(),
         peer: running.peer().clone(),
         stop: stop.clone(),
-    });
+    }));
     let cancel = running.cancellation_token();
     tokio::pin!(shutdown);
     let waiting = running.waiting();

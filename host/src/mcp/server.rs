@@ -417,7 +417,10 @@ impl ServerHandler for ToolServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let tool = request.name.to_string();
-        let run = std::panic::AssertUnwindSafe(self.run_call(request, context));
+        // Boxed: the call's future is about 4 KiB, which every future it is
+        // awaited in (rmcp's request dispatch, the stdio handler's spawned
+        // task) would otherwise hold and move.
+        let run = std::panic::AssertUnwindSafe(Box::pin(self.run_call(request, context)));
         match futures::FutureExt::catch_unwind(run).await {
             Ok(answer) => answer,
             Err(_) => {

@@ -37,12 +37,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientNotification, ClientRequest, ErrorData, GetExtensions, GetMeta,
-    JsonRpcMessage, JsonRpcRequest, RequestId, ServerJsonRpcMessage,
+    CallToolRequest, ClientJsonRpcMessage, ClientNotification, ClientRequest, ErrorData,
+    JsonRpcMessage, JsonRpcRequest, RequestId, ServerJsonRpcMessage, ServerResult,
 };
-use rmcp::service::{RequestContext, Service};
+use rmcp::service::RequestContext;
 use rmcp::transport::Transport;
-use rmcp::{Peer, RoleServer};
+use rmcp::{Peer, RoleServer, ServerHandler};
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf,
 };
@@ -124,7 +124,6 @@ fn take(pending: &Pending, id: &RequestId, serial: u64) -> Option<Unanswered> {
 /// What handles a `tools/call` without rmcp's service loop: a handler of
 /// the connection and the connection's peer, set once rmcp has answered
 /// `initialize` (before that, every request goes to rmcp).
-#[derive(Clone)]
 pub(crate) struct Direct {
     pub(crate) server: Arc<ToolServer>,
     /// The connection's session, whose calls end when stdin does.
@@ -136,7 +135,7 @@ pub(crate) struct Direct {
 }
 
 pub(crate) struct StdioTransport {
-    direct: Arc<SetOnce<Direct>>,
+    direct: Arc<SetOnce<Arc<Direct>>>,
     pending: Pending,
     incoming: mpsc::Receiver<ClientJsonRpcMessage>,
     outgoing: Option<mpsc::Sender<Outgoing>>,
@@ -182,7 +181,7 @@ impl StdioTransport {
 
     /// Where to set the [`Direct`] handler once rmcp has answered
     /// `initialize`.
-    pub(crate) fn direct(&self) -> Arc<SetOnce<Direct>> {
+    pub(crate) fn direct(&self) -> Arc<SetOnce<Arc<Direct>>> {
         self.direct.clone()
     }
 }
@@ -394,7 +393,7 @@ fn closed() -> std::io::Error {
 struct Lanes {
     rmcp: mpsc::Sender<ClientJsonRpcMessage>,
     answers: mpsc::Sender<Outgoing>,
-    direct: Arc<SetOnce<Direct>>,
+    direct: Arc<SetOnce<Arc<Direct>>>,
 }
 
 /// Read messages until stdin ends, waiting for a permit before each request.
@@ -444,7 +443,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
                 let direct = (lanes.direct.get())
                     .filter(|_| call)
-                    .map(|handler| (handler.clone(), handler.stop.child_token()));
+                    .map(|handler| (Arc::clone(handler), handler.stop.child_token()));
                 serial += 1;
                 let unanswered = Unanswered {
                     _permit: permit,
@@ -453,22 +452,29 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     answered: false,
                 };
                 lock(&pending).insert(request.id.clone(), unanswered);
-                match direct {
-                    Some((handler, cancel)) => {
+                let JsonRpcRequest {
+                    jsonrpc,
+                    id,
+                    request,
+                } = request;
+                match (direct, request) {
+                    (Some((handler, cancel)), ClientRequest::CallToolRequest(call)) => {
                         let answering = Answering {
-                            id: request.id.clone(),
+                            id: id.clone(),
                             serial,
                             pending: pending.clone(),
                             answers: lanes.answers.clone(),
                             answered: false,
                         };
-                        // Boxed: the handler's future is about 10 KiB, which
-                        // the spawn would otherwise copy several times.
-                        let call = Box::pin(call_directly(handler, request, cancel, answering));
+                        let call = call_directly(handler, id, call, cancel, answering);
                         tokio::spawn(call);
                     }
-                    None => {
-                        let request = JsonRpcMessage::Request(request);
+                    (_, request) => {
+                        let request = JsonRpcMessage::Request(JsonRpcRequest {
+                            jsonrpc,
+                            id,
+                            request,
+                        });
                         if lanes.rmcp.send(request).await.is_err() {
                             return;
                         }
@@ -562,30 +568,32 @@ impl Drop for Answering {
     }
 }
 
-/// Handle `request` as rmcp's service loop would, and hand its answer to
-/// the writer, unless the client cancelled it (`cancel` cancelled while
+/// Handle a `tools/call` as rmcp's service loop would, and hand its answer
+/// to the writer, unless the client cancelled it (`cancel` cancelled while
 /// the server does not stop).
+///
+/// The server's `call_tool` is called without rmcp's dispatch over every
+/// request type, whose future is the size of its largest arm. (rmcp also
+/// refuses a task answer to a client that did not declare tasks; ours
+/// answers with a task only to one that did.)
 async fn call_directly(
-    direct: Direct,
-    request: JsonRpcRequest<ClientRequest>,
+    direct: Arc<Direct>,
+    id: RequestId,
+    mut call: CallToolRequest,
     cancel: CancellationToken,
     answering: Answering,
 ) {
-    let JsonRpcRequest {
-        id, mut request, ..
-    } = request;
-    let stopping = direct.stop.clone();
-    let mut context = RequestContext::new(id.clone(), direct.peer);
+    let mut context = RequestContext::new(id.clone(), direct.peer.clone());
     context.ct = cancel.clone();
     // rmcp moves the request's `_meta` (the progress token, the protocol
     // version) and extensions into the context the same way.
-    std::mem::swap(&mut context.meta, request.get_meta_mut());
-    std::mem::swap(&mut context.extensions, request.extensions_mut());
-    let answer = match direct.server.handle_request(request, context).await {
-        Ok(result) => ServerJsonRpcMessage::response(result, id),
+    std::mem::swap(&mut context.meta, call.extensions.get_or_insert_default());
+    std::mem::swap(&mut context.extensions, &mut call.extensions);
+    let answer = match direct.server.call_tool(call.params, context).await {
+        Ok(response) => ServerJsonRpcMessage::response(ServerResult::from(response), id),
         Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
     };
-    if !cancel.is_cancelled() || stopping.is_cancelled() {
+    if !cancel.is_cancelled() || direct.stop.is_cancelled() {
         answering.answer(answer).await;
     }
 }
