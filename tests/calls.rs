@@ -211,10 +211,12 @@ async fn b23_timeout_ends_the_call_with_the_limit_and_its_value() {
 #[tokio::test]
 async fn b23_timeout_stops_a_loop_that_never_calls_the_host() {
     let folder = Folder::new();
+    // A fuel budget the loop cannot burn in 300 ms: the default one (10^10
+    // units) lasts about a second on one machine and 0.3 s on a quicker.
     folder.add_with_manifest(
         &test_plugin("spin"),
         "spin",
-        "[limits]\ntimeout = \"300ms\"\n",
+        "[limits]\ntimeout = \"300ms\"\nfuel = 1_000_000_000_000\n",
     );
     let (host, _) = host_for(&folder).await;
     let o = host.call("spin", "{}").await;
