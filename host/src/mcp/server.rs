@@ -259,7 +259,7 @@ impl ToolServer {
                 None,
             ));
         }
-        let mut progress = Progress::new(context.peer.clone(), context.meta.get_progress_token());
+        let mut progress = Progress::new(&context.peer, context.meta.get_progress_token());
         tracing::debug!(session = %session.id(), %call_id, %tool, tasks, "tools/call");
 
         // In the final mode the request stays open until the call ends, its
@@ -637,9 +637,11 @@ async fn next_event(
     }
 }
 
-/// Progress notifications of one request, when the client asked for them.
-struct Progress {
-    peer: Peer<RoleServer>,
+/// Progress notifications of one request, when the client asked for them;
+/// the request's peer borrowed, not cloned (a clone and its drop touch the
+/// connection's shared counters on every call).
+struct Progress<'a> {
+    peer: &'a Peer<RoleServer>,
     token: Option<ProgressToken>,
     sent: usize,
     last: Option<std::time::Instant>,
@@ -651,8 +653,8 @@ struct Progress {
 /// notification read together with the answer is lost.
 const PROGRESS_SETTLE: std::time::Duration = std::time::Duration::from_millis(5);
 
-impl Progress {
-    fn new(peer: Peer<RoleServer>, token: Option<ProgressToken>) -> Self {
+impl<'a> Progress<'a> {
+    fn new(peer: &'a Peer<RoleServer>, token: Option<ProgressToken>) -> Self {
         Self {
             peer,
             token,
