@@ -520,6 +520,11 @@ impl Registry {
         if plugin::reserved(name) {
             return None;
         }
+        // Served already, as nearly every call finds it: nothing to wait
+        // for, and no subscription or scan of the announcements to pay.
+        if let Some(t) = self.find(name) {
+            return Some(t);
+        }
         let mut loads = self.pending.subscribe();
         loop {
             loads.mark_unchanged();
