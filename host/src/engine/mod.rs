@@ -133,7 +133,7 @@ pub(crate) struct InstancePermit {
 
 impl Drop for InstancePermit {
     fn drop(&mut self) {
-        self.usage.send_modify(|u| u.held -= 1);
+        count(&self.usage, |u| u.held -= 1);
     }
 }
 
@@ -142,8 +142,19 @@ struct Waiting<'a>(&'a watch::Sender<InstanceUse>);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.send_modify(|u| u.waiting -= 1);
+        count(self.0, |u| u.waiting -= 1);
     }
+}
+
+/// Count a change in a pool's use, waking its watchers only when it has
+/// any (a dashboard open): a watch's wake takes eight locks, which every
+/// call would otherwise pay twice, for its instance taken and given back.
+/// A watcher that comes later reads the count as it is.
+fn count(usage: &watch::Sender<InstanceUse>, change: impl FnOnce(&mut InstanceUse)) {
+    usage.send_if_modified(|u| {
+        change(u);
+        usage.receiver_count() > 0
+    });
 }
 
 /// The engines of a host: the fuel-metered one every plugin uses by
@@ -303,7 +314,7 @@ impl Runtime {
             return Ok(free);
         }
         let pool = self.pool(metering)?;
-        pool.usage.send_modify(|u| u.waiting += 1);
+        count(&pool.usage, |u| u.waiting += 1);
         // Counted out again however the wait ends, cancelled too.
         let _waiting = Waiting(&pool.usage);
         let permit = (pool.instances.clone().acquire_owned().await)
@@ -373,7 +384,7 @@ impl Pool {
 
     /// `permit`, counted as held until it is dropped.
     fn held(&self, permit: OwnedSemaphorePermit) -> InstancePermit {
-        self.usage.send_modify(|u| u.held += 1);
+        count(&self.usage, |u| u.held += 1);
         InstancePermit {
             _permit: permit,
             usage: self.usage.clone(),
