@@ -1008,3 +1008,16 @@ async fn the_dashboard_beside_mcp_needs_the_token_the_server_printed() {
         .expect("get");
     assert_eq!(with.status().as_u16(), 200);
 }
+
+/// A `tools/call` over stdio answers as rmcp answers it over HTTP: a
+/// client of a revision before 2026-07-28 (the stdio helper's 2025-06-18)
+/// gets a result without `resultType`, which its revision does not have.
+#[test]
+fn a_stdio_answer_to_a_client_of_an_older_revision_carries_no_result_type() {
+    let folder = behave();
+    let mut stdio = crate::common::stdio::Server::start(folder.path(), &[]);
+    let id = stdio.request("tools/call", json!({ "name": "ok", "arguments": {} }));
+    let answer = stdio.wait_for(&id).pop().expect("an answer");
+    assert_eq!(answer["result"]["content"][0]["text"], "ok", "{answer}");
+    assert!(answer["result"].get("resultType").is_none(), "{answer}");
+}

@@ -37,12 +37,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequest, ClientJsonRpcMessage, ClientNotification, ClientRequest, ErrorData,
-    JsonRpcMessage, JsonRpcRequest, RequestId, ServerJsonRpcMessage, ServerResult,
+    ClientJsonRpcMessage, ClientNotification, ClientRequest, ErrorData, GetExtensions, GetMeta,
+    JsonRpcMessage, JsonRpcRequest, RequestId, ServerJsonRpcMessage,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, Service};
 use rmcp::transport::Transport;
-use rmcp::{Peer, RoleServer, ServerHandler};
+use rmcp::{Peer, RoleServer};
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf,
 };
@@ -452,29 +452,22 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     answered: false,
                 };
                 lock(&pending).insert(request.id.clone(), unanswered);
-                let JsonRpcRequest {
-                    jsonrpc,
-                    id,
-                    request,
-                } = request;
-                match (direct, request) {
-                    (Some((handler, cancel)), ClientRequest::CallToolRequest(call)) => {
+                match direct {
+                    Some((handler, cancel)) => {
                         let answering = Answering {
-                            id: id.clone(),
+                            id: request.id.clone(),
                             serial,
                             pending: pending.clone(),
                             answers: lanes.answers.clone(),
                             answered: false,
                         };
-                        let call = call_directly(handler, id, call, cancel, answering);
+                        // Boxed: rmcp's dispatch makes the handler's future
+                        // about 5 KiB, which the spawn would otherwise copy.
+                        let call = Box::pin(call_directly(handler, request, cancel, answering));
                         tokio::spawn(call);
                     }
-                    (_, request) => {
-                        let request = JsonRpcMessage::Request(JsonRpcRequest {
-                            jsonrpc,
-                            id,
-                            request,
-                        });
+                    None => {
+                        let request = JsonRpcMessage::Request(request);
                         if lanes.rmcp.send(request).await.is_err() {
                             return;
                         }
@@ -568,29 +561,26 @@ impl Drop for Answering {
     }
 }
 
-/// Handle a `tools/call` as rmcp's service loop would, and hand its answer
-/// to the writer, unless the client cancelled it (`cancel` cancelled while
+/// Handle `request` as rmcp's service loop would, and hand its answer to
+/// the writer, unless the client cancelled it (`cancel` cancelled while
 /// the server does not stop).
-///
-/// The server's `call_tool` is called without rmcp's dispatch over every
-/// request type, whose future is the size of its largest arm. (rmcp also
-/// refuses a task answer to a client that did not declare tasks; ours
-/// answers with a task only to one that did.)
 async fn call_directly(
     direct: Arc<Direct>,
-    id: RequestId,
-    mut call: CallToolRequest,
+    request: JsonRpcRequest<ClientRequest>,
     cancel: CancellationToken,
     answering: Answering,
 ) {
+    let JsonRpcRequest {
+        id, mut request, ..
+    } = request;
     let mut context = RequestContext::new(id.clone(), direct.peer.clone());
     context.ct = cancel.clone();
     // rmcp moves the request's `_meta` (the progress token, the protocol
     // version) and extensions into the context the same way.
-    std::mem::swap(&mut context.meta, call.extensions.get_or_insert_default());
-    std::mem::swap(&mut context.extensions, &mut call.extensions);
-    let answer = match direct.server.call_tool(call.params, context).await {
-        Ok(response) => ServerJsonRpcMessage::response(ServerResult::from(response), id),
+    std::mem::swap(&mut context.meta, request.get_meta_mut());
+    std::mem::swap(&mut context.extensions, request.extensions_mut());
+    let answer = match direct.server.handle_request(request, context).await {
+        Ok(result) => ServerJsonRpcMessage::response(result, id),
         Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
     };
     if !cancel.is_cancelled() || direct.stop.is_cancelled() {
