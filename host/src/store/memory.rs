@@ -8,23 +8,26 @@ use futures::future::BoxFuture;
 
 use super::{
     CallEnd, CallSummary, Durability, Filter, Health, Retention, StoreError, StoreOptions,
-    TaskRecord, TaskStore, Ticket,
+    TaskRecord, TaskStore, Ticket, arguments_and_result,
 };
-use crate::records::{CallStatus, UpdateRecord};
+use crate::records::{CallStatus, UpdateRecord, output_weight};
 
 /// Task records in memory, for `--no-state`, embedders, and a host whose
 /// store file cannot be opened.
 ///
 /// Bounded: it keeps every live record (the host bounds how many calls
 /// run) and at most [`StoreOptions::memory_records`] finished ones (default
-/// [`DEFAULT_MEMORY_RECORDS`](super::DEFAULT_MEMORY_RECORDS)), dropping the
-/// one that finished first. It prunes by [`StoreOptions::retention`] on a
+/// [`DEFAULT_MEMORY_RECORDS`](super::DEFAULT_MEMORY_RECORDS)) weighing at
+/// most [`StoreOptions::memory_bytes`] (default
+/// [`DEFAULT_MEMORY_BYTES`](super::DEFAULT_MEMORY_BYTES); the newest is
+/// kept whatever it weighs), dropping the one that finished first. It prunes by [`StoreOptions::retention`] on a
 /// write once [`StoreOptions::prune_every`] has passed since the last time.
 #[derive(Debug)]
 pub struct MemoryStore {
     state: Mutex<State>,
     max_updates: usize,
     max_finished: usize,
+    max_bytes: usize,
     retention: Retention,
     prune_every: Option<std::time::Duration>,
     /// Why a lasting store could not be used, for [`TaskStore::health`].
@@ -36,6 +39,8 @@ struct State {
     records: HashMap<String, Entry>,
     /// Finished records by when they finished, then by when they came.
     finished: BTreeSet<(SystemTime, u64, String)>,
+    /// What the finished records weigh together.
+    finished_weight: usize,
     next_seq: u64,
     last_prune: Instant,
 }
@@ -45,6 +50,10 @@ struct Entry {
     /// Order of arrival: breaks ties between equal times.
     seq: u64,
     record: TaskRecord,
+    /// What its arguments and result weigh, measured before the lock.
+    heavy: usize,
+    /// What it weighs, once finished ([`TaskRecord::weight`]).
+    weight: usize,
 }
 
 impl MemoryStore {
@@ -53,11 +62,13 @@ impl MemoryStore {
             state: Mutex::new(State {
                 records: HashMap::new(),
                 finished: BTreeSet::new(),
+                finished_weight: 0,
                 next_seq: 0,
                 last_prune: Instant::now(),
             }),
             max_updates: options.max_updates.max(1),
             max_finished: options.memory_records.max(1),
+            max_bytes: options.memory_bytes,
             retention: options.retention,
             prune_every: options.prune_every,
             problem: None,
@@ -79,11 +90,12 @@ impl MemoryStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Apply `change` to the record `task_id`, then index it if it
-    /// finished and keep the bounds.
+    /// Apply `change` to the record `task_id`, which adds `heavier` bytes
+    /// of result to it, then index it if it finished and keep the bounds.
     fn change(
         &self,
         task_id: &str,
+        heavier: usize,
         change: impl FnOnce(&mut TaskRecord, usize) -> Result<(), String>,
     ) -> Result<(), StoreError> {
         let refused = |reason: String| StoreError::Refused {
@@ -97,16 +109,21 @@ impl MemoryStore {
             .ok_or_else(|| refused("no task by this id".into()))?;
         let was_finished = entry.record.finished_at();
         change(&mut entry.record, self.max_updates).map_err(refused)?;
-        let (seq, finished) = (entry.seq, entry.record.finished_at());
-        if let (None, Some(at)) = (was_finished, finished) {
+        entry.heavy += heavier;
+        if let (None, Some(at)) = (was_finished, entry.record.finished_at()) {
+            entry.weight = entry.record.weight(entry.heavy);
+            let (seq, weight) = (entry.seq, entry.weight);
             state.finished.insert((at, seq, task_id.to_owned()));
+            state.finished_weight += weight;
         }
         self.keep_bounds(&mut state);
         Ok(())
     }
 
     fn keep_bounds(&self, state: &mut State) {
-        while state.finished.len() > self.max_finished {
+        while state.finished.len() > self.max_finished
+            || (state.finished.len() > 1 && state.finished_weight > self.max_bytes)
+        {
             remove_first(state);
         }
         if let Some(every) = self.prune_every
@@ -120,7 +137,13 @@ impl MemoryStore {
 
 fn remove_first(state: &mut State) -> bool {
     match state.finished.pop_first() {
-        Some((_, _, task_id)) => state.records.remove(&task_id).is_some(),
+        Some((_, _, task_id)) => match state.records.remove(&task_id) {
+            Some(entry) => {
+                state.finished_weight -= entry.weight;
+                true
+            }
+            None => false,
+        },
         None => false,
     }
 }
@@ -158,6 +181,8 @@ impl TaskStore for MemoryStore {
         for update in updates {
             push_update(&mut record, update, self.max_updates);
         }
+        // Measured before the lock: arguments may be megabytes of JSON.
+        let heavy = arguments_and_result(&record);
         let mut state = self.state();
         if state.records.contains_key(&record.task_id) {
             return Ticket::ready(Err(StoreError::Refused {
@@ -167,18 +192,25 @@ impl TaskStore for MemoryStore {
         }
         let seq = state.next_seq;
         state.next_seq += 1;
+        let mut weight = 0;
         if let Some(at) = record.finished_at() {
+            weight = record.weight(heavy);
             state.finished.insert((at, seq, record.task_id.clone()));
+            state.finished_weight += weight;
         }
-        state
-            .records
-            .insert(record.task_id.clone(), Entry { seq, record });
+        let entry = Entry {
+            seq,
+            record,
+            heavy,
+            weight,
+        };
+        state.records.insert(entry.record.task_id.clone(), entry);
         self.keep_bounds(&mut state);
         Ticket::ready(Ok(()))
     }
 
     fn running(&self, task_id: &str, at: SystemTime) {
-        let _ = self.change(task_id, |record, _| {
+        let _ = self.change(task_id, 0, |record, _| {
             if record.call.status != CallStatus::Queued {
                 return Err("no queued task by this id".into());
             }
@@ -189,7 +221,7 @@ impl TaskStore for MemoryStore {
     }
 
     fn update(&self, task_id: &str, update: UpdateRecord, fuel_used: u64) {
-        let _ = self.change(task_id, |record, max| {
+        let _ = self.change(task_id, 0, |record, max| {
             push_update(record, update, max);
             record.call.fuel_used = fuel_used;
             Ok(())
@@ -197,7 +229,8 @@ impl TaskStore for MemoryStore {
     }
 
     fn end(&self, task_id: &str, end: CallEnd, _durability: Durability) -> Ticket {
-        Ticket::ready(self.change(task_id, |record, _| {
+        let result = end.result.as_deref().map_or(0, output_weight);
+        Ticket::ready(self.change(task_id, result, |record, _| {
             if end.status.is_live() {
                 return Err(format!("a call cannot end as `{}`", end.status.as_str()));
             }

@@ -74,7 +74,10 @@
 //! [`TaskStore::health`] until a commit succeeds again. No write ever blocks
 //! or fails a call: a full queue drops the write (counted) rather than wait,
 //! and a durable write or a flush that meets a full queue resolves at once
-//! to [`StoreError::Full`].
+//! to [`StoreError::Full`]. The queue is bounded by what its writes hold
+//! too ([`StoreOptions::queue_bytes`]): past it a write is dropped the same
+//! way ([`StoreError::FullBytes`]), except a call's end, which is kept
+//! without its result, so that the record does not stay `running`.
 //!
 //! # Another store
 //!
@@ -104,7 +107,7 @@ use serde::{Deserialize, Deserializer};
 use tokio::sync::oneshot;
 
 use crate::call::Output;
-use crate::records::{CallRecord, CallStatus, UpdateRecord};
+use crate::records::{CallRecord, CallStatus, UpdateRecord, json_weight, output_weight};
 
 pub use self::memory::MemoryStore;
 pub(crate) use self::opening::OpeningStore;
@@ -114,12 +117,19 @@ pub use crate::records::TaskRecord;
 /// Writes waiting for the writer, at most, by default: past it a write is
 /// dropped and counted rather than make a call wait.
 pub const DEFAULT_QUEUE: usize = 65_536;
+/// Bytes the writes waiting for the writer may hold (their arguments,
+/// results, updates), by default: past it a write is dropped and counted,
+/// and a call's end is kept without its result.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 /// Updates kept per call, by default: past it the oldest are folded into
 /// [`TaskRecord::updates_dropped`].
 pub const DEFAULT_MAX_UPDATES: usize = 1_000;
 /// Finished records a [`MemoryStore`] keeps, by default; the oldest
 /// finished go first.
 pub const DEFAULT_MEMORY_RECORDS: usize = 10_000;
+/// Bytes the finished records of a [`MemoryStore`] may hold, by default;
+/// the oldest finished go first.
+pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
 /// How often the writer prunes by the [`Retention`], by default.
 pub const DEFAULT_PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 /// Records a listing returns when no limit is given.
@@ -273,6 +283,27 @@ pub struct CallEnd {
     pub ended_at: SystemTime,
 }
 
+impl CallEnd {
+    /// About how many bytes the end of `task_id` holds while it waits.
+    fn weight(&self, task_id: &str) -> usize {
+        std::mem::size_of::<Self>()
+            + task_id.len()
+            + self.result.as_deref().map_or(0, output_weight)
+            + self.error.as_ref().map_or(0, String::len)
+    }
+}
+
+/// What a record's arguments and result weigh, as [`TaskRecord::weight`]
+/// takes it.
+fn arguments_and_result(record: &TaskRecord) -> usize {
+    json_weight(&record.call.arguments) + record.call.result.as_deref().map_or(0, output_weight)
+}
+
+/// About how many bytes an update of `task_id` holds while it waits.
+fn update_weight(task_id: &str, update: &UpdateRecord) -> usize {
+    std::mem::size_of::<UpdateRecord>() + task_id.len() + update.message.len()
+}
+
 /// Which records [`TaskStore::list`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
@@ -398,6 +429,10 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 pub struct StoreOptions {
     /// Writes waiting for the writer, at most. Default [`DEFAULT_QUEUE`].
     pub queue: usize,
+    /// Bytes the writes waiting for the writer hold, at most (about; a
+    /// write alone in the queue is always taken). Default
+    /// [`DEFAULT_QUEUE_BYTES`].
+    pub queue_bytes: usize,
     /// Updates kept per call. Default [`DEFAULT_MAX_UPDATES`].
     pub max_updates: usize,
     /// What pruning keeps. Default [`Retention::default`].
@@ -408,6 +443,10 @@ pub struct StoreOptions {
     /// Finished records a [`MemoryStore`] keeps. Default
     /// [`DEFAULT_MEMORY_RECORDS`].
     pub memory_records: usize,
+    /// Bytes the finished records of a [`MemoryStore`] hold, at most
+    /// (about; the newest is always kept). Default
+    /// [`DEFAULT_MEMORY_BYTES`].
+    pub memory_bytes: usize,
     /// Test only: cap the database's pages, to meet a full disk for real.
     #[cfg(test)]
     pub(crate) max_pages: Option<u64>,
@@ -417,10 +456,12 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             queue: DEFAULT_QUEUE,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
             max_updates: DEFAULT_MAX_UPDATES,
             retention: Retention::default(),
             prune_every: Some(DEFAULT_PRUNE_EVERY),
             memory_records: DEFAULT_MEMORY_RECORDS,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
             #[cfg(test)]
             max_pages: None,
         }
@@ -465,6 +506,10 @@ pub enum StoreError {
     Failed { path: PathBuf, reason: String },
     #[error("the task store's queue is full ({0} writes waiting); the write is dropped")]
     Full(usize),
+    #[error(
+        "the task store's queue is full (its writes hold more than {0} bytes); the write is dropped"
+    )]
+    FullBytes(usize),
     #[error("the task store is closed")]
     Closed,
     #[error("task {task_id}: {reason}")]

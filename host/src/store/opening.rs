@@ -13,15 +13,16 @@ use tokio::sync::{SetOnce, oneshot};
 
 use super::{
     CallEnd, CallSummary, Durability, Filter, Health, Listed, MemoryStore, Retention, StoreError,
-    StoreOptions, TaskRecord, TaskStore, Ticket,
+    StoreOptions, TaskRecord, TaskStore, Ticket, arguments_and_result, update_weight,
 };
 use crate::records::UpdateRecord;
 
 /// A [`TaskStore`] whose store is being opened by a task of its own.
 ///
 /// Until it opens, writes wait in a queue of at most
-/// [`StoreOptions::queue`] (past it they are dropped and counted, as a
-/// full store queue does), a durable write's ticket resolves once the
+/// [`StoreOptions::queue`] writes and [`StoreOptions::queue_bytes`] bytes
+/// (past it they are dropped and counted, as a full store queue does), a
+/// durable write's ticket resolves once the
 /// store has taken the write, and reads wait for the store. Once it opens,
 /// the waiting writes go to it in the order they came, and every call is
 /// forwarded.
@@ -30,11 +31,14 @@ pub(crate) struct OpeningStore {
     store: SetOnce<Arc<dyn TaskStore>>,
     waiting: Mutex<Waiting>,
     bound: usize,
+    bound_bytes: usize,
 }
 
 #[derive(Debug, Default)]
 struct Waiting {
     writes: Vec<Deferred>,
+    /// What `writes` weigh.
+    bytes: usize,
     lost: u64,
 }
 
@@ -82,6 +86,7 @@ impl OpeningStore {
             store: SetOnce::new(),
             waiting: Mutex::default(),
             bound: options.queue.max(1),
+            bound_bytes: options.queue_bytes,
         });
         let opened = this.clone();
         let task = tokio::spawn(opening);
@@ -102,6 +107,7 @@ impl OpeningStore {
     fn opened(&self, store: Arc<dyn TaskStore>) {
         let mut waiting = self.waiting();
         let mut answers = Vec::new();
+        waiting.bytes = 0;
         for write in std::mem::take(&mut waiting.writes) {
             let (ticket, reply) = match write {
                 Deferred::Start(record, durability, reply) => {
@@ -143,11 +149,13 @@ impl OpeningStore {
     }
 
     /// `forward` `value` to the open store, or queue what `defer` makes of
-    /// it and a reply (given unless `kind` is lazy).
+    /// it and a reply (given unless `kind` is lazy), weighing `weight`
+    /// bytes (measured only if it waits).
     fn write<T>(
         &self,
         kind: Kind,
         value: T,
+        weight: impl FnOnce(&T) -> usize,
         forward: impl FnOnce(&dyn TaskStore, T) -> Ticket,
         defer: impl FnOnce(T, Option<Reply>) -> Deferred,
     ) -> Ticket {
@@ -158,18 +166,28 @@ impl OpeningStore {
         if let Some(store) = self.store.get() {
             return forward(store.as_ref(), value);
         }
-        if waiting.writes.len() >= self.bound {
+        let weight = weight(&value);
+        let full = if waiting.writes.len() >= self.bound {
+            Some(StoreError::Full(self.bound))
+        } else if weight > 0 && waiting.bytes > 0 && waiting.bytes + weight > self.bound_bytes {
+            Some(StoreError::FullBytes(self.bound_bytes))
+        } else {
+            None
+        };
+        if let Some(full) = full {
             if kind != Kind::Barrier {
                 waiting.lost += 1;
                 if waiting.lost == 1 {
                     tracing::warn!(
                         queue = self.bound,
+                        queue_bytes = self.bound_bytes,
                         "the task store is still opening and its queue is full: dropping records"
                     );
                 }
             }
-            return Ticket::ready(Err(StoreError::Full(self.bound)));
+            return Ticket::ready(Err(full));
         }
+        waiting.bytes += weight;
         if kind == Kind::Lazy {
             waiting.writes.push(defer(value, None));
             Ticket::ready(Ok(()))
@@ -190,6 +208,7 @@ impl TaskStore for OpeningStore {
         self.write(
             durability.into(),
             record,
+            |record| record.weight(arguments_and_result(record)),
             |store, record| store.start(record, durability),
             |record, reply| Deferred::Start(record, durability, reply),
         )
@@ -199,6 +218,7 @@ impl TaskStore for OpeningStore {
         let _ = self.write(
             Kind::Lazy,
             at,
+            |_| std::mem::size_of::<Deferred>() + task_id.len(),
             |store, at| {
                 store.running(task_id, at);
                 Ticket::ready(Ok(()))
@@ -211,6 +231,7 @@ impl TaskStore for OpeningStore {
         let _ = self.write(
             Kind::Lazy,
             update,
+            |update| update_weight(task_id, update),
             |store, update| {
                 store.update(task_id, update, fuel_used);
                 Ticket::ready(Ok(()))
@@ -223,6 +244,7 @@ impl TaskStore for OpeningStore {
         self.write(
             durability.into(),
             end,
+            |end| end.weight(task_id),
             |store, end| store.end(task_id, end, durability),
             |end, reply| Deferred::End(task_id.to_owned(), end, durability, reply),
         )
@@ -232,6 +254,7 @@ impl TaskStore for OpeningStore {
         self.write(
             Kind::Barrier,
             (),
+            |()| 0,
             |store, ()| store.flush(),
             |(), reply| Deferred::Flush(reply.expect("a barrier has a reply")),
         )
@@ -241,6 +264,7 @@ impl TaskStore for OpeningStore {
         self.write(
             Kind::Barrier,
             (),
+            |()| 0,
             |store, ()| store.settle(),
             |(), reply| Deferred::Settle(reply.expect("a barrier has a reply")),
         )

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use super::{
     CallEnd, CallSummary, Durability, Filter, Health, Listed, Retention, StoreError, StoreOptions,
-    TaskRecord, TaskStore, Ticket,
+    TaskRecord, TaskStore, Ticket, arguments_and_result, update_weight,
 };
 use crate::call::Output;
 use crate::records::{CallRecord, CallStatus, UpdateRecord};
@@ -102,7 +102,8 @@ pub struct SqliteStore {
     /// Dropped after the writer finished.
     _owner: Owner,
     queue: usize,
-    writes: Option<Sender<Op>>,
+    queue_bytes: usize,
+    writes: Option<Sender<(Op, usize)>>,
     writer: Option<JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
     shared: Arc<Shared>,
@@ -211,6 +212,10 @@ struct Shared {
     /// it fills: a bounded one allocates all its slots when the store
     /// opens, a tenth of a host's start.
     queued: AtomicUsize,
+    /// What the writes sent and not yet committed weigh, which the queue's
+    /// bound on bytes applies to: a batch holds its writes until its
+    /// commit.
+    queued_bytes: AtomicUsize,
 }
 
 impl Shared {
@@ -294,6 +299,7 @@ impl SqliteStore {
             path: path.to_owned(),
             shared: shared.clone(),
             max_updates: options.max_updates.max(1),
+            queue_bytes: options.queue_bytes,
             retention: options.retention,
             prune_every: options.prune_every,
             synchronous_full: false,
@@ -306,6 +312,7 @@ impl SqliteStore {
             path: path.to_owned(),
             _owner: owner,
             queue: options.queue.max(1),
+            queue_bytes: options.queue_bytes,
             writes: Some(writes),
             writer: Some(writer),
             readers: Mutex::new(Vec::new()),
@@ -318,49 +325,92 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Queue `op` for the writer without waiting; a full queue drops it.
-    fn send(&self, op: Op) -> Result<(), StoreError> {
+    /// A write (if `is_write`) was lost, or part of it, to a full queue:
+    /// counted, and logged once until a commit.
+    fn lost(&self, is_write: bool) {
+        if is_write {
+            self.shared.lost_writes.fetch_add(1, Ordering::Relaxed);
+        }
+        if !self.shared.queue_full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                path = %self.path.display(),
+                queue = self.queue,
+                queue_bytes = self.queue_bytes,
+                "task store queue full: dropping records until the writer catches up"
+            );
+        }
+    }
+
+    /// Whether a write weighing `weight` bytes would find room now.
+    fn has_room_for(&self, weight: usize) -> bool {
+        let queued = self.shared.queued_bytes.load(Ordering::Relaxed);
+        queued == 0 || queued + weight <= self.queue_bytes
+    }
+
+    /// Queue `op`, which holds `weight` bytes, for the writer without
+    /// waiting; a full queue drops it. A write alone in the queue is taken
+    /// whatever it weighs; what holds no bytes (a flush) is bounded by the
+    /// count alone.
+    fn send(&self, op: Op, weight: usize) -> Result<(), StoreError> {
         let Some(writes) = &self.writes else {
             return Err(StoreError::Closed);
         };
         let is_write = op.is_write();
         let urgent = op.urgent();
-        if self.shared.queued.fetch_add(1, Ordering::Relaxed) >= self.queue {
+        let full = if self.shared.queued.fetch_add(1, Ordering::Relaxed) >= self.queue {
+            Some(StoreError::Full(self.queue))
+        } else {
+            let before = self
+                .shared
+                .queued_bytes
+                .fetch_add(weight, Ordering::Relaxed);
+            let heavy = weight > 0 && before > 0 && before + weight > self.queue_bytes;
+            if heavy {
+                self.shared
+                    .queued_bytes
+                    .fetch_sub(weight, Ordering::Relaxed);
+            }
+            heavy.then_some(StoreError::FullBytes(self.queue_bytes))
+        };
+        if let Some(full) = full {
             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-            if is_write {
-                self.shared.lost_writes.fetch_add(1, Ordering::Relaxed);
-            }
-            if !self.shared.queue_full.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    path = %self.path.display(),
-                    queue = self.queue,
-                    "task store queue full: dropping records until the writer catches up"
-                );
-            }
-            return Err(StoreError::Full(self.queue));
+            self.lost(is_write);
+            return Err(full);
         }
-        match writes.send(op) {
+        match writes.send((op, weight)) {
             Ok(()) => {
                 // The writer gathering lazy writes sleeps through them; one
-                // that somebody waits for wakes it.
-                if urgent && let Some(writer) = &self.writer {
+                // that somebody waits for wakes it, and so does a queue
+                // holding half the bytes it may.
+                let heavy = self.shared.queued_bytes.load(Ordering::Relaxed) > self.queue_bytes / 2;
+                if (urgent || heavy)
+                    && let Some(writer) = &self.writer
+                {
                     writer.thread().unpark();
                 }
                 Ok(())
             }
             Err(_) => {
                 self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                self.shared
+                    .queued_bytes
+                    .fetch_sub(weight, Ordering::Relaxed);
                 Err(StoreError::Closed)
             }
         }
     }
 
-    fn write(&self, durability: Durability, op: impl FnOnce(Option<Reply<()>>) -> Op) -> Ticket {
+    fn write(
+        &self,
+        durability: Durability,
+        weight: usize,
+        op: impl FnOnce(Option<Reply<()>>) -> Op,
+    ) -> Ticket {
         match durability {
-            Durability::Lazy => Ticket::ready(self.send(op(None))),
+            Durability::Lazy => Ticket::ready(self.send(op(None), weight)),
             Durability::Durable => {
                 let (reply, ticket) = Ticket::waiting();
-                match self.send(op(Some(reply))) {
+                match self.send(op(Some(reply)), weight) {
                     Ok(()) => ticket,
                     Err(e) => Ticket::ready(Err(e)),
                 }
@@ -373,7 +423,7 @@ impl SqliteStore {
         op: impl FnOnce(Reply<T>) -> Op,
     ) -> BoxFuture<'_, Result<T, StoreError>> {
         let (reply, answer) = oneshot::channel();
-        let sent = self.send(op(reply));
+        let sent = self.send(op(reply), 0);
         Box::pin(async move {
             sent?;
             answer.await.unwrap_or(Err(StoreError::Closed))
@@ -427,26 +477,45 @@ impl Drop for SqliteStore {
 
 impl TaskStore for SqliteStore {
     fn start(&self, record: TaskRecord, durability: Durability) -> Ticket {
-        self.write(durability, |reply| Op::Start(Box::new(record), reply))
+        let weight = record.weight(arguments_and_result(&record));
+        self.write(durability, weight, |reply| {
+            Op::Start(Box::new(record), reply)
+        })
     }
 
     fn running(&self, task_id: &str, at: SystemTime) {
-        let _ = self.send(Op::Running(task_id.to_owned(), at));
+        let weight = std::mem::size_of::<Op>() + task_id.len();
+        let _ = self.send(Op::Running(task_id.to_owned(), at), weight);
     }
 
     fn update(&self, task_id: &str, update: UpdateRecord, fuel_used: u64) {
-        let _ = self.send(Op::Update(task_id.to_owned(), update, fuel_used));
+        let weight = update_weight(task_id, &update);
+        let _ = self.send(Op::Update(task_id.to_owned(), update, fuel_used), weight);
     }
 
-    fn end(&self, task_id: &str, end: CallEnd, durability: Durability) -> Ticket {
-        self.write(durability, |reply| {
+    fn end(&self, task_id: &str, mut end: CallEnd, durability: Durability) -> Ticket {
+        let mut weight = end.weight(task_id);
+        if end.result.is_some() && !self.has_room_for(weight) {
+            // The call's answer carried its result; what its record must
+            // not lose is that it ended, or it stays `running`.
+            end.result = None;
+            end.error.get_or_insert_with(|| {
+                format!(
+                    "the result was not kept: the task store's queue held more than {} bytes",
+                    self.queue_bytes
+                )
+            });
+            weight = end.weight(task_id);
+            self.lost(true);
+        }
+        self.write(durability, weight, |reply| {
             Op::End(task_id.to_owned(), Box::new(end), reply)
         })
     }
 
     fn flush(&self) -> Ticket {
         let (reply, ticket) = Ticket::waiting();
-        match self.send(Op::Flush(reply)) {
+        match self.send(Op::Flush(reply), 0) {
             Ok(()) => ticket,
             Err(e) => Ticket::ready(Err(e)),
         }
@@ -454,7 +523,7 @@ impl TaskStore for SqliteStore {
 
     fn settle(&self) -> Ticket {
         let (reply, ticket) = Ticket::waiting();
-        match self.send(Op::Settle(reply)) {
+        match self.send(Op::Settle(reply), 0) {
             Ok(()) => ticket,
             Err(e) => Ticket::ready(Err(e)),
         }
@@ -680,6 +749,8 @@ struct Writer {
     path: PathBuf,
     shared: Arc<Shared>,
     max_updates: usize,
+    /// [`StoreOptions::queue_bytes`].
+    queue_bytes: usize,
     retention: Retention,
     prune_every: Option<Duration>,
     /// `PRAGMA synchronous` is FULL (a batch with a durable write) rather
@@ -710,7 +781,7 @@ impl From<rusqlite::Error> for Failure {
 }
 
 impl Writer {
-    fn run(mut self, queue: Receiver<Op>) {
+    fn run(mut self, queue: Receiver<(Op, usize)>) {
         let mut next_prune = self.prune_every.map(|_| Instant::now());
         loop {
             if let (Some(at), Some(every)) = (next_prune, self.prune_every)
@@ -719,16 +790,16 @@ impl Writer {
                 self.prune_now();
                 next_prune = Some(Instant::now() + every);
             }
-            let first = match next_prune {
+            let (first, first_weight) = match next_prune {
                 Some(at) => {
                     match queue.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                        Ok(op) => op,
+                        Ok(sent) => sent,
                         Err(RecvTimeoutError::Timeout) => continue,
                         Err(RecvTimeoutError::Disconnected) => break,
                     }
                 }
                 None => match queue.recv() {
-                    Ok(op) => op,
+                    Ok(sent) => sent,
                     Err(_) => break,
                 },
             };
@@ -738,18 +809,22 @@ impl Writer {
             // so a stream of calls costs one commit per window, not three
             // per call. The writer sleeps meanwhile rather than wait on the
             // queue, so the callers' pushes wake nobody; a write somebody
-            // waits for wakes it (`SqliteStore::send`) and commits at once.
+            // waits for wakes it (`SqliteStore::send`) and commits at once,
+            // and so does a queue half full by its bytes.
             let mut urgent = first.urgent();
             let mut batch = vec![first];
+            // Released once committed: until then the batch holds it.
+            let mut weight = first_weight;
             let until = Instant::now() + LAZY_WINDOW;
             loop {
                 while batch.len() < MAX_BATCH {
                     match queue.try_recv() {
-                        Ok(op) => {
+                        Ok((op, op_weight)) => {
                             // Taken off the queue: room for one more.
                             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                             urgent |= op.urgent();
                             batch.push(op);
+                            weight += op_weight;
                         }
                         Err(TryRecvError::Empty) => break,
                         // The store is dropped: commit what there is now.
@@ -760,13 +835,22 @@ impl Writer {
                     }
                 }
                 let now = Instant::now();
-                if urgent || batch.len() >= MAX_BATCH || now >= until {
+                if urgent || batch.len() >= MAX_BATCH || now >= until || self.heavy() {
                     break;
                 }
                 std::thread::park_timeout(until - now);
             }
             self.commit(batch);
+            self.shared
+                .queued_bytes
+                .fetch_sub(weight, Ordering::Relaxed);
         }
+    }
+
+    /// The writes waiting hold half the bytes the queue may: commit them
+    /// rather than gather more.
+    fn heavy(&self) -> bool {
+        self.shared.queued_bytes.load(Ordering::Relaxed) > self.queue_bytes / 2
     }
 
     /// Apply `batch` in one transaction, then answer those waiting.

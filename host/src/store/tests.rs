@@ -1117,6 +1117,143 @@ async fn a_full_queue_drops_writes_counts_them_and_never_waits() {
     assert_eq!(store.health().problem, None);
 }
 
+/// `record` with arguments of about `kib` KiB.
+fn heavy(task_id: &str, kib: usize) -> TaskRecord {
+    let mut r = record(task_id, "s", "t", CallStatus::Running, 1);
+    r.call.arguments = json!({ "text": "x".repeat(kib << 10) }).into();
+    r
+}
+
+/// `done(ended)` with a result of about `kib` KiB.
+fn heavy_end(ended: u64, kib: usize) -> CallEnd {
+    CallEnd {
+        result: Some(Arc::new(Output {
+            text: Some("y".repeat(kib << 10)),
+            data: None,
+        })),
+        ..done(ended)
+    }
+}
+
+#[tokio::test]
+async fn a_queue_full_by_its_bytes_drops_heavy_writes_and_keeps_a_calls_end() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(
+        &path,
+        StoreOptions {
+            queue_bytes: 64 << 10,
+            ..options()
+        },
+    )
+    .expect("open");
+    // The writer stalls on its first batch, which holds its bytes until
+    // it commits.
+    let blocker = rusqlite::Connection::open(&path).expect("second connection");
+    blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+
+    // Alone in the queue, a write is taken whatever it weighs.
+    store
+        .start(heavy("a", 40), Durability::Lazy)
+        .await
+        .expect("the first is taken");
+    let second = store.start(heavy("b", 40), Durability::Lazy).await;
+    assert!(
+        matches!(second, Err(StoreError::FullBytes(65_536))),
+        "{second:?}"
+    );
+    let named = second.expect_err("full").to_string();
+    assert!(named.contains("65536 bytes"), "{named}");
+    // What weighs little still fits.
+    store
+        .start(heavy("c", 1), Durability::Lazy)
+        .await
+        .expect("a light write fits");
+    // A call's end that does not fit is kept without its result.
+    store
+        .end("a", heavy_end(5, 40), Durability::Lazy)
+        .await
+        .expect("the end is kept");
+    assert_eq!(store.health().lost_writes, 2, "b, and a's result");
+    blocker.execute_batch("COMMIT").expect("unlock");
+
+    store.flush().await.expect("a flush holds no bytes");
+    let a = store.get("a").await.expect("get").expect("a kept");
+    assert_eq!(a.call.status, CallStatus::Done);
+    assert_eq!(a.call.result, None);
+    let error = a.call.error.expect("says why");
+    assert!(error.contains("result was not kept"), "{error}");
+    assert_eq!(store.get("b").await.expect("get"), None);
+    assert!(store.get("c").await.expect("get").is_some());
+
+    // Committed, the bytes are free again: a heavy end fits.
+    store
+        .end("c", heavy_end(6, 40), Durability::Durable)
+        .await
+        .expect("durable end");
+    let c = store.get("c").await.expect("get").expect("c kept");
+    assert_eq!(c.call.result, heavy_end(6, 40).result);
+    assert_eq!(store.health().problem, None);
+}
+
+#[tokio::test]
+async fn a_memory_store_keeps_finished_records_within_its_bytes() {
+    let store = MemoryStore::new(StoreOptions {
+        memory_bytes: 100 << 10,
+        ..options()
+    });
+    // A live record is kept whatever it weighs: the host bounds live calls.
+    let _ = store.start(heavy("live", 200), Durability::Lazy);
+    for i in 0..10 {
+        let id = format!("t{i}");
+        let _ = store.start(heavy(&id, 30), Durability::Lazy);
+        store
+            .end(&id, heavy_end(10 + i, 1), Durability::Lazy)
+            .await
+            .expect("end");
+    }
+    let kept: Vec<String> = all(&store).await.into_iter().map(|r| r.task_id).collect();
+    assert!(kept.contains(&"live".to_owned()), "{kept:?}");
+    // 31 KiB a record: three fit in 100 KiB, the newest ones.
+    assert_eq!(kept.len(), 1 + 3, "{kept:?}");
+    for id in ["t7", "t8", "t9"] {
+        assert!(kept.contains(&id.to_owned()), "{kept:?}");
+    }
+
+    // The newest is kept whatever it weighs; it alone.
+    store
+        .end("live", heavy_end(30, 1), Durability::Lazy)
+        .await
+        .expect("end");
+    let kept: Vec<String> = all(&store).await.into_iter().map(|r| r.task_id).collect();
+    assert_eq!(kept, ["live"]);
+}
+
+#[tokio::test]
+async fn writes_past_the_queues_bytes_while_the_store_opens_are_dropped() {
+    let dir = tempfile::tempdir().expect("dir");
+    let bounded = StoreOptions {
+        queue_bytes: 64 << 10,
+        ..options()
+    };
+    let (open, store) = opening_later(&dir.path().join("tasks.db"), bounded);
+    let _ = store.start(heavy("a", 40), Durability::Lazy);
+    let second = store.start(heavy("b", 40), Durability::Durable).await;
+    assert!(
+        matches!(second, Err(StoreError::FullBytes(65_536))),
+        "{second:?}"
+    );
+    let _ = store.start(heavy("c", 1), Durability::Lazy);
+    assert_eq!(store.health().lost_writes, 1);
+
+    open.send(()).expect("gate");
+    let _ = store.get("a").await; // once it is open
+    store.flush().await.expect("flush");
+    assert!(store.get("a").await.expect("get").is_some());
+    assert!(store.get("b").await.expect("get").is_none());
+    assert!(store.get("c").await.expect("get").is_some());
+}
+
 #[tokio::test]
 async fn a_store_of_schema_1_is_upgraded_and_its_live_calls_are_orphans() {
     let dir = tempfile::tempdir().expect("temp dir");
