@@ -184,11 +184,18 @@ struct State {
     /// Call ids in the order calls were made, with their records (and the
     /// task id each is found by in the store).
     order: VecDeque<String>,
-    records: HashMap<String, TaskRecord>,
-    /// What each finished record weighs ([`TaskRecord::weight`]), and all
-    /// of them together.
-    weights: HashMap<String, usize>,
+    records: HashMap<String, Kept>,
+    /// What the finished records weigh together.
     finished_weight: usize,
+}
+
+/// A call's record as its session keeps it.
+struct Kept {
+    record: TaskRecord,
+    /// What the record weighs ([`TaskRecord::weight`]) once its call has
+    /// ended; 0 while it runs. Kept beside the record rather than in a map
+    /// of its own: one map insert and removal less for every call.
+    weight: usize,
 }
 
 impl State {
@@ -227,12 +234,9 @@ impl Inner {
     /// result weigh `arguments_and_result`), and drop the oldest finished
     /// records past the bounds, all but the newest (this one).
     fn forget_finished(&self, state: &mut State, call_id: &str, arguments_and_result: usize) {
-        if let Some(r) = state.records.get(call_id) {
-            let weight = r.weight(arguments_and_result);
-            state.finished_weight += weight;
-            if let Some(old) = state.weights.insert(call_id.to_owned(), weight) {
-                state.finished_weight -= old;
-            }
+        if let Some(kept) = state.records.get_mut(call_id) {
+            let old = std::mem::replace(&mut kept.weight, kept.record.weight(arguments_and_result));
+            state.finished_weight = state.finished_weight + kept.weight - old;
         }
         let mut finished = state.order.len() - state.live.len();
         let mut i = 0;
@@ -246,9 +250,12 @@ impl Inner {
                 i += 1;
                 continue;
             }
-            if let Some(id) = state.order.remove(i) {
-                state.records.remove(&id);
-                state.finished_weight -= state.weights.remove(&id).unwrap_or(0);
+            if let Some(kept) = state
+                .order
+                .remove(i)
+                .and_then(|id| state.records.remove(&id))
+            {
+                state.finished_weight -= kept.weight;
             }
             finished -= 1;
         }
@@ -372,8 +379,8 @@ impl Session {
     /// Cancel this session's call found by `task_id`, if it has one.
     pub(crate) fn cancel_task(&self, task_id: &str) -> Option<Result<(), CancelError>> {
         let call_id = (self.inner.state().records.values())
-            .find(|r| r.task_id == task_id)
-            .map(|r| r.call.call_id.clone())?;
+            .find(|k| k.record.task_id == task_id)
+            .map(|k| k.record.call.call_id.clone())?;
         Some(self.cancel(&call_id))
     }
 
@@ -547,7 +554,7 @@ impl Session {
             .order
             .iter()
             .filter(|id| state.live.contains_key(*id))
-            .filter_map(|id| state.records.get(id).map(|r| r.call.clone()))
+            .filter_map(|id| state.records.get(id).map(|k| k.record.call.clone()))
             .collect()
     }
 
@@ -557,7 +564,7 @@ impl Session {
             .state()
             .records
             .get(call_id)
-            .map(|r| r.call.clone())
+            .map(|k| k.record.call.clone())
     }
 
     /// The task id of a call of this session: what finds its record in the
@@ -568,12 +575,12 @@ impl Session {
             .state()
             .records
             .get(call_id)
-            .map(|r| r.task_id.clone())
+            .map(|k| k.record.task_id.clone())
     }
 
     /// The record of a call of this session with its task id.
     pub(crate) fn task_record(&self, call_id: &str) -> Option<TaskRecord> {
-        self.inner.state().records.get(call_id).cloned()
+        (self.inner.state().records.get(call_id)).map(|k| k.record.clone())
     }
 
     /// Make what the store holds of this session's calls durable: before
@@ -610,7 +617,7 @@ impl Session {
         state
             .order
             .iter()
-            .filter_map(|id| state.records.get(id).map(|r| r.call.clone()))
+            .filter_map(|id| state.records.get(id).map(|k| k.record.call.clone()))
             .collect()
     }
 

@@ -10,7 +10,7 @@ use tokio::sync::{oneshot, watch};
 use super::admission::{Admission, Duplicate, admit};
 use super::answer::{Answer, AnswerKind};
 use super::task::{Finish, Task};
-use super::{Live, Session, companion};
+use super::{Kept, Live, Session, companion};
 use crate::arguments;
 use crate::bindings::{Delivery as DeliveryKind, DuplicatePolicy};
 use crate::call;
@@ -234,7 +234,13 @@ impl Session {
                 ended_at: None,
             },
         );
-        state.records.insert(call_id.to_owned(), record.clone());
+        state.records.insert(
+            call_id.to_owned(),
+            Kept {
+                record: record.clone(),
+                weight: 0,
+            },
+        );
         drop(state);
         if to_end {
             now = None;

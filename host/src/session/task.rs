@@ -94,7 +94,11 @@ impl Task {
         }
         if let Some(inner) = self.session.upgrade() {
             if let Some(at) = started_at
-                && let Some(r) = inner.state().records.get_mut(&self.call_id)
+                && let Some(r) = inner
+                    .state()
+                    .records
+                    .get_mut(&self.call_id)
+                    .map(|k| &mut k.record)
             {
                 r.call.status = CallStatus::Running;
                 r.call.started_at = Some(at);
@@ -183,7 +187,12 @@ impl Task {
         let Some(inner) = self.session.upgrade() else {
             return;
         };
-        if let Some(r) = inner.state().records.get_mut(&self.call_id) {
+        if let Some(r) = inner
+            .state()
+            .records
+            .get_mut(&self.call_id)
+            .map(|k| &mut k.record)
+        {
             r.call.updates.push(update);
             r.call.fuel_used = fuel_used;
             // The newest updates, as the task store keeps them: between
@@ -359,7 +368,7 @@ impl Task {
         // Weighed before the session's lock is taken.
         let heavy = json_weight(&self.args) + results;
         let mut state = inner.state();
-        if let Some(r) = state.records.get_mut(&self.call_id) {
+        if let Some(r) = state.records.get_mut(&self.call_id).map(|k| &mut k.record) {
             record(&mut r.call);
         }
         state.live.remove(&self.call_id);
