@@ -878,7 +878,7 @@ async fn http_connections_past_their_cap_are_answered_503_naming_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        server.log().contains("HTTP connection limit reached"),
+        server.logs("HTTP connection limit reached"),
         "{}",
         server.log()
     );

@@ -382,11 +382,7 @@ fn inspector_http_task_followed_to_completion() {
         &call("progress", r#"{"n": 3, "sleep_ms": 300}"#),
     );
     assert_eq!(text(&result), "done after 3 steps");
-    assert!(
-        server.log().contains("call answered with a task"),
-        "{}",
-        server.log()
-    );
+    assert!(server.logs("call answered with a task"), "{}", server.log());
 }
 
 /// The id of the first task the server answered with, from its log; it

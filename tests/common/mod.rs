@@ -249,6 +249,20 @@ impl HttpServer {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether the server logs `text` within [`WAIT`]. Its stderr is read
+    /// by a thread of the test's own, which on a busy machine may lag
+    /// behind what the server has done and the client has seen.
+    pub fn logs(&self, text: &str) -> bool {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !self.log().contains(text) {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        true
+    }
+
     /// The dashboard's address and the token it printed with it.
     pub fn dashboard(&self) -> (String, String) {
         let printed = "toolhost: dashboard on ";
