@@ -588,13 +588,15 @@ async fn call_directly(
     }
 }
 
-/// Write answers as they come, flushing whenever none is waiting; an
-/// answer written frees the permit of the request it answers.
+/// Write answers as they come, flushing whenever none is waiting (see
+/// [`Cork`]); an answer written frees the permit of the request it
+/// answers.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut output: BufWriter<W>,
     mut to_write: mpsc::Receiver<Outgoing>,
     pending: Pending,
 ) {
+    let mut cork = Cork::default();
     while let Some(Outgoing { message, answers }) = to_write.recv().await {
         // Out of `pending` before the write, so that a client reusing the
         // id once it has read the answer is not refused; its permit held
@@ -612,6 +614,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         bytes.push(b'\n');
         let written = async {
             output.write_all(&bytes).await?;
+            if to_write.is_empty() && cork.worth_trying() && !lock(&pending).is_empty() {
+                tokio::task::yield_now().await;
+                cork.tried(!to_write.is_empty());
+            }
             if to_write.is_empty() {
                 output.flush().await?;
             }
@@ -623,6 +629,35 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
     }
     let _ = output.flush().await;
+}
+
+/// Whether the writer lets the runtime run once before it flushes, while
+/// other requests are unanswered: answers finished meanwhile then go out
+/// in one write, one wake of the client rather than one each. A yield
+/// with nothing else ready costs a wake of another runtime thread, so it
+/// is only tried while it pays: after one that gathered no answer, the
+/// next [`Cork::BACKOFF`] answers are flushed at once. (A client waiting
+/// for one quick call at a time beside a long call would otherwise pay
+/// that wake on every answer.)
+#[derive(Default)]
+struct Cork {
+    /// Answers still to flush at once.
+    skip: u32,
+}
+
+impl Cork {
+    const BACKOFF: u32 = 64;
+
+    fn worth_trying(&mut self) -> bool {
+        self.skip = self.skip.saturating_sub(1);
+        self.skip == 0
+    }
+
+    fn tried(&mut self, gathered: bool) {
+        if !gathered {
+            self.skip = Self::BACKOFF;
+        }
+    }
 }
 
 fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<RequestId, Unanswered>> {
@@ -842,6 +877,98 @@ mod tests {
         // next request read.
         assert_eq!(answer(&mut lines).await["id"], 1);
         assert_eq!(request_id(transport.receive().await), RequestId::Number(1));
+    }
+
+    /// An output that keeps what is written and counts the writes.
+    #[derive(Clone, Default)]
+    struct Counted {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        writes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.bytes.lock().expect("bytes").extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// With another request unanswered, the writer lets the runtime run
+    /// before it flushes an answer, and an answer finished meanwhile goes
+    /// out in the same write.
+    #[tokio::test]
+    async fn an_answer_finished_while_the_writer_yields_shares_its_write() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (input, _) = tokio::io::split(server);
+        let output = Counted::default();
+        let mut transport = StdioTransport::new(input, output.clone(), &McpOptions::default());
+        let (_, mut client) = tokio::io::split(client);
+        line(&mut client, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
+        line(&mut client, r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#).await;
+        assert_eq!(request_id(transport.receive().await), RequestId::Number(1));
+        assert_eq!(request_id(transport.receive().await), RequestId::Number(2));
+
+        pong(&mut transport, 1).await;
+        // The writer takes the first answer and yields, the second request
+        // still unanswered; then the second answer comes.
+        tokio::task::yield_now().await;
+        pong(&mut transport, 2).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while output
+            .bytes
+            .lock()
+            .expect("bytes")
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            < 2
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the answers were not written"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            output.writes.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "{}",
+            String::from_utf8_lossy(&output.bytes.lock().expect("bytes"))
+        );
+    }
+
+    #[test]
+    fn after_a_yield_that_gathered_nothing_the_cork_rests() {
+        let mut cork = Cork::default();
+        assert!(cork.worth_trying());
+        cork.tried(true);
+        assert!(cork.worth_trying(), "a yield that paid is tried again");
+        cork.tried(false);
+        // Each try gathers nothing.
+        let tried = (0..Cork::BACKOFF * 3)
+            .filter(|_| {
+                let trying = cork.worth_trying();
+                if trying {
+                    cork.tried(false);
+                }
+                trying
+            })
+            .count();
+        assert_eq!(tried, 3, "one try in every {} answers", Cork::BACKOFF);
     }
 
     #[tokio::test]
