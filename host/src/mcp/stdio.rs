@@ -463,8 +463,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         };
                         // Boxed: rmcp's dispatch makes the handler's future
                         // about 5 KiB, which the spawn would otherwise copy.
-                        let call = Box::pin(call_directly(handler, request, cancel, answering));
-                        tokio::spawn(call);
+                        let mut call = Box::pin(call_directly(handler, request, cancel, answering));
+                        if !ends_in_first_poll(call.as_mut()) {
+                            tokio::spawn(call);
+                        }
                     }
                     None => {
                         let request = JsonRpcMessage::Request(request);
@@ -502,6 +504,35 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Read::Nothing | Read::Dropped(_) => {}
         }
     }
+}
+
+/// Poll a call once, here in the reader's task; whether it has ended. Most
+/// calls do (a trivial tool takes microseconds), and one that has not goes
+/// on in a task of its own, which polls it again. Spawning every call
+/// instead had the runtime wake its other thread to steal each burst of
+/// them: with 16 calls in flight that cost a quarter of the host's CPU per
+/// call (README, "A call's first poll in the reader"). The reader waits
+/// meanwhile: for the call's instantiation and its first slice, at most a
+/// yield interval of fuel or 2 ms of host calls (`HOST_CALL_SLICE`).
+///
+/// The poll is given a waker that does nothing: what the call wakes in it
+/// (its update channel, closed as its sandbox is dropped) would otherwise
+/// wake the reader, which its next pause then rescheduled as a yield,
+/// waking the other thread all the same. A call left pending loses nothing by it,
+/// since its task polls it again at once and registers its own waker.
+///
+/// A panic ends the call as it ends a spawned task: the call is dropped
+/// (its permit freed, nothing answered) and the reader goes on.
+fn ends_in_first_poll<F: Future<Output = ()>>(call: Pin<&mut F>) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call.poll(&mut cx)));
+    polled.map_or_else(
+        |_| {
+            tracing::error!("a tools/call handler panicked; the call is dropped");
+            true
+        },
+        |poll| poll.is_ready(),
+    )
 }
 
 /// The request a `notifications/cancelled` cancels.
@@ -969,6 +1000,97 @@ mod tests {
             })
             .count();
         assert_eq!(tried, 3, "one try in every {} answers", Cork::BACKOFF);
+    }
+
+    /// A call's future for the tests of [`ends_in_first_poll`]: records
+    /// the waker of each poll and wakes it (as a call's closing update
+    /// channel does), then ends, stays pending or panics.
+    struct Probe {
+        wakers: Arc<Mutex<Vec<std::task::Waker>>>,
+        ends: Option<tokio::sync::oneshot::Receiver<()>>,
+        panics: bool,
+        dropped: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Future for Probe {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.wakers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(cx.waker().clone());
+            cx.waker().wake_by_ref();
+            assert!(!self.panics, "a fault in the handler");
+            match &mut self.ends {
+                Some(ends) => Pin::new(ends).poll(cx).map(|_| ()),
+                None => Poll::Ready(()),
+            }
+        }
+    }
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            self.dropped
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn probe(ends: Option<tokio::sync::oneshot::Receiver<()>>, panics: bool) -> Probe {
+        Probe {
+            wakers: Arc::default(),
+            ends,
+            panics,
+            dropped: Arc::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_that_ends_in_its_first_poll_never_wakes_the_reader() {
+        let call = probe(None, false);
+        let wakers = call.wakers.clone();
+        let mut call = std::pin::pin!(call);
+        let (ended, reader) = std::future::poll_fn(|cx| {
+            Poll::Ready((ends_in_first_poll(call.as_mut()), cx.waker().clone()))
+        })
+        .await;
+        assert!(ended);
+        let wakers = wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        assert_eq!(wakers.len(), 1);
+        assert!(
+            !wakers[0].will_wake(&reader),
+            "the call was polled with the reader's waker: its wakes reschedule the reader"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_still_running_after_its_first_poll_goes_on_in_its_own_task() {
+        let (end, ends) = tokio::sync::oneshot::channel();
+        let call = probe(Some(ends), false);
+        let (wakers, dropped) = (call.wakers.clone(), call.dropped.clone());
+        let mut call = Box::pin(call);
+        assert!(!ends_in_first_poll(call.as_mut()));
+        let task = tokio::spawn(call);
+        tokio::task::yield_now().await;
+        end.send(()).expect("the call waits");
+        task.await.expect("the call's task ends");
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(
+            wakers.lock().unwrap_or_else(PoisonError::into_inner).len() >= 2,
+            "its task polled it again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_that_panics_in_its_first_poll_is_dropped_and_the_reader_goes_on() {
+        let call = probe(None, true);
+        let dropped = call.dropped.clone();
+        let mut call = Box::pin(call);
+        assert!(
+            ends_in_first_poll(call.as_mut()),
+            "a panicked call has ended"
+        );
+        drop(call);
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[tokio::test]
