@@ -513,7 +513,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// them: with 16 calls in flight that cost a quarter of the host's CPU per
 /// call (README, "A call's first poll in the reader"). The reader waits
 /// meanwhile: for the call's instantiation and its first slice, at most a
-/// yield interval of fuel or 2 ms of host calls (`HOST_CALL_SLICE`).
+/// yield interval of fuel, an epoch tick, or 2 ms of host calls
+/// (`HOST_CALL_SLICE`).
 ///
 /// The poll is given a waker that does nothing: what the call wakes in it
 /// (its update channel, closed as its sandbox is dropped) would otherwise
