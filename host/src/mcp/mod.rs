@@ -224,6 +224,7 @@ pub async fn serve_stdio(
         session: connection.session().clone(),
         peer: running.peer().clone(),
         stop: stop.clone(),
+        first_poll: host.config().engine.fuel,
     }));
     let cancel = running.cancellation_token();
     tokio::pin!(shutdown);

@@ -132,6 +132,9 @@ pub(crate) struct Direct {
     /// Cancelled when the server stops, as rmcp's loop cancels its
     /// requests: each call is cancelled, and its answer still written.
     pub(crate) stop: CancellationToken,
+    /// Whether calls may run their first poll in the reader
+    /// ([`FirstPolls`]): only where fuel metering makes them yield.
+    pub(crate) first_poll: bool,
 }
 
 pub(crate) struct StdioTransport {
@@ -410,6 +413,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // on its calls are handled directly, even one read before the
     // handler is set.
     let mut initialized = false;
+    let mut first_polls = FirstPolls::default();
     loop {
         let read = match read_line(&mut input, &mut line, max).await {
             Ok(Line::End) => return,
@@ -454,6 +458,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 lock(&pending).insert(request.id.clone(), unanswered);
                 match direct {
                     Some((handler, cancel)) => {
+                        let inline = handler.first_poll;
+                        let tool = tool_key(&request.request);
                         let answering = Answering {
                             id: request.id.clone(),
                             serial,
@@ -463,10 +469,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         };
                         // Boxed: rmcp's dispatch makes the handler's future
                         // about 5 KiB, which the spawn would otherwise copy.
-                        let mut call = Box::pin(call_directly(handler, request, cancel, answering));
-                        if !ends_in_first_poll(call.as_mut()) {
-                            tokio::spawn(call);
-                        }
+                        let call = Box::pin(call_directly(handler, request, cancel, answering));
+                        first_polls.start(inline, tool, call);
                     }
                     None => {
                         let request = JsonRpcMessage::Request(request);
@@ -506,21 +510,104 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
-/// Poll a call once, here in the reader's task; whether it has ended. Most
-/// calls do (a trivial tool takes microseconds), and one that has not goes
-/// on in a task of its own, which polls it again. Spawning every call
-/// instead had the runtime wake its other thread to steal each burst of
-/// them: with 16 calls in flight that cost a quarter of the host's CPU per
-/// call (README, "A call's first poll in the reader"). The reader waits
-/// meanwhile: for the call's instantiation and its first slice, at most a
-/// yield interval of fuel, an epoch tick, or 2 ms of host calls
-/// (`HOST_CALL_SLICE`).
+/// Which calls the reader polls once itself before it spawns them
+/// ([`ends_in_first_poll`]). Most calls end in that poll (a trivial tool
+/// takes microseconds), and one that has not goes on in a task of its own,
+/// which polls it again. Spawning every call instead had the runtime wake
+/// its other thread to steal each burst of them: with 16 calls in flight
+/// that cost 1.4 times the host CPU per call (README, "A call's first
+/// poll in the reader").
+///
+/// The reader waits meanwhile, and reads nothing: for what the call does
+/// before its first yield, that is its checks, its admission and its
+/// instantiation, then whichever comes first of a fuel yield interval
+/// (about 0.1 ms), an epoch tick (1 ms) and a host call's start or return
+/// 2 ms after the sandbox was made (`HOST_CALL_SLICE`). Two cases would
+/// hold it longer, and so are spawned at once:
+/// - every call, when the engine has no fuel (`Direct::first_poll`): a
+///   fuel-metered call would then never yield;
+/// - the calls of a tool one of whose calls held the reader longer than
+///   [`FIRST_POLL_LIMIT`] (a slow instantiation, or one long host call,
+///   which nothing cuts short), for [`SLOW_BACKOFF`], doubled each time
+///   its next call held it too, up to [`MAX_SLOW_BACKOFF`]; a call that
+///   was only descheduled once is so forgotten within a second. At most
+///   [`MAX_SLOW_TOOLS`] tools are remembered, the others polled as usual.
+#[derive(Default)]
+struct FirstPolls {
+    /// By [`tool_key`]: until when the tool's calls are spawned at once,
+    /// and for how long the last time.
+    slow: HashMap<u64, (std::time::Instant, Duration)>,
+}
+
+/// How long a call's first poll may hold the reader before its tool's
+/// calls are spawned at once ([`FirstPolls`]).
+const FIRST_POLL_LIMIT: Duration = Duration::from_millis(1);
+
+/// How long a tool's calls are first spawned at once ([`FirstPolls`]).
+const SLOW_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The longest a tool's calls are spawned at once before one is tried in
+/// the reader again ([`FirstPolls`]).
+const MAX_SLOW_BACKOFF: Duration = Duration::from_secs(64);
+
+/// How many slow tools one connection remembers ([`FirstPolls`]).
+const MAX_SLOW_TOOLS: usize = 1024;
+
+impl FirstPolls {
+    /// Start `call`, a call of the tool `tool` ([`tool_key`]): in the
+    /// reader if `inline` and the tool is not held to be slow, else in a
+    /// task.
+    fn start<F>(&mut self, inline: bool, tool: u64, mut call: Pin<Box<F>>)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let began = std::time::Instant::now();
+        let slow = self.slow.get(&tool).copied();
+        if inline && slow.is_none_or(|(until, _)| began >= until) {
+            let ended = ends_in_first_poll(call.as_mut());
+            let took = began.elapsed();
+            if took > FIRST_POLL_LIMIT {
+                let backoff =
+                    slow.map_or(SLOW_BACKOFF, |(_, last)| (last * 2).min(MAX_SLOW_BACKOFF));
+                if slow.is_some() || self.slow.len() < MAX_SLOW_TOOLS {
+                    tracing::debug!(
+                        ?took,
+                        ?backoff,
+                        "a call held the stdio reader; its tool's calls are spawned at once for a while"
+                    );
+                    self.slow.insert(tool, (began + took + backoff, backoff));
+                }
+            } else if slow.is_some() {
+                self.slow.remove(&tool);
+            }
+            if ended {
+                return;
+            }
+        }
+        tokio::spawn(call);
+    }
+}
+
+/// The tool a `tools/call` names, hashed: what [`FirstPolls`] remembers
+/// without copying the name for every call.
+fn tool_key(request: &ClientRequest) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    if let ClientRequest::CallToolRequest(call) = request {
+        call.params.name.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// Poll a call once, here in the reader's task ([`FirstPolls`]); whether
+/// it has ended.
 ///
 /// The poll is given a waker that does nothing: what the call wakes in it
 /// (its update channel, closed as its sandbox is dropped) would otherwise
 /// wake the reader, which its next pause then rescheduled as a yield,
-/// waking the other thread all the same. A call left pending loses nothing by it,
-/// since its task polls it again at once and registers its own waker.
+/// waking the other thread all the same. A call left pending loses nothing
+/// by it, since its task polls it again at once and registers its own
+/// waker.
 ///
 /// A panic ends the call as it ends a spawned task: the call is dropped
 /// (its permit freed, nothing answered) and the reader goes on.
@@ -1003,95 +1090,188 @@ mod tests {
         assert_eq!(tried, 3, "one try in every {} answers", Cork::BACKOFF);
     }
 
-    /// A call's future for the tests of [`ends_in_first_poll`]: records
-    /// the waker of each poll and wakes it (as a call's closing update
-    /// channel does), then ends, stays pending or panics.
+    /// A call's future for the tests of [`FirstPolls`]: counts its polls,
+    /// takes `busy` in each, and ends once `ends` (if any) is sent, waking
+    /// the waker of its last poll as it ends, as a call's closing update
+    /// channel does; or panics.
     struct Probe {
-        wakers: Arc<Mutex<Vec<std::task::Waker>>>,
+        polls: Arc<std::sync::atomic::AtomicUsize>,
+        busy: Duration,
         ends: Option<tokio::sync::oneshot::Receiver<()>>,
+        ended: Option<tokio::sync::oneshot::Sender<()>>,
         panics: bool,
-        dropped: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Probe {
+        fn new() -> Self {
+            Self {
+                polls: Arc::default(),
+                busy: Duration::ZERO,
+                ends: None,
+                ended: None,
+                panics: false,
+            }
+        }
+
+        fn polls(&self) -> impl Fn() -> usize + use<> {
+            let polls = self.polls.clone();
+            move || polls.load(std::sync::atomic::Ordering::SeqCst)
+        }
     }
 
     impl Future for Probe {
         type Output = ();
         fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            self.wakers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(cx.waker().clone());
-            cx.waker().wake_by_ref();
+            self.polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(self.busy);
             assert!(!self.panics, "a fault in the handler");
-            match &mut self.ends {
-                Some(ends) => Pin::new(ends).poll(cx).map(|_| ()),
-                None => Poll::Ready(()),
+            if let Some(ends) = &mut self.ends
+                && Pin::new(ends).poll(cx).is_pending()
+            {
+                return Poll::Pending;
             }
+            cx.waker().wake_by_ref();
+            if let Some(ended) = self.ended.take() {
+                let _ = ended.send(());
+            }
+            Poll::Ready(())
         }
     }
 
-    impl Drop for Probe {
-        fn drop(&mut self) {
-            self.dropped
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
+    /// A waker that counts its wakes.
+    struct Wakes(std::sync::atomic::AtomicUsize);
 
-    fn probe(ends: Option<tokio::sync::oneshot::Receiver<()>>, panics: bool) -> Probe {
-        Probe {
-            wakers: Arc::default(),
-            ends,
-            panics,
-            dropped: Arc::default(),
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
     #[tokio::test]
     async fn a_call_that_ends_in_its_first_poll_never_wakes_the_reader() {
-        let call = probe(None, false);
-        let wakers = call.wakers.clone();
-        let mut call = std::pin::pin!(call);
-        let (ended, reader) = std::future::poll_fn(|cx| {
-            Poll::Ready((ends_in_first_poll(call.as_mut()), cx.waker().clone()))
-        })
-        .await;
-        assert!(ended);
-        let wakers = wakers.lock().unwrap_or_else(PoisonError::into_inner);
-        assert_eq!(wakers.len(), 1);
-        assert!(
-            !wakers[0].will_wake(&reader),
-            "the call was polled with the reader's waker: its wakes reschedule the reader"
+        let call = Probe::new();
+        let polls = call.polls();
+        let wakes = Arc::new(Wakes(0.into()));
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut first_polls = FirstPolls::default();
+        let mut reader = std::pin::pin!(async { first_polls.start(true, 1, Box::pin(call)) });
+        let read = reader.as_mut().poll(&mut Context::from_waker(&waker));
+        assert!(read.is_ready());
+        assert_eq!(polls(), 1, "the call ran in the reader");
+        assert_eq!(
+            wakes.0.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the call woke the reader as it ended: the reader would be rescheduled"
         );
     }
 
     #[tokio::test]
     async fn a_call_still_running_after_its_first_poll_goes_on_in_its_own_task() {
         let (end, ends) = tokio::sync::oneshot::channel();
-        let call = probe(Some(ends), false);
-        let (wakers, dropped) = (call.wakers.clone(), call.dropped.clone());
-        let mut call = Box::pin(call);
-        assert!(!ends_in_first_poll(call.as_mut()));
-        let task = tokio::spawn(call);
+        let (ended, is_ended) = tokio::sync::oneshot::channel();
+        let call = Probe {
+            ends: Some(ends),
+            ended: Some(ended),
+            ..Probe::new()
+        };
+        let polls = call.polls();
+        FirstPolls::default().start(true, 1, Box::pin(call));
+        assert_eq!(polls(), 1, "polled once in the reader");
         tokio::task::yield_now().await;
         end.send(()).expect("the call waits");
-        task.await.expect("the call's task ends");
-        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
-        assert!(
-            wakers.lock().unwrap_or_else(PoisonError::into_inner).len() >= 2,
-            "its task polled it again"
-        );
+        tokio::time::timeout(Duration::from_secs(10), is_ended)
+            .await
+            .expect("the call's task was woken and polled it to its end")
+            .expect("the call ended");
     }
 
     #[tokio::test]
     async fn a_call_that_panics_in_its_first_poll_is_dropped_and_the_reader_goes_on() {
-        let call = probe(None, true);
-        let dropped = call.dropped.clone();
-        let mut call = Box::pin(call);
-        assert!(
-            ends_in_first_poll(call.as_mut()),
-            "a panicked call has ended"
+        let mut first_polls = FirstPolls::default();
+        let call = Probe {
+            panics: true,
+            ..Probe::new()
+        };
+        let polls = call.polls();
+        first_polls.start(true, 1, Box::pin(call));
+        assert_eq!(polls(), 1);
+        // Another tool's: printing the panic may have taken long enough
+        // to mark this one slow.
+        let next = Probe::new();
+        let next_polls = next.polls();
+        first_polls.start(true, 2, Box::pin(next));
+        assert_eq!(next_polls(), 1, "the next call ran in the reader");
+    }
+
+    #[tokio::test]
+    async fn a_tool_whose_call_held_the_reader_has_its_calls_spawned_at_once() {
+        let mut first_polls = FirstPolls::default();
+        let slow = Probe {
+            busy: FIRST_POLL_LIMIT * 2,
+            ..Probe::new()
+        };
+        let slow_polls = slow.polls();
+        first_polls.start(true, 1, Box::pin(slow));
+        assert_eq!(slow_polls(), 1, "its first call ran in the reader");
+        let (same, other) = (Probe::new(), Probe::new());
+        let (same_polls, other_polls) = (same.polls(), other.polls());
+        first_polls.start(true, 1, Box::pin(same));
+        first_polls.start(true, 2, Box::pin(other));
+        assert_eq!(
+            same_polls(),
+            0,
+            "the slow tool's next call is spawned unpolled"
         );
-        drop(call);
-        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(
+            other_polls(),
+            1,
+            "another tool's call still runs in the reader"
+        );
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while same_polls() == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the spawned call ran");
+    }
+
+    #[tokio::test]
+    async fn a_slow_tool_is_tried_in_the_reader_again_after_its_backoff() {
+        let slow = || Probe {
+            busy: FIRST_POLL_LIMIT * 2,
+            ..Probe::new()
+        };
+        let mut first_polls = FirstPolls::default();
+        first_polls.start(true, 1, Box::pin(slow()));
+        assert_eq!(first_polls.slow[&1].1, SLOW_BACKOFF);
+        // Its backoff over, the tool's next call runs in the reader; slow
+        // again, the backoff doubles.
+        let expire = |f: &mut FirstPolls| {
+            let entry = f.slow.get_mut(&1).expect("held slow");
+            entry.0 = std::time::Instant::now();
+        };
+        expire(&mut first_polls);
+        let again = slow();
+        let polls = again.polls();
+        first_polls.start(true, 1, Box::pin(again));
+        assert_eq!(polls(), 1, "tried in the reader again");
+        assert_eq!(first_polls.slow[&1].1, SLOW_BACKOFF * 2);
+        // Quick this time: forgotten.
+        expire(&mut first_polls);
+        let quick = Probe::new();
+        let polls = quick.polls();
+        first_polls.start(true, 1, Box::pin(quick));
+        assert_eq!(polls(), 1);
+        assert!(first_polls.slow.is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_fuel_no_call_runs_in_the_reader() {
+        let call = Probe::new();
+        let polls = call.polls();
+        FirstPolls::default().start(false, 1, Box::pin(call));
+        assert_eq!(polls(), 0);
     }
 
     #[tokio::test]
