@@ -840,10 +840,7 @@ impl Writer {
                 }
                 std::thread::park_timeout(until - now);
             }
-            self.commit(batch);
-            self.shared
-                .queued_bytes
-                .fetch_sub(weight, Ordering::Relaxed);
+            self.commit(batch, weight);
         }
     }
 
@@ -853,12 +850,17 @@ impl Writer {
         self.shared.queued_bytes.load(Ordering::Relaxed) > self.queue_bytes / 2
     }
 
-    /// Apply `batch` in one transaction, then answer those waiting.
-    fn commit(&mut self, batch: Vec<Op>) {
+    /// Apply `batch` in one transaction, free the `weight` of queue bytes
+    /// it held, then answer those waiting: one who waited for the batch
+    /// (a flush) finds its bytes free.
+    fn commit(&mut self, batch: Vec<Op>, weight: usize) {
         let durable = batch.iter().any(Op::durable);
         let writes = batch.iter().filter(|op| op.is_write()).count() as u64;
         let mut answers = Vec::new();
         let outcome = self.apply(batch, durable, &mut answers);
+        self.shared
+            .queued_bytes
+            .fetch_sub(weight, Ordering::Relaxed);
         match outcome {
             Ok(()) => {
                 if self.shared.problem().take().is_some() {
