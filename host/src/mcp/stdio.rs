@@ -526,28 +526,36 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// hold it longer, and so are spawned at once:
 /// - every call, when the engine has no fuel (`Direct::first_poll`): a
 ///   fuel-metered call would then never yield;
-/// - the calls of a tool one of whose calls held the reader longer than
-///   [`FIRST_POLL_LIMIT`] (a slow instantiation, or one long host call,
-///   which nothing cuts short), for [`SLOW_BACKOFF`], doubled each time
-///   its next call held it too, up to [`MAX_SLOW_BACKOFF`]; a call that
-///   was only descheduled once is so forgotten within a second. At most
-///   [`MAX_SLOW_TOOLS`] tools are remembered, the others polled as usual.
+/// - the calls of a tool two of whose calls in a row held the reader
+///   longer than [`FIRST_POLL_LIMIT`] (a slow instantiation, or one long
+///   host call, which nothing cuts short), for [`SLOW_BACKOFF`], doubled
+///   each time its next call held the reader too, up to
+///   [`MAX_SLOW_BACKOFF`]. One call held up once (descheduled, or the
+///   first of a plugin) changes nothing. At most [`MAX_SLOW_TOOLS`] tools
+///   are remembered, the others polled as usual.
 #[derive(Default)]
 struct FirstPolls {
-    /// By [`tool_key`]: until when the tool's calls are spawned at once,
-    /// and for how long the last time.
-    slow: HashMap<u64, (std::time::Instant, Duration)>,
+    /// By [`tool_key`]: the tools whose last call held the reader.
+    slow: HashMap<u64, Slow>,
 }
 
-/// How long a call's first poll may hold the reader before its tool's
-/// calls are spawned at once ([`FirstPolls`]).
+/// A tool whose last call held the reader ([`FirstPolls`]).
+#[derive(Clone, Copy, Debug)]
+struct Slow {
+    /// Until when its calls are spawned at once, if they are.
+    until: Option<std::time::Instant>,
+    /// For how long they were the last time.
+    backoff: Duration,
+}
+
+/// How long a call's first poll may hold the reader ([`FirstPolls`]).
 const FIRST_POLL_LIMIT: Duration = Duration::from_millis(1);
 
-/// How long a tool's calls are first spawned at once ([`FirstPolls`]).
+/// How long a slow tool's calls are first spawned at once ([`FirstPolls`]).
 const SLOW_BACKOFF: Duration = Duration::from_secs(1);
 
-/// The longest a tool's calls are spawned at once before one is tried in
-/// the reader again ([`FirstPolls`]).
+/// The longest a slow tool's calls are spawned at once before one is tried
+/// in the reader again ([`FirstPolls`]).
 const MAX_SLOW_BACKOFF: Duration = Duration::from_secs(64);
 
 /// How many slow tools one connection remembers ([`FirstPolls`]).
@@ -555,30 +563,43 @@ const MAX_SLOW_TOOLS: usize = 1024;
 
 impl FirstPolls {
     /// Start `call`, a call of the tool `tool` ([`tool_key`]): in the
-    /// reader if `inline` and the tool is not held to be slow, else in a
-    /// task.
+    /// reader if `inline` and the tool's calls are not held off it, else
+    /// in a task.
     fn start<F>(&mut self, inline: bool, tool: u64, mut call: Pin<Box<F>>)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let began = std::time::Instant::now();
-        let slow = self.slow.get(&tool).copied();
-        if inline && slow.is_none_or(|(until, _)| began >= until) {
+        let last = self.slow.get(&tool).copied();
+        let held_off = last
+            .and_then(|s| s.until)
+            .is_some_and(|until| began < until);
+        if inline && !held_off {
             let ended = ends_in_first_poll(call.as_mut());
             let took = began.elapsed();
-            if took > FIRST_POLL_LIMIT {
-                let backoff =
-                    slow.map_or(SLOW_BACKOFF, |(_, last)| (last * 2).min(MAX_SLOW_BACKOFF));
-                if slow.is_some() || self.slow.len() < MAX_SLOW_TOOLS {
-                    tracing::debug!(
-                        ?took,
-                        ?backoff,
-                        "a call held the stdio reader; its tool's calls are spawned at once for a while"
-                    );
-                    self.slow.insert(tool, (began + took + backoff, backoff));
+            if took <= FIRST_POLL_LIMIT {
+                if last.is_some() {
+                    self.slow.remove(&tool);
                 }
-            } else if slow.is_some() {
-                self.slow.remove(&tool);
+            } else if let Some(last) = last {
+                // The second time in a row: off the reader for a while.
+                let backoff = match last.until {
+                    Some(_) => (last.backoff * 2).min(MAX_SLOW_BACKOFF),
+                    None => SLOW_BACKOFF,
+                };
+                tracing::debug!(
+                    ?took,
+                    ?backoff,
+                    "calls of a tool held the stdio reader; they are spawned at once for a while"
+                );
+                let until = Some(began + took + backoff);
+                self.slow.insert(tool, Slow { until, backoff });
+            } else if self.slow.len() < MAX_SLOW_TOOLS {
+                let first = Slow {
+                    until: None,
+                    backoff: Duration::ZERO,
+                };
+                self.slow.insert(tool, first);
             }
             if ended {
                 return;
@@ -1203,16 +1224,22 @@ mod tests {
         assert_eq!(next_polls(), 1, "the next call ran in the reader");
     }
 
-    #[tokio::test]
-    async fn a_tool_whose_call_held_the_reader_has_its_calls_spawned_at_once() {
-        let mut first_polls = FirstPolls::default();
-        let slow = Probe {
+    fn slow() -> Probe {
+        Probe {
             busy: FIRST_POLL_LIMIT * 2,
             ..Probe::new()
-        };
-        let slow_polls = slow.polls();
-        first_polls.start(true, 1, Box::pin(slow));
-        assert_eq!(slow_polls(), 1, "its first call ran in the reader");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tool_whose_calls_held_the_reader_twice_has_its_calls_spawned_at_once() {
+        let mut first_polls = FirstPolls::default();
+        for _ in 0..2 {
+            let held = slow();
+            let polls = held.polls();
+            first_polls.start(true, 1, Box::pin(held));
+            assert_eq!(polls(), 1, "ran in the reader");
+        }
         let (same, other) = (Probe::new(), Probe::new());
         let (same_polls, other_polls) = (same.polls(), other.polls());
         first_polls.start(true, 1, Box::pin(same));
@@ -1237,26 +1264,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_slow_tool_is_tried_in_the_reader_again_after_its_backoff() {
-        let slow = || Probe {
-            busy: FIRST_POLL_LIMIT * 2,
-            ..Probe::new()
-        };
+    async fn a_call_that_held_the_reader_once_changes_nothing() {
         let mut first_polls = FirstPolls::default();
         first_polls.start(true, 1, Box::pin(slow()));
-        assert_eq!(first_polls.slow[&1].1, SLOW_BACKOFF);
+        first_polls.start(true, 1, Box::pin(Probe::new()));
+        let next = Probe::new();
+        let polls = next.polls();
+        first_polls.start(true, 1, Box::pin(next));
+        assert_eq!(polls(), 1, "still run in the reader");
+        assert!(first_polls.slow.is_empty(), "forgotten once quick again");
+    }
+
+    #[tokio::test]
+    async fn a_slow_tool_is_tried_in_the_reader_again_after_its_backoff() {
+        let mut first_polls = FirstPolls::default();
+        first_polls.start(true, 1, Box::pin(slow()));
+        first_polls.start(true, 1, Box::pin(slow()));
+        assert_eq!(first_polls.slow[&1].backoff, SLOW_BACKOFF);
         // Its backoff over, the tool's next call runs in the reader; slow
         // again, the backoff doubles.
         let expire = |f: &mut FirstPolls| {
             let entry = f.slow.get_mut(&1).expect("held slow");
-            entry.0 = std::time::Instant::now();
+            entry.until = Some(std::time::Instant::now());
         };
         expire(&mut first_polls);
         let again = slow();
         let polls = again.polls();
         first_polls.start(true, 1, Box::pin(again));
         assert_eq!(polls(), 1, "tried in the reader again");
-        assert_eq!(first_polls.slow[&1].1, SLOW_BACKOFF * 2);
+        assert_eq!(first_polls.slow[&1].backoff, SLOW_BACKOFF * 2);
         // Quick this time: forgotten.
         expire(&mut first_polls);
         let quick = Probe::new();
