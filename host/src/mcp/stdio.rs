@@ -541,11 +541,15 @@ struct FirstPolls {
 
 /// A tool whose last call held the reader ([`FirstPolls`]).
 #[derive(Clone, Copy, Debug)]
-struct Slow {
-    /// Until when its calls are spawned at once, if they are.
-    until: Option<std::time::Instant>,
-    /// For how long they were the last time.
-    backoff: Duration,
+enum Slow {
+    /// Once: its calls still run in the reader.
+    Once,
+    /// Twice or more in a row: its calls are spawned at once until
+    /// `until`, for `backoff` this time.
+    HeldOff {
+        until: std::time::Instant,
+        backoff: Duration,
+    },
 }
 
 /// How long a call's first poll may hold the reader ([`FirstPolls`]).
@@ -571,9 +575,7 @@ impl FirstPolls {
     {
         let began = std::time::Instant::now();
         let last = self.slow.get(&tool).copied();
-        let held_off = last
-            .and_then(|s| s.until)
-            .is_some_and(|until| began < until);
+        let held_off = matches!(last, Some(Slow::HeldOff { until, .. }) if began < until);
         if inline && !held_off {
             let ended = ends_in_first_poll(call.as_mut());
             let took = began.elapsed();
@@ -583,23 +585,19 @@ impl FirstPolls {
                 }
             } else if let Some(last) = last {
                 // The second time in a row: off the reader for a while.
-                let backoff = match last.until {
-                    Some(_) => (last.backoff * 2).min(MAX_SLOW_BACKOFF),
-                    None => SLOW_BACKOFF,
+                let backoff = match last {
+                    Slow::HeldOff { backoff, .. } => (backoff * 2).min(MAX_SLOW_BACKOFF),
+                    Slow::Once => SLOW_BACKOFF,
                 };
                 tracing::debug!(
                     ?took,
                     ?backoff,
                     "calls of a tool held the stdio reader; they are spawned at once for a while"
                 );
-                let until = Some(began + took + backoff);
-                self.slow.insert(tool, Slow { until, backoff });
+                let until = began + took + backoff;
+                self.slow.insert(tool, Slow::HeldOff { until, backoff });
             } else if self.slow.len() < MAX_SLOW_TOOLS {
-                let first = Slow {
-                    until: None,
-                    backoff: Duration::ZERO,
-                };
-                self.slow.insert(tool, first);
+                self.slow.insert(tool, Slow::Once);
             }
             if ended {
                 return;
@@ -1280,19 +1278,23 @@ mod tests {
         let mut first_polls = FirstPolls::default();
         first_polls.start(true, 1, Box::pin(slow()));
         first_polls.start(true, 1, Box::pin(slow()));
-        assert_eq!(first_polls.slow[&1].backoff, SLOW_BACKOFF);
+        let backoff = |f: &FirstPolls| match f.slow[&1] {
+            Slow::HeldOff { backoff, .. } => backoff,
+            Slow::Once => Duration::ZERO,
+        };
+        assert_eq!(backoff(&first_polls), SLOW_BACKOFF);
         // Its backoff over, the tool's next call runs in the reader; slow
         // again, the backoff doubles.
-        let expire = |f: &mut FirstPolls| {
-            let entry = f.slow.get_mut(&1).expect("held slow");
-            entry.until = Some(std::time::Instant::now());
+        let expire = |f: &mut FirstPolls| match f.slow.get_mut(&1) {
+            Some(Slow::HeldOff { until, .. }) => *until = std::time::Instant::now(),
+            other => panic!("held slow: {other:?}"),
         };
         expire(&mut first_polls);
         let again = slow();
         let polls = again.polls();
         first_polls.start(true, 1, Box::pin(again));
         assert_eq!(polls(), 1, "tried in the reader again");
-        assert_eq!(first_polls.slow[&1].backoff, SLOW_BACKOFF * 2);
+        assert_eq!(backoff(&first_polls), SLOW_BACKOFF * 2);
         // Quick this time: forgotten.
         expire(&mut first_polls);
         let quick = Probe::new();
