@@ -15,7 +15,11 @@
 //!   ticks of 10 ms, hence the many calls), sequential and with 16 in flight;
 //! - calls/s with 16 in flight;
 //! - start to `tools/list` listing echo, with a warm cache and without;
-//! - peak RSS (`VmHWM`) after the calls.
+//! - peak RSS (`VmHWM`) after the calls;
+//! - for a server whose plan says how to serve streamable HTTP (toolhost),
+//!   the same echo calls over HTTP in one legacy session: round trip p50,
+//!   server CPU per call sequential and with 16 in flight (a connection
+//!   each), calls/s.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -76,6 +80,15 @@ struct ServerPlan {
     echo: String,
     sleep: String,
     spin: String,
+    /// How to serve MCP over streamable HTTP, if the server is measured so.
+    http: Option<HttpPlan>,
+}
+
+/// A server's streamable HTTP launch: `{port}` in an argument or in the
+/// URL stands for a free loopback port.
+struct HttpPlan {
+    launch: Launch,
+    url: String,
 }
 
 fn field<'a>(v: &'a Value, key: &str) -> Result<&'a Value> {
@@ -147,6 +160,16 @@ impl Plan {
                     echo: string(s, "echo")?,
                     sleep: string(s, "sleep")?,
                     spin: string(s, "spin")?,
+                    http: match s.get("http_argv") {
+                        None | Some(Value::Null) => None,
+                        Some(_) => Some(HttpPlan {
+                            launch: Launch {
+                                argv: strings(s, "http_argv")?,
+                                env: env_of(s, "env")?,
+                            },
+                            url: string(s, "http_url")?,
+                        }),
+                    },
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -360,15 +383,8 @@ impl Server {
         }
     }
 
-    fn stat(&self) -> Result<String> {
-        let path = format!("/proc/{}/stat", self.child.id());
-        fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))
-    }
-
-    /// utime + stime of the whole process (live and ended threads), in ticks.
     fn cpu_ticks(&self) -> Result<u64> {
-        let stat = self.stat()?;
-        stat_cpu_ticks(&stat).ok_or_else(|| format!("no utime and stime in {stat}"))
+        cpu_ticks(self.child.id())
     }
 
     fn peak_rss_kib(&self) -> Result<u64> {
@@ -385,6 +401,14 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// utime + stime of the whole process `pid` (live and ended threads), in
+/// ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+    stat_cpu_ticks(&stat).ok_or_else(|| format!("no utime and stime in {stat}"))
 }
 
 /// utime + stime from a `/proc/PID/stat` line. The command name may hold
@@ -419,6 +443,197 @@ fn short(s: &str) -> String {
     }
 }
 
+// --- One server over streamable HTTP ------------------------------------------
+
+/// A server serving MCP over streamable HTTP, killed when dropped.
+struct HttpServer {
+    child: Child,
+    client: HttpClient,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client of one legacy session (`initialize`, then `Mcp-Session-Id` on
+/// every request), on a connection of its own: clones share the session
+/// but not the connection.
+struct HttpClient {
+    agent: ureq::Agent,
+    url: String,
+    session: Option<String>,
+    name: String,
+}
+
+impl Clone for HttpClient {
+    fn clone(&self) -> Self {
+        Self {
+            agent: http_agent(),
+            url: self.url.clone(),
+            session: self.session.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// An HTTP/1.1 client that keeps its connection open between requests,
+/// reads error statuses as answers and uses no proxy (the servers are on
+/// loopback).
+fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_global(Some(ANSWER_TIMEOUT))
+        .build()
+        .into()
+}
+
+/// The answer to request `id` in an HTTP body: the body itself (JSON), or
+/// one of the messages in the `data:` lines of a server-sent event stream
+/// (which may also carry a priming event and notifications).
+fn answer_in(body: &str, id: &Value) -> Option<Value> {
+    if body.trim_start().starts_with('{') {
+        return serde_json::from_str(body).ok();
+    }
+    (body.lines())
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .find(|m| m.get("id") == Some(id) && m.get("method").is_none())
+}
+
+/// A free loopback port, for a server to bind next.
+fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free port: {e}"))
+}
+
+impl HttpClient {
+    /// POST `message`; for a request, its answer, read from a JSON body or
+    /// from the `data:` lines of a server-sent event stream.
+    fn post(&mut self, message: &Value) -> Result<Option<Value>> {
+        let mut request = (self.agent.post(&self.url))
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream");
+        if let Some(session) = &self.session {
+            request = request.header("Mcp-Session-Id", session);
+        }
+        let mut response = request
+            .send(message.to_string())
+            .map_err(|e| format!("{}: POST {}: {e}", self.name, self.url))?;
+        if let Some(session) =
+            (response.headers().get("mcp-session-id")).and_then(|v| v.to_str().ok())
+        {
+            self.session = Some(session.to_owned());
+        }
+        let status = response.status();
+        let body = (response.body_mut().read_to_string())
+            .map_err(|e| format!("{}: reading an answer: {e}", self.name))?;
+        if !status.is_success() {
+            return Err(format!("{}: HTTP {status}: {}", self.name, short(&body)));
+        }
+        let Some(id) = message.get("id") else {
+            return Ok(None);
+        };
+        match answer_in(&body, id) {
+            Some(answer) => Ok(Some(answer)),
+            None => Err(format!(
+                "{}: no answer to request {id} in {}",
+                self.name,
+                short(&body)
+            )),
+        }
+    }
+
+    fn request(&mut self, id: u64, method: &str, params: Value) -> Result<Value> {
+        let message = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        self.post(&message)?
+            .ok_or_else(|| format!("{}: no answer to {method}", self.name))
+    }
+
+    /// An echo of `text` as request `id`, checked; how long it took.
+    fn echo(&mut self, tool: &str, id: u64, text: &str) -> Result<Duration> {
+        let t0 = Instant::now();
+        let answer = self.request(
+            id,
+            "tools/call",
+            json!({ "name": tool, "arguments": { "text": text } }),
+        )?;
+        let took = t0.elapsed();
+        check_echo(&self.name, &answer, text)?;
+        Ok(took)
+    }
+}
+
+impl HttpServer {
+    /// Start the server on a free port, open a session and wait until it
+    /// lists `echo`.
+    fn start(name: &str, plan: &HttpPlan, echo: &str, log: &Path) -> Result<Self> {
+        let port = free_port()?.to_string();
+        let fill = |s: &String| s.replace("{port}", &port);
+        let stderr = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("opening {}: {e}", log.display()))?;
+        let argv: Vec<String> = plan.launch.argv.iter().map(fill).collect();
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .envs(plan.launch.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("{name}: starting {}: {e}", argv[0]))?;
+        let mut server = Self {
+            child,
+            client: HttpClient {
+                agent: http_agent(),
+                url: fill(&plan.url),
+                session: None,
+                name: name.to_owned(),
+            },
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        let initialize = json!({
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": { "name": "peer-bench", "version": "0.1.0" },
+        });
+        // Until the server listens, connecting fails.
+        loop {
+            match server.client.request(0, "initialize", initialize.clone()) {
+                Ok(answer) if answer.get("result").is_some() => break,
+                Ok(answer) => return Err(format!("{name}: initialize failed: {answer}")),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        if server.client.session.is_none() {
+            return Err(format!("{name}: initialize over HTTP opened no session"));
+        }
+        server
+            .client
+            .post(&json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))?;
+        loop {
+            let answer = server.client.request(1, "tools/list", json!({}))?;
+            let listed = (answer.pointer("/result/tools").and_then(Value::as_array))
+                .is_some_and(|tools| tools.iter().any(|t| t["name"] == echo));
+            if listed {
+                return Ok(server);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("{name}: no tool {echo} listed over HTTP: {answer}"));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 // --- Measurements -------------------------------------------------------------
 
 /// One round's figures for one server.
@@ -433,6 +648,16 @@ struct Figures {
     start_cold_ms: Option<f64>,
     peak_rss_mib: f64,
     sleeps_ms: f64,
+    http: Option<HttpFigures>,
+}
+
+/// One round's figures over streamable HTTP.
+#[derive(Default, Clone)]
+struct HttpFigures {
+    p50_us: f64,
+    cpu_seq_us: f64,
+    cpu_par_us: f64,
+    calls_per_s: f64,
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
@@ -568,9 +793,76 @@ impl Bench<'_> {
             call_text(&answer).map_err(|e| format!("{}: sleep: {e}", server.name))?;
         }
         f.sleeps_ms = t0.elapsed().as_secs_f64() * 1e3;
-
         s.stop();
+
+        if let Some(http) = &server.http {
+            f.http = Some(self.http_round(server, http)?);
+        }
         Ok(f)
+    }
+
+    /// The echo calls again over streamable HTTP: sequential on one
+    /// connection, then `in_flight` connections calling at once, each
+    /// waiting for its answer before its next call.
+    fn http_round(&self, server: &ServerPlan, plan: &HttpPlan) -> Result<HttpFigures> {
+        let calls = self.plan.calls;
+        let s = HttpServer::start(&server.name, plan, &server.echo, &self.log(server))?;
+        let pid = s.child.id();
+        let mut client = s.client.clone();
+        let mut id = 10;
+        for i in 0..calls / 10 {
+            id += 1;
+            client.echo(&server.echo, id, &format!("echo {i}"))?; // warm-up
+        }
+
+        let cpu0 = cpu_ticks(pid)?;
+        let mut lat = Vec::with_capacity(calls);
+        for i in 0..calls {
+            id += 1;
+            lat.push(client.echo(&server.echo, id, &format!("echo {i}"))?);
+        }
+        let cpu1 = cpu_ticks(pid)?;
+        lat.sort();
+        let p50_us = percentile(&lat, 50).as_secs_f64() * 1e6;
+        let cpu_seq_us = ticks_per_call_us(cpu1 - cpu0, calls);
+
+        // Each connection makes its first call before the clock starts.
+        let in_flight = self.plan.in_flight;
+        let each = calls * 2 / in_flight;
+        let start = std::sync::Barrier::new(in_flight + 1);
+        let (cpu0, cpu1, wall) = thread::scope(|scope| -> Result<_> {
+            let workers: Vec<_> = (0..in_flight)
+                .map(|w| {
+                    let mut client = s.client.clone();
+                    let (start, tool) = (&start, &server.echo);
+                    scope.spawn(move || -> Result<()> {
+                        let base = 1_000_000 * (w as u64 + 1);
+                        let first = client.echo(tool, base, "first");
+                        start.wait();
+                        first?;
+                        for i in 1..=each {
+                            client.echo(tool, base + i as u64, &format!("echo {w}/{i}"))?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            start.wait();
+            let cpu0 = cpu_ticks(pid)?;
+            let t0 = Instant::now();
+            for w in workers {
+                w.join().map_err(|_| "an HTTP client thread panicked")??;
+            }
+            let wall = t0.elapsed();
+            Ok((cpu0, cpu_ticks(pid)?, wall))
+        })?;
+        let total = each * in_flight;
+        Ok(HttpFigures {
+            p50_us,
+            cpu_seq_us,
+            cpu_par_us: ticks_per_call_us(cpu1 - cpu0, total),
+            calls_per_s: total as f64 / wall.as_secs_f64(),
+        })
     }
 
     /// What spinning calls do to the server, in words. Each question gets a
@@ -756,6 +1048,26 @@ const ROWS: &[Row] = &[
         value: |f| Some(f.calls_per_s),
     },
     Row {
+        label: "streamable HTTP: round trip p50",
+        unit: "µs",
+        value: |f| f.http.as_ref().map(|h| h.p50_us),
+    },
+    Row {
+        label: "streamable HTTP: server CPU per call, sequential",
+        unit: "µs",
+        value: |f| f.http.as_ref().map(|h| h.cpu_seq_us),
+    },
+    Row {
+        label: "streamable HTTP: server CPU per call, 16 in flight",
+        unit: "µs",
+        value: |f| f.http.as_ref().map(|h| h.cpu_par_us),
+    },
+    Row {
+        label: "streamable HTTP: calls/s, 16 in flight",
+        unit: "",
+        value: |f| f.http.as_ref().map(|h| h.calls_per_s),
+    },
+    Row {
         label: "start to `tools/list` answered, warm cache",
         unit: "ms",
         value: |f| Some(f.start_warm_ms),
@@ -895,6 +1207,22 @@ mod tests {
         assert_eq!(percentile(&v, 50), Duration::from_micros(51));
         assert_eq!(percentile(&v, 99), Duration::from_micros(100));
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+    }
+
+    #[test]
+    fn finds_an_answer_in_a_json_body_or_among_server_sent_events() {
+        let id = json!(7);
+        let answer = json!({ "jsonrpc": "2.0", "id": 7, "result": {} });
+        assert_eq!(answer_in(&answer.to_string(), &id), Some(answer.clone()));
+        let events = format!(
+            "data: \nid: 0/3\nretry: 3000\n\n\
+             data: {}\n\n\
+             data: {answer}\nid: 1/3\n\n",
+            json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": { "id": 7 } })
+        );
+        assert_eq!(answer_in(&events, &id), Some(answer));
+        assert_eq!(answer_in(&events, &json!(8)), None);
+        assert_eq!(answer_in("data: \nid: 0/3\n\n", &id), None);
     }
 
     #[test]
