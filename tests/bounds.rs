@@ -165,7 +165,9 @@ async fn a_full_pool(
 ) {
     let sixteen = "[limits]\nmax-concurrency = 16\ncancel-grace = \"0s\"\n";
     folder.add_with_manifest(&test_plugin("behave"), "behave", sixteen);
-    folder.add_with_manifest(&test_plugin("spin"), "spin", sixteen);
+    // `spin` runs until the session stops it, whatever the machine's speed.
+    let spin = format!("{sixteen}fuel = 1_000_000_000_000_000\ntimeout = \"1h\"\n");
+    folder.add_with_manifest(&test_plugin("spin"), "spin", &spin);
     let mut config = config();
     config.engine.instances = 32;
     let host = Host::new(config).expect("host");

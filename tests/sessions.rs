@@ -560,7 +560,13 @@ async fn b24_closing_cancels_waits_then_stops_and_delivers_nothing() {
         "behave",
         "[limits]\ncancel-grace = \"50ms\"\n",
     );
-    folder.add(&test_plugin("spin"), "spin");
+    // `spin` runs until the close stops it, whatever the machine's speed
+    // (the default budget lasts about 0.2 s here).
+    folder.add_with_manifest(
+        &test_plugin("spin"),
+        "spin",
+        "[limits]\nfuel = 1_000_000_000_000_000\ntimeout = \"1h\"\n",
+    );
     let (host, _) = host_for(&folder).await;
     let mut options = SessionOptions::default();
     options.close_timeout = Duration::from_millis(300);

@@ -11,7 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
 
 use crate::arguments::integral_numbers;
 use crate::bindings::ToolError;
-use crate::engine::{Cooperative, InstancePermit, Runtime};
+use crate::engine::{Cooperative, InstancePermit, Runtime, run_slice};
 use crate::error::{CallError, Limit};
 use crate::ids::CallIdentity;
 use crate::plugin::{Plugin, Tool, is_out_of_fuel};
@@ -117,7 +117,9 @@ pub(crate) async fn run(
         let ended = {
             // Dropped with this block, so that `store` is free again after.
             let run = std::pin::pin!(run);
-            let run = Cooperative::new(run);
+            let run = Cooperative::new(run, run_slice(limits.metering), || {
+                control.is_force_stopped()
+            });
             tokio::select! {
                 // A call stopped by force is not polled into its plugin again.
                 biased;

@@ -11,7 +11,7 @@ use wasmtime::component::Component;
 use crate::bindings::{Delivery, DuplicatePolicy, DuplicateScope, PluginPre, ToolSpec};
 use crate::config::HostConfig;
 use crate::engine::{
-    CacheOutcome, CompileCache, Cooperative, FileStamp, Known, Runtime, Sandboxes,
+    CacheOutcome, CompileCache, Cooperative, FileStamp, Known, Runtime, Sandboxes, run_slice,
 };
 use crate::error::{CallError, LoadError, LoadErrorKind, TOOL_INTERFACE};
 use crate::ids::CallIdentity;
@@ -655,7 +655,12 @@ async fn describe(
             .await
     };
     let run = std::pin::pin!(run);
-    match tokio::time::timeout_at(deadline, Cooperative::new(run)).await {
+    match tokio::time::timeout_at(
+        deadline,
+        Cooperative::new(run, run_slice(limits.metering), || false),
+    )
+    .await
+    {
         Err(_) => Err(LoadErrorKind::DescribeTimedOut(timeout)),
         Ok(Err(e)) if is_out_of_fuel(&e) => Err(LoadErrorKind::DescribeOutOfFuel(fuel)),
         Ok(Err(e)) => {

@@ -36,7 +36,8 @@ def toolhost_bin() -> str:
 
 @pytest.fixture
 def plugins(tmp_path: Path) -> Path:
-    """A folder with the indexer example and the `behave` test plugin.
+    """A folder with the indexer example and the `behave` test plugin (with a
+    fuel budget of 10^12 units).
 
     The indexer's manifest is written anew with the sample folder's absolute
     path, as the one in dist/ names it relative to dist/plugins.
@@ -51,6 +52,9 @@ def plugins(tmp_path: Path) -> Path:
         "[permissions]\n"
         f'dirs = [{{ host = "{SAMPLE}", guest = "/data", write = false }}]\n'
     )
+    # A spinning tool runs until it is cancelled, not until its fuel ends:
+    # the default budget lasts about 0.2 s on a quick machine.
+    (folder / "behave.toml").write_text("[limits]\nfuel = 1_000_000_000_000\n")
     return folder
 
 

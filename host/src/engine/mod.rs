@@ -31,7 +31,7 @@ use crate::limits::Metering;
 use crate::sandbox::CallState;
 
 pub(crate) use self::cache::{CacheOutcome, CompileCache, FileStamp, Known};
-pub(crate) use self::yielding::{Cooperative, HostCallSlices};
+pub(crate) use self::yielding::{Cooperative, HostCallSlices, run_slice};
 
 /// How much fuel a call burns, by default, between two yields to the async
 /// runtime.
