@@ -202,34 +202,31 @@ impl Wake for SelfWake {
 mod tests {
     use super::*;
 
-    /// Wakes itself and is pending `n` times, like a wasmtime call yielding.
-    struct Yields(u32);
+    /// Wakes itself and is pending `n` times, like a wasmtime call yielding,
+    /// each time after running `gap`.
+    struct Yields {
+        n: u32,
+        gap: Duration,
+    }
+
+    impl Yields {
+        fn quick(n: u32) -> Self {
+            Self {
+                n,
+                gap: Duration::ZERO,
+            }
+        }
+    }
 
     impl Future for Yields {
         type Output = ();
 
         fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            if self.0 == 0 {
+            if self.n == 0 {
                 return Poll::Ready(());
             }
-            self.0 -= 1;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    }
-
-    /// Wakes itself and is pending `n` times, each 100 µs after the last.
-    struct Slow(u32);
-
-    impl Future for Slow {
-        type Output = ();
-
-        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            if self.0 == 0 {
-                return Poll::Ready(());
-            }
-            self.0 -= 1;
-            let until = Instant::now() + Duration::from_micros(100);
+            self.n -= 1;
+            let until = Instant::now() + self.gap;
             while Instant::now() < until {
                 std::hint::spin_loop();
             }
@@ -262,7 +259,7 @@ mod tests {
         // in one slice, or a few if the thread is descheduled (before, every
         // yield went to the runtime: 1 001 polls).
         let run = TaskPolls {
-            inner: Cooperative::new(Yields(1000), RUN_SLICE, || false),
+            inner: Cooperative::new(Yields::quick(1000), RUN_SLICE, || false),
             polls: 0,
         };
         let ((), polls) = tokio::spawn(run).await.expect("join");
@@ -270,21 +267,28 @@ mod tests {
         // Stopped by force: every yield goes back to the task, whose
         // select would see it.
         let run = TaskPolls {
-            inner: Cooperative::new(Yields(1000), RUN_SLICE, || true),
+            inner: Cooperative::new(Yields::quick(1000), RUN_SLICE, || true),
             polls: 0,
         };
         let ((), polls) = tokio::spawn(run).await.expect("join");
         assert_eq!(polls, 1001);
         // Yields 100 µs apart, 5 ms in all: the slices end.
         let run = TaskPolls {
-            inner: Cooperative::new(Slow(50), RUN_SLICE, || false),
+            inner: Cooperative::new(
+                Yields {
+                    n: 50,
+                    gap: Duration::from_micros(100),
+                },
+                RUN_SLICE,
+                || false,
+            ),
             polls: 0,
         };
         let ((), polls) = tokio::spawn(run).await.expect("join");
         assert!(polls >= 5, "{polls} polls of the task");
         // Epoch-metered: every yield goes to the runtime.
         let run = TaskPolls {
-            inner: Cooperative::new(Yields(1000), run_slice(Metering::Epoch), || false),
+            inner: Cooperative::new(Yields::quick(1000), run_slice(Metering::Epoch), || false),
             polls: 0,
         };
         let ((), polls) = tokio::spawn(run).await.expect("join");
@@ -317,9 +321,12 @@ mod tests {
     async fn own_yields_and_outside_wakes_both_reach_the_task() {
         let wait = std::time::Duration::from_secs(10);
         // A swallowed self-wake would leave the task asleep for good.
-        tokio::time::timeout(wait, Cooperative::new(Yields(1000), RUN_SLICE, || false))
-            .await
-            .expect("every own yield is resumed");
+        tokio::time::timeout(
+            wait,
+            Cooperative::new(Yields::quick(1000), RUN_SLICE, || false),
+        )
+        .await
+        .expect("every own yield is resumed");
         let (tx, rx) = tokio::sync::oneshot::channel();
         let waiting = tokio::spawn(Cooperative::new(rx, RUN_SLICE, || false));
         tokio::task::yield_now().await;
