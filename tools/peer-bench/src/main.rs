@@ -216,20 +216,11 @@ enum Answer {
 
 impl Server {
     fn spawn(name: &str, launch: &Launch, log: &Path) -> Result<Self> {
-        let Launch { argv, env } = launch;
-        let stderr = File::options()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| format!("opening {}: {e}", log.display()))?;
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .envs(env.iter().map(|(k, v)| (k, v)))
+        let mut child = command(launch, log)?
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(stderr)
             .spawn()
-            .map_err(|e| format!("{name}: starting {}: {e}", argv[0]))?;
+            .map_err(|e| format!("{name}: starting {}: {e}", launch.argv[0]))?;
         let stdin = child.stdin.take().ok_or("no stdin")?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, incoming) = channel();
@@ -333,14 +324,7 @@ impl Server {
     }
 
     fn initialize(&mut self) -> Result<()> {
-        let id = self.request(
-            "initialize",
-            json!({
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": { "name": "peer-bench", "version": "0.1.0" },
-            }),
-        )?;
+        let id = self.request("initialize", initialize_params())?;
         let (_, answer) = self.wait(id)?;
         if answer.get("result").is_none() {
             return Err(format!("{}: initialize failed: {answer}", self.name));
@@ -401,6 +385,30 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `launch` as a command, its stderr appended to `log`.
+fn command(launch: &Launch, log: &Path) -> Result<Command> {
+    let stderr = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("opening {}: {e}", log.display()))?;
+    let mut command = Command::new(&launch.argv[0]);
+    command
+        .args(&launch.argv[1..])
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .stderr(stderr);
+    Ok(command)
+}
+
+/// What `initialize` says of this client, over stdio and HTTP alike.
+fn initialize_params() -> Value {
+    json!({
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": { "name": "peer-bench", "version": "0.1.0" },
+    })
 }
 
 /// utime + stime of the whole process `pid` (live and ended threads), in
@@ -575,20 +583,15 @@ impl HttpServer {
     fn start(name: &str, plan: &HttpPlan, echo: &str, log: &Path) -> Result<Self> {
         let port = free_port()?.to_string();
         let fill = |s: &String| s.replace("{port}", &port);
-        let stderr = File::options()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| format!("opening {}: {e}", log.display()))?;
-        let argv: Vec<String> = plan.launch.argv.iter().map(fill).collect();
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .envs(plan.launch.env.iter().map(|(k, v)| (k, v)))
+        let launch = Launch {
+            argv: plan.launch.argv.iter().map(fill).collect(),
+            env: plan.launch.env.clone(),
+        };
+        let child = command(&launch, log)?
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
             .spawn()
-            .map_err(|e| format!("{name}: starting {}: {e}", argv[0]))?;
+            .map_err(|e| format!("{name}: starting {}: {e}", launch.argv[0]))?;
         let mut server = Self {
             child,
             client: HttpClient {
@@ -599,14 +602,9 @@ impl HttpServer {
             },
         };
         let deadline = Instant::now() + START_TIMEOUT;
-        let initialize = json!({
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": { "name": "peer-bench", "version": "0.1.0" },
-        });
         // Until the server listens, connecting fails.
         loop {
-            match server.client.request(0, "initialize", initialize.clone()) {
+            match server.client.request(0, "initialize", initialize_params()) {
                 Ok(answer) if answer.get("result").is_some() => break,
                 Ok(answer) => return Err(format!("{name}: initialize failed: {answer}")),
                 Err(e) if Instant::now() >= deadline => return Err(e),
