@@ -22,6 +22,7 @@ use tower::ServiceExt;
 
 use super::idle::{Activity, SESSION_HEADER, close_idle};
 use super::server::{HttpLane, ToolServer};
+use super::sessions::Sessions;
 use super::tasks::Tasks;
 use super::wire::{self, Read};
 use super::{McpOptions, ServeError};
@@ -29,14 +30,14 @@ use crate::dashboard::Dashboard;
 use crate::host::Host;
 use crate::listen::{self, BodyRefused, Response};
 
-type Service = StreamableHttpService<ToolServer, LocalSessionManager>;
+type Service = StreamableHttpService<ToolServer, Sessions>;
 
 /// An HTTP MCP server bound to its address, not yet serving.
 pub struct HttpServer {
     listener: TcpListener,
     addr: SocketAddr,
     service: Service,
-    sessions: Arc<LocalSessionManager>,
+    sessions: Arc<Sessions>,
     lane: Arc<HttpLane>,
     dashboard: Option<Dashboard>,
 }
@@ -79,7 +80,7 @@ pub async fn bind_http(
     // rmcp's idle timer counts a session whose request is still being
     // answered as idle: [`idle`] closes idle sessions instead.
     sessions.session_config.keep_alive = None;
-    let sessions = Arc::new(sessions);
+    let sessions = Arc::new(Sessions::new(sessions));
     let service = StreamableHttpService::new(
         move || Ok(ToolServer::for_http(factory_lane.clone())),
         sessions.clone(),
@@ -250,7 +251,7 @@ impl HttpServer {
 /// Where `initialize` requests pass, one at a time, while fewer than `max`
 /// HTTP sessions are open.
 struct SessionGate {
-    sessions: Arc<LocalSessionManager>,
+    sessions: Arc<Sessions>,
     max: usize,
     /// Held from the count to the session's creation, so that requests
     /// arriving together cannot pass the bound.
@@ -265,7 +266,7 @@ impl SessionGate {
         id: RequestId,
     ) -> Response {
         let _one = self.opening.lock().await;
-        let open = self.sessions.sessions.read().await.len();
+        let open = self.sessions.local().sessions.read().await.len();
         if open >= self.max {
             tracing::warn!(
                 open,
@@ -293,7 +294,7 @@ impl SessionGate {
         else {
             return false;
         };
-        !self.sessions.sessions.read().await.contains_key(id)
+        !self.sessions.local().sessions.read().await.contains_key(id)
     }
 }
 

@@ -5,11 +5,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rmcp::transport::streamable_http_server::SessionManager;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use std::time::Instant;
+
+use super::sessions::Sessions;
 
 /// The header that names an HTTP session (`Mcp-Session-Id`).
 pub(super) const SESSION_HEADER: &str = "mcp-session-id";
@@ -116,18 +116,21 @@ impl Drop for Answering {
 /// answered (B24: their calls are cancelled); their clients get 404 and
 /// open new ones. Checked every quarter of `idle`; each closes on its own
 /// task, so one whose calls take their close timeout delays no other.
-pub(super) async fn close_idle(
-    activity: Arc<Activity>,
-    sessions: Arc<LocalSessionManager>,
-    idle: Duration,
-) {
+pub(super) async fn close_idle(activity: Arc<Activity>, sessions: Arc<Sessions>, idle: Duration) {
     let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
         let now = Instant::now();
-        let open: HashSet<Arc<str>> = sessions.sessions.read().await.keys().cloned().collect();
+        let open: HashSet<Arc<str>> = sessions
+            .local()
+            .sessions
+            .read()
+            .await
+            .keys()
+            .cloned()
+            .collect();
         for id in activity.sweep(&open, idle, now) {
             tracing::info!(session = %id, ?idle, "MCP HTTP session idle; closing it");
             let sessions = sessions.clone();

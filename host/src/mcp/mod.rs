@@ -52,9 +52,11 @@
 
 mod connection;
 mod convert;
+mod direct;
 mod http;
 mod idle;
 mod server;
+mod sessions;
 mod stdio;
 mod tasks;
 mod wire;

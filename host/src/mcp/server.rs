@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, watch};
 use super::McpOptions;
 use super::connection::{Connection, Owned};
 use super::convert;
+use super::sessions::DirectSlot;
 use super::tasks::{Found, Tasks};
 use crate::catalog::ToolView;
 use crate::host::Host;
@@ -53,6 +54,7 @@ enum Lane {
 }
 
 /// The connection of an HTTP handler.
+#[derive(Clone)]
 struct Own {
     /// Shared with the tasks of a sessionless connection, which keep it
     /// open until their calls end; the last one dropped closes it.
@@ -369,7 +371,7 @@ impl ServerHandler for ToolServer {
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
         if let Lane::Http { lane, own } = &self.lane {
-            own.get_or_init(|| Own {
+            let own = own.get_or_init(|| Own {
                 owned: Arc::new(Owned(Connection::open_counted(
                     &lane.host,
                     lane.options.clone(),
@@ -378,6 +380,17 @@ impl ServerHandler for ToolServer {
                 ))),
                 sessionless: false,
             });
+            // The session's calls are answered directly, by a handler of
+            // the same connection.
+            if let Some(slot) = context.extensions.get::<Arc<DirectSlot>>() {
+                let server = ToolServer {
+                    lane: Lane::Http {
+                        lane: lane.clone(),
+                        own: OnceLock::from(own.clone()),
+                    },
+                };
+                slot.fill(server, context.peer.clone());
+            }
         }
         context.peer.set_peer_info(request.clone());
         self.negotiate_initialize(&request)

@@ -37,10 +37,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientNotification, ClientRequest, ErrorData, GetExtensions, GetMeta,
-    JsonRpcMessage, JsonRpcRequest, RequestId, ServerJsonRpcMessage,
+    ClientJsonRpcMessage, ClientNotification, ClientRequest, JsonRpcMessage, JsonRpcRequest,
+    RequestId, ServerJsonRpcMessage,
 };
-use rmcp::service::{RequestContext, Service};
 use rmcp::transport::Transport;
 use rmcp::{Peer, RoleServer};
 use tokio::io::{
@@ -52,6 +51,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::McpOptions;
+use super::direct::{self, cancelled_id, ends_in_first_poll, id_in_use};
 use super::server::ToolServer;
 use super::wire::{self, Read};
 use crate::session::Session;
@@ -618,56 +618,6 @@ fn tool_key(request: &ClientRequest) -> u64 {
     hasher.finish()
 }
 
-/// Poll a call once, here in the reader's task ([`FirstPolls`]); whether
-/// it has ended.
-///
-/// The poll is given a waker that does nothing: what the call wakes in it
-/// (its update channel, closed as its sandbox is dropped) would otherwise
-/// wake the reader, which its next pause then rescheduled as a yield,
-/// waking the other thread all the same. A call left pending loses nothing
-/// by it, since its task polls it again at once and registers its own
-/// waker.
-///
-/// A panic ends the call as it ends a spawned task: the call is dropped
-/// (its permit freed, nothing answered) and the reader goes on.
-fn ends_in_first_poll<F: Future<Output = ()>>(call: Pin<&mut F>) -> bool {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call.poll(&mut cx)));
-    polled.map_or_else(
-        |_| {
-            tracing::error!("a tools/call handler panicked; the call is dropped");
-            true
-        },
-        |poll| poll.is_ready(),
-    )
-}
-
-/// The request a `notifications/cancelled` cancels.
-fn cancelled_id(message: &ClientJsonRpcMessage) -> Option<&RequestId> {
-    match message {
-        ClientJsonRpcMessage::Notification(n) => match &n.notification {
-            ClientNotification::CancelledNotification(c) => c.params.request_id.as_ref(),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// The refusal of a request whose id an unanswered request holds.
-fn id_in_use(id: RequestId) -> ServerJsonRpcMessage {
-    tracing::warn!(%id, "an MCP request reuses the id of one not yet answered");
-    ServerJsonRpcMessage::error(
-        ErrorData::invalid_request(
-            format!(
-                "request id {id} is already in use by a request not yet answered; \
-                 a client never reuses a request id. The request was not run"
-            ),
-            None,
-        ),
-        Some(id),
-    )
-}
-
 /// Where a directly handled request's answer goes, and what frees its
 /// permit if it ends with none: cancelled by the client, or its handler
 /// gone (a panic unwinds through this).
@@ -699,28 +649,16 @@ impl Drop for Answering {
     }
 }
 
-/// Handle `request` as rmcp's service loop would, and hand its answer to
-/// the writer, unless the client cancelled it (`cancel` cancelled while
-/// the server does not stop).
+/// Handle `request` ([`direct::answer`]) and hand its answer to the
+/// writer, unless the client cancelled it (`cancel` cancelled while the
+/// server does not stop).
 async fn call_directly(
     direct: Arc<Direct>,
     request: JsonRpcRequest<ClientRequest>,
     cancel: CancellationToken,
     answering: Answering,
 ) {
-    let JsonRpcRequest {
-        id, mut request, ..
-    } = request;
-    let mut context = RequestContext::new(id.clone(), direct.peer.clone());
-    context.ct = cancel.clone();
-    // rmcp moves the request's `_meta` (the progress token, the protocol
-    // version) and extensions into the context the same way.
-    std::mem::swap(&mut context.meta, request.get_meta_mut());
-    std::mem::swap(&mut context.extensions, request.extensions_mut());
-    let answer = match direct.server.handle_request(request, context).await {
-        Ok(result) => ServerJsonRpcMessage::response(result, id),
-        Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
-    };
+    let answer = direct::answer(&direct.server, &direct.peer, request, cancel.clone()).await;
     if !cancel.is_cancelled() || direct.stop.is_cancelled() {
         answering.answer(answer).await;
     }
