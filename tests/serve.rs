@@ -343,6 +343,16 @@ fn open_session(addr: &str) -> String {
     session
 }
 
+/// A session of its own at `addr` and its call `id` of `wait_cancel`,
+/// whose stream has opened: the session's id and the call's answer.
+fn waiting_call(addr: &str, id: u64) -> (String, Exchange) {
+    let session = open_session(addr);
+    let wait = tool_call(id, "wait_cancel", json!({}));
+    let mut waiting = Exchange::send(addr, &post(&session, &wait, true));
+    waiting.priming_event_id();
+    (session, waiting)
+}
+
 /// A call answered in its HTTP connection opens its stream with a priming
 /// event, from which the client resumes (`Last-Event-ID`) after the
 /// connection drops, and gets the answer of the call, which ran on.
@@ -377,10 +387,7 @@ fn an_http_call_resumes_from_its_priming_event_after_its_connection_drops() {
 fn an_http_call_is_cancelled_by_its_request_id_and_its_id_is_not_reused_meanwhile() {
     let folder = behave_folder();
     let (_server, addr) = start_http(&folder);
-    let session = open_session(&addr);
-    let wait = tool_call(7, "wait_cancel", json!({}));
-    let mut waiting = Exchange::send(&addr, &post(&session, &wait, true));
-    waiting.priming_event_id();
+    let (session, waiting) = waiting_call(&addr, 7);
     // Running, not still starting: a cancel that comes while the tool's
     // validators are first built is lost (noted in issue 13).
     let running_tasks = |id| tool_call(id, "toolhost_running_tasks", json!({}));
@@ -424,10 +431,7 @@ fn an_http_call_is_cancelled_by_its_request_id_and_its_id_is_not_reused_meanwhil
 fn b24_ending_an_http_session_ends_its_calls_streams_with_no_answer() {
     let folder = behave_folder();
     let (_server, addr) = start_http(&folder);
-    let session = open_session(&addr);
-    let wait = tool_call(3, "wait_cancel", json!({}));
-    let mut waiting = Exchange::send(&addr, &post(&session, &wait, true));
-    waiting.priming_event_id();
+    let (session, waiting) = waiting_call(&addr, 3);
     let response = http(
         &addr,
         &format!(
