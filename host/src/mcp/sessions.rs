@@ -112,7 +112,7 @@ struct Calls {
 struct Running {
     number: u64,
     cancel: CancellationToken,
-    answer: Arc<watch::Sender<Answer>>,
+    answer: watch::Sender<Answer>,
 }
 
 /// Where a call's stream stands. Its sender dropped while the call runs:
@@ -135,7 +135,6 @@ impl DirectSession {
     ) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static + use<> {
         let id = request.id.clone();
         let (answer, answered) = watch::channel(Answer::Running);
-        let answer = Arc::new(answer);
         let cancel = self.stop.child_token();
         let number = {
             let mut calls = lock(&self.calls);
@@ -157,7 +156,6 @@ impl DirectSession {
         let ended = Ended {
             session: self.clone(),
             id,
-            number,
         };
         // Boxed: rmcp's dispatch makes the handler's future about 5 KiB,
         // which the spawn would otherwise copy.
@@ -198,23 +196,16 @@ impl DirectSession {
 }
 
 /// Takes a call out of its session's running calls when the call ends, or
-/// is dropped (a panic unwinds through this).
+/// is dropped (a panic unwinds through this). Its id is its own until
+/// then: a request reusing it is refused.
 struct Ended {
     session: Arc<DirectSession>,
     id: RequestId,
-    number: u64,
 }
 
 impl Drop for Ended {
     fn drop(&mut self) {
-        let mut calls = lock(&self.session.calls);
-        if calls
-            .running
-            .get(&self.id)
-            .is_some_and(|r| r.number == self.number)
-        {
-            calls.running.remove(&self.id);
-        }
+        lock(&self.session.calls).running.remove(&self.id);
     }
 }
 
