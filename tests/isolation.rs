@@ -610,6 +610,26 @@ fn b24_closing_stdin_cancels_and_answers_the_open_calls() {
     assert!(exited.success(), "{exited}");
 }
 
+/// B24 at a call's very start: stdin closed while the call is still
+/// starting (its tool's validators are built on the process's first call,
+/// which takes about 15 ms) cancels it as soon as it runs, and it answers
+/// "cancelled"; the cancel is not lost, leaving the call to its time limit.
+#[test]
+fn b24_closing_stdin_as_a_call_starts_cancels_and_answers_it() {
+    let folder = behave();
+    let mut stdio = Stdio::start(&folder);
+    stdio.line(&stdio_call(1, "wait_cancel", json!({})));
+    drop(stdio.stdin.take());
+    let answer = stdio.answer();
+    assert_eq!(answer["id"], 1, "{answer}");
+    let text = answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("was cancelled"), "{answer}");
+    let exited = stdio.child.wait().expect("wait");
+    assert!(exited.success(), "{exited}");
+}
+
 /// A `tools/call` the client cancelled keeps its place in the bound of
 /// unanswered stdio requests (`McpOptions::max_in_flight`, 64 by default,
 /// as `toolhost serve` has it) until its handler has ended: cancelling

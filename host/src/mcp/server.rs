@@ -291,7 +291,7 @@ impl ToolServer {
         let mut events = (progress.wanted() || tasks).then(|| session.subscribe());
         // Polled here, not spawned: the call runs in this task until it
         // answers, and goes on by itself if this request is dropped.
-        let call = session.call_in(mode, &call_id, &tool, &arguments);
+        let call = session.call_cancelled_by(mode, Some(&context.ct), &call_id, &tool, &arguments);
         tokio::pin!(call);
         let task_after = connection.options().task_after;
         let task_after = async move {
@@ -545,10 +545,14 @@ impl ServerHandler for ToolServer {
 
 /// `notifications/cancelled` for an open call: cancel it (B20–B22). A call
 /// that is not cancellable runs on; the client has stopped waiting for it.
+/// One not yet live is cancelled as it goes live (`Session::call_cancelled_by`).
 fn cancel_for_client(connection: &Connection, call_id: &str) {
     let session = connection.session();
     match session.cancel(call_id) {
         Ok(()) => tracing::info!(session = %session.id(), call_id, "call cancelled by the client"),
+        Err(CancelError::NotFound(_)) => {
+            tracing::debug!(session = %session.id(), call_id, "the client cancelled a call still starting")
+        }
         Err(e) => {
             tracing::info!(session = %session.id(), call_id, reason = %e, "the client cancelled a call that goes on")
         }

@@ -41,9 +41,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, broadcast, watch};
+use tokio_util::sync::CancellationToken;
 
 use self::delivery::Delivery;
-use self::start::Start;
+use self::start::{Start, Starting};
 use self::task::{Finish, Inline};
 use crate::call::{CallOutcome, Output};
 use crate::catalog::ToolView;
@@ -429,7 +430,28 @@ impl Session {
         tool: &str,
         arguments: &str,
     ) -> Answer {
-        match self.start(mode, false, call_id, tool, arguments).await {
+        self.call_cancelled_by(mode, None, call_id, tool, arguments)
+            .await
+    }
+
+    /// [`call_in`](Self::call_in), with what cancels the call (B20–B22) if
+    /// it is cancelled before the call is live, while the call is still
+    /// starting: the call is then cancelled as it goes live. Once it is
+    /// live, the caller cancels it with [`cancel`](Self::cancel).
+    pub(crate) async fn call_cancelled_by(
+        &self,
+        mode: AnswerMode,
+        cancel: Option<&CancellationToken>,
+        call_id: &str,
+        tool: &str,
+        arguments: &str,
+    ) -> Answer {
+        let start = Starting {
+            mode,
+            to_end: false,
+            cancel,
+        };
+        match self.start(start, call_id, tool, arguments).await {
             Start::Answered(a) => a,
             Start::Refused(e) => Answer::error(call_id, e.model_message()),
             Start::Running {
@@ -494,7 +516,16 @@ impl Session {
             elapsed: started.elapsed(),
         };
         match self
-            .start(AnswerMode::Final, true, call_id, tool, arguments)
+            .start(
+                Starting {
+                    mode: AnswerMode::Final,
+                    to_end: true,
+                    cancel: None,
+                },
+                call_id,
+                tool,
+                arguments,
+            )
             .await
         {
             Start::Refused(e) => outcome(Err(e)),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::admission::{Admission, Duplicate, admit};
 use super::answer::{Answer, AnswerKind};
@@ -36,18 +37,32 @@ pub(super) enum Start {
     },
 }
 
+/// How a new call is to start.
+pub(super) struct Starting<'a> {
+    pub(super) mode: AnswerMode,
+    /// Nothing answers before the call's end (not even a fire-and-forget
+    /// start or a queued notice).
+    pub(super) to_end: bool,
+    /// Cancelled if the call is to be cancelled as it goes live: asked for
+    /// while it was still starting, when [`Session::cancel`] finds no live
+    /// call to cancel.
+    pub(super) cancel: Option<&'a CancellationToken>,
+}
+
 impl Session {
-    /// Validate a call, decide on it (B10–B16) and register it. With
-    /// `to_end`, nothing answers before the call's end (not even a
-    /// fire-and-forget start or a queued notice).
+    /// Validate a call, decide on it (B10–B16) and register it.
     pub(super) async fn start(
         &self,
-        mode: AnswerMode,
-        to_end: bool,
+        starting: Starting<'_>,
         call_id: &str,
         tool: &str,
         arguments: &str,
     ) -> Start {
+        let Starting {
+            mode,
+            to_end,
+            cancel,
+        } = starting;
         let inner = &self.inner;
         if companion::is_companion(tool) {
             return Start::Answered(companion::answer(self, call_id, tool, arguments).await);
@@ -196,17 +211,21 @@ impl Session {
         }
         let (ended_tx, ended_rx) = watch::channel(false);
         let control = Arc::new(CallControl::default());
-        state.live.insert(
-            call_id.to_owned(),
-            Live {
-                tool: t.name.clone(),
-                key,
-                cancellable: t.cancellable,
-                grace: entry.plugin.limits().cancel_grace,
-                control: control.clone(),
-                ended: ended_rx,
-            },
-        );
+        let live = Live {
+            tool: t.name.clone(),
+            key,
+            cancellable: t.cancellable,
+            grace: entry.plugin.limits().cancel_grace,
+            control: control.clone(),
+            ended: ended_rx,
+        };
+        // B20–B22: a cancel that came while the call was starting, under
+        // the lock a later one takes (`Session::cancel`): none is lost.
+        if t.cancellable && cancel.is_some_and(CancellationToken::is_cancelled) {
+            tracing::info!(session = %inner.id, call_id, "call cancelled as it started");
+            live.cancel();
+        }
+        state.live.insert(call_id.to_owned(), live);
         state.order.push_back(call_id.to_owned());
         let task_id = crate::store::new_task_id();
         let queued = !wait_for.is_empty();
