@@ -380,6 +380,61 @@ fn an_http_call_resumes_from_its_priming_event_after_its_connection_drops() {
     );
 }
 
+/// A call with a progress token, answered in its HTTP connection, has its
+/// updates on its own stream as progress, each an event of its own, then
+/// its answer; a stream resumed from one of those events gets the ones
+/// after it and the answer.
+#[test]
+fn an_http_calls_progress_is_on_its_own_stream_and_resumes_from_each_event() {
+    let folder = behave_folder();
+    let (_server, addr) = start_http(&folder);
+    let session = open_session(&addr);
+    let progress = json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": { "name": "progress", "arguments": { "n": 3, "sleep_ms": 300 },
+                    "_meta": { "progressToken": "p2", "dev.toolhost/answer": "final" } }
+    });
+    let mut call = Exchange::send(&addr, &post(&session, &progress, false));
+    while !call.read.contains("step 1 of 3") {
+        call.read_more();
+    }
+    let first = call.read.find("step 1 of 3").expect("read");
+    while !call.read[first..].contains("\n\n") {
+        call.read_more();
+    }
+    let event = &call.read[first..];
+    let event = &event[..event.find("\n\n").expect("read")];
+    assert!(event.contains(r#""progressToken":"p2""#), "{event}");
+    let id = event
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap_or_else(|| panic!("a progress event with an id: {event}"))
+        .trim()
+        .to_owned();
+    drop(call);
+
+    let resumed = http(
+        &addr,
+        &format!(
+            "GET /mcp HTTP/1.1\r\nHost: localhost\r\nMcp-Session-Id: {session}\r\n\
+             Mcp-Protocol-Version: 2025-06-18\r\nAccept: text/event-stream\r\n\
+             Last-Event-ID: {id}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(resumed.starts_with("HTTP/1.1 200"), "{resumed}");
+    let at = |text: &str| {
+        resumed
+            .find(text)
+            .unwrap_or_else(|| panic!("{text} resumed from {id}: {resumed}"))
+    };
+    assert!(!resumed.contains("step 1 of 3"), "{resumed}");
+    assert!(
+        at("step 2 of 3") < at("step 3 of 3") && at("step 3 of 3") < at("done after 3 steps"),
+        "{resumed}"
+    );
+    assert!(resumed.contains(r#""id":2"#), "{resumed}");
+}
+
 /// B20/B21 over HTTP: a request that reuses the id of a running call is
 /// refused and runs nothing; `notifications/cancelled` cancels the call,
 /// whose stream then ends with no answer, as MCP asks.

@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, watch};
 use super::McpOptions;
 use super::connection::{Connection, Owned};
 use super::convert;
-use super::sessions::DirectSlot;
+use super::sessions::{CallProgress, DirectSlot};
 use super::tasks::{Found, Tasks};
 use crate::catalog::ToolView;
 use crate::host::Host;
@@ -261,7 +261,11 @@ impl ToolServer {
                 None,
             ));
         }
-        let mut progress = Progress::new(&context.peer, context.meta.get_progress_token());
+        let mut progress = Progress::new(
+            &context.peer,
+            context.meta.get_progress_token(),
+            context.extensions.get::<CallProgress>().cloned(),
+        );
         tracing::debug!(session = %session.id(), %call_id, %tool, tasks, "tools/call");
 
         // In the final mode the request stays open until the call ends, its
@@ -660,6 +664,8 @@ async fn next_event(
 struct Progress<'a> {
     peer: &'a Peer<RoleServer>,
     token: Option<ProgressToken>,
+    /// The call's own stream, for a call answered directly over HTTP.
+    stream: Option<CallProgress>,
     sent: usize,
     last: Option<std::time::Instant>,
 }
@@ -671,10 +677,15 @@ struct Progress<'a> {
 const PROGRESS_SETTLE: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl<'a> Progress<'a> {
-    fn new(peer: &'a Peer<RoleServer>, token: Option<ProgressToken>) -> Self {
+    fn new(
+        peer: &'a Peer<RoleServer>,
+        token: Option<ProgressToken>,
+        stream: Option<CallProgress>,
+    ) -> Self {
         Self {
             peer,
             token,
+            stream,
             sent: 0,
             last: None,
         }
@@ -704,7 +715,9 @@ impl<'a> Progress<'a> {
         }
         let mut params = ProgressNotificationParam::new(token.clone(), n as f64);
         params.message = Some(message);
-        if let Err(e) = self.peer.notify_progress(params).await {
+        if let Some(stream) = &self.stream {
+            stream.send(params);
+        } else if let Err(e) = self.peer.notify_progress(params).await {
             tracing::debug!(call_id, error = %e, "progress not delivered");
         }
         self.sent = n;

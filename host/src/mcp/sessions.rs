@@ -17,22 +17,23 @@
 //!   (`d` and the call's number in its session, unlike any of rmcp's ids)
 //!   resumes the stream with `Last-Event-ID` while the call runs; as with
 //!   rmcp, an answer made while no stream waits for it is not kept;
+//! - a call with a progress token has its progress on its own stream,
+//!   before its answer, each notification an event with an id of its own
+//!   (`d<call>-<k>`) from which the stream resumes; the last
+//!   [`KEPT_PROGRESS`] are kept for a stream that resumes;
 //! - `notifications/cancelled` cancels the call, which then answers
 //!   nothing; closing the session cancels its calls and ends their
 //!   streams, with no answer (B24: nothing is delivered to a closed
 //!   session).
-//!
-//! A call with a progress token goes through rmcp, whose worker sends its
-//! progress on the call's own stream.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientRequest, GetExtensions, GetMeta, JsonRpcRequest, RequestId,
-    ServerJsonRpcMessage,
+    ClientJsonRpcMessage, ClientRequest, GetExtensions, JsonRpcRequest, ProgressNotification,
+    ProgressNotificationParam, RequestId, ServerJsonRpcMessage, ServerNotification,
 };
 use rmcp::transport::streamable_http_server::session::local::{
     LocalSessionManager, LocalSessionManagerError, SessionError,
@@ -112,17 +113,65 @@ struct Calls {
 struct Running {
     number: u64,
     cancel: CancellationToken,
-    answer: watch::Sender<Answer>,
+    events: watch::Sender<Events>,
 }
 
-/// Where a call's stream stands. Its sender dropped while the call runs:
-/// cancelled by the client, or its handler gone; no answer comes.
-#[derive(Clone)]
-enum Answer {
+/// The progress notifications of a call kept for a stream that resumes:
+/// the newest, past which a stream that lags loses the oldest.
+const KEPT_PROGRESS: usize = 64;
+
+/// What a call's stream carries: its progress so far, then its end. The
+/// sender dropped while the call runs: cancelled by the client, or its
+/// handler gone; no answer comes.
+struct Events {
+    number: u64,
+    /// The newest progress notifications, after `dropped` older ones.
+    progress: VecDeque<ServerSseMessage>,
+    dropped: usize,
+    end: End,
+}
+
+enum End {
     Running,
     Answered(ServerSseMessage),
     /// Its session closed.
     Closed,
+}
+
+impl Events {
+    fn new(number: u64) -> Self {
+        Self {
+            number,
+            progress: VecDeque::new(),
+            dropped: 0,
+            end: End::Running,
+        }
+    }
+}
+
+/// Where a direct call's progress goes: onto its own stream. Passed to the
+/// handler in the request's extensions.
+#[derive(Clone)]
+pub(crate) struct CallProgress(watch::Sender<Events>);
+
+impl CallProgress {
+    /// Add `progress` to the call's stream, as its next event.
+    pub(crate) fn send(&self, progress: ProgressNotificationParam) {
+        let message = ServerJsonRpcMessage::notification(ServerNotification::ProgressNotification(
+            ProgressNotification::new(progress),
+        ));
+        self.0.send_modify(|events| {
+            let k = events.dropped + events.progress.len() + 1;
+            let id = format!("{}-{k}", event_id(events.number));
+            events
+                .progress
+                .push_back(ServerSseMessage::new(id, message));
+            if events.progress.len() > KEPT_PROGRESS {
+                events.progress.pop_front();
+                events.dropped += 1;
+            }
+        });
+    }
 }
 
 impl DirectSession {
@@ -130,29 +179,30 @@ impl DirectSession {
     /// priming event when `retry` is set (as rmcp opens its streams).
     fn call(
         self: &Arc<Self>,
-        request: JsonRpcRequest<ClientRequest>,
+        mut request: JsonRpcRequest<ClientRequest>,
         retry: Option<Duration>,
     ) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static + use<> {
         let id = request.id.clone();
-        let (answer, answered) = watch::channel(Answer::Running);
         let cancel = self.stop.child_token();
-        let number = {
+        let (number, answer, answered) = {
             let mut calls = lock(&self.calls);
+            let number = calls.last + 1;
+            let (answer, answered) = watch::channel(Events::new(number));
             if calls.running.contains_key(&id) {
                 let refusal = ServerSseMessage::from_message(id_in_use(id));
-                answer.send_replace(Answer::Answered(refusal));
-                return answer_stream(None, answered);
+                answer.send_modify(|e| e.end = End::Answered(refusal));
+                return call_stream(None, answered, 0);
             }
-            calls.last += 1;
-            let number = calls.last;
+            calls.last = number;
             let running = Running {
                 number,
                 cancel: cancel.clone(),
-                answer: answer.clone(),
+                events: answer.clone(),
             };
             calls.running.insert(id.clone(), running);
-            number
+            (number, answer, answered)
         };
+        (request.request.extensions_mut()).insert(CallProgress(answer.clone()));
         let ended = Ended {
             session: self.clone(),
             id,
@@ -166,7 +216,8 @@ impl DirectSession {
             // A cancelled call answers nothing, as with rmcp; nor does a
             // call of a closed session, whose stop cancelled it.
             if !cancel.is_cancelled() {
-                answer.send_replace(Answer::Answered(ServerSseMessage::from_message(message)));
+                let message = ServerSseMessage::from_message(message);
+                answer.send_modify(|e| e.end = End::Answered(message));
             }
             drop(ended);
         });
@@ -174,23 +225,23 @@ impl DirectSession {
             tokio::spawn(call);
         }
         let priming = retry.map(|retry| ServerSseMessage::priming(event_id(number), retry));
-        answer_stream(priming, answered)
+        call_stream(priming, answered, 0)
     }
 
-    /// The answer of the running call numbered `number`.
-    fn running(&self, number: u64) -> Option<watch::Receiver<Answer>> {
+    /// The events of the running call numbered `number`.
+    fn running(&self, number: u64) -> Option<watch::Receiver<Events>> {
         let calls = lock(&self.calls);
         let mut running = calls.running.values();
         running
             .find(|r| r.number == number)
-            .map(|r| r.answer.subscribe())
+            .map(|r| r.events.subscribe())
     }
 
     /// Cancel the session's calls and end their streams.
     fn close(&self) {
         self.stop.cancel();
         for running in lock(&self.calls).running.values() {
-            running.answer.send_replace(Answer::Closed);
+            running.events.send_modify(|e| e.end = End::Closed);
         }
     }
 }
@@ -209,20 +260,34 @@ impl Drop for Ended {
     }
 }
 
-/// The SSE events of a call: `priming`, then its answer when it has one;
+/// The SSE events of a call: `priming`, its progress from the `from`th
+/// notification on (the first is 0), then its answer when it has one;
 /// nothing more if it ends with none or its session closes.
-fn answer_stream(
+fn call_stream(
     priming: Option<ServerSseMessage>,
-    mut answered: watch::Receiver<Answer>,
+    events: watch::Receiver<Events>,
+    from: usize,
 ) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static {
-    let answer = futures::stream::once(async move {
-        let ended = answered.wait_for(|a| !matches!(a, Answer::Running));
-        match &*ended.await.ok()? {
-            Answer::Answered(message) => Some(message.clone()),
-            Answer::Running | Answer::Closed => None,
+    let rest = futures::stream::unfold(Some((events, from)), |state| async move {
+        let (mut events, next) = state?;
+        loop {
+            let item = {
+                let now = events.borrow_and_update();
+                let next = next.max(now.dropped);
+                match (now.progress.get(next - now.dropped), &now.end) {
+                    (Some(progress), _) => Some((progress.clone(), Some(next + 1))),
+                    (None, End::Answered(answer)) => Some((answer.clone(), None)),
+                    (None, End::Closed) => return None,
+                    (None, End::Running) => None,
+                }
+            };
+            if let Some((event, next)) = item {
+                return Some((event, next.map(|next| (events, next))));
+            }
+            events.changed().await.ok()?;
         }
     });
-    futures::stream::iter(priming).chain(answer.filter_map(std::future::ready))
+    futures::stream::iter(priming).chain(rest)
 }
 
 /// The event id of the priming event of a session's call `number`.
@@ -230,16 +295,20 @@ fn event_id(number: u64) -> String {
     format!("d{number}")
 }
 
-/// The call an event id of [`event_id`] names.
-fn call_number(event_id: &str) -> Option<u64> {
-    event_id.strip_prefix('d')?.parse().ok()
+/// The call an event id of [`event_id`] names, and how many of its
+/// progress notifications the event follows: `d<call>` is its priming
+/// event, `d<call>-<k>` its `k`th notification.
+fn call_position(event_id: &str) -> Option<(u64, usize)> {
+    let id = event_id.strip_prefix('d')?;
+    match id.split_once('-') {
+        None => Some((id.parse().ok()?, 0)),
+        Some((call, k)) => Some((call.parse().ok()?, k.parse().ok()?)),
+    }
 }
 
-/// Whether `request` is answered directly: a `tools/call` without a
-/// progress token.
+/// Whether `request` is answered directly: a `tools/call`.
 fn answers_directly(request: &ClientRequest) -> bool {
     matches!(request, ClientRequest::CallToolRequest(_))
-        && request.get_meta().get_progress_token().is_none()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -332,11 +401,11 @@ impl SessionManager for Sessions {
         id: &SessionId,
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        if let Some(number) = call_number(&last_event_id) {
-            let answered = self.direct(id).and_then(|d| d.running(number));
+        if let Some((number, from)) = call_position(&last_event_id) {
+            let events = self.direct(id).and_then(|d| d.running(number));
             // rmcp answers a failed resume with an empty stream.
-            let answered = answered.ok_or(SessionError::InvalidEventId)?;
-            return Ok(answer_stream(None, answered).left_stream());
+            let events = events.ok_or(SessionError::InvalidEventId)?;
+            return Ok(call_stream(None, events, from).left_stream());
         }
         let stream = self.local.resume(id, last_event_id).await?;
         Ok(stream.right_stream())
