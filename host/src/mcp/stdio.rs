@@ -222,15 +222,14 @@ impl Transport<RoleServer> for StdioTransport {
         let message = self.incoming.recv().await;
         // Stdin closed: the client ends the connection (MCP's stdio
         // shutdown). Its calls are cancelled now (B24) and answered,
-        // whichever loop runs them, also those still starting (cancelled as
-        // they go live): rmcp waits a while for its requests' answers
-        // before it closes the transport, and the session closes after
-        // that.
+        // whichever loop runs them, and those still starting answer
+        // "cancelled" without running: rmcp waits a while for its
+        // requests' answers before it closes the transport, and the
+        // session closes after that.
         if message.is_none()
             && let Some(direct) = self.direct.get()
         {
-            direct.stop.cancel();
-            direct.session.cancel_all();
+            direct.session.stop_calls();
         }
         // rmcp drops the answer of a request once it has taken its cancel,
         // which it does before it reads anything else: the request's permit

@@ -181,6 +181,9 @@ impl Live {
 #[derive(Default)]
 struct State {
     closed: bool,
+    /// Its client has gone ([`Session::stop_calls`]): a call still
+    /// starting is cancelled before it runs.
+    stopping: bool,
     live: HashMap<String, Live>,
     /// Call ids in the order calls were made, with their records (and the
     /// task id each is found by in the store).
@@ -434,10 +437,10 @@ impl Session {
             .await
     }
 
-    /// [`call_in`](Self::call_in), with what cancels the call (B20–B22) if
-    /// it is cancelled before the call is live, while the call is still
-    /// starting: the call is then cancelled as it goes live. Once it is
-    /// live, the caller cancels it with [`cancel`](Self::cancel).
+    /// [`call_in`](Self::call_in), with what cancels the call (B20–B22)
+    /// while it is still starting: cancelled then, the call answers
+    /// "cancelled" without running. Once it is live, the caller cancels it
+    /// with [`cancel`](Self::cancel), which finds no call before.
     pub(crate) async fn call_cancelled_by(
         &self,
         mode: AnswerMode,
@@ -572,10 +575,14 @@ impl Session {
         Ok(())
     }
 
-    /// Cancel every cancellable running or queued call, as
-    /// [`cancel`](Self::cancel) would each, every flag raised at once.
-    pub(crate) fn cancel_all(&self) {
-        self.inner.state().cancel_live();
+    /// The client has gone, and the session answers what it had asked
+    /// until it closes (B24): cancel every cancellable running or queued
+    /// call, as [`cancel`](Self::cancel) would each, every flag raised at
+    /// once, and each call still starting before it runs.
+    pub(crate) fn stop_calls(&self) {
+        let mut state = self.inner.state();
+        state.stopping = true;
+        state.cancel_live();
     }
 
     /// The running and queued calls of this session, oldest first.
@@ -723,5 +730,64 @@ impl Session {
                 let _ = tokio::time::timeout_at(deadline.into(), notified).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::testing::{copy_test_plugin, root};
+    use crate::{Host, HostConfig};
+
+    async fn behave_session() -> (Session, tempfile::TempDir) {
+        let folder = tempfile::tempdir().expect("temp dir");
+        copy_test_plugin("behave", folder.path());
+        let mut config = HostConfig::default();
+        config.engine.instances = 64;
+        config.cache_dir = Some(root().join("target/toolhost-test-cache"));
+        let host = Host::new(config).expect("host");
+        let report = host.load_dir(folder.path()).await.expect("load");
+        assert!(report.refused.is_empty(), "{:?}", report.refused);
+        (host.open_session(SessionOptions::default()), folder)
+    }
+
+    /// B20, B22: a call whose cancel came while it was still starting
+    /// answers "cancelled" without running (`wait_cancel` would otherwise
+    /// run until cancelled, and this cancel found no call to cancel); a
+    /// tool that is not cancellable runs all the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_cancelled_while_it_starts_answers_cancelled_without_running() {
+        let (session, _folder) = behave_session().await;
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let call =
+            |id, tool| session.call_cancelled_by(AnswerMode::Final, Some(&cancel), id, tool, "{}");
+        let wait = std::time::Duration::from_secs(30);
+        let answer = tokio::time::timeout(wait, call("c1", "wait_cancel"))
+            .await
+            .expect("answered at once, not left waiting");
+        assert_eq!(answer.kind, AnswerKind::Cancelled, "{answer:?}");
+        assert!(answer.output.contains("was cancelled"), "{answer:?}");
+        assert!(session.record("c1").is_none(), "it did not run");
+
+        let ok = tokio::time::timeout(wait, call("c2", "ok"))
+            .await
+            .expect("answered");
+        assert_eq!((ok.kind, ok.output.as_str()), (AnswerKind::Result, "ok"));
+    }
+
+    /// B24: once its client has gone, a session's calls still starting
+    /// answer "cancelled" without running.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn once_its_client_has_gone_a_sessions_starting_calls_answer_cancelled() {
+        let (session, _folder) = behave_session().await;
+        session.stop_calls();
+        let wait = std::time::Duration::from_secs(30);
+        let answer = tokio::time::timeout(wait, session.call("c1", "wait_cancel", "{}"))
+            .await
+            .expect("answered at once, not left waiting");
+        assert_eq!(answer.kind, AnswerKind::Cancelled, "{answer:?}");
     }
 }

@@ -43,9 +43,9 @@ pub(super) struct Starting<'a> {
     /// Nothing answers before the call's end (not even a fire-and-forget
     /// start or a queued notice).
     pub(super) to_end: bool,
-    /// Cancelled if the call is to be cancelled as it goes live: asked for
-    /// while it was still starting, when [`Session::cancel`] finds no live
-    /// call to cancel.
+    /// What cancels the call once it is live, with [`Session::cancel`]:
+    /// cancelled before the call is live (while it is still starting,
+    /// when that finds no live call), it stops the call before it runs.
     pub(super) cancel: Option<&'a CancellationToken>,
 }
 
@@ -120,6 +120,18 @@ impl Session {
                 tool: t.name.clone(),
                 message: format!("call_id `{call_id}` was already used in this session"),
             });
+        }
+        // B20, B22, B24: cancelled while it was still starting (by its
+        // client, or as its client went), checked under the lock a later
+        // cancel takes (`Session::cancel`), so that none is lost. It
+        // answers "cancelled" without running, and decides nothing about
+        // its duplicates.
+        if t.cancellable && (state.stopping || cancel.is_some_and(CancellationToken::is_cancelled))
+        {
+            tracing::info!(session = %inner.id, call_id, tool = %t.name, "call cancelled before it started");
+            let fields = [("call_id", call_id), ("tool", t.name.as_str())];
+            let cancelled = render(&inner.templates.cancelled, &fields);
+            return Start::Answered(Answer::text(call_id, AnswerKind::Cancelled, cancelled));
         }
         // Under `allow` duplicates do not matter: no scan of the running
         // calls, which may be thousands.
@@ -211,21 +223,17 @@ impl Session {
         }
         let (ended_tx, ended_rx) = watch::channel(false);
         let control = Arc::new(CallControl::default());
-        let live = Live {
-            tool: t.name.clone(),
-            key,
-            cancellable: t.cancellable,
-            grace: entry.plugin.limits().cancel_grace,
-            control: control.clone(),
-            ended: ended_rx,
-        };
-        // B20–B22: a cancel that came while the call was starting, under
-        // the lock a later one takes (`Session::cancel`): none is lost.
-        if t.cancellable && cancel.is_some_and(CancellationToken::is_cancelled) {
-            tracing::info!(session = %inner.id, call_id, "call cancelled as it started");
-            live.cancel();
-        }
-        state.live.insert(call_id.to_owned(), live);
+        state.live.insert(
+            call_id.to_owned(),
+            Live {
+                tool: t.name.clone(),
+                key,
+                cancellable: t.cancellable,
+                grace: entry.plugin.limits().cancel_grace,
+                control: control.clone(),
+                ended: ended_rx,
+            },
+        );
         state.order.push_back(call_id.to_owned());
         let task_id = crate::store::new_task_id();
         let queued = !wait_for.is_empty();
