@@ -21,10 +21,11 @@
 //!   before its answer, each notification an event with an id of its own
 //!   (`d<call>-<k>`) from which the stream resumes; the last
 //!   [`KEPT_PROGRESS`] are kept for a stream that resumes;
-//! - `notifications/cancelled` cancels the call, which then answers
-//!   nothing; closing the session cancels its calls and ends their
-//!   streams, with no answer (B24: nothing is delivered to a closed
-//!   session).
+//! - a stream that resumes takes the call's events from the one before,
+//!   which ends: a call has one stream at a time;
+//! - `notifications/cancelled` cancels the call and ends its stream, with
+//!   no answer; closing the session cancels its calls and ends their
+//!   streams likewise (B24: nothing is delivered to a closed session).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -120,11 +121,14 @@ struct Running {
 /// the newest, past which a stream that lags loses the oldest.
 const KEPT_PROGRESS: usize = 64;
 
-/// What a call's stream carries: its progress so far, then its end. The
-/// sender dropped while the call runs: cancelled by the client, or its
-/// handler gone; no answer comes.
+/// What a call's stream carries: its progress so far, then how it ends.
+/// The sender dropped while the call runs: its handler is gone; no answer
+/// comes.
 struct Events {
     number: u64,
+    /// Which stream carries them: one that resumes takes them from the one
+    /// before, which then ends (a call has one stream, as with rmcp).
+    stream: u64,
     /// The newest progress notifications, after `dropped` older ones.
     progress: VecDeque<ServerSseMessage>,
     dropped: usize,
@@ -134,17 +138,41 @@ struct Events {
 enum End {
     Running,
     Answered(ServerSseMessage),
-    /// Its session closed.
-    Closed,
+    /// Cancelled by its client, or its session closed: the stream ends,
+    /// with nothing more (B24).
+    Stopped,
 }
 
 impl Events {
     fn new(number: u64) -> Self {
         Self {
             number,
+            stream: 0,
             progress: VecDeque::new(),
             dropped: 0,
             end: End::Running,
+        }
+    }
+
+    /// Add a progress notification, the `k`th of the call, with the event
+    /// id `d<call>-<k>`; none once the call has ended.
+    fn progress(&mut self, message: ServerJsonRpcMessage) {
+        if !matches!(self.end, End::Running) {
+            return;
+        }
+        let k = self.dropped + self.progress.len() + 1;
+        let id = format!("{}-{k}", event_id(self.number));
+        self.progress.push_back(ServerSseMessage::new(id, message));
+        if self.progress.len() > KEPT_PROGRESS {
+            self.progress.pop_front();
+            self.dropped += 1;
+        }
+    }
+
+    /// End with `end`, unless ended already.
+    fn end(&mut self, end: End) {
+        if matches!(self.end, End::Running) {
+            self.end = end;
         }
     }
 }
@@ -160,17 +188,7 @@ impl CallProgress {
         let message = ServerJsonRpcMessage::notification(ServerNotification::ProgressNotification(
             ProgressNotification::new(progress),
         ));
-        self.0.send_modify(|events| {
-            let k = events.dropped + events.progress.len() + 1;
-            let id = format!("{}-{k}", event_id(events.number));
-            events
-                .progress
-                .push_back(ServerSseMessage::new(id, message));
-            if events.progress.len() > KEPT_PROGRESS {
-                events.progress.pop_front();
-                events.dropped += 1;
-            }
-        });
+        self.0.send_modify(|events| events.progress(message));
     }
 }
 
@@ -184,25 +202,26 @@ impl DirectSession {
     ) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static + use<> {
         let id = request.id.clone();
         let cancel = self.stop.child_token();
-        let (number, answer, answered) = {
+        let (number, events, stream) = {
             let mut calls = lock(&self.calls);
             let number = calls.last + 1;
-            let (answer, answered) = watch::channel(Events::new(number));
+            let (events, stream) = watch::channel(Events::new(number));
             if calls.running.contains_key(&id) {
                 let refusal = ServerSseMessage::from_message(id_in_use(id));
-                answer.send_modify(|e| e.end = End::Answered(refusal));
-                return call_stream(None, answered, 0);
+                events.send_modify(|e| e.end(End::Answered(refusal)));
+                return call_stream(None, stream, 0, 0);
             }
             calls.last = number;
             let running = Running {
                 number,
                 cancel: cancel.clone(),
-                events: answer.clone(),
+                events: events.clone(),
             };
             calls.running.insert(id.clone(), running);
-            (number, answer, answered)
+            (number, events, stream)
         };
-        (request.request.extensions_mut()).insert(CallProgress(answer.clone()));
+        let progress = CallProgress(events.clone());
+        request.request.extensions_mut().insert(progress);
         let ended = Ended {
             session: self.clone(),
             id,
@@ -212,36 +231,51 @@ impl DirectSession {
         let mut call = Box::pin(async move {
             let session = &ended.session;
             let message = direct::answer(&session.server, &session.peer, request, cancel.clone());
-            let message = message.await;
+            let message = ServerSseMessage::from_message(message.await);
             // A cancelled call answers nothing, as with rmcp; nor does a
-            // call of a closed session, whose stop cancelled it.
-            if !cancel.is_cancelled() {
-                let message = ServerSseMessage::from_message(message);
-                answer.send_modify(|e| e.end = End::Answered(message));
-            }
+            // call of a closed session, whose stop cancelled it. Checked
+            // as the answer is kept: what cancels the call then ends its
+            // stream.
+            events.send_modify(|e| {
+                if !cancel.is_cancelled() {
+                    e.end(End::Answered(message));
+                }
+            });
             drop(ended);
         });
         if !direct::ends_in_first_poll(call.as_mut()) {
             tokio::spawn(call);
         }
         let priming = retry.map(|retry| ServerSseMessage::priming(event_id(number), retry));
-        call_stream(priming, answered, 0)
+        call_stream(priming, stream, 0, 0)
     }
 
-    /// The events of the running call numbered `number`.
-    fn running(&self, number: u64) -> Option<watch::Receiver<Events>> {
+    /// The events of the running call numbered `number`, for a stream
+    /// that resumes it, and which stream that is; the one before ends.
+    fn resume(&self, number: u64) -> Option<(watch::Receiver<Events>, u64)> {
         let calls = lock(&self.calls);
-        let mut running = calls.running.values();
-        running
-            .find(|r| r.number == number)
-            .map(|r| r.events.subscribe())
+        let running = calls.running.values().find(|r| r.number == number)?;
+        let mut stream = 0;
+        running.events.send_modify(|e| {
+            e.stream += 1;
+            stream = e.stream;
+        });
+        Some((running.events.subscribe(), stream))
+    }
+
+    /// Cancel the call `id` (`notifications/cancelled`) and end its stream.
+    fn cancel(&self, id: &RequestId) {
+        if let Some(running) = lock(&self.calls).running.get(id) {
+            running.cancel.cancel();
+            running.events.send_modify(|e| e.end(End::Stopped));
+        }
     }
 
     /// Cancel the session's calls and end their streams.
     fn close(&self) {
         self.stop.cancel();
         for running in lock(&self.calls).running.values() {
-            running.events.send_modify(|e| e.end = End::Closed);
+            running.events.send_modify(|e| e.end(End::Stopped));
         }
     }
 }
@@ -260,25 +294,30 @@ impl Drop for Ended {
     }
 }
 
-/// The SSE events of a call: `priming`, its progress from the `from`th
-/// notification on (the first is 0), then its answer when it has one;
-/// nothing more if it ends with none or its session closes.
+/// The SSE events of a call on its stream number `stream`: `priming`,
+/// its progress from the one after the `from`th notification (0: from the
+/// first), then its answer when it has one. It ends with no more when the
+/// call is cancelled, its session closes or another stream resumes it.
 fn call_stream(
     priming: Option<ServerSseMessage>,
     events: watch::Receiver<Events>,
     from: usize,
+    stream: u64,
 ) -> impl Stream<Item = ServerSseMessage> + Send + Sync + 'static {
-    let rest = futures::stream::unfold(Some((events, from)), |state| async move {
+    let rest = futures::stream::unfold(Some((events, from)), move |state| async move {
         let (mut events, next) = state?;
         loop {
             let item = {
                 let now = events.borrow_and_update();
+                if now.stream != stream {
+                    return None;
+                }
                 let next = next.max(now.dropped);
-                match (now.progress.get(next - now.dropped), &now.end) {
-                    (Some(progress), _) => Some((progress.clone(), Some(next + 1))),
-                    (None, End::Answered(answer)) => Some((answer.clone(), None)),
-                    (None, End::Closed) => return None,
-                    (None, End::Running) => None,
+                match (&now.end, now.progress.get(next - now.dropped)) {
+                    (End::Stopped, _) => return None,
+                    (_, Some(progress)) => Some((progress.clone(), Some(next + 1))),
+                    (End::Answered(answer), None) => Some((answer.clone(), None)),
+                    (End::Running, None) => None,
                 }
             };
             if let Some((event, next)) = item {
@@ -381,9 +420,8 @@ impl SessionManager for Sessions {
     ) -> Result<(), Self::Error> {
         if let Some(request) = cancelled_id(&message)
             && let Some(direct) = self.direct(id)
-            && let Some(running) = lock(&direct.calls).running.get(request)
         {
-            running.cancel.cancel();
+            direct.cancel(request);
         }
         // rmcp's loop ignores a cancel of a request it does not run.
         self.local.accept_message(id, message).await
@@ -402,12 +440,104 @@ impl SessionManager for Sessions {
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         if let Some((number, from)) = call_position(&last_event_id) {
-            let events = self.direct(id).and_then(|d| d.running(number));
+            let resumed = self.direct(id).and_then(|d| d.resume(number));
             // rmcp answers a failed resume with an empty stream.
-            let events = events.ok_or(SessionError::InvalidEventId)?;
-            return Ok(call_stream(None, events, from).left_stream());
+            let (events, stream) = resumed.ok_or(SessionError::InvalidEventId)?;
+            return Ok(call_stream(None, events, from, stream).left_stream());
         }
         let stream = self.local.resume(id, last_event_id).await?;
         Ok(stream.right_stream())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rmcp::model::{ErrorData, NumberOrString, ProgressToken};
+
+    use super::*;
+
+    fn progress(events: &watch::Sender<Events>, n: u32) {
+        let token = ProgressToken(NumberOrString::Number(1));
+        CallProgress(events.clone()).send(ProgressNotificationParam::new(token, f64::from(n)));
+    }
+
+    fn answer(events: &watch::Sender<Events>) {
+        let error = ErrorData::internal_error("the answer", None);
+        let answer = ServerJsonRpcMessage::error(error, Some(RequestId::Number(1)));
+        events.send_modify(|e| e.end(End::Answered(ServerSseMessage::from_message(answer))));
+    }
+
+    /// The ids of a stream's events to its end; `answer` for an event
+    /// with none.
+    async fn ids(stream: impl Stream<Item = ServerSseMessage>) -> Vec<String> {
+        let ids = stream.map(|e| e.event_id.unwrap_or_else(|| "answer".into()));
+        ids.collect().await
+    }
+
+    #[test]
+    fn an_event_id_names_its_call_and_how_many_notifications_it_follows() {
+        assert_eq!(call_position("d7"), Some((7, 0)));
+        assert_eq!(call_position("d7-3"), Some((7, 3)));
+        for rmcps_or_bad in ["0/1", "7", "d", "dx", "d7-", "d-3", "d7-x"] {
+            assert_eq!(call_position(rmcps_or_bad), None, "{rmcps_or_bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_carries_the_progress_after_where_it_resumes_then_the_answer() {
+        let (events, _) = watch::channel(Events::new(4));
+        for n in 1..=3 {
+            progress(&events, n);
+        }
+        answer(&events);
+        let from = |k| ids(call_stream(None, events.subscribe(), k, 0));
+        assert_eq!(from(0).await, ["d4-1", "d4-2", "d4-3", "answer"]);
+        assert_eq!(from(2).await, ["d4-3", "answer"]);
+        assert_eq!(from(3).await, ["answer"]);
+    }
+
+    #[tokio::test]
+    async fn a_call_keeps_its_newest_progress_for_a_stream_that_resumes() {
+        let (events, _) = watch::channel(Events::new(1));
+        let sent = KEPT_PROGRESS as u32 + 6;
+        for n in 1..=sent {
+            progress(&events, n);
+        }
+        answer(&events);
+        let all = ids(call_stream(None, events.subscribe(), 0, 0)).await;
+        assert_eq!(all.len(), KEPT_PROGRESS + 1);
+        assert_eq!(all[0], "d1-7");
+        assert_eq!(all[KEPT_PROGRESS - 1], format!("d1-{sent}"));
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_with_nothing_more_once_its_call_is_stopped_or_resumed_elsewhere() {
+        // Cancelled, or its session closed: not even the progress kept.
+        let (events, _) = watch::channel(Events::new(1));
+        progress(&events, 1);
+        events.send_modify(|e| e.end(End::Stopped));
+        progress(&events, 2);
+        answer(&events);
+        assert!(
+            ids(call_stream(None, events.subscribe(), 0, 0))
+                .await
+                .is_empty()
+        );
+
+        // Resumed by another stream.
+        let (events, _) = watch::channel(Events::new(1));
+        progress(&events, 1);
+        let first = call_stream(None, events.subscribe(), 0, 0);
+        events.send_modify(|e| e.stream += 1);
+        answer(&events);
+        assert!(ids(first).await.is_empty());
+        let resumed = call_stream(None, events.subscribe(), 0, 1);
+        assert_eq!(ids(resumed).await, ["d1-1", "answer"]);
+
+        // Its handler gone: what came, and no answer.
+        let (events, stream) = watch::channel(Events::new(1));
+        progress(&events, 1);
+        drop(events);
+        assert_eq!(ids(call_stream(None, stream, 0, 0)).await, ["d1-1"]);
     }
 }
