@@ -212,6 +212,47 @@ async fn sessionless_http_requests_cannot_list_or_cancel_each_others_calls() {
     }
 }
 
+/// A call followed as a task while it is still starting (here with
+/// `task_after` at zero, while its tool's validators are first built)
+/// runs to its end, and its task with it, once the call is live: dropped
+/// before it was live, the
+/// call would never run, and its task would stay `working`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_followed_as_a_task_while_it_starts_runs_to_its_end() {
+    let (host, _folder) = crate::common::host_with(&["behave"]).await;
+    let mut options = toolhost::mcp::McpOptions::default();
+    options.task_after = Duration::ZERO;
+    let addr = "127.0.0.1:0".parse().expect("addr");
+    let server = toolhost::mcp::bind_http(&host, addr, options)
+        .await
+        .expect("bind");
+    let client = Client::new(&server.url());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let created = client
+        .send(&call(1, "sleep", json!({ "ms": 200 }), true))
+        .await;
+    let task_id = created["result"]["taskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a task: {created}"))
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for id in 2.. {
+        let get = request(id, "tasks/get", json!({ "taskId": task_id }), true);
+        let got = client.send(&get).await;
+        if got["result"]["status"] == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the call never ran: {got}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    serving.await.expect("served");
+}
+
 /// A sessionless call without tasks waits for its end: its session ends
 /// with the request, so nothing could follow a released call up later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

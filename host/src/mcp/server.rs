@@ -306,7 +306,7 @@ impl ToolServer {
             }
         };
         tokio::pin!(task_after);
-        let mut cancel_asked = false;
+        let (mut cancel_asked, mut task_due) = (false, false);
         let answer = loop {
             tokio::select! {
                 biased;
@@ -315,13 +315,18 @@ impl ToolServer {
                     cancel_asked = true;
                     cancel_for_client(&connection, &call_id);
                 }
-                () = &mut task_after => {
-                    // Still running: follow it as a task; the call goes on.
-                    if let Some(events) = events {
-                        return Ok(self.task(&call_id, None, events).await);
-                    }
-                }
+                () = &mut task_after, if !task_due => task_due = true,
                 event = next_event(&mut events) => progress.forward(&call_id, event).await,
+            }
+            // Still running: follow it as a task; the call goes on. Not
+            // while it is still starting (a slow load, its validators):
+            // dropped then, it would never run. Its first event (started
+            // or queued) comes once it is live.
+            if task_due
+                && session.task_id(&call_id).is_some()
+                && let Some(events) = events
+            {
+                return Ok(self.task(&call_id, None, events).await);
             }
         };
         // The call's updates were all emitted before its answer: send the
