@@ -213,13 +213,22 @@ async fn sessionless_http_requests_cannot_list_or_cancel_each_others_calls() {
 }
 
 /// A call followed as a task while it is still starting (here with
-/// `task_after` at zero, while its tool's validators are first built)
+/// `task_after` at zero, while its plugin is still being compiled: a new
+/// compile cache, so no tool is announced and a call waits for every load)
 /// runs to its end, and its task with it, once the call is live: dropped
-/// before it was live, the
-/// call would never run, and its task would stay `working`.
+/// before it was live, the call would never run, and its task would stay
+/// `working`. In process: `task_after` is the library's to set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_followed_as_a_task_while_it_starts_runs_to_its_end() {
-    let (host, _folder) = crate::common::host_with(&["behave"]).await;
+    let folder = behave();
+    let cache = tempfile::tempdir().expect("temp dir");
+    let mut config = crate::common::config();
+    config.cache_dir = Some(cache.path().to_owned());
+    let host = toolhost::Host::new(config).expect("host");
+    let loading = tokio::spawn({
+        let (host, folder) = (host.clone(), folder.path().to_owned());
+        async move { host.load_dir(&folder).await.expect("load") }
+    });
     let mut options = toolhost::mcp::McpOptions::default();
     options.task_after = Duration::ZERO;
     let addr = "127.0.0.1:0".parse().expect("addr");
@@ -251,6 +260,8 @@ async fn a_call_followed_as_a_task_while_it_starts_runs_to_its_end() {
     }
     let _ = stop.send(());
     serving.await.expect("served");
+    let report = loading.await.expect("loaded");
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
 }
 
 /// A sessionless call without tasks waits for its end: its session ends
@@ -653,8 +664,8 @@ fn b24_closing_stdin_cancels_and_answers_the_open_calls() {
 
 /// B24 at a call's very start: stdin closed while the call is still
 /// starting (its tool's validators are built on the process's first call,
-/// which takes about 15 ms) cancels it as soon as it runs, and it answers
-/// "cancelled"; the cancel is not lost, leaving the call to its time limit.
+/// which takes about 15 ms) answers it "cancelled" without running it; the
+/// cancel is not lost, leaving the call to its time limit.
 #[test]
 fn b24_closing_stdin_as_a_call_starts_cancels_and_answers_it() {
     let folder = behave();

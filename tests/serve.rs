@@ -383,7 +383,7 @@ fn an_http_call_resumes_from_its_priming_event_after_its_connection_drops() {
 /// A call with a progress token, answered in its HTTP connection, has its
 /// updates on its own stream as progress, each an event of its own, then
 /// its answer; a stream resumed from one of those events gets the ones
-/// after it and the answer.
+/// after it and the answer, and the stream before it ends.
 #[test]
 fn an_http_calls_progress_is_on_its_own_stream_and_resumes_from_each_event() {
     let folder = behave_folder();
@@ -394,7 +394,7 @@ fn an_http_calls_progress_is_on_its_own_stream_and_resumes_from_each_event() {
         "params": { "name": "progress", "arguments": { "n": 3, "sleep_ms": 1500 },
                     "_meta": { "progressToken": "p2", "dev.toolhost/answer": "final" } }
     });
-    let mut call = Exchange::send(&addr, &post(&session, &progress, false));
+    let mut call = Exchange::send(&addr, &post(&session, &progress, true));
     while !call.read.contains("step 1 of 3") {
         call.read_more();
     }
@@ -411,7 +411,6 @@ fn an_http_calls_progress_is_on_its_own_stream_and_resumes_from_each_event() {
         .unwrap_or_else(|| panic!("a progress event with an id: {event}"))
         .trim()
         .to_owned();
-    drop(call);
 
     let resumed = http(
         &addr,
@@ -433,6 +432,41 @@ fn an_http_calls_progress_is_on_its_own_stream_and_resumes_from_each_event() {
         "{resumed}"
     );
     assert!(resumed.contains(r#""id":2"#), "{resumed}");
+    let first = call.rest();
+    assert!(!first.contains(r#""id":2"#), "the stream before: {first}");
+}
+
+/// `notifications/cancelled` ends an HTTP call's stream at once, with no
+/// answer, also when the call goes on (`sleep` is not cancellable, B20).
+#[test]
+fn an_http_cancel_ends_the_calls_stream_at_once_though_the_call_goes_on() {
+    let folder = behave_folder();
+    let (_server, addr) = start_http(&folder);
+    let session = open_session(&addr);
+    let sleep = tool_call(3, "sleep", json!({ "ms": 120_000 }));
+    let mut call = Exchange::send(&addr, &post(&session, &sleep, true));
+    call.priming_event_id();
+    let cancel = json!({
+        "jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": { "requestId": 3 }
+    });
+    let response = http(&addr, &post(&session, &cancel, true));
+    assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+    let rest = call.rest();
+    assert!(!rest.contains(r#""id":3"#), "no answer: {rest}");
+    let deadline = std::time::Instant::now() + WAIT;
+    for id in 4.. {
+        let running_tasks = tool_call(id, "toolhost_running_tasks", json!({}));
+        let running = http(&addr, &post(&session, &running_tasks, true));
+        if running.contains(r#"\"tool\":\"sleep\""#) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call goes on: {running}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// B20/B21 over HTTP: a request that reuses the id of a running call is

@@ -102,7 +102,7 @@ pub const TASK_ID_KEY: &str = "dev.toolhost/task_id";
 ///   extension
 /// - `task_after`: 500 ms: a call still running this long after it was made
 ///   answers with a task (a call released by an update or queued does so at
-///   once)
+///   once; one still starting, its plugin still loading, once it runs)
 /// - `task_poll_interval`: 500 ms, suggested to clients that poll `tasks/get`
 /// - `task_ttl`: 1 hour that a task is kept from its creation, and that a
 ///   finished task is kept after its end

@@ -321,12 +321,15 @@ impl ToolServer {
             // Still running: follow it as a task; the call goes on. Not
             // while it is still starting (a slow load, its validators):
             // dropped then, it would never run. Its first event (started
-            // or queued) comes once it is live.
+            // or queued) comes once it is live. Nor once the client has
+            // cancelled the request: nobody reads its answer.
             if task_due
-                && session.task_id(&call_id).is_some()
+                && !cancel_asked
+                && let Some(record) = session.record(&call_id)
                 && let Some(events) = events
             {
-                return Ok(self.task(&call_id, None, events).await);
+                let message = record.updates.last().map(|u| u.message.clone());
+                return Ok(self.task(&call_id, message, events).await);
             }
         };
         // The call's updates were all emitted before its answer: send the

@@ -754,9 +754,9 @@ mod tests {
     }
 
     /// B20, B22: a call whose cancel came while it was still starting
-    /// answers "cancelled" without running (`wait_cancel` would otherwise
-    /// run until cancelled, and this cancel found no call to cancel); a
-    /// tool that is not cancellable runs all the same.
+    /// answers "cancelled" without running, and leaves no record (a cancel
+    /// that found no call to cancel was lost, and `wait_cancel` ran until
+    /// cancelled); a tool that is not cancellable runs all the same.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_call_cancelled_while_it_starts_answers_cancelled_without_running() {
         let (session, _folder) = behave_session().await;
@@ -789,5 +789,6 @@ mod tests {
             .await
             .expect("answered at once, not left waiting");
         assert_eq!(answer.kind, AnswerKind::Cancelled, "{answer:?}");
+        assert!(session.record("c1").is_none(), "it did not run");
     }
 }
