@@ -651,6 +651,12 @@ fn b24_closing_stdin_cancels_and_answers_the_open_calls() {
         }
         assert!(Instant::now() < deadline, "wait_cancel never ran");
     }
+    closes_with_call_1_cancelled(stdio);
+}
+
+/// Close stdin (MCP's stdio shutdown): request 1 is answered "cancelled"
+/// (B24), and the host exits.
+fn closes_with_call_1_cancelled(mut stdio: Stdio) {
     drop(stdio.stdin.take());
     let answer = stdio.answer();
     assert_eq!(answer["id"], 1, "{answer}");
@@ -671,15 +677,7 @@ fn b24_closing_stdin_as_a_call_starts_cancels_and_answers_it() {
     let folder = behave();
     let mut stdio = Stdio::start(&folder);
     stdio.line(&stdio_call(1, "wait_cancel", json!({})));
-    drop(stdio.stdin.take());
-    let answer = stdio.answer();
-    assert_eq!(answer["id"], 1, "{answer}");
-    let text = answer["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(text.contains("was cancelled"), "{answer}");
-    let exited = stdio.child.wait().expect("wait");
-    assert!(exited.success(), "{exited}");
+    closes_with_call_1_cancelled(stdio);
 }
 
 /// A `tools/call` the client cancelled keeps its place in the bound of
