@@ -92,6 +92,23 @@ pub struct Item {
     pub(crate) turn: u64,
 }
 
+/// What the model reads of a call cancelled (B22): its answer, or, once
+/// `released`, what its end adds.
+pub(crate) fn cancelled(
+    templates: &Templates,
+    call_id: &str,
+    tool: &str,
+    released: bool,
+) -> Answer {
+    let kind = if released {
+        AnswerKind::Result
+    } else {
+        AnswerKind::Cancelled
+    };
+    let fields = [("call_id", call_id), ("tool", tool)];
+    Answer::text(call_id, kind, render(&templates.cancelled, &fields))
+}
+
 /// What the model reads when a call ends: `released` says whether the call
 /// had already answered (then its end is a `<call>_final` item, B4, B6,
 /// B22) or answers now (B1, B5, B22). `error` is the model's message of a
@@ -106,18 +123,9 @@ pub(crate) fn ending(
     error: Option<&str>,
     released: bool,
 ) -> Option<Answer> {
-    let fields = [("call_id", call_id), ("tool", tool)];
     let error = error.unwrap_or("the call failed");
     match (status, released) {
-        (CallStatus::Cancelled, _) => Some(Answer::text(
-            call_id,
-            if released {
-                AnswerKind::Result
-            } else {
-                AnswerKind::Cancelled
-            },
-            render(&templates.cancelled, &fields),
-        )),
+        (CallStatus::Cancelled, _) => Some(cancelled(templates, call_id, tool, released)),
         (CallStatus::Done, false) => Some(Answer {
             data: result.and_then(|o| o.data.clone()),
             ..Answer::text(

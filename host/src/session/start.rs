@@ -9,7 +9,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::admission::{Admission, Duplicate, admit};
-use super::answer::{Answer, AnswerKind};
+use super::answer::{self, Answer, AnswerKind};
 use super::task::{Finish, Task};
 use super::{Kept, Live, Session, companion};
 use crate::arguments;
@@ -129,9 +129,8 @@ impl Session {
         if t.cancellable && (state.stopping || cancel.is_some_and(CancellationToken::is_cancelled))
         {
             tracing::info!(session = %inner.id, call_id, tool = %t.name, "call cancelled before it started");
-            let fields = [("call_id", call_id), ("tool", t.name.as_str())];
-            let cancelled = render(&inner.templates.cancelled, &fields);
-            return Start::Answered(Answer::text(call_id, AnswerKind::Cancelled, cancelled));
+            let cancelled = answer::cancelled(&inner.templates, call_id, &t.name, false);
+            return Start::Answered(cancelled);
         }
         // Under `allow` duplicates do not matter: no scan of the running
         // calls, which may be thousands.
