@@ -353,6 +353,53 @@ fn waiting_call(addr: &str, id: u64) -> (String, Exchange) {
     (session, waiting)
 }
 
+/// `GET` of `session`'s stream from the event `last_event_id` on
+/// (`Last-Event-ID`), read to its end.
+fn resume(addr: &str, session: &str, last_event_id: &str) -> String {
+    http(
+        addr,
+        &format!(
+            "GET /mcp HTTP/1.1\r\nHost: localhost\r\nMcp-Session-Id: {session}\r\n\
+             Mcp-Protocol-Version: 2025-06-18\r\nAccept: text/event-stream\r\n\
+             Last-Event-ID: {last_event_id}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+}
+
+/// `notifications/cancelled` of the request `id`.
+fn cancelled(id: u64) -> Value {
+    json!({
+        "jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": { "requestId": id, "reason": "the user moved on" }
+    })
+}
+
+/// Ask `session` for its running calls (`toolhost_running_tasks`, as
+/// requests `first_id`, `first_id + 1`, …) until what it answers is
+/// `done`, within [`WAIT`]; `what` says what was awaited.
+fn running_tasks_until(
+    addr: &str,
+    session: &str,
+    first_id: u64,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) {
+    let deadline = std::time::Instant::now() + WAIT;
+    for id in first_id.. {
+        let running_tasks = tool_call(id, "toolhost_running_tasks", json!({}));
+        let running = http(addr, &post(session, &running_tasks, true));
+        assert!(running.contains(&format!(r#""id":{id}"#)), "{running}");
+        if done(&running) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {WAIT:?}: {running}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// A call answered in its HTTP connection opens its stream with a priming
 /// event, from which the client resumes (`Last-Event-ID`) after the
 /// connection drops, and gets the answer of the call, which ran on.
@@ -365,14 +412,7 @@ fn an_http_call_resumes_from_its_priming_event_after_its_connection_drops() {
     let mut call = Exchange::send(&addr, &post(&session, &sleep, false));
     let event = call.priming_event_id();
     drop(call);
-    let resumed = http(
-        &addr,
-        &format!(
-            "GET /mcp HTTP/1.1\r\nHost: localhost\r\nMcp-Session-Id: {session}\r\n\
-             Mcp-Protocol-Version: 2025-06-18\r\nAccept: text/event-stream\r\n\
-             Last-Event-ID: {event}\r\nConnection: close\r\n\r\n"
-        ),
-    );
+    let resumed = resume(&addr, &session, &event);
     assert!(resumed.starts_with("HTTP/1.1 200"), "{resumed}");
     assert!(
         resumed.contains(r#""id":2"#) && resumed.contains("slept"),
@@ -412,14 +452,7 @@ fn an_http_calls_progress_is_on_its_own_stream_and_resumes_from_each_event() {
         .trim()
         .to_owned();
 
-    let resumed = http(
-        &addr,
-        &format!(
-            "GET /mcp HTTP/1.1\r\nHost: localhost\r\nMcp-Session-Id: {session}\r\n\
-             Mcp-Protocol-Version: 2025-06-18\r\nAccept: text/event-stream\r\n\
-             Last-Event-ID: {id}\r\nConnection: close\r\n\r\n"
-        ),
-    );
+    let resumed = resume(&addr, &session, &id);
     assert!(resumed.starts_with("HTTP/1.1 200"), "{resumed}");
     let at = |text: &str| {
         resumed
@@ -446,27 +479,13 @@ fn an_http_cancel_ends_the_calls_stream_at_once_though_the_call_goes_on() {
     let sleep = tool_call(3, "sleep", json!({ "ms": 120_000 }));
     let mut call = Exchange::send(&addr, &post(&session, &sleep, true));
     call.priming_event_id();
-    let cancel = json!({
-        "jsonrpc": "2.0", "method": "notifications/cancelled",
-        "params": { "requestId": 3 }
-    });
-    let response = http(&addr, &post(&session, &cancel, true));
+    let response = http(&addr, &post(&session, &cancelled(3), true));
     assert!(response.starts_with("HTTP/1.1 202"), "{response}");
     let rest = call.rest();
     assert!(!rest.contains(r#""id":3"#), "no answer: {rest}");
-    let deadline = std::time::Instant::now() + WAIT;
-    for id in 4.. {
-        let running_tasks = tool_call(id, "toolhost_running_tasks", json!({}));
-        let running = http(&addr, &post(&session, &running_tasks, true));
-        if running.contains(r#"\"tool\":\"sleep\""#) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the call goes on: {running}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    running_tasks_until(&addr, &session, 4, "the call goes on", |running| {
+        running.contains(r#"\"tool\":\"sleep\""#)
+    });
 }
 
 /// B20/B21 over HTTP: a request that reuses the id of a running call is
@@ -486,11 +505,7 @@ fn an_http_call_is_cancelled_by_its_request_id_and_its_id_is_not_reused_meanwhil
         "{reused}"
     );
 
-    let cancel = json!({
-        "jsonrpc": "2.0", "method": "notifications/cancelled",
-        "params": { "requestId": 7, "reason": "the user moved on" }
-    });
-    let response = http(&addr, &post(&session, &cancel, true));
+    let response = http(&addr, &post(&session, &cancelled(7), true));
     assert!(response.starts_with("HTTP/1.1 202"), "{response}");
     let rest = waiting.rest();
     assert!(
@@ -498,20 +513,9 @@ fn an_http_call_is_cancelled_by_its_request_id_and_its_id_is_not_reused_meanwhil
         "a cancelled call answers nothing: {rest}"
     );
     // The call ends too: wait_cancel runs until cancelled.
-    let deadline = std::time::Instant::now() + WAIT;
-    for id in 8.. {
-        let running_tasks = tool_call(id, "toolhost_running_tasks", json!({}));
-        let running = http(&addr, &post(&session, &running_tasks, true));
-        assert!(running.contains(&format!(r#""id":{id}"#)), "{running}");
-        if !running.contains("wait_cancel") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the cancelled call goes on: {running}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    running_tasks_until(&addr, &session, 8, "the cancelled call ends", |running| {
+        !running.contains("wait_cancel")
+    });
 }
 
 /// B24 over HTTP: ending a session ends the streams of its calls, with
