@@ -48,6 +48,7 @@ pub mod portable;
 mod producers;
 mod records;
 mod registry;
+mod repoll;
 mod sandbox;
 mod schema;
 mod session;

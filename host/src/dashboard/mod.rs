@@ -297,7 +297,7 @@ impl DashboardServer {
         let connection = |stream, peer: SocketAddr, permit| {
             let router = router.clone();
             let mut closing = closing.clone();
-            tokio::spawn(async move {
+            tokio::spawn(crate::repoll::repoll(async move {
                 let _open = permit;
                 let pages = hyper::service::service_fn(move |request: hyper::Request<_>| {
                     router.clone().oneshot(request.map(axum::body::Body::new))
@@ -318,7 +318,7 @@ impl DashboardServer {
                 if let Err(e) = ended {
                     tracing::debug!(%peer, error = %e, "dashboard connection ended with an error");
                 }
-            });
+            }));
         };
         let refusal = |max| {
             let text = format!(

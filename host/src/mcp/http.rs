@@ -29,6 +29,7 @@ use super::{McpOptions, ServeError};
 use crate::dashboard::Dashboard;
 use crate::host::Host;
 use crate::listen::{self, BodyRefused, Response};
+use crate::repoll::repoll;
 
 type Service = StreamableHttpService<ToolServer, Sessions>;
 
@@ -151,7 +152,7 @@ impl HttpServer {
             let gate = gate.clone();
             let pages = pages.clone();
             let activity = activity.clone();
-            tokio::spawn(async move {
+            tokio::spawn(repoll(async move {
                 let _open = permit;
                 let handler = hyper::service::service_fn(move |request| {
                     let service = service.clone();
@@ -214,7 +215,7 @@ impl HttpServer {
                 {
                     tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
                 }
-            });
+            }));
         };
         let refusal = |max| {
             unavailable(
