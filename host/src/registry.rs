@@ -548,6 +548,17 @@ impl Registry {
         }
     }
 
+    /// Whether the tool `name`, served or announced by a file still
+    /// loading, is cancellable; `None` while no such tool is known.
+    pub(crate) fn cancellable(&self, name: &str) -> Option<bool> {
+        if let Some(entry) = self.find(name) {
+            return Some(entry.tool.cancellable);
+        }
+        let served = self.served();
+        let mut announced = served.announced.values().flat_map(|a| a.tools.iter());
+        announced.find(|t| t.name == name).map(|t| t.cancellable)
+    }
+
     fn find(&self, name: &str) -> Option<ToolEntry> {
         self.served()
             .tools

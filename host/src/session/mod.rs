@@ -185,12 +185,25 @@ struct State {
     /// starting is cancelled before it runs.
     stopping: bool,
     live: HashMap<String, Live>,
+    /// Calls still starting (being checked and decided on), by call id,
+    /// until they are live or answered: a cancel that comes meanwhile is
+    /// kept here for the start to see (B20, B22).
+    starting: HashMap<String, StartingCall>,
     /// Call ids in the order calls were made, with their records (and the
     /// task id each is found by in the store).
     order: VecDeque<String>,
     records: HashMap<String, Kept>,
     /// What the finished records weigh together.
     finished_weight: usize,
+}
+
+/// A call still starting ([`State::starting`]).
+struct StartingCall {
+    tool: String,
+    /// Asked to stop by [`Session::cancel`].
+    cancelled: bool,
+    /// Starts under this call id at once (all but one are refused).
+    starts: usize,
 }
 
 /// A call's record as its session keeps it.
@@ -439,8 +452,8 @@ impl Session {
 
     /// [`call_in`](Self::call_in), with what cancels the call (B20–B22)
     /// while it is still starting: cancelled then, the call answers
-    /// "cancelled" without running. Once it is live, the caller cancels it
-    /// with [`cancel`](Self::cancel), which finds no call before.
+    /// "cancelled" without running, as when [`cancel`](Self::cancel) names
+    /// it then. Once it is live, [`cancel`](Self::cancel) cancels it.
     pub(crate) async fn call_cancelled_by(
         &self,
         mode: AnswerMode,
@@ -532,6 +545,9 @@ impl Session {
             .await
         {
             Start::Refused(e) => outcome(Err(e)),
+            Start::Answered(a) if a.kind == AnswerKind::Cancelled => {
+                outcome(Err(CallError::Cancelled))
+            }
             Start::Answered(a) => outcome(if a.is_error {
                 Err(CallError::ToolFailed(a.output))
             } else {
@@ -558,20 +574,31 @@ impl Session {
 
     /// Ask a running or queued call to stop (B20–B22): `cancelled()` turns
     /// true at once, and after the plugin's grace period the call is stopped
-    /// by force at its next fuel check.
+    /// by force at its next fuel check. A call still starting (its plugin
+    /// loading, its arguments being checked) answers "cancelled" without
+    /// running; if its tool turns out not to be cancellable (a tool not
+    /// known yet when it was asked), it runs.
     pub fn cancel(&self, call_id: &str) -> Result<(), CancelError> {
-        let state = self.inner.state();
-        let live = state
-            .live
-            .get(call_id)
-            .ok_or_else(|| CancelError::NotFound(call_id.to_owned()))?;
-        if !live.cancellable {
-            return Err(CancelError::NotCancellable {
-                call_id: call_id.to_owned(),
-                tool: live.tool.clone(),
-            });
+        let mut state = self.inner.state();
+        let not_cancellable = |tool: &str| CancelError::NotCancellable {
+            call_id: call_id.to_owned(),
+            tool: tool.to_owned(),
+        };
+        if let Some(live) = state.live.get(call_id) {
+            if !live.cancellable {
+                return Err(not_cancellable(&live.tool));
+            }
+            live.cancel();
+            return Ok(());
         }
-        live.cancel();
+        let starting = state
+            .starting
+            .get_mut(call_id)
+            .ok_or_else(|| CancelError::NotFound(call_id.to_owned()))?;
+        if self.inner.registry.cancellable(&starting.tool) == Some(false) {
+            return Err(not_cancellable(&starting.tool));
+        }
+        starting.cancelled = true;
         Ok(())
     }
 
@@ -776,6 +803,56 @@ mod tests {
             .await
             .expect("answered");
         assert_eq!((ok.kind, ok.output.as_str()), (AnswerKind::Result, "ok"));
+    }
+
+    /// A call still starting: its arguments, past the size checked inline,
+    /// are being checked off the runtime.
+    async fn starting<'a>(
+        session: &'a Session,
+        call_id: &'a str,
+        tool: &'a str,
+        arguments: &'a str,
+    ) -> std::pin::Pin<Box<impl Future<Output = Answer> + 'a>> {
+        let mut call = Box::pin(session.call_in(AnswerMode::Final, call_id, tool, arguments));
+        assert!(futures::poll!(call.as_mut()).is_pending());
+        assert!(session.record(call_id).is_none(), "still starting");
+        call
+    }
+
+    /// B20, B22: `Session::cancel` of a call still starting is not lost (it
+    /// found no call, and `wait_cancel` ran until cancelled): the call
+    /// answers "cancelled" without running; a tool that is not cancellable
+    /// says so, and runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_cancelled_by_its_id_while_it_starts_answers_cancelled_without_running() {
+        let (session, _folder) = behave_session().await;
+        let arguments = format!("{{}}{}", " ".repeat(crate::call::CHECK_INLINE + 1));
+        let wait = std::time::Duration::from_secs(30);
+
+        let call = starting(&session, "c1", "wait_cancel", &arguments).await;
+        session.cancel("c1").expect("the starting call is found");
+        let answer = tokio::time::timeout(wait, call)
+            .await
+            .expect("answered at once, not left waiting");
+        assert_eq!(answer.kind, AnswerKind::Cancelled, "{answer:?}");
+        assert!(session.record("c1").is_none(), "it did not run");
+
+        let call = starting(&session, "c2", "ok", &arguments).await;
+        let refused = session.cancel("c2");
+        assert!(
+            matches!(refused, Err(CancelError::NotCancellable { .. })),
+            "{refused:?}"
+        );
+        let ok = tokio::time::timeout(wait, call).await.expect("answered");
+        assert_eq!((ok.kind, ok.output.as_str()), (AnswerKind::Result, "ok"));
+        assert!(
+            matches!(session.cancel("c3"), Err(CancelError::NotFound(_))),
+            "no call c3"
+        );
+        assert!(
+            session.inner.state().starting.is_empty(),
+            "none left starting"
+        );
     }
 
     /// B24: once its client has gone, a session's calls still starting

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::admission::{Admission, Duplicate, admit};
 use super::answer::{self, Answer, AnswerKind};
 use super::task::{Finish, Task};
-use super::{Kept, Live, Session, companion};
+use super::{Inner, Kept, Live, Session, StartingCall, State, companion};
 use crate::arguments;
 use crate::bindings::{Delivery as DeliveryKind, DuplicatePolicy};
 use crate::call;
@@ -67,6 +67,7 @@ impl Session {
         if companion::is_companion(tool) {
             return Start::Answered(companion::answer(self, call_id, tool, arguments).await);
         }
+        let mut starting = StartingGuard::new(inner, call_id, tool);
         let Some(entry) = inner.registry.tool(tool).await else {
             return Start::Refused(CallError::UnknownTool {
                 name: tool.to_owned(),
@@ -126,7 +127,9 @@ impl Session {
         // cancel takes (`Session::cancel`), so that none is lost. It
         // answers "cancelled" without running, and decides nothing about
         // its duplicates.
-        if t.cancellable && (state.stopping || cancel.is_some_and(CancellationToken::is_cancelled))
+        let asked = state.starting.get(call_id).is_some_and(|s| s.cancelled);
+        if t.cancellable
+            && (state.stopping || asked || cancel.is_some_and(CancellationToken::is_cancelled))
         {
             tracing::info!(session = %inner.id, call_id, tool = %t.name, "call cancelled before it started");
             let cancelled = answer::cancelled(&inner.templates, call_id, &t.name, false);
@@ -234,6 +237,7 @@ impl Session {
             },
         );
         state.order.push_back(call_id.to_owned());
+        starting.release(&mut state);
         let task_id = crate::store::new_task_id();
         let queued = !wait_for.is_empty();
         let created_at = SystemTime::now();
@@ -306,6 +310,56 @@ impl Session {
             answer,
             task,
             wait_for,
+        }
+    }
+}
+
+/// Keeps a call among its session's starting calls ([`State::starting`])
+/// from the start of its checks until it is live or answered.
+struct StartingGuard<'a> {
+    inner: &'a Inner,
+    call_id: &'a str,
+    held: bool,
+}
+
+impl<'a> StartingGuard<'a> {
+    fn new(inner: &'a Inner, call_id: &'a str, tool: &str) -> Self {
+        let mut state = inner.state();
+        let starting = state
+            .starting
+            .entry(call_id.to_owned())
+            .or_insert_with(|| StartingCall {
+                tool: tool.to_owned(),
+                cancelled: false,
+                starts: 0,
+            });
+        starting.starts += 1;
+        Self {
+            inner,
+            call_id,
+            held: true,
+        }
+    }
+
+    /// The call is live: out of the starting calls, under the lock that
+    /// made it live.
+    fn release(&mut self, state: &mut State) {
+        if std::mem::take(&mut self.held)
+            && let Some(starting) = state.starting.get_mut(self.call_id)
+        {
+            starting.starts -= 1;
+            if starting.starts == 0 {
+                state.starting.remove(self.call_id);
+            }
+        }
+    }
+}
+
+impl Drop for StartingGuard<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            let inner = self.inner;
+            self.release(&mut inner.state());
         }
     }
 }
