@@ -43,15 +43,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::task::AtomicWaker;
 use wasmtime::{CallHook, CallHookHandler, StoreContextMut};
 
 use crate::limits::Metering;
+use crate::repoll::PollWaker;
 use crate::sandbox::CallState;
 
 /// How long a call runs before it yields at its next host call.
@@ -93,21 +91,13 @@ impl CallHookHandler<CallState> for HostCallSlices {
     }
 }
 
-/// Not being polled: a wake goes to the task.
-const IDLE: u8 = 0;
-/// Being polled: a wake is the future's own yield.
-const POLLING: u8 = 1;
-/// Woken while being polled.
-const WOKEN: u8 = 2;
-
 /// A future (a call running in wasmtime) whose own yields go through
 /// `tokio::task::yield_now`, at most one per `slice` after its first poll
 /// (every one while `stopped` says so). Wakes from elsewhere (a timer, a
 /// host call finishing) wake the task as usual.
 pub(crate) struct Cooperative<F, S> {
     inner: F,
-    wake: Arc<SelfWake>,
-    waker: Waker,
+    waker: PollWaker,
     yielding: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     slice: Duration,
     /// Whether the call must go back to its task at its next yield (it
@@ -118,14 +108,9 @@ pub(crate) struct Cooperative<F, S> {
 
 impl<F: Future + Unpin, S: Fn() -> bool> Cooperative<F, S> {
     pub(crate) fn new(inner: F, slice: Duration, stopped: S) -> Self {
-        let wake = Arc::new(SelfWake {
-            state: AtomicU8::new(IDLE),
-            task: AtomicWaker::new(),
-        });
         Self {
             inner,
-            waker: Waker::from(wake.clone()),
-            wake,
+            waker: PollWaker::new(),
             yielding: None,
             slice,
             stopped,
@@ -149,10 +134,7 @@ impl<F: Future + Unpin, S: Fn() -> bool + Unpin> Future for Cooperative<F, S> {
                 }
                 this.yielding = None;
             }
-            this.wake.task.register(cx.waker());
-            this.wake.state.store(POLLING, Ordering::Release);
-            let polled = Pin::new(&mut this.inner).poll(&mut Context::from_waker(&this.waker));
-            let woken = this.wake.state.swap(IDLE, Ordering::AcqRel) == WOKEN;
+            let (polled, woken) = this.waker.poll(Pin::new(&mut this.inner), cx);
             match polled {
                 Poll::Ready(output) => return Poll::Ready(output),
                 // Its own yield, within the slice: resumed at once. Not
@@ -173,33 +155,10 @@ impl<F: Future + Unpin, S: Fn() -> bool + Unpin> Future for Cooperative<F, S> {
     }
 }
 
-/// The waker a [`Cooperative`] future polls its inner future with.
-struct SelfWake {
-    state: AtomicU8,
-    task: AtomicWaker,
-}
-
-impl Wake for SelfWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        match self
-            .state
-            .compare_exchange(POLLING, WOKEN, Ordering::AcqRel, Ordering::Acquire)
-        {
-            // Noted; the poll resumes the call at once or turns it into a
-            // deferred yield (a wake from another thread during the poll is
-            // served by either too).
-            Ok(_) | Err(WOKEN) => {}
-            Err(_) => self.task.wake(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
 
     /// Wakes itself and is pending `n` times, like a wasmtime call yielding,
