@@ -557,14 +557,13 @@ impl ServerHandler for ToolServer {
 
 /// `notifications/cancelled` for an open call: cancel it (B20–B22). A call
 /// that is not cancellable runs on; the client has stopped waiting for it.
-/// One still starting is not found, and stops before it runs
-/// (`Session::call_cancelled_by`).
+/// One still starting stops before it runs.
 fn cancel_for_client(connection: &Connection, call_id: &str) {
     let session = connection.session();
     match session.cancel(call_id) {
         Ok(()) => tracing::info!(session = %session.id(), call_id, "call cancelled by the client"),
         Err(CancelError::NotFound(_)) => {
-            tracing::debug!(session = %session.id(), call_id, "the client cancelled a call not live: starting or ended")
+            tracing::debug!(session = %session.id(), call_id, "the client cancelled a call that has ended")
         }
         Err(e) => {
             tracing::info!(session = %session.id(), call_id, reason = %e, "the client cancelled a call that goes on")

@@ -197,13 +197,17 @@ struct State {
     finished_weight: usize,
 }
 
-/// A call still starting ([`State::starting`]).
+/// A call still starting ([`State::starting`]). Starts under one call id
+/// at once (all but one are refused) share it, each with its number.
 struct StartingCall {
+    /// The tool the first of them names.
     tool: String,
-    /// Asked to stop by [`Session::cancel`].
-    cancelled: bool,
-    /// Starts under this call id at once (all but one are refused).
     starts: usize,
+    /// The number the next start under this id takes.
+    next: u64,
+    /// The starts numbered below this were asked to stop by
+    /// [`Session::cancel`]; a start that comes after the cancel was not.
+    cancelled_below: u64,
 }
 
 /// A call's record as its session keeps it.
@@ -576,8 +580,10 @@ impl Session {
     /// true at once, and after the plugin's grace period the call is stopped
     /// by force at its next fuel check. A call still starting (its plugin
     /// loading, its arguments being checked) answers "cancelled" without
-    /// running; if its tool turns out not to be cancellable (a tool not
-    /// known yet when it was asked), it runs.
+    /// running. A tool that is not cancellable is refused with
+    /// [`CancelError::NotCancellable`], except one not known yet when it is
+    /// asked (its plugin still loading): that cancel is `Ok`, and the call
+    /// runs if its tool turns out not to be cancellable.
     pub fn cancel(&self, call_id: &str) -> Result<(), CancelError> {
         let mut state = self.inner.state();
         let not_cancellable = |tool: &str| CancelError::NotCancellable {
@@ -598,7 +604,7 @@ impl Session {
         if self.inner.registry.cancellable(&starting.tool) == Some(false) {
             return Err(not_cancellable(&starting.tool));
         }
-        starting.cancelled = true;
+        starting.cancelled_below = starting.next;
         Ok(())
     }
 
@@ -805,8 +811,9 @@ mod tests {
         assert_eq!((ok.kind, ok.output.as_str()), (AnswerKind::Result, "ok"));
     }
 
-    /// A call still starting: its arguments, past the size checked inline,
-    /// are being checked off the runtime.
+    /// A call still starting: its arguments, well past the size checked
+    /// inline, are being checked off the runtime (for a millisecond or so)
+    /// when its first poll returns.
     async fn starting<'a>(
         session: &'a Session,
         call_id: &'a str,
@@ -822,11 +829,12 @@ mod tests {
     /// B20, B22: `Session::cancel` of a call still starting is not lost (it
     /// found no call, and `wait_cancel` ran until cancelled): the call
     /// answers "cancelled" without running; a tool that is not cancellable
-    /// says so, and runs.
+    /// says so, and runs; a start under the same id that comes after the
+    /// cancel is not cancelled by it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_call_cancelled_by_its_id_while_it_starts_answers_cancelled_without_running() {
         let (session, _folder) = behave_session().await;
-        let arguments = format!("{{}}{}", " ".repeat(crate::call::CHECK_INLINE + 1));
+        let arguments = format!("{{}}{}", " ".repeat(16 * crate::call::CHECK_INLINE));
         let wait = std::time::Duration::from_secs(30);
 
         let call = starting(&session, "c1", "wait_cancel", &arguments).await;
@@ -849,6 +857,28 @@ mod tests {
             matches!(session.cancel("c3"), Err(CancelError::NotFound(_))),
             "no call c3"
         );
+
+        let first = starting(&session, "c4", "wait_cancel", &arguments).await;
+        session.cancel("c4").expect("the starting call is found");
+        let mut second = starting(&session, "c4", "wait_cancel", &arguments).await;
+        let answer = tokio::time::timeout(wait, first).await.expect("answered");
+        assert_eq!(answer.kind, AnswerKind::Cancelled, "{answer:?}");
+        let live = async {
+            while session.record("c4").is_none() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(wait, async {
+            tokio::select! {
+                answer = second.as_mut() => panic!("the later start did not run: {answer:?}"),
+                () = live => {}
+            }
+        })
+        .await
+        .expect("the later start runs");
+        session.cancel("c4").expect("the running call is found");
+        let answer = tokio::time::timeout(wait, second).await.expect("answered");
+        assert_eq!(answer.kind, AnswerKind::Cancelled, "{answer:?}");
         assert!(
             session.inner.state().starting.is_empty(),
             "none left starting"

@@ -43,9 +43,9 @@ pub(super) struct Starting<'a> {
     /// Nothing answers before the call's end (not even a fire-and-forget
     /// start or a queued notice).
     pub(super) to_end: bool,
-    /// What cancels the call once it is live, with [`Session::cancel`]:
-    /// cancelled before the call is live (while it is still starting,
-    /// when that finds no live call), it stops the call before it runs.
+    /// What cancels the call beside [`Session::cancel`] by its id:
+    /// cancelled before the call is live, it stops the call before it
+    /// runs.
     pub(super) cancel: Option<&'a CancellationToken>,
 }
 
@@ -127,7 +127,7 @@ impl Session {
         // cancel takes (`Session::cancel`), so that none is lost. It
         // answers "cancelled" without running, and decides nothing about
         // its duplicates.
-        let asked = state.starting.get(call_id).is_some_and(|s| s.cancelled);
+        let asked = starting.asked(&state);
         if t.cancellable
             && (state.stopping || asked || cancel.is_some_and(CancellationToken::is_cancelled))
         {
@@ -319,6 +319,8 @@ impl Session {
 struct StartingGuard<'a> {
     inner: &'a Inner,
     call_id: &'a str,
+    /// This start's number among those under its call id.
+    number: u64,
     held: bool,
 }
 
@@ -330,15 +332,24 @@ impl<'a> StartingGuard<'a> {
             .entry(call_id.to_owned())
             .or_insert_with(|| StartingCall {
                 tool: tool.to_owned(),
-                cancelled: false,
                 starts: 0,
+                next: 0,
+                cancelled_below: 0,
             });
         starting.starts += 1;
+        let number = starting.next;
+        starting.next += 1;
         Self {
             inner,
             call_id,
+            number,
             held: true,
         }
+    }
+
+    /// Whether [`Session::cancel`] asked this start to stop.
+    fn asked(&self, state: &State) -> bool {
+        (state.starting.get(self.call_id)).is_some_and(|s| self.number < s.cancelled_below)
     }
 
     /// The call is live: out of the starting calls, under the lock that
