@@ -160,15 +160,27 @@ mod tests {
         (count.clone(), Waker::from(count))
     }
 
+    fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>, waker: &Waker) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(waker))
+    }
+
+    /// A future that counts its polls in `polls`, each of which is `poll`
+    /// given the count so far.
+    fn counted<T>(
+        polls: &Arc<Count>,
+        mut poll: impl FnMut(&mut Context<'_>, usize) -> Poll<T>,
+    ) -> impl Future<Output = T> {
+        let polls = polls.clone();
+        std::future::poll_fn(move |cx| poll(cx, polls.0.fetch_add(1, Ordering::SeqCst)))
+    }
+
     /// Wakes itself during its poll `times` times, then is ready; counts
     /// its polls.
-    fn waking_itself(mut times: usize, polls: Arc<Count>) -> impl Future<Output = ()> {
-        std::future::poll_fn(move |cx| {
-            polls.0.fetch_add(1, Ordering::SeqCst);
-            if times == 0 {
+    fn waking_itself(times: usize, polls: &Arc<Count>) -> impl Future<Output = ()> {
+        counted(polls, move |cx, polled| {
+            if polled == times {
                 return Poll::Ready(());
             }
-            times -= 1;
             cx.waker().wake_by_ref();
             Poll::Pending
         })
@@ -178,8 +190,8 @@ mod tests {
     fn a_future_woken_during_its_poll_is_polled_again_without_waking_the_runtime() {
         let (count, waker) = counting();
         let polls = Arc::new(Count::default());
-        let mut future = std::pin::pin!(repoll(waking_itself(POLLS - 1, polls.clone())));
-        let poll = future.as_mut().poll(&mut Context::from_waker(&waker));
+        let mut future = std::pin::pin!(repoll(waking_itself(POLLS - 1, &polls)));
+        let poll = poll_once(future.as_mut(), &waker);
         assert!(poll.is_ready());
         assert_eq!((count.get(), polls.get()), (0, POLLS));
     }
@@ -188,28 +200,18 @@ mod tests {
     fn one_that_keeps_waking_itself_goes_back_to_the_runtime_as_a_yield() {
         let (count, waker) = counting();
         let polls = Arc::new(Count::default());
-        let mut future = std::pin::pin!(repoll(waking_itself(POLLS, polls.clone())));
-        let mut cx = Context::from_waker(&waker);
-        assert!(future.as_mut().poll(&mut cx).is_pending());
+        let mut future = std::pin::pin!(repoll(waking_itself(POLLS, &polls)));
+        assert!(poll_once(future.as_mut(), &waker).is_pending());
         assert_eq!((count.get(), polls.get()), (1, POLLS));
-        assert!(future.as_mut().poll(&mut cx).is_ready());
+        assert!(poll_once(future.as_mut(), &waker).is_ready());
     }
 
     #[test]
     fn a_future_not_woken_is_polled_once() {
         let (count, waker) = counting();
         let polls = Arc::new(Count::default());
-        let counted = polls.clone();
-        let mut future = std::pin::pin!(repoll(std::future::poll_fn(move |_| {
-            counted.0.fetch_add(1, Ordering::SeqCst);
-            Poll::<()>::Pending
-        })));
-        assert!(
-            future
-                .as_mut()
-                .poll(&mut Context::from_waker(&waker))
-                .is_pending()
-        );
+        let mut future = std::pin::pin!(repoll(counted(&polls, |_, _| Poll::<()>::Pending)));
+        assert!(poll_once(future.as_mut(), &waker).is_pending());
         assert_eq!((count.get(), polls.get()), (0, 1));
     }
 
@@ -217,9 +219,8 @@ mod tests {
     fn a_wake_from_another_thread_during_the_poll_polls_again() {
         let (count, waker) = counting();
         let polls = Arc::new(Count::default());
-        let counted = polls.clone();
-        let mut future = std::pin::pin!(repoll(std::future::poll_fn(move |cx| {
-            if counted.0.fetch_add(1, Ordering::SeqCst) == 1 {
+        let mut future = std::pin::pin!(repoll(counted(&polls, |cx, polled| {
+            if polled == 1 {
                 return Poll::Ready(());
             }
             let other = cx.waker().clone();
@@ -228,12 +229,7 @@ mod tests {
                 .expect("the waking thread ended");
             Poll::Pending
         })));
-        assert!(
-            future
-                .as_mut()
-                .poll(&mut Context::from_waker(&waker))
-                .is_ready()
-        );
+        assert!(poll_once(future.as_mut(), &waker).is_ready());
         assert_eq!((count.get(), polls.get()), (0, 2));
     }
 
@@ -243,25 +239,14 @@ mod tests {
         let (latest, latest_waker) = counting();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let mut future = std::pin::pin!(repoll(rx));
-        assert!(
-            future
-                .as_mut()
-                .poll(&mut Context::from_waker(&first_waker))
-                .is_pending()
-        );
-        assert!(
-            future
-                .as_mut()
-                .poll(&mut Context::from_waker(&latest_waker))
-                .is_pending()
-        );
+        assert!(poll_once(future.as_mut(), &first_waker).is_pending());
+        assert!(poll_once(future.as_mut(), &latest_waker).is_pending());
         std::thread::spawn(move || tx.send(()))
             .join()
             .expect("the sending thread ended")
             .expect("the receiver is alive");
         assert_eq!((first.get(), latest.get()), (0, 1));
-        let mut cx = Context::from_waker(&latest_waker);
-        assert!(future.as_mut().poll(&mut cx).is_ready());
+        assert!(poll_once(future.as_mut(), &latest_waker).is_ready());
     }
 
     /// What it is for: hyper, serving a request with a body, wakes its own
@@ -284,7 +269,7 @@ mod tests {
             .serve_connection(hyper_util::rt::TokioIo::new(server), echo);
         let mut connection = std::pin::pin!(repoll(connection));
         let (count, waker) = counting();
-        let poll = connection.as_mut().poll(&mut Context::from_waker(&waker));
+        let poll = poll_once(connection.as_mut(), &waker);
         assert!(
             poll.is_pending(),
             "the connection waits for the next request"
