@@ -559,7 +559,8 @@ impl Registry {
         announced.find(|t| t.name == name).map(|t| t.cancellable)
     }
 
-    fn find(&self, name: &str) -> Option<ToolEntry> {
+    /// The served tool `name`, without waiting for loads.
+    pub(crate) fn find(&self, name: &str) -> Option<ToolEntry> {
         self.served()
             .tools
             .get(name)

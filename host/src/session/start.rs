@@ -67,14 +67,30 @@ impl Session {
         if companion::is_companion(tool) {
             return Start::Answered(companion::answer(self, call_id, tool, arguments).await);
         }
-        let mut starting = StartingGuard::new(inner, call_id, tool);
-        let Some(entry) = inner.registry.tool(tool).await else {
-            return Start::Refused(CallError::UnknownTool {
-                name: tool.to_owned(),
-            });
+        // Among the session's starting calls, for a cancel by id to find,
+        // only from the first step that may wait (a load, validators, large
+        // arguments): a start that runs straight through to its
+        // registration cannot be told from one that began after a cancel
+        // that found nothing, and pays no more.
+        let mut starting = None;
+        let guard = |starting: &mut Option<_>| {
+            starting.get_or_insert_with(|| StartingGuard::new(inner, call_id, tool));
+        };
+        let entry = match inner.registry.find(tool) {
+            Some(entry) => entry,
+            None => {
+                guard(&mut starting);
+                let Some(entry) = inner.registry.tool(tool).await else {
+                    return Start::Refused(CallError::UnknownTool {
+                        name: tool.to_owned(),
+                    });
+                };
+                entry
+            }
         };
         let t = &entry.tool;
         if !t.prepared() {
+            guard(&mut starting);
             // A validator left for later (a schema the cache knows) is built
             // off the runtime's threads: the first one of a process takes
             // about 15 ms, and a plugin's schema may take longer. Both are
@@ -94,6 +110,7 @@ impl Session {
         let prepared = if arguments.len() <= call::CHECK_INLINE {
             arguments::prepare(t, arguments)
         } else {
+            guard(&mut starting);
             let (tool, arguments) = (t.clone(), arguments.to_owned());
             tokio::task::spawn_blocking(move || arguments::prepare(&tool, &arguments))
                 .await
@@ -127,7 +144,7 @@ impl Session {
         // cancel takes (`Session::cancel`), so that none is lost. It
         // answers "cancelled" without running, and decides nothing about
         // its duplicates.
-        let asked = starting.asked(&state);
+        let asked = starting.as_ref().is_some_and(|s| s.asked(&state));
         if t.cancellable
             && (state.stopping || asked || cancel.is_some_and(CancellationToken::is_cancelled))
         {
@@ -237,7 +254,9 @@ impl Session {
             },
         );
         state.order.push_back(call_id.to_owned());
-        starting.release(&mut state);
+        if let Some(starting) = &mut starting {
+            starting.release(&mut state);
+        }
         let task_id = crate::store::new_task_id();
         let queued = !wait_for.is_empty();
         let created_at = SystemTime::now();
