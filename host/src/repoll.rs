@@ -10,7 +10,7 @@
 //!   dispatcher that sends it, which is the task being polled
 //!   ([`repoll`]);
 //! - a call running in wasmtime, at each of its fuel yields
-//!   ([`Cooperative`](crate::engine::yielding)).
+//!   ([`Cooperative`](crate::engine::yielding::Cooperative)).
 //!
 //! [`PollWaker`] is what both poll with: it tells whether the future was
 //! woken during the poll, and passes any other wake to the task.

@@ -563,7 +563,7 @@ fn cancel_for_client(connection: &Connection, call_id: &str) {
     match session.cancel(call_id) {
         Ok(()) => tracing::info!(session = %session.id(), call_id, "call cancelled by the client"),
         Err(CancelError::NotFound(_)) => {
-            tracing::debug!(session = %session.id(), call_id, "the client cancelled a call that has ended")
+            tracing::debug!(session = %session.id(), call_id, "the client cancelled a call that has ended, or is starting and is stopped by its request")
         }
         Err(e) => {
             tracing::info!(session = %session.id(), call_id, reason = %e, "the client cancelled a call that goes on")

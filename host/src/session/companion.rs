@@ -76,11 +76,13 @@ pub(crate) async fn answer(
             Err(e) => Answer::error(call_id, e),
             Ok(target) => match session.cancel(&target) {
                 Err(e) => Answer::error(call_id, format!("Error: {e}.")),
-                // Still starting: it has no record, and will not run.
+                // Still starting: it has no record.
                 Ok(()) if session.record(&target).is_none() => Answer::text(
                     call_id,
                     super::AnswerKind::Result,
-                    format!("Call `{target}` was cancelled before it started; it did not run."),
+                    format!(
+                        "Call `{target}` was cancelled before it started: it will not run (unless its tool, still loading, turns out not to be cancellable)."
+                    ),
                 ),
                 Ok(()) => Answer::text(
                     call_id,

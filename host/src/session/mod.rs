@@ -139,7 +139,7 @@ impl Default for SessionOptions {
 /// Why a cancel was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CancelError {
-    #[error("there is no running or queued call `{0}` in this session")]
+    #[error("there is no running, queued or starting call `{0}` in this session")]
     NotFound(String),
     #[error("call `{call_id}` ({tool}) is not cancellable")]
     NotCancellable { call_id: String, tool: String },
@@ -185,9 +185,10 @@ struct State {
     /// starting is cancelled before it runs.
     stopping: bool,
     live: HashMap<String, Live>,
-    /// Calls still starting (being checked and decided on), by call id,
-    /// until they are live or answered: a cancel that comes meanwhile is
-    /// kept here for the start to see (B20, B22).
+    /// Calls still starting, by call id, from their first step that may
+    /// wait (a load, validators, large arguments) until they are live or
+    /// answered: a cancel that comes meanwhile is kept here for the start
+    /// to see (B20, B22).
     starting: HashMap<String, StartingCall>,
     /// Call ids in the order calls were made, with their records (and the
     /// task id each is found by in the store).
@@ -579,8 +580,10 @@ impl Session {
     /// Ask a running or queued call to stop (B20–B22): `cancelled()` turns
     /// true at once, and after the plugin's grace period the call is stopped
     /// by force at its next fuel check. A call still starting (its plugin
-    /// loading, its arguments being checked) answers "cancelled" without
-    /// running. A tool that is not cancellable is refused with
+    /// loading, its validators being built, large arguments being
+    /// checked) answers "cancelled" without running; one that has not
+    /// waited for any of these is not found yet. A tool that is not
+    /// cancellable is refused with
     /// [`CancelError::NotCancellable`], except one not known yet when it is
     /// asked (its plugin still loading): that cancel is `Ok`, and the call
     /// runs if its tool turns out not to be cancellable.
@@ -863,9 +866,12 @@ mod tests {
         let mut second = starting(&session, "c4", "wait_cancel", &arguments).await;
         let answer = tokio::time::timeout(wait, first).await.expect("answered");
         assert_eq!(answer.kind, AnswerKind::Cancelled, "{answer:?}");
+        let mut events = session.subscribe();
         let live = async {
-            while session.record("c4").is_none() {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            while let Ok(event) = events.recv().await {
+                if (event.call_id.as_str(), &event.kind) == ("c4", &EventKind::Started) {
+                    break;
+                }
             }
         };
         tokio::time::timeout(wait, async {

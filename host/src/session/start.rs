@@ -72,14 +72,14 @@ impl Session {
         // arguments): a start that runs straight through to its
         // registration cannot be told from one that began after a cancel
         // that found nothing, and pays no more.
-        let mut starting = None;
-        let guard = |starting: &mut Option<_>| {
-            starting.get_or_insert_with(|| StartingGuard::new(inner, call_id, tool));
+        let mut listed = None;
+        let list = |listed: &mut Option<_>| {
+            listed.get_or_insert_with(|| StartingGuard::new(inner, call_id, tool));
         };
         let entry = match inner.registry.find(tool) {
             Some(entry) => entry,
             None => {
-                guard(&mut starting);
+                list(&mut listed);
                 let Some(entry) = inner.registry.tool(tool).await else {
                     return Start::Refused(CallError::UnknownTool {
                         name: tool.to_owned(),
@@ -90,7 +90,7 @@ impl Session {
         };
         let t = &entry.tool;
         if !t.prepared() {
-            guard(&mut starting);
+            list(&mut listed);
             // A validator left for later (a schema the cache knows) is built
             // off the runtime's threads: the first one of a process takes
             // about 15 ms, and a plugin's schema may take longer. Both are
@@ -110,7 +110,7 @@ impl Session {
         let prepared = if arguments.len() <= call::CHECK_INLINE {
             arguments::prepare(t, arguments)
         } else {
-            guard(&mut starting);
+            list(&mut listed);
             let (tool, arguments) = (t.clone(), arguments.to_owned());
             tokio::task::spawn_blocking(move || arguments::prepare(&tool, &arguments))
                 .await
@@ -144,7 +144,7 @@ impl Session {
         // cancel takes (`Session::cancel`), so that none is lost. It
         // answers "cancelled" without running, and decides nothing about
         // its duplicates.
-        let asked = starting.as_ref().is_some_and(|s| s.asked(&state));
+        let asked = listed.as_ref().is_some_and(|s| s.asked(&state));
         if t.cancellable
             && (state.stopping || asked || cancel.is_some_and(CancellationToken::is_cancelled))
         {
@@ -254,8 +254,8 @@ impl Session {
             },
         );
         state.order.push_back(call_id.to_owned());
-        if let Some(starting) = &mut starting {
-            starting.release(&mut state);
+        if let Some(listed) = &mut listed {
+            listed.release(&mut state);
         }
         let task_id = crate::store::new_task_id();
         let queued = !wait_for.is_empty();
@@ -334,7 +334,7 @@ impl Session {
 }
 
 /// Keeps a call among its session's starting calls ([`State::starting`])
-/// from the start of its checks until it is live or answered.
+/// from its first step that may wait until it is live or answered.
 struct StartingGuard<'a> {
     inner: &'a Inner,
     call_id: &'a str,
