@@ -530,8 +530,7 @@ impl Registry {
             loads.mark_unchanged();
             // Before the lookup: an announcement gone by then was replaced
             // by what its load served, or refused.
-            let announced =
-                (self.served().announced.values()).any(|a| a.tools.iter().any(|t| t.name == name));
+            let announced = self.announced(name).is_some();
             if let Some(t) = self.find(name) {
                 return Some(t);
             }
@@ -551,12 +550,17 @@ impl Registry {
     /// Whether the tool `name`, served or announced by a file still
     /// loading, is cancellable; `None` while no such tool is known.
     pub(crate) fn cancellable(&self, name: &str) -> Option<bool> {
-        if let Some(entry) = self.find(name) {
-            return Some(entry.tool.cancellable);
+        match self.find(name) {
+            Some(entry) => Some(entry.tool.cancellable),
+            None => self.announced(name).map(|t| t.cancellable),
         }
+    }
+
+    /// The tool `name` as a file still loading announced it.
+    fn announced(&self, name: &str) -> Option<Arc<Tool>> {
         let served = self.served();
-        let mut announced = served.announced.values().flat_map(|a| a.tools.iter());
-        announced.find(|t| t.name == name).map(|t| t.cancellable)
+        let mut tools = served.announced.values().flat_map(|a| a.tools.iter());
+        tools.find(|t| t.name == name).cloned()
     }
 
     /// The served tool `name`, without waiting for loads.

@@ -583,10 +583,10 @@ impl Session {
     /// loading, its validators being built, large arguments being
     /// checked) answers "cancelled" without running; one that has not
     /// waited for any of these is not found yet. A tool that is not
-    /// cancellable is refused with
-    /// [`CancelError::NotCancellable`], except one not known yet when it is
-    /// asked (its plugin still loading): that cancel is `Ok`, and the call
-    /// runs if its tool turns out not to be cancellable.
+    /// cancellable is refused with [`CancelError::NotCancellable`], except
+    /// one not known yet when it is asked (its plugin still loading): that
+    /// cancel is `Ok`, and the call runs if its tool turns out not to be
+    /// cancellable.
     pub fn cancel(&self, call_id: &str) -> Result<(), CancelError> {
         let mut state = self.inner.state();
         let not_cancellable = |tool: &str| CancelError::NotCancellable {
