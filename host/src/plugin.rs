@@ -66,6 +66,8 @@ pub struct Tool {
     pub enabled: bool,
     validator: OnceLock<Result<jsonschema::Validator, String>>,
     output_validator: OnceLock<Result<jsonschema::Validator, String>>,
+    /// Set once [`Tool::prepare_off_runtime`] has built the validators.
+    built_off_runtime: tokio::sync::OnceCell<()>,
 }
 
 impl Tool {
@@ -98,6 +100,24 @@ impl Tool {
         let input = self.validator().map(|_| ());
         let output = self.output_validator().transpose().map(|_| ());
         input.and(output)
+    }
+
+    /// [`Tool::prepare`] on a blocking thread, once however many calls ask
+    /// at the same time: the others wait for that one build. Each building
+    /// on its own blocking thread, 32 calls that came in while a plugin
+    /// loaded started 30 threads, each but one waiting on the same cell.
+    pub(crate) async fn prepare_off_runtime(self: &Arc<Self>) -> Result<(), CallError> {
+        let tool = self.clone();
+        let build = || async move {
+            tokio::task::spawn_blocking(move || drop(tool.prepare()))
+                .await
+                .map_err(|e| CallError::Unavailable {
+                    detail: format!("building the tool's validators panicked: {e}"),
+                })
+        };
+        self.built_off_runtime.get_or_try_init(build).await?;
+        // Built: this only reads the cells.
+        self.prepare()
     }
 
     /// Whether the model would see no difference between the two.
@@ -775,6 +795,7 @@ pub(crate) fn check_tools(
             enabled: over.enabled.unwrap_or(true),
             validator,
             output_validator,
+            built_off_runtime: tokio::sync::OnceCell::new(),
         }));
     }
     for name in manifest.tools.keys() {
@@ -867,6 +888,7 @@ fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn a_pattern_matches_in_linear_time_and_lookarounds_are_refused() {
@@ -1054,6 +1076,37 @@ mod tests {
         let other = CompileCache::new(Some(dir.path().to_owned()), "other".into());
         let cold = check_tools(vec![spec(input, None)], &Manifest::default(), &other);
         assert!(cold.expect("valid")[0].prepared());
+    }
+
+    #[test]
+    fn calls_that_need_the_same_validators_at_once_build_them_on_one_thread() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = CompileCache::new(Some(dir.path().to_owned()), "test".into());
+        let input = r#"{"type": "object", "properties": {"n": {"type": "integer"}}}"#;
+        let check = || {
+            let tools = check_tools(vec![spec(input, Some(input))], &Manifest::default(), &cache);
+            tools.expect("valid").remove(0)
+        };
+        check();
+        let warm = check();
+        assert!(!warm.prepared(), "the cache knows the schema");
+
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = started.clone();
+        // A runtime on this thread: every thread it starts is a blocking one.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .on_thread_start(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            })
+            .build()
+            .expect("runtime");
+        let calls = 16;
+        let built = futures::future::join_all((0..calls).map(|_| warm.prepare_off_runtime()));
+        let results = runtime.block_on(built);
+        let threads = started.load(Ordering::SeqCst);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert!(warm.prepared());
+        assert_eq!(threads, 1, "blocking threads started for {calls} calls");
     }
 
     #[test]

@@ -96,14 +96,7 @@ impl Session {
             // about 15 ms, and a plugin's schema may take longer. Both are
             // built before the plugin runs, so a schema that fails now
             // fails the call before it has any effect.
-            let tool = t.clone();
-            let built = tokio::task::spawn_blocking(move || tool.prepare())
-                .await
-                .map_err(|e| CallError::Unavailable {
-                    detail: format!("building the tool's validators panicked: {e}"),
-                })
-                .and_then(|r| r);
-            if let Err(e) = built {
+            if let Err(e) = t.prepare_off_runtime().await {
                 return Start::Refused(e);
             }
         }
