@@ -103,9 +103,16 @@ impl Tool {
     }
 
     /// [`Tool::prepare`] on a blocking thread, once however many calls ask
-    /// at the same time: the others wait for that one build. Each building
-    /// on its own blocking thread, 32 calls that came in while a plugin
-    /// loaded started 30 threads, each but one waiting on the same cell.
+    /// at the same time: the others wait for that one build rather than
+    /// each hold a thread of the blocking pool waiting on the same cells.
+    /// A schema that cannot be built fails every call with the same error.
+    /// A build that panics is not remembered: each waiting call tries
+    /// again in turn, and fails the same way.
+    ///
+    /// # Cancel safety
+    /// Cancel safe. A dropped call that was building hands the build to
+    /// the next caller (its blocking thread goes on, and the next one waits
+    /// on the same cells).
     pub(crate) async fn prepare_off_runtime(self: &Arc<Self>) -> Result<(), CallError> {
         let tool = self.clone();
         let build = || async move {
@@ -1078,6 +1085,23 @@ mod tests {
         assert!(cold.expect("valid")[0].prepared());
     }
 
+    /// `prepare_off_runtime` of `tool` by `calls` calls at once, and how
+    /// many threads that started: on a runtime on this thread, every
+    /// thread it starts is a blocking one.
+    fn prepared_together(tool: &Arc<Tool>, calls: usize) -> (Vec<Result<(), CallError>>, usize) {
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = started.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .on_thread_start(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            })
+            .build()
+            .expect("runtime");
+        let built = futures::future::join_all((0..calls).map(|_| tool.prepare_off_runtime()));
+        let results = runtime.block_on(built);
+        (results, started.load(Ordering::SeqCst))
+    }
+
     #[test]
     fn calls_that_need_the_same_validators_at_once_build_them_on_one_thread() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -1091,22 +1115,10 @@ mod tests {
         let warm = check();
         assert!(!warm.prepared(), "the cache knows the schema");
 
-        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = started.clone();
-        // A runtime on this thread: every thread it starts is a blocking one.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .on_thread_start(move || {
-                counted.fetch_add(1, Ordering::SeqCst);
-            })
-            .build()
-            .expect("runtime");
-        let calls = 16;
-        let built = futures::future::join_all((0..calls).map(|_| warm.prepare_off_runtime()));
-        let results = runtime.block_on(built);
-        let threads = started.load(Ordering::SeqCst);
+        let (results, threads) = prepared_together(&warm, 16);
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert!(warm.prepared());
-        assert_eq!(threads, 1, "blocking threads started for {calls} calls");
+        assert_eq!(threads, 1, "blocking threads started for 16 calls");
     }
 
     #[test]
@@ -1135,5 +1147,16 @@ mod tests {
             detail.contains("the tool's schema cannot be used"),
             "{detail}"
         );
+
+        // Calls that build it together off the runtime each fail the same way.
+        let tool = check_tools(vec![spec(bad, None)], &Manifest::default(), &cache)
+            .expect("taken on the mark's word")
+            .remove(0);
+        let (results, threads) = prepared_together(&tool, 4);
+        for r in results {
+            let e = r.expect_err("cannot build");
+            assert_eq!(e.detail(), Some(detail), "{e:?}");
+        }
+        assert_eq!(threads, 1);
     }
 }
