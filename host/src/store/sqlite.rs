@@ -767,6 +767,9 @@ enum Answer {
 /// Why one operation failed: only its own fault, or the whole batch's.
 enum Failure {
     Refused(String),
+    /// An end for a task with no live record: its start was never written,
+    /// or it has ended already.
+    NotLive,
     Fatal(rusqlite::Error),
 }
 
@@ -917,6 +920,7 @@ impl Writer {
             max_updates: self.max_updates,
             owner: &self.owner,
             hosts: &self.hosts,
+            writes_lost: self.shared.lost_writes.load(Ordering::Relaxed) > 0,
         };
         let batch = coalesce(batch);
         let tx = self
@@ -1032,6 +1036,9 @@ struct Ctx<'a> {
     max_updates: usize,
     owner: &'a str,
     hosts: &'a Path,
+    /// Whether the store has lost writes (a full queue, a failed batch):
+    /// then an end with no live record follows a lost start, already told.
+    writes_lost: bool,
 }
 
 /// Apply one operation in the batch's transaction; its answer waits for
@@ -1073,16 +1080,21 @@ fn apply_one(
             return count(prune(tx, retention, now), reply, answers);
         }
     };
+    let refused = |reason: String, warn: bool| {
+        if warn {
+            tracing::warn!(task_id, reason, "task store refused a write");
+        } else {
+            tracing::debug!(task_id, reason, "task store refused a write");
+        }
+        (Err(StoreError::Refused { task_id, reason }), None)
+    };
     let (outcome, fatal) = match result {
         Ok(()) => (Ok(()), None),
-        Err(Failure::Refused(reason)) => {
-            if warn {
-                tracing::warn!(task_id, reason, "task store refused a write");
-            } else {
-                tracing::debug!(task_id, reason, "task store refused a write");
-            }
-            let refused = StoreError::Refused { task_id, reason };
-            (Err(refused), None)
+        Err(Failure::Refused(reason)) => refused(reason, warn),
+        // Once writes are lost, one line a call for as long as the store
+        // fails would drown the line that said why.
+        Err(Failure::NotLive) => {
+            refused("no live task by this id".into(), warn && !ctx.writes_lost)
         }
         // The answer is replaced by the batch's failure.
         Err(Failure::Fatal(e)) => (Ok(()), Some(e)),
@@ -1237,7 +1249,7 @@ fn set_end(tx: &Transaction<'_>, task_id: &str, end: &CallEnd) -> Result<(), Fai
             nanos(end.ended_at),
         ])?;
     match changed {
-        0 => Err(Failure::Refused("no live task by this id".into())),
+        0 => Err(Failure::NotLive),
         _ => Ok(()),
     }
 }

@@ -865,6 +865,77 @@ async fn a_full_disk_is_reported_and_writes_go_on() {
     assert_eq!(store.get("big").await.expect("get"), None);
 }
 
+/// What the process logs at `WARN` and above, from every thread: a
+/// subscriber for the whole test process, set by the first test that asks.
+fn warnings() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGGED: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    struct Appender(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Appender {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logged = LOGGED.get_or_init(|| {
+        let logged = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = logged.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || Appender(writer.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        logged
+    });
+    logged.clone()
+}
+
+#[tokio::test]
+async fn an_end_whose_start_was_lost_is_not_warned_of_call_by_call() {
+    let logged = warnings();
+    let said = |id: &str| {
+        let logged = logged.lock().expect("log");
+        String::from_utf8_lossy(&logged).contains(id)
+    };
+    let unique = new_task_id();
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // A store that lost nothing warns of an end with no live record.
+    let healthy = SqliteStore::open(&dir.path().join("healthy.db"), options()).expect("open");
+    let stray = format!("stray-{unique}");
+    let refused = healthy.end(&stray, done(1), Durability::Durable).await;
+    assert!(
+        matches!(refused, Err(StoreError::Refused { .. })),
+        "{refused:?}"
+    );
+    assert!(said(&stray), "a stray end is warned of");
+
+    // One whose disk was full has said so once: the end of the start it
+    // lost is not one more line.
+    let full = StoreOptions {
+        max_pages: Some(24),
+        ..options()
+    };
+    let store = SqliteStore::open(&dir.path().join("full.db"), full).expect("open");
+    let lost = format!("lost-{unique}");
+    let mut big = record(&lost, "s", "t", CallStatus::Running, 0);
+    big.call.arguments = json!({ "text": "x".repeat(200_000) }).into();
+    let e = store
+        .start(big, Durability::Durable)
+        .await
+        .expect_err("too big");
+    assert!(matches!(&e, StoreError::Failed { .. }), "{e}");
+    let refused = store.end(&lost, done(1), Durability::Durable).await;
+    assert!(
+        matches!(refused, Err(StoreError::Refused { .. })),
+        "{refused:?}"
+    );
+    assert!(!said(&lost), "the lost start's end is not warned of");
+}
+
 #[test]
 fn a_store_that_cannot_open_falls_back_to_memory() {
     let dir = tempfile::tempdir().expect("temp dir");
