@@ -205,6 +205,10 @@ struct Shared {
     /// Why commits fail, while they do.
     problem: Mutex<Option<String>>,
     lost_writes: AtomicU64,
+    /// Starts lost (dropped from a full queue, or in a batch that failed)
+    /// whose end has not come yet. That end finds no record; the loss was
+    /// logged once, so the end is not logged again.
+    lost_starts: AtomicU64,
     /// The queue was found full and that was logged; cleared by a commit.
     queue_full: AtomicBool,
     /// Writes sent and not yet taken by the writer, which the queue's bound
@@ -356,6 +360,7 @@ impl SqliteStore {
             return Err(StoreError::Closed);
         };
         let is_write = op.is_write();
+        let is_start = matches!(op, Op::Start(..));
         let urgent = op.urgent();
         let full = if self.shared.queued.fetch_add(1, Ordering::Relaxed) >= self.queue {
             Some(StoreError::Full(self.queue))
@@ -374,6 +379,9 @@ impl SqliteStore {
         };
         if let Some(full) = full {
             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            if is_start {
+                self.shared.lost_starts.fetch_add(1, Ordering::Relaxed);
+            }
             self.lost(is_write);
             return Err(full);
         }
@@ -859,6 +867,11 @@ impl Writer {
     fn commit(&mut self, batch: Vec<Op>, weight: usize) {
         let durable = batch.iter().any(Op::durable);
         let writes = batch.iter().filter(|op| op.is_write()).count() as u64;
+        let starts = batch
+            .iter()
+            .filter(|op| matches!(op, Op::Start(..)))
+            .count() as u64;
+        let changes = self.conn.total_changes();
         let mut answers = Vec::new();
         let outcome = self.apply(batch, durable, &mut answers);
         self.shared
@@ -866,7 +879,11 @@ impl Writer {
             .fetch_sub(weight, Ordering::Relaxed);
         match outcome {
             Ok(()) => {
-                if self.shared.problem().take().is_some() {
+                // Only a batch that wrote something shows that writes are
+                // kept again: one of ends whose starts were lost writes
+                // nothing, and commits on a full disk.
+                let wrote = self.conn.total_changes() > changes;
+                if wrote && self.shared.problem().take().is_some() {
                     tracing::info!(path = %self.path.display(), "task records are kept again");
                 }
                 self.shared.queue_full.store(false, Ordering::Relaxed);
@@ -874,6 +891,7 @@ impl Writer {
             Err(e) => {
                 let reason = describe(&e);
                 self.shared.lost_writes.fetch_add(writes, Ordering::Relaxed);
+                (self.shared.lost_starts).fetch_add(starts, Ordering::Relaxed);
                 let mut problem = self.shared.problem();
                 if problem.is_none() {
                     tracing::error!(
@@ -920,7 +938,7 @@ impl Writer {
             max_updates: self.max_updates,
             owner: &self.owner,
             hosts: &self.hosts,
-            writes_lost: self.shared.lost_writes.load(Ordering::Relaxed) > 0,
+            lost_starts: &self.shared.lost_starts,
         };
         let batch = coalesce(batch);
         let tx = self
@@ -1036,9 +1054,8 @@ struct Ctx<'a> {
     max_updates: usize,
     owner: &'a str,
     hosts: &'a Path,
-    /// Whether the store has lost writes (a full queue, a failed batch):
-    /// then an end with no live record follows a lost start, already told.
-    writes_lost: bool,
+    /// [`Shared::lost_starts`].
+    lost_starts: &'a AtomicU64,
 }
 
 /// Apply one operation in the batch's transaction; its answer waits for
@@ -1091,10 +1108,12 @@ fn apply_one(
     let (outcome, fatal) = match result {
         Ok(()) => (Ok(()), None),
         Err(Failure::Refused(reason)) => refused(reason, warn),
-        // Once writes are lost, one line a call for as long as the store
+        // The end of a lost start: one line a call for as long as the store
         // fails would drown the line that said why.
         Err(Failure::NotLive) => {
-            refused("no live task by this id".into(), warn && !ctx.writes_lost)
+            let lost = (ctx.lost_starts)
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            refused("no live task by this id".into(), warn && lost.is_err())
         }
         // The answer is replaced by the batch's failure.
         Err(Failure::Fatal(e)) => (Ok(()), Some(e)),

@@ -894,7 +894,7 @@ fn warnings() -> Arc<std::sync::Mutex<Vec<u8>>> {
 }
 
 #[tokio::test]
-async fn an_end_whose_start_was_lost_is_not_warned_of_call_by_call() {
+async fn an_end_whose_start_was_lost_is_not_warned_of_and_does_not_clear_the_problem() {
     let logged = warnings();
     let said = |id: &str| {
         let logged = logged.lock().expect("log");
@@ -934,6 +934,17 @@ async fn an_end_whose_start_was_lost_is_not_warned_of_call_by_call() {
         "{refused:?}"
     );
     assert!(!said(&lost), "the lost start's end is not warned of");
+    // Committing that end wrote nothing: it does not show the disk has room.
+    assert!(store.health().problem.is_some(), "{}", store.health());
+
+    // A stray end on the same store is warned of: only lost starts are quiet.
+    let stray = format!("stray-again-{unique}");
+    let refused = store.end(&stray, done(2), Durability::Durable).await;
+    assert!(
+        matches!(refused, Err(StoreError::Refused { .. })),
+        "{refused:?}"
+    );
+    assert!(said(&stray), "a stray end is warned of");
 }
 
 #[test]
