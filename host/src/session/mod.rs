@@ -53,6 +53,7 @@ use crate::records::{CallEvent, CallRecord, CallStatus, EventKind, HostEvent, Ta
 use crate::registry::Registry;
 use crate::sandbox::CallControl;
 use crate::slots::Turns;
+use crate::store::StoreError;
 use crate::templates::Templates;
 
 pub use self::answer::{Answer, AnswerKind, Item};
@@ -661,8 +662,18 @@ impl Session {
     /// an answer that says a call goes on in the background (B31). A store
     /// that cannot keep it is logged; the answer goes out all the same.
     pub(crate) async fn make_durable(&self) {
-        if let Err(e) = self.inner.registry.store.flush().await {
-            tracing::warn!(session = %self.inner.id, error = %e, "a background call's record is not on disk");
+        match self.inner.registry.store.flush().await {
+            Ok(()) => {}
+            // The store logged its failure or its full queue once; one line
+            // a call would drown that line.
+            Err(
+                e @ (StoreError::Failed { .. } | StoreError::Full(_) | StoreError::FullBytes(_)),
+            ) => {
+                tracing::debug!(session = %self.inner.id, error = %e, "a background call's record is not on disk");
+            }
+            Err(e) => {
+                tracing::warn!(session = %self.inner.id, error = %e, "a background call's record is not on disk");
+            }
         }
     }
 
