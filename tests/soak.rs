@@ -88,6 +88,9 @@ fn soak(calls: u64) -> (u64, u64) {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log.try_clone().expect("the host's log"))
+        // The default level, whatever the test runs under: the check below
+        // reads the store's warnings.
+        .env("RUST_LOG", "warn")
         .spawn()
         .expect("start toolhost serve");
     let mut served = Served { child };
