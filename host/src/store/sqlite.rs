@@ -1,7 +1,7 @@
 //! The SQLite task store: one file in WAL mode, one writer thread that
 //! commits queued writes in batches, readers on their own connections.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -36,6 +36,9 @@ const MAX_BATCH: usize = 4_096;
 const LAZY_WINDOW: Duration = Duration::from_millis(25);
 /// Idle reader connections kept for the next read.
 const MAX_IDLE_READERS: usize = 4;
+/// Task ids of starts dropped from a full queue that the store remembers,
+/// so as not to warn of their ends (about 1 MiB).
+const MAX_DROPPED_STARTS: usize = 10_000;
 /// How long a connection waits for a lock another one holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// `PRAGMA application_id` of a toolhost task store ("tool").
@@ -205,10 +208,10 @@ struct Shared {
     /// Why commits fail, while they do.
     problem: Mutex<Option<String>>,
     lost_writes: AtomicU64,
-    /// Starts lost (dropped from a full queue, or in a batch that failed)
-    /// whose end has not come yet. That end finds no record; the loss was
-    /// logged once, so the end is not logged again.
-    lost_starts: AtomicU64,
+    /// Task ids of starts dropped from a full queue, at most
+    /// [`MAX_DROPPED_STARTS`]: their ends find no record, and the loss was
+    /// logged once.
+    dropped_starts: Mutex<HashSet<String>>,
     /// The queue was found full and that was logged; cleared by a commit.
     queue_full: AtomicBool,
     /// Writes sent and not yet taken by the writer, which the queue's bound
@@ -227,6 +230,17 @@ impl Shared {
         self.problem
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn dropped_starts(&self) -> MutexGuard<'_, HashSet<String>> {
+        (self.dropped_starts.lock()).unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether an end that found no record of `task_id` follows a start the
+    /// store lost and said so: while commits fail, or a start dropped from
+    /// a full queue.
+    fn lost_start(&self, task_id: &str) -> bool {
+        self.problem().is_some() || self.dropped_starts().remove(task_id)
     }
 }
 
@@ -360,7 +374,6 @@ impl SqliteStore {
             return Err(StoreError::Closed);
         };
         let is_write = op.is_write();
-        let is_start = matches!(op, Op::Start(..));
         let urgent = op.urgent();
         let full = if self.shared.queued.fetch_add(1, Ordering::Relaxed) >= self.queue {
             Some(StoreError::Full(self.queue))
@@ -379,8 +392,11 @@ impl SqliteStore {
         };
         if let Some(full) = full {
             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-            if is_start {
-                self.shared.lost_starts.fetch_add(1, Ordering::Relaxed);
+            if let Op::Start(record, _) = &op {
+                let mut dropped = self.shared.dropped_starts();
+                if dropped.len() < MAX_DROPPED_STARTS {
+                    dropped.insert(record.task_id.clone());
+                }
             }
             self.lost(is_write);
             return Err(full);
@@ -867,10 +883,6 @@ impl Writer {
     fn commit(&mut self, batch: Vec<Op>, weight: usize) {
         let durable = batch.iter().any(Op::durable);
         let writes = batch.iter().filter(|op| op.is_write()).count() as u64;
-        let starts = batch
-            .iter()
-            .filter(|op| matches!(op, Op::Start(..)))
-            .count() as u64;
         let changes = self.conn.total_changes();
         let mut answers = Vec::new();
         let outcome = self.apply(batch, durable, &mut answers);
@@ -891,7 +903,6 @@ impl Writer {
             Err(e) => {
                 let reason = describe(&e);
                 self.shared.lost_writes.fetch_add(writes, Ordering::Relaxed);
-                (self.shared.lost_starts).fetch_add(starts, Ordering::Relaxed);
                 let mut problem = self.shared.problem();
                 if problem.is_none() {
                     tracing::error!(
@@ -938,7 +949,7 @@ impl Writer {
             max_updates: self.max_updates,
             owner: &self.owner,
             hosts: &self.hosts,
-            lost_starts: &self.shared.lost_starts,
+            shared: &self.shared,
         };
         let batch = coalesce(batch);
         let tx = self
@@ -1054,8 +1065,7 @@ struct Ctx<'a> {
     max_updates: usize,
     owner: &'a str,
     hosts: &'a Path,
-    /// [`Shared::lost_starts`].
-    lost_starts: &'a AtomicU64,
+    shared: &'a Shared,
 }
 
 /// Apply one operation in the batch's transaction; its answer waits for
@@ -1097,6 +1107,9 @@ fn apply_one(
             return count(prune(tx, retention, now), reply, answers);
         }
     };
+    // The end of a lost start: one line a call for as long as the store
+    // fails would drown the line that said why.
+    let lost_start = matches!(result, Err(Failure::NotLive)) && ctx.shared.lost_start(&task_id);
     let refused = |reason: String, warn: bool| {
         if warn {
             tracing::warn!(task_id, reason, "task store refused a write");
@@ -1108,13 +1121,7 @@ fn apply_one(
     let (outcome, fatal) = match result {
         Ok(()) => (Ok(()), None),
         Err(Failure::Refused(reason)) => refused(reason, warn),
-        // The end of a lost start: one line a call for as long as the store
-        // fails would drown the line that said why.
-        Err(Failure::NotLive) => {
-            let lost = (ctx.lost_starts)
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-            refused("no live task by this id".into(), warn && lost.is_err())
-        }
+        Err(Failure::NotLive) => refused("no live task by this id".into(), warn && !lost_start),
         // The answer is replaced by the batch's failure.
         Err(Failure::Fatal(e)) => (Ok(()), Some(e)),
     };

@@ -936,9 +936,49 @@ async fn an_end_whose_start_was_lost_is_not_warned_of_and_does_not_clear_the_pro
     assert!(!said(&lost), "the lost start's end is not warned of");
     // Committing that end wrote nothing: it does not show the disk has room.
     assert!(store.health().problem.is_some(), "{}", store.health());
+}
 
-    // A stray end on the same store is warned of: only lost starts are quiet.
-    let stray = format!("stray-again-{unique}");
+#[tokio::test]
+async fn the_end_of_a_start_dropped_from_a_full_queue_is_not_warned_of() {
+    let logged = warnings();
+    let said = |id: &str| {
+        let logged = logged.lock().expect("log");
+        String::from_utf8_lossy(&logged).contains(id)
+    };
+    let unique = new_task_id();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    let small = StoreOptions {
+        queue: 2,
+        ..options()
+    };
+    let store = SqliteStore::open(&path, small).expect("open");
+    // Another connection holds the write lock: the writer stalls on its
+    // first batch, and the queue fills.
+    let blocker = rusqlite::Connection::open(&path).expect("second connection");
+    blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    let mut dropped = None;
+    for i in 0..100 {
+        let id = format!("dropped-{unique}-{i}");
+        let r = record(&id, "s", "t", CallStatus::Running, i);
+        if let Err(StoreError::Full(_)) = store.start(r, Durability::Lazy).await {
+            dropped = Some(id);
+        }
+    }
+    let dropped = dropped.expect("a start dropped");
+    blocker.execute_batch("COMMIT").expect("unlock");
+    while let Err(StoreError::Full(_)) = store.flush().await {
+        tokio::task::yield_now().await;
+    }
+
+    let refused = store.end(&dropped, done(1), Durability::Durable).await;
+    assert!(
+        matches!(refused, Err(StoreError::Refused { .. })),
+        "{refused:?}"
+    );
+    assert!(!said(&dropped), "the dropped start's end is not warned of");
+    // Only the ends of the starts it dropped: a stray end is warned of.
+    let stray = format!("stray-{unique}");
     let refused = store.end(&stray, done(2), Durability::Durable).await;
     assert!(
         matches!(refused, Err(StoreError::Refused { .. })),
