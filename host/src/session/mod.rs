@@ -666,9 +666,7 @@ impl Session {
             Ok(()) => {}
             // The store logged its failure or its full queue once; one line
             // a call would drown that line.
-            Err(
-                e @ (StoreError::Failed { .. } | StoreError::Full(_) | StoreError::FullBytes(_)),
-            ) => {
+            Err(e @ (StoreError::Failed { .. } | StoreError::Full(_))) => {
                 tracing::debug!(session = %self.inner.id, error = %e, "a background call's record is not on disk");
             }
             Err(e) => {

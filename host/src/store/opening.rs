@@ -40,6 +40,9 @@ struct Waiting {
     /// What `writes` weigh.
     bytes: usize,
     lost: u64,
+    /// The full queue was logged (once, by the first write or flush that
+    /// found it full).
+    told: bool,
 }
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -177,13 +180,13 @@ impl OpeningStore {
         if let Some(full) = full {
             if kind != Kind::Barrier {
                 waiting.lost += 1;
-                if waiting.lost == 1 {
-                    tracing::warn!(
-                        queue = self.bound,
-                        queue_bytes = self.bound_bytes,
-                        "the task store is still opening and its queue is full: dropping records"
-                    );
-                }
+            }
+            if !std::mem::replace(&mut waiting.told, true) {
+                tracing::warn!(
+                    queue = self.bound,
+                    queue_bytes = self.bound_bytes,
+                    "the task store is still opening and its queue is full: dropping records"
+                );
             }
             return Ticket::ready(Err(full));
         }
