@@ -38,7 +38,7 @@ const LAZY_WINDOW: Duration = Duration::from_millis(25);
 const MAX_IDLE_READERS: usize = 4;
 /// Task ids of starts dropped from a full queue that the store remembers,
 /// so as not to warn of their ends (about 1 MiB).
-const MAX_DROPPED_STARTS: usize = 10_000;
+pub(crate) const MAX_DROPPED_STARTS: usize = 10_000;
 /// How long a connection waits for a lock another one holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// `PRAGMA application_id` of a toolhost task store ("tool").
@@ -209,8 +209,8 @@ struct Shared {
     problem: Mutex<Option<String>>,
     lost_writes: AtomicU64,
     /// Task ids of starts dropped from a full queue, at most
-    /// [`MAX_DROPPED_STARTS`]: their ends find no record, and the loss was
-    /// logged once.
+    /// [`MAX_DROPPED_STARTS`] (then emptied): their ends find no record,
+    /// and the loss was logged once.
     dropped_starts: Mutex<HashSet<String>>,
     /// The queue was found full and that was logged; cleared by a commit.
     queue_full: AtomicBool,
@@ -240,7 +240,8 @@ impl Shared {
     /// store lost and said so: while commits fail, or a start dropped from
     /// a full queue.
     fn lost_start(&self, task_id: &str) -> bool {
-        self.problem().is_some() || self.dropped_starts().remove(task_id)
+        let dropped = self.dropped_starts().remove(task_id);
+        dropped || self.problem().is_some()
     }
 }
 
@@ -392,11 +393,21 @@ impl SqliteStore {
         };
         if let Some(full) = full {
             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-            if let Op::Start(record, _) = &op {
-                let mut dropped = self.shared.dropped_starts();
-                if dropped.len() < MAX_DROPPED_STARTS {
+            match &op {
+                Op::Start(record, _) => {
+                    let mut dropped = self.shared.dropped_starts();
+                    // Full of ids whose ends may never come (dropped too,
+                    // or lost in a failed batch): start again.
+                    if dropped.len() >= MAX_DROPPED_STARTS {
+                        dropped.clear();
+                    }
                     dropped.insert(record.task_id.clone());
                 }
+                // That end will not come.
+                Op::End(id, ..) => {
+                    self.shared.dropped_starts().remove(id);
+                }
+                _ => {}
             }
             self.lost(is_write);
             return Err(full);

@@ -957,8 +957,9 @@ async fn the_end_of_a_start_dropped_from_a_full_queue_is_not_warned_of() {
     // first batch, and the queue fills.
     let blocker = rusqlite::Connection::open(&path).expect("second connection");
     blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    // More than the store remembers: it forgets the oldest, not the newest.
     let mut dropped = None;
-    for i in 0..100 {
+    for i in 0..crate::store::sqlite::MAX_DROPPED_STARTS as u64 + 100 {
         let id = format!("dropped-{unique}-{i}");
         let r = record(&id, "s", "t", CallStatus::Running, i);
         if let Err(StoreError::Full(_)) = store.start(r, Durability::Lazy).await {
