@@ -36,9 +36,10 @@ const MAX_BATCH: usize = 4_096;
 const LAZY_WINDOW: Duration = Duration::from_millis(25);
 /// Idle reader connections kept for the next read.
 const MAX_IDLE_READERS: usize = 4;
-/// Task ids of starts dropped from a full queue that the store remembers,
-/// so as not to warn of their ends (about 1 MiB).
-pub(crate) const MAX_DROPPED_STARTS: usize = 10_000;
+/// Task ids of lost starts (dropped from a full queue, or in a batch that
+/// failed) that the store remembers, so as not to warn of their ends
+/// (about 1 MiB).
+pub(crate) const MAX_LOST_STARTS: usize = 10_000;
 /// How long a connection waits for a lock another one holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// `PRAGMA application_id` of a toolhost task store ("tool").
@@ -208,10 +209,11 @@ struct Shared {
     /// Why commits fail, while they do.
     problem: Mutex<Option<String>>,
     lost_writes: AtomicU64,
-    /// Task ids of starts dropped from a full queue, at most
-    /// [`MAX_DROPPED_STARTS`] (then emptied): their ends find no record,
+    /// Task ids of starts the store lost and said so (dropped from a full
+    /// queue, or in a batch that failed to commit), at most
+    /// [`MAX_LOST_STARTS`] (then emptied): their ends find no record,
     /// and the loss was logged once.
-    dropped_starts: Mutex<HashSet<String>>,
+    lost_starts: Mutex<HashSet<String>>,
     /// The queue was found full and that was logged; cleared by a commit.
     queue_full: AtomicBool,
     /// Writes sent and not yet taken by the writer, which the queue's bound
@@ -232,16 +234,29 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn dropped_starts(&self) -> MutexGuard<'_, HashSet<String>> {
-        (self.dropped_starts.lock()).unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lost_starts(&self) -> MutexGuard<'_, HashSet<String>> {
+        (self.lost_starts.lock()).unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remember the starts `task_ids` as lost, for their ends.
+    fn lose_starts(&self, task_ids: impl IntoIterator<Item = String>) {
+        let mut lost = self.lost_starts();
+        for task_id in task_ids {
+            // Full of ids whose ends may never come (lost too, or of calls
+            // that never end): start again.
+            if lost.len() >= MAX_LOST_STARTS {
+                lost.clear();
+            }
+            lost.insert(task_id);
+        }
     }
 
     /// Whether an end that found no record of `task_id` follows a start the
     /// store lost and said so: while commits fail, or a start dropped from
-    /// a full queue.
+    /// a full queue or lost in a failed batch.
     fn lost_start(&self, task_id: &str) -> bool {
-        let dropped = self.dropped_starts().remove(task_id);
-        dropped || self.problem().is_some()
+        let lost = self.lost_starts().remove(task_id);
+        lost || self.problem().is_some()
     }
 }
 
@@ -394,18 +409,10 @@ impl SqliteStore {
         if let Some(full) = full {
             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
             match &op {
-                Op::Start(record, _) => {
-                    let mut dropped = self.shared.dropped_starts();
-                    // Full of ids whose ends may never come (dropped too,
-                    // or lost in a failed batch): start again.
-                    if dropped.len() >= MAX_DROPPED_STARTS {
-                        dropped.clear();
-                    }
-                    dropped.insert(record.task_id.clone());
-                }
+                Op::Start(record, _) => self.shared.lose_starts([record.task_id.clone()]),
                 // That end will not come.
                 Op::End(id, ..) => {
-                    self.shared.dropped_starts().remove(id);
+                    self.shared.lost_starts().remove(id);
                 }
                 _ => {}
             }
@@ -896,6 +903,7 @@ impl Writer {
         let writes = batch.iter().filter(|op| op.is_write()).count() as u64;
         let changes = self.conn.total_changes();
         let mut answers = Vec::new();
+        let (batch, open) = coalesce(batch);
         let outcome = self.apply(batch, durable, &mut answers);
         self.shared
             .queued_bytes
@@ -924,6 +932,8 @@ impl Writer {
                 }
                 *problem = Some(reason.clone());
                 drop(problem);
+                // Their ends come later, perhaps once commits succeed again.
+                self.shared.lose_starts(open.into_keys());
                 let failed = StoreError::Failed {
                     path: self.path.clone(),
                     reason,
@@ -962,7 +972,6 @@ impl Writer {
             hosts: &self.hosts,
             shared: &self.shared,
         };
-        let batch = coalesce(batch);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -1009,8 +1018,9 @@ impl Writer {
 /// start: a call that runs between two commits, as most do, costs one
 /// INSERT rather than an INSERT and two UPDATEs. What would be refused
 /// (a `running` for a call not queued, an end as a live status, a second
-/// end) is left as it came, to be refused the same way.
-fn coalesce(batch: Vec<Op>) -> Vec<Op> {
+/// end) is left as it came, to be refused the same way. Also gives the
+/// starts of the batch whose ends are yet to come, by task id.
+fn coalesce(batch: Vec<Op>) -> (Vec<Op>, HashMap<String, usize>) {
     let mut out: Vec<Op> = Vec::with_capacity(batch.len());
     // Starts of this batch not yet ended, by task id: where they are in `out`.
     let mut open: HashMap<String, usize> = HashMap::new();
@@ -1054,9 +1064,14 @@ fn coalesce(batch: Vec<Op>) -> Vec<Op> {
             }
             op => op,
         };
+        if let Op::End(id, end, _) = &op
+            && !end.status.is_live()
+        {
+            open.remove(id);
+        }
         out.push(op);
     }
-    out
+    (out, open)
 }
 
 /// The record of the call `task_id` started earlier in the batch.
@@ -1518,7 +1533,7 @@ mod coalesce_tests {
             Op::End("a".into(), end(CallStatus::Error), None),
             Op::Running("a".into(), UNIX_EPOCH),
         ];
-        let out = coalesce(batch);
+        let (out, _) = coalesce(batch);
         let [
             Op::Start(a, None),
             Op::Update(b, _, _),
@@ -1540,11 +1555,25 @@ mod coalesce_tests {
     #[test]
     fn an_end_somebody_waits_for_or_a_live_end_is_not_folded() {
         let (reply, _answer) = oneshot::channel();
-        let out = coalesce(vec![
+        let (out, _) = coalesce(vec![
             Op::Start(record("a"), None),
             Op::End("a".into(), end(CallStatus::Running), None),
             Op::End("a".into(), end(CallStatus::Done), Some(reply)),
         ]);
         assert_eq!(out.len(), 3, "{out:?}");
+    }
+
+    #[test]
+    fn the_batch_names_its_starts_whose_ends_are_yet_to_come() {
+        let (reply, _answer) = oneshot::channel();
+        let (_, open) = coalesce(vec![
+            Op::Start(record("ended"), None),
+            Op::End("ended".into(), end(CallStatus::Done), None),
+            Op::Start(record("waited-for"), None),
+            Op::End("waited-for".into(), end(CallStatus::Done), Some(reply)),
+            Op::Start(record("live"), None),
+            Op::End("live".into(), end(CallStatus::Running), None),
+        ]);
+        assert_eq!(open.into_keys().collect::<Vec<_>>(), ["live"]);
     }
 }

@@ -966,7 +966,7 @@ async fn the_end_of_a_start_dropped_from_a_full_queue_is_not_warned_of() {
     blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
     // More than the store remembers: it forgets the oldest, not the newest.
     let mut dropped = None;
-    for i in 0..crate::store::sqlite::MAX_DROPPED_STARTS as u64 + 100 {
+    for i in 0..crate::store::sqlite::MAX_LOST_STARTS as u64 + 100 {
         let id = format!("dropped-{unique}-{i}");
         let r = record(&id, "s", "t", CallStatus::Running, i);
         if let Err(StoreError::Full(_)) = store.start(r, Durability::Lazy).await {
@@ -984,6 +984,45 @@ async fn the_end_of_a_start_dropped_from_a_full_queue_is_not_warned_of() {
         "the dropped start's end is not warned of"
     );
     // Only the ends of the starts it dropped: a stray end is warned of.
+    let stray = format!("stray-{unique}");
+    assert!(
+        refused_warning(&store, &stray).await,
+        "a stray end is warned of"
+    );
+}
+
+#[tokio::test]
+async fn the_end_of_a_start_lost_in_a_failed_batch_is_not_warned_of_once_commits_succeed() {
+    warnings();
+    let unique = new_task_id();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let full = StoreOptions {
+        max_pages: Some(24),
+        ..options()
+    };
+    let store = SqliteStore::open(&dir.path().join("tasks.db"), full).expect("open");
+    // A start too big for the disk fails its batch, and the store says so.
+    let lost = format!("lost-{unique}");
+    let mut big = record(&lost, "s", "t", CallStatus::Running, 0);
+    big.call.arguments = json!({ "text": "x".repeat(200_000) }).into();
+    let e = store
+        .start(big, Durability::Durable)
+        .await
+        .expect_err("too big");
+    assert!(matches!(&e, StoreError::Failed { .. }), "{e}");
+    // A small call commits: the store keeps records again (B31).
+    let kept = format!("kept-{unique}");
+    let small = record(&kept, "s", "t", CallStatus::Running, 1);
+    store.start(small, Durability::Durable).await.expect("kept");
+    assert!(store.health().problem.is_none(), "{}", store.health());
+
+    // The lost call ends after that: its end finds no record, which the
+    // failure's one line already accounts for.
+    assert!(
+        !refused_warning(&store, &lost).await,
+        "the end of the start lost in the failed batch is not warned of"
+    );
+    // Once only: the id is forgotten with its end, and a stray end warns.
     let stray = format!("stray-{unique}");
     assert!(
         refused_warning(&store, &stray).await,
