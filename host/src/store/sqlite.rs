@@ -239,16 +239,17 @@ impl Shared {
     }
 
     /// Remember the starts `task_ids` as lost, for their ends.
-    fn lose_starts(&self, task_ids: impl IntoIterator<Item = String>) {
+    ///
+    /// An id whose end was dropped from the queue while its batch was
+    /// still failing stays until the set is emptied: that end never comes.
+    fn lose_starts(&self, task_ids: impl ExactSizeIterator<Item = String>) {
         let mut lost = self.lost_starts();
-        for task_id in task_ids {
-            // Full of ids whose ends may never come (lost too, or of calls
-            // that never end): start again.
-            if lost.len() >= MAX_LOST_STARTS {
-                lost.clear();
-            }
-            lost.insert(task_id);
+        // Full of ids whose ends may never come (lost too, or of calls
+        // that never end): start again, keeping the newest.
+        if lost.len() + task_ids.len() > MAX_LOST_STARTS {
+            lost.clear();
         }
+        lost.extend(task_ids);
     }
 
     /// Whether an end that found no record of `task_id` follows a start the
@@ -409,7 +410,9 @@ impl SqliteStore {
         if let Some(full) = full {
             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
             match &op {
-                Op::Start(record, _) => self.shared.lose_starts([record.task_id.clone()]),
+                Op::Start(record, _) => self
+                    .shared
+                    .lose_starts([record.task_id.clone()].into_iter()),
                 // That end will not come.
                 Op::End(id, ..) => {
                     self.shared.lost_starts().remove(id);
@@ -1062,13 +1065,13 @@ fn coalesce(batch: Vec<Op>) -> (Vec<Op>, HashMap<String, usize>) {
                     None => Op::End(id, end, None),
                 }
             }
+            // Ended, though not folded: what follows for it is not either.
+            Op::End(id, end, Some(reply)) if !end.status.is_live() => {
+                open.remove(&id);
+                Op::End(id, end, Some(reply))
+            }
             op => op,
         };
-        if let Op::End(id, end, _) = &op
-            && !end.status.is_live()
-        {
-            open.remove(id);
-        }
         out.push(op);
     }
     (out, open)
@@ -1561,6 +1564,24 @@ mod coalesce_tests {
             Op::End("a".into(), end(CallStatus::Done), Some(reply)),
         ]);
         assert_eq!(out.len(), 3, "{out:?}");
+    }
+
+    #[test]
+    fn what_follows_an_end_somebody_waits_for_is_not_folded_either() {
+        let (reply, _answer) = oneshot::channel();
+        let update = UpdateRecord {
+            at: UNIX_EPOCH,
+            message: "late".into(),
+        };
+        let (out, _) = coalesce(vec![
+            Op::Start(record("a"), None),
+            Op::End("a".into(), end(CallStatus::Done), Some(reply)),
+            Op::Update("a".into(), update, 4),
+        ]);
+        let [Op::Start(a, None), Op::End(..), Op::Update(..)] = out.as_slice() else {
+            panic!("{out:?}");
+        };
+        assert!(a.call.updates.is_empty(), "{a:?}");
     }
 
     #[test]

@@ -1023,6 +1023,10 @@ async fn the_end_of_a_start_lost_in_a_failed_batch_is_not_warned_of_once_commits
         "the end of the start lost in the failed batch is not warned of"
     );
     // Once only: the id is forgotten with its end, and a stray end warns.
+    assert!(
+        refused_warning(&store, &lost).await,
+        "a second end of the lost start is warned of"
+    );
     let stray = format!("stray-{unique}");
     assert!(
         refused_warning(&store, &stray).await,
