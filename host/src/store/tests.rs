@@ -893,6 +893,24 @@ fn warnings() -> Arc<std::sync::Mutex<Vec<u8>>> {
     logged.clone()
 }
 
+/// A store at `path` on a disk of 24 pages, whose batch with the start of
+/// `task_id` (too big for it) failed.
+async fn store_that_lost(path: &std::path::Path, task_id: &str) -> SqliteStore {
+    let full = StoreOptions {
+        max_pages: Some(24),
+        ..options()
+    };
+    let store = SqliteStore::open(path, full).expect("open");
+    let mut big = record(task_id, "s", "t", CallStatus::Running, 0);
+    big.call.arguments = json!({ "text": "x".repeat(200_000) }).into();
+    let e = store
+        .start(big, Durability::Durable)
+        .await
+        .expect_err("too big");
+    assert!(matches!(&e, StoreError::Failed { .. }), "{e}");
+    store
+}
+
 /// End `task_id`, which has no live record, in `store`: refused; whether
 /// that was warned of.
 async fn refused_warning(store: &SqliteStore, task_id: &str) -> bool {
@@ -928,19 +946,8 @@ async fn an_end_whose_start_was_lost_is_not_warned_of_and_does_not_clear_the_pro
 
     // One whose disk was full has said so once: the end of the start it
     // lost is not one more line.
-    let full = StoreOptions {
-        max_pages: Some(24),
-        ..options()
-    };
-    let store = SqliteStore::open(&dir.path().join("full.db"), full).expect("open");
     let lost = format!("lost-{unique}");
-    let mut big = record(&lost, "s", "t", CallStatus::Running, 0);
-    big.call.arguments = json!({ "text": "x".repeat(200_000) }).into();
-    let e = store
-        .start(big, Durability::Durable)
-        .await
-        .expect_err("too big");
-    assert!(matches!(&e, StoreError::Failed { .. }), "{e}");
+    let store = store_that_lost(&dir.path().join("full.db"), &lost).await;
     assert!(
         !refused_warning(&store, &lost).await,
         "the lost start's end is not warned of"
@@ -996,20 +1003,9 @@ async fn the_end_of_a_start_lost_in_a_failed_batch_is_not_warned_of_once_commits
     warnings();
     let unique = new_task_id();
     let dir = tempfile::tempdir().expect("temp dir");
-    let full = StoreOptions {
-        max_pages: Some(24),
-        ..options()
-    };
-    let store = SqliteStore::open(&dir.path().join("tasks.db"), full).expect("open");
     // A start too big for the disk fails its batch, and the store says so.
     let lost = format!("lost-{unique}");
-    let mut big = record(&lost, "s", "t", CallStatus::Running, 0);
-    big.call.arguments = json!({ "text": "x".repeat(200_000) }).into();
-    let e = store
-        .start(big, Durability::Durable)
-        .await
-        .expect_err("too big");
-    assert!(matches!(&e, StoreError::Failed { .. }), "{e}");
+    let store = store_that_lost(&dir.path().join("tasks.db"), &lost).await;
     // A small call commits: the store keeps records again (B31).
     let kept = format!("kept-{unique}");
     let small = record(&kept, "s", "t", CallStatus::Running, 1);
