@@ -127,6 +127,10 @@ pub const DEFAULT_MAX_UPDATES: usize = 1_000;
 /// Finished records a [`MemoryStore`] keeps, by default; the oldest
 /// finished go first.
 pub const DEFAULT_MEMORY_RECORDS: usize = 10_000;
+/// Task ids of lost starts (dropped from a full queue, or in a batch that
+/// failed) that a store remembers, so as not to warn of their ends (about
+/// 1 MiB).
+pub(crate) const MAX_LOST_STARTS: usize = 10_000;
 /// Bytes the finished records of a [`MemoryStore`] may hold, by default;
 /// the oldest finished go first.
 pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;

@@ -5,6 +5,8 @@
 //! here); nothing a client asks first (`initialize`, `tools/list`) needs
 //! it, so a start need not wait for it.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -12,8 +14,9 @@ use futures::future::BoxFuture;
 use tokio::sync::{SetOnce, oneshot};
 
 use super::{
-    CallEnd, CallSummary, Durability, Filter, Health, Listed, MemoryStore, Retention, StoreError,
-    StoreOptions, TaskRecord, TaskStore, Ticket, arguments_and_result, update_weight,
+    CallEnd, CallSummary, Durability, Filter, Health, Listed, MAX_LOST_STARTS, MemoryStore,
+    Retention, StoreError, StoreOptions, TaskRecord, TaskStore, Ticket, arguments_and_result,
+    update_weight,
 };
 use crate::records::UpdateRecord;
 
@@ -25,11 +28,15 @@ use crate::records::UpdateRecord;
 /// durable write's ticket resolves once the
 /// store has taken the write, and reads wait for the store. Once it opens,
 /// the waiting writes go to it in the order they came, and every call is
-/// forwarded.
+/// forwarded, but for the ends of the starts it dropped: those are refused
+/// here, at debug level, since the drop was logged (B31).
 #[derive(Debug)]
 pub(crate) struct OpeningStore {
     store: SetOnce<Arc<dyn TaskStore>>,
     waiting: Mutex<Waiting>,
+    /// [`Waiting::dropped_starts`] holds an id: what an end looks at
+    /// before it takes the lock.
+    dropped_any: AtomicBool,
     bound: usize,
     bound_bytes: usize,
 }
@@ -43,6 +50,9 @@ struct Waiting {
     /// The full queue was logged (once, by the first write or flush that
     /// found it full).
     told: bool,
+    /// Task ids of the starts dropped, at most [`MAX_LOST_STARTS`] (then
+    /// emptied): the store never saw them, and would warn of each end.
+    dropped_starts: HashSet<String>,
 }
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -88,6 +98,7 @@ impl OpeningStore {
         let this = Arc::new(OpeningStore {
             store: SetOnce::new(),
             waiting: Mutex::default(),
+            dropped_any: AtomicBool::new(false),
             bound: options.queue.max(1),
             bound_bytes: options.queue_bytes,
         });
@@ -153,10 +164,12 @@ impl OpeningStore {
 
     /// `forward` `value` to the open store, or queue what `defer` makes of
     /// it and a reply (given unless `kind` is lazy), weighing `weight`
-    /// bytes (measured only if it waits).
+    /// bytes (measured only if it waits). The task id `starts` finds in
+    /// a start is remembered if it is dropped.
     fn write<T>(
         &self,
         kind: Kind,
+        starts: impl FnOnce(&T) -> Option<String>,
         value: T,
         weight: impl FnOnce(&T) -> usize,
         forward: impl FnOnce(&dyn TaskStore, T) -> Ticket,
@@ -181,6 +194,14 @@ impl OpeningStore {
             if kind != Kind::Barrier {
                 waiting.lost += 1;
             }
+            if let Some(task_id) = starts(&value) {
+                // Full of ids whose ends may never come: start again.
+                if waiting.dropped_starts.len() >= MAX_LOST_STARTS {
+                    waiting.dropped_starts.clear();
+                }
+                waiting.dropped_starts.insert(task_id);
+                self.dropped_any.store(true, Ordering::Release);
+            }
             if !std::mem::replace(&mut waiting.told, true) {
                 tracing::warn!(
                     queue = self.bound,
@@ -204,12 +225,27 @@ impl OpeningStore {
     async fn open(&self) -> &dyn TaskStore {
         self.store.wait().await.as_ref()
     }
+
+    /// Whether the start of `task_id` was dropped; forgotten as its end
+    /// asks.
+    fn dropped_start(&self, task_id: &str) -> bool {
+        if !self.dropped_any.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut waiting = self.waiting();
+        let dropped = waiting.dropped_starts.remove(task_id);
+        if waiting.dropped_starts.is_empty() {
+            self.dropped_any.store(false, Ordering::Release);
+        }
+        dropped
+    }
 }
 
 impl TaskStore for OpeningStore {
     fn start(&self, record: TaskRecord, durability: Durability) -> Ticket {
         self.write(
             durability.into(),
+            |record| Some(record.task_id.clone()),
             record,
             |record| record.weight(arguments_and_result(record)),
             |store, record| store.start(record, durability),
@@ -220,6 +256,7 @@ impl TaskStore for OpeningStore {
     fn running(&self, task_id: &str, at: SystemTime) {
         let _ = self.write(
             Kind::Lazy,
+            |_| None,
             at,
             |_| std::mem::size_of::<Deferred>() + task_id.len(),
             |store, at| {
@@ -233,6 +270,7 @@ impl TaskStore for OpeningStore {
     fn update(&self, task_id: &str, update: UpdateRecord, fuel_used: u64) {
         let _ = self.write(
             Kind::Lazy,
+            |_| None,
             update,
             |update| update_weight(task_id, update),
             |store, update| {
@@ -244,8 +282,17 @@ impl TaskStore for OpeningStore {
     }
 
     fn end(&self, task_id: &str, end: CallEnd, durability: Durability) -> Ticket {
+        if self.dropped_start(task_id) {
+            let reason = "no live task by this id: its start was dropped while the store opened";
+            tracing::debug!(task_id, reason, "task store refused a write");
+            return Ticket::ready(Err(StoreError::Refused {
+                task_id: task_id.to_owned(),
+                reason: reason.into(),
+            }));
+        }
         self.write(
             durability.into(),
+            |_| None,
             end,
             |end| end.weight(task_id),
             |store, end| store.end(task_id, end, durability),
@@ -256,6 +303,7 @@ impl TaskStore for OpeningStore {
     fn flush(&self) -> Ticket {
         self.write(
             Kind::Barrier,
+            |_| None,
             (),
             |()| 0,
             |store, ()| store.flush(),
@@ -266,6 +314,7 @@ impl TaskStore for OpeningStore {
     fn settle(&self) -> Ticket {
         self.write(
             Kind::Barrier,
+            |_| None,
             (),
             |()| 0,
             |store, ()| store.settle(),

@@ -16,8 +16,8 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{
-    CallEnd, CallSummary, Durability, Filter, Health, Listed, Retention, StoreError, StoreOptions,
-    TaskRecord, TaskStore, Ticket, arguments_and_result, update_weight,
+    CallEnd, CallSummary, Durability, Filter, Health, Listed, MAX_LOST_STARTS, Retention,
+    StoreError, StoreOptions, TaskRecord, TaskStore, Ticket, arguments_and_result, update_weight,
 };
 use crate::call::Output;
 use crate::records::{CallRecord, CallStatus, UpdateRecord};
@@ -36,10 +36,6 @@ const MAX_BATCH: usize = 4_096;
 const LAZY_WINDOW: Duration = Duration::from_millis(25);
 /// Idle reader connections kept for the next read.
 const MAX_IDLE_READERS: usize = 4;
-/// Task ids of lost starts (dropped from a full queue, or in a batch that
-/// failed) that the store remembers, so as not to warn of their ends
-/// (about 1 MiB).
-pub(crate) const MAX_LOST_STARTS: usize = 10_000;
 /// How long a connection waits for a lock another one holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// `PRAGMA application_id` of a toolhost task store ("tool").

@@ -973,7 +973,7 @@ async fn the_end_of_a_start_dropped_from_a_full_queue_is_not_warned_of() {
     blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
     // More than the store remembers: it forgets the oldest, not the newest.
     let mut dropped = None;
-    for i in 0..crate::store::sqlite::MAX_LOST_STARTS as u64 + 100 {
+    for i in 0..crate::store::MAX_LOST_STARTS as u64 + 100 {
         let id = format!("dropped-{unique}-{i}");
         let r = record(&id, "s", "t", CallStatus::Running, i);
         if let Err(StoreError::Full(_)) = store.start(r, Durability::Lazy).await {
@@ -1780,6 +1780,69 @@ async fn writes_past_the_queue_while_the_store_opens_are_dropped_and_counted() {
     assert!(store.get("t2").await.expect("get").is_some());
     assert!(store.get("t3").await.expect("get").is_none());
     assert_eq!(store.health().lost_writes, 1, "still counted once open");
+}
+
+#[tokio::test]
+async fn the_ends_of_starts_dropped_while_the_store_opens_are_not_warned_of() {
+    warnings();
+    let unique = new_task_id();
+    let dir = tempfile::tempdir().expect("dir");
+    let bounded = StoreOptions {
+        queue: 1,
+        ..options()
+    };
+    let (open, store) = opening_later(&dir.path().join("tasks.db"), bounded);
+    let kept = format!("kept-{unique}");
+    let _ = store.start(
+        record(&kept, "s1", "t", CallStatus::Running, 1),
+        Durability::Lazy,
+    );
+    // Two starts dropped from the full queue, which is logged once.
+    let [early, late] = [0, 1].map(|i| format!("dropped-{i}-{unique}"));
+    for id in [&early, &late] {
+        let _ = store.start(
+            record(id, "s1", "t", CallStatus::Running, 1),
+            Durability::Lazy,
+        );
+    }
+    // One ends while the store is still opening: refused at once (not
+    // dropped from the full queue, and not counted as lost).
+    let refused = store.end(&early, done(2), Durability::Durable).await;
+    assert!(
+        matches!(refused, Err(StoreError::Refused { .. })),
+        "{refused:?}"
+    );
+
+    open.send(()).expect("gate");
+    let _ = store.get(&kept).await; // once it is open
+    store.flush().await.expect("flush");
+    store
+        .end(&kept, done(2), Durability::Durable)
+        .await
+        .expect("kept");
+    // The other ends once it is open: refused too, not sent on to the
+    // store to be warned of.
+    let refused = store.end(&late, done(3), Durability::Durable).await;
+    assert!(
+        matches!(refused, Err(StoreError::Refused { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        !warned_of(&early) && !warned_of(&late),
+        "dropped starts' ends are not warned of"
+    );
+    let record = store.get(&kept).await.expect("get").expect("kept");
+    assert_eq!(record.call.status, CallStatus::Done);
+    assert_eq!(store.health().lost_writes, 2, "the two starts");
+
+    // Once: a second end of a dropped start goes on to the store, which
+    // warns of it as of any stray end.
+    let again = store.end(&late, done(4), Durability::Durable).await;
+    assert!(
+        matches!(again, Err(StoreError::Refused { .. })),
+        "{again:?}"
+    );
+    assert!(warned_of(&late), "a second end is warned of");
 }
 
 fn no_disk() -> Arc<dyn TaskStore> {
