@@ -127,10 +127,6 @@ pub const DEFAULT_MAX_UPDATES: usize = 1_000;
 /// Finished records a [`MemoryStore`] keeps, by default; the oldest
 /// finished go first.
 pub const DEFAULT_MEMORY_RECORDS: usize = 10_000;
-/// Task ids of lost starts (dropped from a full queue, or in a batch that
-/// failed) that a store remembers, so as not to warn of their ends (about
-/// 1 MiB).
-pub(crate) const MAX_LOST_STARTS: usize = 10_000;
 /// Bytes the finished records of a [`MemoryStore`] may hold, by default;
 /// the oldest finished go first.
 pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
@@ -138,6 +134,10 @@ pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
 pub const DEFAULT_PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 /// Records a listing returns when no limit is given.
 pub const DEFAULT_LIST_LIMIT: usize = 50;
+/// Task ids of lost starts (dropped from a full queue, or in a batch that
+/// failed) that each store remembers, so as not to warn of their ends:
+/// about 1 MiB each for the SQLite store and the one still opening.
+pub(crate) const MAX_LOST_STARTS: usize = 10_000;
 
 /// A new task id: a UUID v7 in its hyphenated form, the time it was made
 /// to the millisecond, then 74 random bits.

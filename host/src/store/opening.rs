@@ -34,8 +34,9 @@ use crate::records::UpdateRecord;
 pub(crate) struct OpeningStore {
     store: SetOnce<Arc<dyn TaskStore>>,
     waiting: Mutex<Waiting>,
-    /// [`Waiting::dropped_starts`] holds an id: what an end looks at
-    /// before it takes the lock.
+    /// [`Waiting::dropped_starts`] holds an id; written only under the
+    /// lock. An end looks at it first: until the calls whose starts were
+    /// dropped have all ended, each end takes the lock to look for its id.
     dropped_any: AtomicBool,
     bound: usize,
     bound_bytes: usize,
@@ -164,12 +165,12 @@ impl OpeningStore {
 
     /// `forward` `value` to the open store, or queue what `defer` makes of
     /// it and a reply (given unless `kind` is lazy), weighing `weight`
-    /// bytes (measured only if it waits). The task id `starts` finds in
-    /// a start is remembered if it is dropped.
+    /// bytes (measured only if it waits). The task id `start_id` finds
+    /// in a start is remembered if it is dropped.
     fn write<T>(
         &self,
         kind: Kind,
-        starts: impl FnOnce(&T) -> Option<String>,
+        start_id: impl FnOnce(&T) -> Option<String>,
         value: T,
         weight: impl FnOnce(&T) -> usize,
         forward: impl FnOnce(&dyn TaskStore, T) -> Ticket,
@@ -194,7 +195,7 @@ impl OpeningStore {
             if kind != Kind::Barrier {
                 waiting.lost += 1;
             }
-            if let Some(task_id) = starts(&value) {
+            if let Some(task_id) = start_id(&value) {
                 // Full of ids whose ends may never come: start again.
                 if waiting.dropped_starts.len() >= MAX_LOST_STARTS {
                     waiting.dropped_starts.clear();

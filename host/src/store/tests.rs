@@ -1787,8 +1787,10 @@ async fn the_ends_of_starts_dropped_while_the_store_opens_are_not_warned_of() {
     warnings();
     let unique = new_task_id();
     let dir = tempfile::tempdir().expect("dir");
+    // Room for a few writes, but not for a large one.
     let bounded = StoreOptions {
-        queue: 1,
+        queue: 8,
+        queue_bytes: 16 * 1024,
         ..options()
     };
     let (open, store) = opening_later(&dir.path().join("tasks.db"), bounded);
@@ -1797,17 +1799,21 @@ async fn the_ends_of_starts_dropped_while_the_store_opens_are_not_warned_of() {
         record(&kept, "s1", "t", CallStatus::Running, 1),
         Durability::Lazy,
     );
-    // Two starts dropped from the full queue, which is logged once.
+    // Two starts too large for what the queue may hold are dropped (which
+    // is logged once); their ends are small enough to be queued.
     let [early, late] = [0, 1].map(|i| format!("dropped-{i}-{unique}"));
     for id in [&early, &late] {
-        let _ = store.start(
-            record(id, "s1", "t", CallStatus::Running, 1),
-            Durability::Lazy,
+        let mut big = record(id, "s1", "t", CallStatus::Running, 1);
+        big.call.arguments = json!({ "text": "x".repeat(32 * 1024) }).into();
+        let dropped = store.start(big, Durability::Durable).await;
+        assert!(
+            matches!(dropped, Err(StoreError::FullBytes(_))),
+            "{dropped:?}"
         );
     }
-    // One ends while the store is still opening: refused at once (not
-    // dropped from the full queue, and not counted as lost).
-    let refused = store.end(&early, done(2), Durability::Durable).await;
+    // One ends while the store is still opening: refused at once, not
+    // queued for the store to warn of once it opens.
+    let refused = store.end(&early, done(2), Durability::Lazy).await;
     assert!(
         matches!(refused, Err(StoreError::Refused { .. })),
         "{refused:?}"
