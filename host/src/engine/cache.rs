@@ -17,6 +17,7 @@
 //! time or its inode, and the file is read and hashed again.
 
 use anyhow::{Context, Result};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime::Engine;
@@ -189,9 +190,18 @@ impl CompileCache {
     pub(crate) fn description(&self, content: &blake3::Hash) -> Option<String> {
         let path = self.described(content)?;
         let file = std::fs::File::open(path).ok()?;
-        let text = std::io::read_to_string(std::io::Read::take(file, MAX_DESCRIPTION_BYTES + 1));
-        text.ok()
-            .filter(|t| t.len() as u64 <= MAX_DESCRIPTION_BYTES)
+        let len = file.metadata().ok()?.len();
+        if len > MAX_DESCRIPTION_BYTES {
+            return None;
+        }
+        // Room for the whole file, read in one call: through `take`, which
+        // bounds a file that grows meanwhile, the read would not know the
+        // size and would grow its buffer from 32 bytes, a call each time.
+        let mut text = String::with_capacity(len as usize + 1);
+        (file.take(MAX_DESCRIPTION_BYTES + 1))
+            .read_to_string(&mut text)
+            .ok()?;
+        Some(text).filter(|t| t.len() as u64 <= MAX_DESCRIPTION_BYTES)
     }
 
     /// Remember what a plugin's `describe()` answered, so that a later
@@ -385,5 +395,26 @@ mod tests {
         assert_eq!(names().len(), 1, "{} marks", names().len());
         assert!(cache.schema_known_valid(r#"{"type":"array"}"#));
         assert!(!cache.schema_known_valid(r#"{"type":"object"}"#));
+    }
+
+    #[test]
+    fn a_description_reads_back_whole_and_one_past_the_bound_is_not_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = CompileCache::new(Some(dir.path().to_owned()), "f".into());
+        let content = blake3::hash(b"a plugin");
+        assert_eq!(cache.description(&content), None);
+        // Larger than the reads' first guesses, and not a multiple of them.
+        let text = "d".repeat(12_345);
+        cache.remember_description(&content, &text);
+        assert_eq!(cache.description(&content).as_deref(), Some(text.as_str()));
+
+        // Written there by something else: at the bound it is read, past
+        // it it is not.
+        let path = cache.described(&content).expect("a cache folder");
+        let at_bound = "x".repeat(MAX_DESCRIPTION_BYTES as usize);
+        std::fs::write(&path, &at_bound).expect("write");
+        assert_eq!(cache.description(&content), Some(at_bound));
+        std::fs::write(&path, "x".repeat(MAX_DESCRIPTION_BYTES as usize + 1)).expect("write");
+        assert_eq!(cache.description(&content), None);
     }
 }
