@@ -236,8 +236,9 @@ impl Shared {
 
     /// Remember the starts `task_ids` as lost, for their ends.
     ///
-    /// An id whose end was dropped from the queue while its batch was
-    /// still failing stays until the set is emptied: that end never comes.
+    /// An id whose end was dropped from the queue before its batch's
+    /// failure was recorded stays until the set is emptied: that end
+    /// never comes.
     fn lose_starts(&self, task_ids: impl ExactSizeIterator<Item = String>) {
         let mut lost = self.lost_starts();
         // Full of ids whose ends may never come (lost too, or of calls
@@ -960,20 +961,26 @@ impl Writer {
         durable: bool,
         answers: &mut Vec<Answer>,
     ) -> rusqlite::Result<()> {
-        if durable != self.synchronous_full {
-            let mode = if durable { "FULL" } else { "NORMAL" };
-            self.conn.pragma_update(None, "synchronous", mode)?;
-            self.synchronous_full = durable;
-        }
+        let begun = self.sync_for(durable).and_then(|()| {
+            (self.conn).transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        });
+        let tx = match begun {
+            Ok(tx) => tx,
+            Err(e) => {
+                // Answered with the batch's failure, as below (dropped,
+                // their callers would be told the store is closed).
+                for op in batch {
+                    hold(op, answers);
+                }
+                return Err(e);
+            }
+        };
         let ctx = Ctx {
             max_updates: self.max_updates,
             owner: &self.owner,
             hosts: &self.hosts,
             shared: &self.shared,
         };
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut failed = None;
         for op in batch {
             if failed.is_some() {
@@ -989,6 +996,17 @@ impl Writer {
             return Err(e);
         }
         tx.commit()
+    }
+
+    /// `PRAGMA synchronous` is FULL for a batch with a durable write,
+    /// NORMAL otherwise.
+    fn sync_for(&mut self, durable: bool) -> rusqlite::Result<()> {
+        if durable != self.synchronous_full {
+            let mode = if durable { "FULL" } else { "NORMAL" };
+            self.conn.pragma_update(None, "synchronous", mode)?;
+            self.synchronous_full = durable;
+        }
+        Ok(())
     }
 
     /// The periodic prune, in its own transaction.

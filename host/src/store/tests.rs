@@ -957,6 +957,25 @@ async fn an_end_whose_start_was_lost_is_not_warned_of_and_does_not_clear_the_pro
 }
 
 #[tokio::test]
+async fn a_batch_that_cannot_begin_answers_its_callers_with_the_failure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(&path, options()).expect("open");
+    // Another connection holds the write lock past the writer's wait for
+    // it (5 s): the batch's transaction cannot begin.
+    let blocker = rusqlite::Connection::open(&path).expect("second connection");
+    blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    let r = record("t1", "s1", "t", CallStatus::Running, 1);
+    let refused = store.start(r, Durability::Durable).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Failed { .. })),
+        "the caller is told why, not that the store closed: {refused:?}"
+    );
+    blocker.execute_batch("COMMIT").expect("unlock");
+    assert!(store.health().problem.is_some(), "{}", store.health());
+}
+
+#[tokio::test]
 async fn the_end_of_a_start_dropped_from_a_full_queue_is_not_warned_of() {
     warnings();
     let unique = new_task_id();
