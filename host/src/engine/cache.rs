@@ -189,19 +189,21 @@ impl CompileCache {
     /// [`remember_description`](Self::remember_description) stored it.
     pub(crate) fn description(&self, content: &blake3::Hash) -> Option<String> {
         let path = self.described(content)?;
-        let file = std::fs::File::open(path).ok()?;
+        let mut file = std::fs::File::open(path).ok()?;
         let len = file.metadata().ok()?.len();
         if len > MAX_DESCRIPTION_BYTES {
             return None;
         }
-        // Room for the whole file, read in one call: through `take`, which
-        // bounds a file that grows meanwhile, the read would not know the
-        // size and would grow its buffer from 32 bytes, a call each time.
-        let mut text = String::with_capacity(len as usize + 1);
-        (file.take(MAX_DESCRIPTION_BYTES + 1))
-            .read_to_string(&mut text)
-            .ok()?;
-        Some(text).filter(|t| t.len() as u64 <= MAX_DESCRIPTION_BYTES)
+        // Read as measured, in one call and one more that finds the end: a
+        // bounded read of unknown size grows its buffer from 32 bytes, a
+        // call each time. A file that changed meanwhile (the cache writes
+        // by renaming) is not read.
+        let mut bytes = vec![0; len as usize];
+        file.read_exact(&mut bytes).ok()?;
+        if file.read(&mut [0]).ok()? != 0 {
+            return None;
+        }
+        String::from_utf8(bytes).ok()
     }
 
     /// Remember what a plugin's `describe()` answered, so that a later
