@@ -97,6 +97,7 @@ mod memory;
 mod opening;
 mod sqlite;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -138,6 +139,34 @@ pub const DEFAULT_LIST_LIMIT: usize = 50;
 /// failed) that each store remembers, so as not to warn of their ends:
 /// about 1 MiB each for the SQLite store and the one still opening.
 pub(crate) const MAX_LOST_STARTS: usize = 10_000;
+
+/// The task ids of starts a store lost and logged once: their ends find
+/// no record, and are not worth a line each. At most [`MAX_LOST_STARTS`],
+/// then emptied, since some of those ends never come (lost too, or of
+/// calls that never end).
+#[derive(Debug, Default)]
+pub(crate) struct LostStarts(HashSet<String>);
+
+impl LostStarts {
+    /// Remember `task_ids`; past the bound, start again with them (the
+    /// newest).
+    pub(crate) fn lose(&mut self, task_ids: impl ExactSizeIterator<Item = String>) {
+        if self.0.len() + task_ids.len() > MAX_LOST_STARTS {
+            self.0.clear();
+        }
+        self.0.extend(task_ids);
+    }
+
+    /// Whether the start of `task_id` was lost; forgotten now that its
+    /// end came.
+    pub(crate) fn forget(&mut self, task_id: &str) -> bool {
+        self.0.remove(task_id)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// A new task id: a UUID v7 in its hyphenated form, the time it was made
 /// to the millisecond, then 74 random bits.

@@ -5,7 +5,6 @@
 //! here); nothing a client asks first (`initialize`, `tools/list`) needs
 //! it, so a start need not wait for it.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -14,9 +13,8 @@ use futures::future::BoxFuture;
 use tokio::sync::{SetOnce, oneshot};
 
 use super::{
-    CallEnd, CallSummary, Durability, Filter, Health, Listed, MAX_LOST_STARTS, MemoryStore,
-    Retention, StoreError, StoreOptions, TaskRecord, TaskStore, Ticket, arguments_and_result,
-    update_weight,
+    CallEnd, CallSummary, Durability, Filter, Health, Listed, LostStarts, MemoryStore, Retention,
+    StoreError, StoreOptions, TaskRecord, TaskStore, Ticket, arguments_and_result, update_weight,
 };
 use crate::records::UpdateRecord;
 
@@ -51,9 +49,9 @@ struct Waiting {
     /// The full queue was logged (once, by the first write or flush that
     /// found it full).
     told: bool,
-    /// Task ids of the starts dropped, at most [`MAX_LOST_STARTS`] (then
-    /// emptied): the store never saw them, and would warn of each end.
-    dropped_starts: HashSet<String>,
+    /// The starts dropped: the store never saw them, and would warn of
+    /// each end.
+    dropped_starts: LostStarts,
 }
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -196,11 +194,7 @@ impl OpeningStore {
                 waiting.lost += 1;
             }
             if let Some(task_id) = start_id(&value) {
-                // Full of ids whose ends may never come: start again.
-                if waiting.dropped_starts.len() >= MAX_LOST_STARTS {
-                    waiting.dropped_starts.clear();
-                }
-                waiting.dropped_starts.insert(task_id);
+                waiting.dropped_starts.lose(std::iter::once(task_id));
                 self.dropped_any.store(true, Ordering::Release);
             }
             if !std::mem::replace(&mut waiting.told, true) {
@@ -234,7 +228,7 @@ impl OpeningStore {
             return false;
         }
         let mut waiting = self.waiting();
-        let dropped = waiting.dropped_starts.remove(task_id);
+        let dropped = waiting.dropped_starts.forget(task_id);
         if waiting.dropped_starts.is_empty() {
             self.dropped_any.store(false, Ordering::Release);
         }

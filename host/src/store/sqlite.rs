@@ -1,7 +1,7 @@
 //! The SQLite task store: one file in WAL mode, one writer thread that
 //! commits queued writes in batches, readers on their own connections.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -16,8 +16,8 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{
-    CallEnd, CallSummary, Durability, Filter, Health, Listed, MAX_LOST_STARTS, Retention,
-    StoreError, StoreOptions, TaskRecord, TaskStore, Ticket, arguments_and_result, update_weight,
+    CallEnd, CallSummary, Durability, Filter, Health, Listed, LostStarts, Retention, StoreError,
+    StoreOptions, TaskRecord, TaskStore, Ticket, arguments_and_result, update_weight,
 };
 use crate::call::Output;
 use crate::records::{CallRecord, CallStatus, UpdateRecord};
@@ -205,11 +205,10 @@ struct Shared {
     /// Why commits fail, while they do.
     problem: Mutex<Option<String>>,
     lost_writes: AtomicU64,
-    /// Task ids of starts the store lost and said so (dropped from a full
-    /// queue, or in a batch that failed to commit), at most
-    /// [`MAX_LOST_STARTS`] (then emptied): their ends find no record,
-    /// and the loss was logged once.
-    lost_starts: Mutex<HashSet<String>>,
+    /// Starts dropped from a full queue, or in a batch that failed to
+    /// commit. An id whose end was dropped from the queue before its
+    /// batch's failure was recorded stays until the set is emptied.
+    lost_starts: Mutex<LostStarts>,
     /// The queue was found full and that was logged; cleared by a commit.
     queue_full: AtomicBool,
     /// Writes sent and not yet taken by the writer, which the queue's bound
@@ -230,30 +229,15 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn lost_starts(&self) -> MutexGuard<'_, HashSet<String>> {
+    fn lost_starts(&self) -> MutexGuard<'_, LostStarts> {
         (self.lost_starts.lock()).unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Remember the starts `task_ids` as lost, for their ends.
-    ///
-    /// An id whose end was dropped from the queue before its batch's
-    /// failure was recorded stays until the set is emptied: that end
-    /// never comes.
-    fn lose_starts(&self, task_ids: impl ExactSizeIterator<Item = String>) {
-        let mut lost = self.lost_starts();
-        // Full of ids whose ends may never come (lost too, or of calls
-        // that never end): start again, keeping the newest.
-        if lost.len() + task_ids.len() > MAX_LOST_STARTS {
-            lost.clear();
-        }
-        lost.extend(task_ids);
     }
 
     /// Whether an end that found no record of `task_id` follows a start the
     /// store lost and said so: while commits fail, or a start dropped from
     /// a full queue or lost in a failed batch.
     fn lost_start(&self, task_id: &str) -> bool {
-        let lost = self.lost_starts().remove(task_id);
+        let lost = self.lost_starts().forget(task_id);
         lost || self.problem().is_some()
     }
 }
@@ -407,12 +391,13 @@ impl SqliteStore {
         if let Some(full) = full {
             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
             match &op {
-                Op::Start(record, _) => self
-                    .shared
-                    .lose_starts([record.task_id.clone()].into_iter()),
+                Op::Start(record, _) => {
+                    let id = record.task_id.clone();
+                    self.shared.lost_starts().lose(std::iter::once(id));
+                }
                 // That end will not come.
                 Op::End(id, ..) => {
-                    self.shared.lost_starts().remove(id);
+                    self.shared.lost_starts().forget(id);
                 }
                 _ => {}
             }
@@ -933,7 +918,7 @@ impl Writer {
                 *problem = Some(reason.clone());
                 drop(problem);
                 // Their ends come later, perhaps once commits succeed again.
-                self.shared.lose_starts(open.into_keys());
+                self.shared.lost_starts().lose(open.into_keys());
                 let failed = StoreError::Failed {
                     path: self.path.clone(),
                     reason,
