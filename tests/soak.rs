@@ -171,9 +171,10 @@ fn soak(calls: u64) -> (u64, u64) {
 fn store_dir(calls: u64) -> tempfile::TempDir {
     let tmpfs = "/dev/shm";
     let room = rustix::fs::statvfs(tmpfs).map_or(0, |s| s.f_bavail * s.f_frsize);
-    let dir = match room >= calls * 4096 {
-        true => tempfile::tempdir_in(tmpfs),
-        false => tempfile::tempdir(),
+    let dir = if room >= calls * 4096 {
+        tempfile::tempdir_in(tmpfs)
+    } else {
+        tempfile::tempdir()
     };
     let dir = dir.expect("temp dir");
     println!("task store in {}", dir.path().display());
