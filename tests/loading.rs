@@ -397,6 +397,32 @@ async fn changes_made_before_a_host_follows_its_folder_are_applied() {
     until("behave's tools", || has_tool(&host, "ok")).await;
 }
 
+/// A folder listed before its watch is set up (as `toolhost serve` does,
+/// so that its tools are announced without waiting for the watch): what
+/// was removed, replaced or added in between is applied once the host
+/// follows the watch.
+#[tokio::test]
+async fn changes_between_a_folders_listing_and_its_watch_are_applied() {
+    let folder = Folder::new();
+    let gone = folder.add(&test_plugin("behave"), "gone");
+    folder.add(&test_plugin("spin"), "swapped");
+    let (host, _) = host_for(&folder).await;
+    assert!(has_tool(&host, "ok") && has_tool(&host, "spin"));
+    std::fs::remove_file(gone).expect("remove");
+    folder.add(&example("rust-compute"), "swapped");
+    folder.add(&example("rust-files"), "added");
+
+    // Set up after the changes, the watch itself saw none of them.
+    let _watch = host.watch_folder(folder.path()).expect("watch");
+    until("the folder as it is now", || {
+        has_tool(&host, "word_count")
+            && has_tool(&host, "find_files")
+            && !has_tool(&host, "ok")
+            && !has_tool(&host, "spin")
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_live_folder_follows_added_replaced_broken_and_removed_plugins() {
     let folder = Folder::new();

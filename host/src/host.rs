@@ -128,7 +128,7 @@ impl Host {
     /// turns to load on all runtime threads but one, which stays free for
     /// the host's clients meanwhile.
     pub fn start_loading(&self, dir: impl AsRef<Path>) -> anyhow::Result<()> {
-        let files = Registry::plugin_files(dir.as_ref())?;
+        let files = self.registry.list(dir.as_ref())?;
         self.registry.start_loading_files(files, Loads::InTurns);
         Ok(())
     }
@@ -175,7 +175,7 @@ impl Host {
     /// Load every `*.wasm` in `dir` and wait for all of them.
     pub async fn load_dir(&self, dir: impl AsRef<Path>) -> anyhow::Result<LoadReport> {
         // The caller waits for every load: they take every core at once.
-        let files = Registry::plugin_files(dir.as_ref())?;
+        let files = self.registry.list(dir.as_ref())?;
         self.registry.start_loading_files(files, Loads::AtOnce);
         Ok(self.ready().await)
     }
@@ -204,14 +204,16 @@ impl Host {
     /// Keep the tools in step with `dir`: load what appears or changes,
     /// unload what disappears, until the returned watch is dropped. Load the
     /// folder first (for instance with [`start_loading`](Self::start_loading));
-    /// this only follows changes.
+    /// this first applies what changed since that listing, then follows
+    /// changes.
     pub fn watch_folder(&self, dir: impl AsRef<Path>) -> anyhow::Result<FolderWatch> {
         Ok(self.follow_folder(FolderChanges::watch(dir)?))
     }
 
     /// [`watch_folder`](Self::watch_folder) with a watch set up beforehand,
-    /// for instance while the host was opening: the changes it kept since
-    /// are applied first.
+    /// for instance while the host was opening and the folder was listed:
+    /// what changed since the listing (the watch may have been set up
+    /// after it) and the changes the watch kept are applied first.
     pub fn follow_folder(&self, changes: FolderChanges) -> FolderWatch {
         crate::folder::follow(self.registry.clone(), changes)
     }

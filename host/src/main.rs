@@ -225,8 +225,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Tasks { show, filter } = &cli.command {
         return cli::tasks(state.as_deref(), show.as_ref(), filter).await;
     }
-    // The folder a server follows is watched from before its first
-    // listing, and the watch is set up while the engine is.
+    // The watch of the folder a server follows is set up beside the engine
+    // and the folder's first listing; `serve` catches up with what changed
+    // in between when it follows the watch.
     let watching = matches!(cli.command, Command::Serve { .. }).then(|| {
         let dir = cli.plugins.clone();
         tokio::task::spawn_blocking(move || FolderChanges::watch(dir))
@@ -321,11 +322,10 @@ async fn command(
                 connections: max_connections,
                 idle: session_idle.map(Into::into),
             };
-            let changes = watched(watching).await?;
             cli::serve(
                 host,
                 &cli.plugins,
-                changes,
+                watched(watching),
                 http,
                 allow_host,
                 answer,

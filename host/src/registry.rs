@@ -3,13 +3,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokio::sync::{Semaphore, broadcast, watch};
 
 use crate::config::HostConfig;
 use crate::engine::Runtime;
 use crate::error::{LoadError, LoadErrorKind};
+use crate::folder::Listing;
 use crate::plugin::{self, Announcement, Plugin, Tool};
 use crate::records::HostEvent;
 use crate::slots::Slots;
@@ -97,6 +98,11 @@ pub(crate) struct Registry {
     /// Every session's call events, made on the first subscription: a host
     /// nobody watches pays for no events.
     pub(crate) events: OnceLock<broadcast::Sender<HostEvent>>,
+    /// What each folder held when it was last listed to load it, by its
+    /// canonical path, until a watch of it catches up
+    /// ([`take_listing`](Self::take_listing)): one per folder the host
+    /// loaded.
+    listings: Mutex<BTreeMap<PathBuf, Listing>>,
 }
 
 impl Registry {
@@ -126,6 +132,7 @@ impl Registry {
             changed: watch::Sender::new(0),
             prepared: watch::Sender::new(0),
             events: OnceLock::new(),
+            listings: Mutex::default(),
         }
     }
 
@@ -137,18 +144,23 @@ impl Registry {
         self.served.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The `*.wasm` files of `dir`, sorted.
-    pub(crate) fn plugin_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-        let dir = &dir
-            .canonicalize()
-            .map_err(|e| anyhow::anyhow!("cannot read the plugin folder {}: {e}", dir.display()))?;
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| anyhow::anyhow!("cannot read the plugin folder {}: {e}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
-            .collect();
-        files.sort();
+    /// The `*.wasm` files of `dir`, sorted, listed to load them: what the
+    /// folder held is remembered until a watch of it catches up.
+    pub(crate) fn list(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        let unreadable = |e: std::io::Error| {
+            anyhow::anyhow!("cannot read the plugin folder {}: {e}", dir.display())
+        };
+        let dir = dir.canonicalize().map_err(unreadable)?;
+        let listing = Listing::of(&dir).map_err(unreadable)?;
+        let files = listing.plugins();
+        (self.listings.lock().unwrap_or_else(|e| e.into_inner())).insert(dir, listing);
         Ok(files)
+    }
+
+    /// What `dir` (canonical) held when it was last listed, if it was
+    /// since a watch of it last caught up.
+    pub(crate) fn take_listing(&self, dir: &Path) -> Option<Listing> {
+        (self.listings.lock().unwrap_or_else(|e| e.into_inner())).remove(dir)
     }
 
     /// Start loading one plugin file in the background.

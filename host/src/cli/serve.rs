@@ -17,13 +17,14 @@ pub struct SessionFlags {
     pub idle: Option<std::time::Duration>,
 }
 
-/// Load `plugins`, follow its `changes`, and serve MCP until the client goes
-/// (stdio), or Ctrl-C, SIGTERM or SIGHUP: then every session closes as B24
-/// says (cancel, grace, clean-up) before the process exits.
+/// Load `plugins`, follow its `changes` (a watch being set up), and serve
+/// MCP until the client goes (stdio), or Ctrl-C, SIGTERM or SIGHUP: then
+/// every session closes as B24 says (cancel, grace, clean-up) before the
+/// process exits.
 pub async fn serve(
     host: &Host,
     plugins: &Path,
-    changes: FolderChanges,
+    changes: impl Future<Output = Result<FolderChanges>>,
     http: Option<SocketAddr>,
     allow_host: Vec<String>,
     answer: Option<AnswerMode>,
@@ -31,7 +32,10 @@ pub async fn serve(
 ) -> Result<()> {
     host.start_loading(plugins)
         .with_context(|| format!("loading plugins from {}", plugins.display()))?;
-    let _watch = host.follow_folder(changes);
+    // The watch was being set up meanwhile: the folder is listed and its
+    // tools announced without waiting for it, and what changed in between
+    // is applied once it is followed.
+    let _watch = host.follow_folder(changes.await?);
     let mut options = McpOptions::default();
     options.allowed_hosts.extend(allow_host);
     if let Some(max) = sessions.max {

@@ -291,7 +291,7 @@ impl FileStamp {
     }
 
     #[cfg(unix)]
-    fn from_metadata(m: &std::fs::Metadata) -> Option<Self> {
+    pub(crate) fn from_metadata(m: &std::fs::Metadata) -> Option<Self> {
         use std::os::unix::fs::MetadataExt;
         let changed = u64::try_from(m.ctime())
             .ok()
@@ -310,7 +310,7 @@ impl FileStamp {
     }
 
     #[cfg(not(unix))]
-    fn from_metadata(_: &std::fs::Metadata) -> Option<Self> {
+    pub(crate) fn from_metadata(_: &std::fs::Metadata) -> Option<Self> {
         None
     }
 
