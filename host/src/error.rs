@@ -104,6 +104,11 @@ pub enum LoadErrorKind {
     /// The host stopped (its runtime shut down) before the load ended.
     #[error("the host stopped before the load ended")]
     Stopped,
+    /// A load of the file begun later, or an unload of it, came before
+    /// this load ended: what it read is not what the file holds now, and
+    /// it changed nothing.
+    #[error("a later load of the file, or its unload, came first; this load is not applied")]
+    Superseded,
 }
 
 /// A file of the host or of a plugin (`toolhost.toml`, a manifest) that

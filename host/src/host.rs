@@ -182,7 +182,11 @@ impl Host {
 
     /// Load one plugin file and wait for it. A new version of a file that
     /// serves replaces it; when the new version is refused the old one goes
-    /// on serving.
+    /// on serving. Of two loads of a file under way at once, the one begun
+    /// later stands: the other ends with
+    /// [`LoadErrorKind::Superseded`](crate::LoadErrorKind::Superseded) if it
+    /// ends last, as does a load the file's [`unload`](Self::unload) came
+    /// during.
     pub async fn load_file(&self, path: impl AsRef<Path>) -> Result<Arc<Plugin>, LoadError> {
         self.registry.load_file(path.as_ref()).await
     }
@@ -196,7 +200,7 @@ impl Host {
     /// Take the plugin of `path` out of service. Calls already running on
     /// it finish on the version they started with; calls still waiting for
     /// one of its `max-concurrency` slots end without running, as the tool
-    /// being unavailable.
+    /// being unavailable; loads of the file under way are not applied.
     pub fn unload(&self, path: &Path) -> bool {
         self.registry.unload(path)
     }

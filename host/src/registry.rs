@@ -65,6 +65,21 @@ struct Served {
     /// calls of the old and the new version count together (not across an
     /// unload, which closes them).
     slots: BTreeMap<PathBuf, (Slots, u32)>,
+    /// The loads under way of each file that has one.
+    loads: BTreeMap<PathBuf, FileLoads>,
+}
+
+/// The loads under way of one file, numbered in the order they began: of
+/// two loads of a file, the one begun later stands, whichever ends first.
+#[derive(Default)]
+struct FileLoads {
+    /// The number of the last load begun.
+    begun: u64,
+    /// The number of the last load applied, or of the last begun at an
+    /// unload: loads up to it end unapplied.
+    applied: u64,
+    /// Loads begun that have not ended.
+    running: u32,
 }
 
 impl Served {
@@ -74,6 +89,50 @@ impl Served {
         };
         self.tools.retain(|_, e| !Arc::ptr_eq(&e.plugin, &old));
         true
+    }
+
+    /// End the load `number` of `path`: whether it may apply, being later
+    /// than what was applied (or unloaded) since it began.
+    fn end_load(&mut self, path: &Path, number: u64) -> bool {
+        let Some(loads) = self.loads.get_mut(path) else {
+            return false;
+        };
+        let stands = number > loads.applied;
+        if stands {
+            loads.applied = number;
+        }
+        loads.running -= 1;
+        if loads.running == 0 {
+            self.loads.remove(path);
+        }
+        stands
+    }
+}
+
+/// A load of one file under way ([`Registry::begin_load`]). Its end applies
+/// ([`Registry::register`]) unless a load of the file begun later applied
+/// first or the file was unloaded since it began; dropped, it ends
+/// unapplied.
+pub(crate) struct FileLoad<'a> {
+    registry: &'a Registry,
+    path: &'a Path,
+    /// Until it ends.
+    number: Option<u64>,
+}
+
+impl FileLoad<'_> {
+    /// End it under the lock: whether it applies.
+    fn end(mut self, served: &mut Served) -> bool {
+        let number = self.number.take().expect("a load ends once");
+        served.end_load(self.path, number)
+    }
+}
+
+impl Drop for FileLoad<'_> {
+    fn drop(&mut self) {
+        if let Some(number) = self.number.take() {
+            self.registry.served_mut().end_load(self.path, number);
+        }
     }
 }
 
@@ -300,12 +359,28 @@ impl Registry {
         *self.unlisted.borrow() > 0
     }
 
-    /// Load one plugin file and put it into service.
+    /// Load one plugin file and put it into service, unless a load of it
+    /// begun later applies first or it is unloaded meanwhile
+    /// ([`LoadErrorKind::Superseded`]).
     pub(crate) async fn load_file(&self, path: &Path) -> Result<Arc<Plugin>, LoadError> {
+        let load = self.begin_load(path);
         let result = plugin::load(&self.runtime, &self.config, path).await;
-        let registered = self.register(path, result);
+        let registered = self.register(load, result);
         self.prepare_when_loaded();
         registered
+    }
+
+    /// Number a load of `path` that begins now.
+    pub(crate) fn begin_load<'a>(&'a self, path: &'a Path) -> FileLoad<'a> {
+        let mut served = self.served_mut();
+        let loads = served.loads.entry(path.to_owned()).or_default();
+        loads.begun += 1;
+        loads.running += 1;
+        FileLoad {
+            registry: self,
+            path,
+            number: Some(loads.begun),
+        }
     }
 
     /// List the tools a loading file's last load described, until its load
@@ -363,13 +438,21 @@ impl Registry {
     /// tools; when the new version is refused the old one goes on serving.
     /// A change of the listed tools bumps
     /// [`tools_changed`](Self::tools_changed); a new version with the same
-    /// tools does not, nor a load that serves the tools it announced.
+    /// tools does not, nor a load that serves the tools it announced. A
+    /// load that a later one or an unload overtook changes nothing: what
+    /// the file holds now is what the later one read, or nothing.
     fn register(
         &self,
-        path: &Path,
+        load: FileLoad<'_>,
         result: Result<Plugin, LoadError>,
     ) -> Result<Arc<Plugin>, LoadError> {
+        let path = load.path;
         let mut served = self.served_mut();
+        if !load.end(&mut served) {
+            drop(served);
+            tracing::debug!(file = %path.display(), "a later load or an unload of the file came first; this load is not applied");
+            return Err(LoadError::new(path, LoadErrorKind::Superseded));
+        }
         let announced = served.announced.remove(path);
         let registered = self.serve(&mut served, path, result, announced.as_ref());
         drop(served);
@@ -464,9 +547,13 @@ impl Registry {
         Ok(plugin)
     }
 
-    /// Take the plugin of `path` out of service.
+    /// Take the plugin of `path` out of service; loads of it under way end
+    /// unapplied.
     pub(crate) fn unload(&self, path: &Path) -> bool {
         let mut served = self.served_mut();
+        if let Some(loads) = served.loads.get_mut(path) {
+            loads.applied = loads.begun;
+        }
         served.refused.remove(path);
         let removed = served.remove(path) | served.announced.remove(path).is_some();
         // Calls waiting for a slot of the file end unrun; a file that comes
@@ -770,7 +857,8 @@ mod tests {
         let held = hold(&warm).await;
         warm.start_loading_file(compute.clone());
         warm.listed().await;
-        let refused = warm.register(&clash, Ok(clashing)).expect_err("refused");
+        let load = warm.begin_load(&clash);
+        let refused = warm.register(load, Ok(clashing)).expect_err("refused");
         assert!(
             matches!(&refused.kind, LoadErrorKind::NameClash { tool, other } if tool == "word_count" && other == &compute),
             "{refused:?}"
@@ -783,6 +871,75 @@ mod tests {
         );
         drop(held);
         assert_eq!(warm.ready().await.loaded.len(), 1);
+    }
+
+    /// A file rewritten while it loads is loaded again (the folder's watch
+    /// does so): whichever of the two loads ends last, the file serves
+    /// what the later one read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn of_two_loads_of_a_file_the_one_begun_later_stands() {
+        let cache = tempfile::tempdir().expect("temp dir");
+        let folder = tempfile::tempdir().expect("temp dir");
+        let registry = Registry::new(warm_config(cache.path())).expect("registry");
+        let file = folder.path().join("plugin.wasm");
+        let holding = |name: &str| {
+            let built = crate::testing::root().join(format!("dist/test-plugins/{name}.wasm"));
+            std::fs::copy(built, &file).expect("copy");
+        };
+        // What each load read: behave, then clash.
+        holding("behave");
+        let earlier = registry.check(&file).await.expect("behave loads");
+        holding("clash");
+        let later = registry.check(&file).await.expect("clash loads");
+        let tools_of = |p: &Plugin| p.tools.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        let clash_tools = tools_of(&later);
+
+        let (first, second) = (registry.begin_load(&file), registry.begin_load(&file));
+        registry
+            .register(second, Ok(later))
+            .expect("the later load serves");
+        let overtaken = registry.register(first, Ok(earlier));
+        assert!(
+            matches!(&overtaken, Err(e) if matches!(e.kind, LoadErrorKind::Superseded)),
+            "{overtaken:?}"
+        );
+        let served: Vec<String> = registry
+            .tools()
+            .iter()
+            .map(|e| e.tool.name.clone())
+            .collect();
+        assert_eq!(served, clash_tools);
+        assert!(registry.report().refused.is_empty(), "not a refusal");
+
+        // A load whose future is dropped ends too; nothing is kept of a
+        // file with no load under way.
+        drop(registry.begin_load(&file));
+        assert!(registry.served().loads.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_load_under_way_when_its_file_is_unloaded_is_not_applied() {
+        let cache = tempfile::tempdir().expect("temp dir");
+        let folder = tempfile::tempdir().expect("temp dir");
+        let file = copy_test_plugin("behave", folder.path());
+        let registry = Registry::new(warm_config(cache.path())).expect("registry");
+        let mut load = std::pin::pin!(registry.load_file(&file));
+        let first = tokio::select! {
+            biased;
+            loaded = &mut load => Some(loaded),
+            () = std::future::ready(()) => None,
+        };
+        assert!(first.is_none(), "the load is under way: {first:?}");
+        assert!(!registry.unload(&file), "nothing serves yet");
+        let overtaken = load.await;
+        assert!(
+            matches!(&overtaken, Err(e) if matches!(e.kind, LoadErrorKind::Superseded)),
+            "{overtaken:?}"
+        );
+        assert!(registry.tools().is_empty() && registry.report().refused.is_empty());
+        // A load begun after the unload serves.
+        registry.load_file(&file).await.expect("serves");
+        assert!(!registry.tools().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
