@@ -91,25 +91,6 @@ pub(crate) fn prepare(tool: &Tool, arguments: &str) -> Result<Prepared, CallErro
     })
 }
 
-/// The value with integral floats written as integers. JSON Schema counts
-/// `2.0` as an integer; most languages' JSON decoders do not, so plugins get
-/// `2`.
-pub(crate) fn integral_numbers(v: &Value) -> Value {
-    match v {
-        Value::Number(n) if n.is_f64() => match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
-            _ => v.clone(),
-        },
-        Value::Array(items) => Value::Array(items.iter().map(integral_numbers).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), integral_numbers(v)))
-                .collect(),
-        ),
-        _ => v.clone(),
-    }
-}
-
 /// The key two calls are compared by under `name-and-arguments` (B15): the
 /// arguments with the schema's top-level defaults filled in, as canonical
 /// JSON.
@@ -140,40 +121,38 @@ fn with_defaults(schema: &Value, args: &Value) -> Value {
 }
 
 /// Canonical JSON text: keys sorted, integral numbers written as integers
-/// (so 1 and 1.0 are equal) (B15).
-fn canonical_json(v: &Value) -> String {
-    fn write(v: &Value, out: &mut String) {
-        match v {
+/// (so 1 and 1.0 are equal) (B15). Plugins get their arguments so: JSON
+/// Schema counts `2.0` as an integer, most languages' JSON decoders do not.
+pub(crate) fn canonical_json(v: &Value) -> String {
+    serde_json::to_string(&Canonical(v)).expect("JSON values are written: their keys are strings")
+}
+
+/// A value written as canonical JSON, without a copy of it.
+struct Canonical<'a>(&'a Value);
+
+impl serde::Serialize for Canonical<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                    s.serialize_i64(f as i64)
+                }
+                _ => n.serialize(s),
+            },
+            Value::Array(items) => s.collect_seq(items.iter().map(Canonical)),
+            // serde_json's maps are sorted unless a crate turns on its
+            // `preserve_order`.
+            Value::Object(map) if map.keys().is_sorted() => {
+                s.collect_map(map.iter().map(|(k, v)| (k, Canonical(v))))
+            }
             Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(k.clone()).to_string());
-                    out.push(':');
-                    write(&map[k], out);
-                }
-                out.push('}');
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_unstable_by_key(|(k, _)| *k);
+                s.collect_map(entries.into_iter().map(|(k, v)| (k, Canonical(v))))
             }
-            Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
+            other => other.serialize(s),
         }
     }
-    let mut out = String::new();
-    write(&integral_numbers(v), &mut out);
-    out
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ fn result(text: String, data: Option<Value>, is_error: bool) -> CallToolResult {
         content.push(ContentBlock::text(text.clone()));
     }
     if let Some(data) = &data {
-        let json = data.to_string();
+        let json = crate::call::json_text(data);
         if json != text {
             content.push(ContentBlock::text(json));
         }

@@ -239,7 +239,7 @@ impl ToolServer {
         let tool = request.name.to_string();
         let arguments = request
             .arguments
-            .map(|a| Value::Object(a).to_string())
+            .map(|a| crate::call::json_text(&Value::Object(a)))
             .unwrap_or_else(|| "{}".into());
         // Tasks are an extension of the 2026-07-28 revision: older peers
         // cannot tell a task from a result (their results carry no

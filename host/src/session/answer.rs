@@ -68,7 +68,7 @@ impl Answer {
     pub(crate) fn data(call_id: &str, data: Value) -> Self {
         Self {
             data: Some(data.clone()),
-            ..Self::text(call_id, AnswerKind::Result, data.to_string())
+            ..Self::text(call_id, AnswerKind::Result, crate::call::json_text(&data))
         }
     }
 }

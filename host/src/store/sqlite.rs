@@ -1207,7 +1207,7 @@ fn insert(
         call.call_id,
         call.session_id,
         call.tool,
-        call.arguments.to_string(),
+        crate::call::json_text(&call.arguments),
         call.status.as_str(),
         result,
         call.error,
