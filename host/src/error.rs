@@ -104,10 +104,12 @@ pub enum LoadErrorKind {
     /// The host stopped (its runtime shut down) before the load ended.
     #[error("the host stopped before the load ended")]
     Stopped,
-    /// A load of the file begun later, or an unload of it, came before
-    /// this load ended: what it read is not what the file holds now, and
-    /// it changed nothing.
-    #[error("a later load of the file, or its unload, came first; this load is not applied")]
+    /// Another load of the file began, or the file was unloaded, before
+    /// this load ended: the last load begun decides what the file serves,
+    /// and this one changed nothing. Not a refusal: nothing is recorded.
+    #[error(
+        "another load of the file began, or it was unloaded, before this load ended; this load is not applied"
+    )]
     Superseded,
 }
 

@@ -69,15 +69,14 @@ struct Served {
     loads: BTreeMap<PathBuf, FileLoads>,
 }
 
-/// The loads under way of one file, numbered in the order they began: of
-/// two loads of a file, the one begun later stands, whichever ends first.
+/// The loads under way of one file, numbered in the order they began.
 #[derive(Default)]
 struct FileLoads {
-    /// The number of the last load begun.
+    /// The number of the last load begun: the only one that may apply.
     begun: u64,
-    /// The number of the last load applied, or of the last begun at an
-    /// unload: loads up to it end unapplied.
-    applied: u64,
+    /// The number of the last load begun when the file was last unloaded:
+    /// loads up to it end unapplied.
+    void: u64,
     /// Loads begun that have not ended.
     running: u32,
 }
@@ -91,48 +90,39 @@ impl Served {
         true
     }
 
-    /// End the load `number` of `path`: whether it may apply, being later
-    /// than what was applied (or unloaded) since it began.
+    /// End the load `number` of `path`: whether it applies, being the last
+    /// begun, with no unload since it began.
     fn end_load(&mut self, path: &Path, number: u64) -> bool {
         let Some(loads) = self.loads.get_mut(path) else {
             return false;
         };
-        let stands = number > loads.applied;
-        if stands {
-            loads.applied = number;
-        }
+        let applies = number == loads.begun && number > loads.void;
         loads.running -= 1;
         if loads.running == 0 {
             self.loads.remove(path);
         }
-        stands
+        applies
     }
 }
 
-/// A load of one file under way ([`Registry::begin_load`]). Its end applies
-/// ([`Registry::register`]) unless a load of the file begun later applied
-/// first or the file was unloaded since it began; dropped, it ends
-/// unapplied.
-pub(crate) struct FileLoad<'a> {
-    registry: &'a Registry,
-    path: &'a Path,
+/// A load of one file under way ([`Registry::begin_load`]), counted in
+/// `pending` until it ends. Only the last load begun of a file applies its
+/// end ([`Registry::register`]), and not if the file was unloaded since it
+/// began: what a file serves does not depend on which of its loads ends
+/// first. Dropped, it ends unapplied.
+pub(crate) struct FileLoad {
+    registry: Arc<Registry>,
+    path: PathBuf,
     /// Until it ends.
     number: Option<u64>,
 }
 
-impl FileLoad<'_> {
-    /// End it under the lock: whether it applies.
-    fn end(mut self, served: &mut Served) -> bool {
-        let number = self.number.take().expect("a load ends once");
-        served.end_load(self.path, number)
-    }
-}
-
-impl Drop for FileLoad<'_> {
+impl Drop for FileLoad {
     fn drop(&mut self) {
         if let Some(number) = self.number.take() {
-            self.registry.served_mut().end_load(self.path, number);
+            self.registry.served_mut().end_load(&self.path, number);
         }
+        self.registry.pending.send_modify(|n| *n -= 1);
     }
 }
 
@@ -143,7 +133,7 @@ pub(crate) struct Registry {
     /// Where every call's record goes (B31).
     pub(crate) store: Arc<dyn TaskStore>,
     served: RwLock<Served>,
-    /// Number of plugin files still loading.
+    /// Loads under way ([`FileLoad`]s).
     pending: watch::Sender<usize>,
     /// Of those, the ones whose tools are not listed yet: a file is listed
     /// once it is announced or its load ends.
@@ -235,7 +225,8 @@ impl Registry {
     /// every file is announced or loaded. Then the files load, as `loads`
     /// says; a call to a plugin not yet loaded waits for its load.
     pub(crate) fn start_loading_files(self: &Arc<Self>, paths: Vec<PathBuf>, loads: Loads) {
-        self.pending.send_modify(|n| *n += paths.len());
+        // Begun now, so that an unload from here on voids them.
+        let mut begun: Vec<FileLoad> = paths.iter().map(|p| self.begin_load(p)).collect();
         self.unlisted.send_modify(|n| *n += paths.len());
         let registry = self.clone();
         tokio::spawn(async move {
@@ -258,12 +249,12 @@ impl Registry {
             }
             let workers = tokio::runtime::Handle::current().metrics().num_workers();
             let turns = Arc::new(Semaphore::new(workers.saturating_sub(1).max(1)));
-            for (path, listed) in paths.into_iter().zip(listed) {
+            for (load, listed) in begun.drain(..).zip(listed) {
                 let registry = registry.clone();
                 let turns = (loads == Loads::InTurns && listed).then(|| turns.clone());
                 tokio::spawn(async move {
                     // A refusal is logged and kept in the report.
-                    let load = registry.load_file(&path);
+                    let load = registry.load_begun(load);
                     tokio::pin!(load);
                     // A turn is for loading, not for waiting for the
                     // engine, which every load does first.
@@ -285,7 +276,6 @@ impl Registry {
                     if !listed {
                         registry.one_listed();
                     }
-                    registry.pending.send_modify(|n| *n -= 1);
                     registry.prepare_when_loaded();
                 });
             }
@@ -359,28 +349,35 @@ impl Registry {
         *self.unlisted.borrow() > 0
     }
 
-    /// Load one plugin file and put it into service, unless a load of it
-    /// begun later applies first or it is unloaded meanwhile
+    /// Load one plugin file and put it into service, unless another load
+    /// of it begins or it is unloaded meanwhile
     /// ([`LoadErrorKind::Superseded`]).
-    pub(crate) async fn load_file(&self, path: &Path) -> Result<Arc<Plugin>, LoadError> {
-        let load = self.begin_load(path);
-        let result = plugin::load(&self.runtime, &self.config, path).await;
-        let registered = self.register(load, result);
-        self.prepare_when_loaded();
-        registered
+    pub(crate) async fn load_file(self: &Arc<Self>, path: &Path) -> Result<Arc<Plugin>, LoadError> {
+        self.load_begun(self.begin_load(path)).await
     }
 
-    /// Number a load of `path` that begins now.
-    pub(crate) fn begin_load<'a>(&'a self, path: &'a Path) -> FileLoad<'a> {
+    /// A load of `path` that begins now.
+    pub(crate) fn begin_load(self: &Arc<Self>, path: &Path) -> FileLoad {
         let mut served = self.served_mut();
         let loads = served.loads.entry(path.to_owned()).or_default();
         loads.begun += 1;
         loads.running += 1;
+        let number = Some(loads.begun);
+        drop(served);
+        self.pending.send_modify(|n| *n += 1);
         FileLoad {
-            registry: self,
-            path,
-            number: Some(loads.begun),
+            registry: self.clone(),
+            path: path.to_owned(),
+            number,
         }
+    }
+
+    /// Go on with a load begun.
+    async fn load_begun(&self, load: FileLoad) -> Result<Arc<Plugin>, LoadError> {
+        let result = plugin::load(&self.runtime, &self.config, &load.path).await;
+        let registered = self.register(load, result);
+        self.prepare_when_loaded();
+        registered
     }
 
     /// List the tools a loading file's last load described, until its load
@@ -439,18 +436,20 @@ impl Registry {
     /// A change of the listed tools bumps
     /// [`tools_changed`](Self::tools_changed); a new version with the same
     /// tools does not, nor a load that serves the tools it announced. A
-    /// load that a later one or an unload overtook changes nothing: what
-    /// the file holds now is what the later one read, or nothing.
+    /// load after which another of the file began, or the file was
+    /// unloaded, changes nothing: what serves is what the last load begun
+    /// read, or nothing.
     fn register(
         &self,
-        load: FileLoad<'_>,
+        mut load: FileLoad,
         result: Result<Plugin, LoadError>,
     ) -> Result<Arc<Plugin>, LoadError> {
-        let path = load.path;
+        let number = load.number.take().expect("a load ends once");
+        let path = load.path.as_path();
         let mut served = self.served_mut();
-        if !load.end(&mut served) {
+        if !served.end_load(path, number) {
             drop(served);
-            tracing::debug!(file = %path.display(), "a later load or an unload of the file came first; this load is not applied");
+            tracing::debug!(file = %path.display(), "another load of the file began, or it was unloaded; this load is not applied");
             return Err(LoadError::new(path, LoadErrorKind::Superseded));
         }
         let announced = served.announced.remove(path);
@@ -552,7 +551,7 @@ impl Registry {
     pub(crate) fn unload(&self, path: &Path) -> bool {
         let mut served = self.served_mut();
         if let Some(loads) = served.loads.get_mut(path) {
-            loads.applied = loads.begun;
+            loads.void = loads.begun;
         }
         served.refused.remove(path);
         let removed = served.remove(path) | served.announced.remove(path).is_some();
@@ -874,47 +873,62 @@ mod tests {
     }
 
     /// A file rewritten while it loads is loaded again (the folder's watch
-    /// does so): whichever of the two loads ends last, the file serves
-    /// what the later one read.
+    /// does so): whichever of the two loads ends first, the file serves
+    /// what the later one read, and the earlier one changes nothing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn of_two_loads_of_a_file_the_one_begun_later_stands() {
+    async fn of_two_loads_of_a_file_the_one_begun_later_decides() {
         let cache = tempfile::tempdir().expect("temp dir");
         let folder = tempfile::tempdir().expect("temp dir");
-        let registry = Registry::new(warm_config(cache.path())).expect("registry");
         let file = folder.path().join("plugin.wasm");
         let holding = |name: &str| {
             let built = crate::testing::root().join(format!("dist/test-plugins/{name}.wasm"));
             std::fs::copy(built, &file).expect("copy");
         };
-        // What each load read: behave, then clash.
-        holding("behave");
-        let earlier = registry.check(&file).await.expect("behave loads");
-        holding("clash");
-        let later = registry.check(&file).await.expect("clash loads");
-        let tools_of = |p: &Plugin| p.tools.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
-        let clash_tools = tools_of(&later);
+        for earlier_ends_first in [true, false] {
+            let registry = Arc::new(Registry::new(warm_config(cache.path())).expect("registry"));
+            // What each load read: behave, then clash.
+            holding("behave");
+            let earlier = registry.check(&file).await.expect("behave loads");
+            holding("clash");
+            let later = registry.check(&file).await.expect("clash loads");
+            let clash_tools: Vec<String> = later.tools.iter().map(|t| t.name.clone()).collect();
 
-        let (first, second) = (registry.begin_load(&file), registry.begin_load(&file));
-        registry
-            .register(second, Ok(later))
-            .expect("the later load serves");
-        let overtaken = registry.register(first, Ok(earlier));
-        assert!(
-            matches!(&overtaken, Err(e) if matches!(e.kind, LoadErrorKind::Superseded)),
-            "{overtaken:?}"
-        );
-        let served: Vec<String> = registry
-            .tools()
-            .iter()
-            .map(|e| e.tool.name.clone())
-            .collect();
-        assert_eq!(served, clash_tools);
-        assert!(registry.report().refused.is_empty(), "not a refusal");
+            let (first, second) = (registry.begin_load(&file), registry.begin_load(&file));
+            let overtaken = if earlier_ends_first {
+                let overtaken = registry.register(first, Ok(earlier));
+                registry
+                    .register(second, Ok(later))
+                    .expect("the later load serves");
+                overtaken
+            } else {
+                registry
+                    .register(second, Ok(later))
+                    .expect("the later load serves");
+                registry.register(first, Ok(earlier))
+            };
+            assert!(
+                matches!(&overtaken, Err(e) if matches!(e.kind, LoadErrorKind::Superseded)),
+                "earlier ends first: {earlier_ends_first}: {overtaken:?}"
+            );
+            let served: Vec<String> = registry
+                .tools()
+                .iter()
+                .map(|e| e.tool.name.clone())
+                .collect();
+            assert_eq!(
+                served, clash_tools,
+                "earlier ends first: {earlier_ends_first}"
+            );
+            assert!(registry.report().refused.is_empty(), "not a refusal");
+            assert!(!registry.loading());
 
-        // A load whose future is dropped ends too; nothing is kept of a
-        // file with no load under way.
-        drop(registry.begin_load(&file));
-        assert!(registry.served().loads.is_empty());
+            // A load whose future is dropped ends too; nothing is kept of a
+            // file with no load under way.
+            let dropped = registry.begin_load(&file);
+            assert!(registry.loading());
+            drop(dropped);
+            assert!(!registry.loading() && registry.served().loads.is_empty());
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -922,7 +936,7 @@ mod tests {
         let cache = tempfile::tempdir().expect("temp dir");
         let folder = tempfile::tempdir().expect("temp dir");
         let file = copy_test_plugin("behave", folder.path());
-        let registry = Registry::new(warm_config(cache.path())).expect("registry");
+        let registry = Arc::new(Registry::new(warm_config(cache.path())).expect("registry"));
         let mut load = std::pin::pin!(registry.load_file(&file));
         let first = tokio::select! {
             biased;
