@@ -66,9 +66,10 @@ impl Answer {
 
     /// Data the model reads as JSON text.
     pub(crate) fn data(call_id: &str, data: Value) -> Self {
+        let text = crate::call::json_text(&data);
         Self {
-            data: Some(data.clone()),
-            ..Self::text(call_id, AnswerKind::Result, crate::call::json_text(&data))
+            data: Some(data),
+            ..Self::text(call_id, AnswerKind::Result, text)
         }
     }
 }
