@@ -104,11 +104,11 @@ pub enum LoadErrorKind {
     /// The host stopped (its runtime shut down) before the load ended.
     #[error("the host stopped before the load ended")]
     Stopped,
-    /// Another load of the file began, or the file was unloaded, before
-    /// this load ended: the last load begun decides what the file serves,
-    /// and this one changed nothing. Not a refusal: nothing is recorded.
+    /// A load of the file begun later served, or the file was unloaded,
+    /// before this load ended, which so changed nothing: an earlier load
+    /// never undoes a later one. Not a refusal: nothing is recorded.
     #[error(
-        "another load of the file began, or it was unloaded, before this load ended; this load is not applied"
+        "a later load of the file served, or the file was unloaded, before this load ended; this load is not applied"
     )]
     Superseded,
 }

@@ -69,16 +69,31 @@ struct Served {
     loads: BTreeMap<PathBuf, FileLoads>,
 }
 
-/// The loads under way of one file, numbered in the order they began.
+/// The loads under way of one file, numbered in the order they began, so
+/// that an earlier load never undoes a later one, whichever ends first.
 #[derive(Default)]
 struct FileLoads {
-    /// The number of the last load begun: the only one that may apply.
+    /// The number of the last load begun.
     begun: u64,
-    /// The number of the last load begun when the file was last unloaded:
-    /// loads up to it end unapplied.
-    void: u64,
+    /// The number of the last load that served, or of the last begun when
+    /// the file was unloaded: loads up to it end unapplied.
+    served: u64,
+    /// The number of the last load refused, or of the last begun when the
+    /// file was unloaded: refusals up to it are not recorded.
+    refused: u64,
     /// Loads begun that have not ended.
     running: u32,
+}
+
+impl FileLoads {
+    /// Whether the load `number`, ending `loaded` or refused, applies. A
+    /// new version serves unless a later one served; a refusal is recorded
+    /// unless a later version served or was refused. So both end orders of
+    /// a good version and a later broken one leave the good one serving
+    /// and the refusal recorded.
+    fn applies(&self, number: u64, loaded: bool) -> bool {
+        number > self.served && (loaded || number > self.refused)
+    }
 }
 
 impl Served {
@@ -90,26 +105,27 @@ impl Served {
         true
     }
 
-    /// End the load `number` of `path`: whether it applies, being the last
-    /// begun, with no unload since it began.
-    fn end_load(&mut self, path: &Path, number: u64) -> bool {
+    /// One load of `path` ended; `applied`, when it did, with its number
+    /// and whether it served.
+    fn end_load(&mut self, path: &Path, applied: Option<(u64, bool)>) {
         let Some(loads) = self.loads.get_mut(path) else {
-            return false;
+            return;
         };
-        let applies = number == loads.begun && number > loads.void;
+        match applied {
+            Some((number, true)) => loads.served = number,
+            Some((number, false)) => loads.refused = loads.refused.max(number),
+            None => {}
+        }
         loads.running -= 1;
         if loads.running == 0 {
             self.loads.remove(path);
         }
-        applies
     }
 }
 
-/// A load of one file under way ([`Registry::begin_load`]), counted in
-/// `pending` until it ends. Only the last load begun of a file applies its
-/// end ([`Registry::register`]), and not if the file was unloaded since it
-/// began: what a file serves does not depend on which of its loads ends
-/// first. Dropped, it ends unapplied.
+/// A load of one file under way ([`Registry::begin_load`]); its end goes
+/// to [`Registry::register`]. Dropped, it ends unapplied, and changes
+/// nothing for the file's other loads.
 pub(crate) struct FileLoad {
     registry: Arc<Registry>,
     path: PathBuf,
@@ -119,10 +135,9 @@ pub(crate) struct FileLoad {
 
 impl Drop for FileLoad {
     fn drop(&mut self) {
-        if let Some(number) = self.number.take() {
-            self.registry.served_mut().end_load(&self.path, number);
+        if self.number.take().is_some() {
+            self.registry.served_mut().end_load(&self.path, None);
         }
-        self.registry.pending.send_modify(|n| *n -= 1);
     }
 }
 
@@ -133,7 +148,7 @@ pub(crate) struct Registry {
     /// Where every call's record goes (B31).
     pub(crate) store: Arc<dyn TaskStore>,
     served: RwLock<Served>,
-    /// Loads under way ([`FileLoad`]s).
+    /// Number of plugin files still loading.
     pending: watch::Sender<usize>,
     /// Of those, the ones whose tools are not listed yet: a file is listed
     /// once it is announced or its load ends.
@@ -227,6 +242,7 @@ impl Registry {
     pub(crate) fn start_loading_files(self: &Arc<Self>, paths: Vec<PathBuf>, loads: Loads) {
         // Begun now, so that an unload from here on voids them.
         let mut begun: Vec<FileLoad> = paths.iter().map(|p| self.begin_load(p)).collect();
+        self.pending.send_modify(|n| *n += paths.len());
         self.unlisted.send_modify(|n| *n += paths.len());
         let registry = self.clone();
         tokio::spawn(async move {
@@ -241,7 +257,7 @@ impl Registry {
             let mut listed = vec![false; paths.len()];
             for (i, announcement) in announcements.into_iter().enumerate() {
                 if let Some(a) = announcement
-                    && registry.announce(&paths[i], a)
+                    && registry.announce(&begun[i], a)
                 {
                     listed[i] = true;
                     registry.one_listed();
@@ -276,6 +292,7 @@ impl Registry {
                     if !listed {
                         registry.one_listed();
                     }
+                    registry.pending.send_modify(|n| *n -= 1);
                     registry.prepare_when_loaded();
                 });
             }
@@ -349,8 +366,8 @@ impl Registry {
         *self.unlisted.borrow() > 0
     }
 
-    /// Load one plugin file and put it into service, unless another load
-    /// of it begins or it is unloaded meanwhile
+    /// Load one plugin file and put it into service, unless a load of it
+    /// begun later serves first or it is unloaded meanwhile
     /// ([`LoadErrorKind::Superseded`]).
     pub(crate) async fn load_file(self: &Arc<Self>, path: &Path) -> Result<Arc<Plugin>, LoadError> {
         self.load_begun(self.begin_load(path)).await
@@ -364,7 +381,6 @@ impl Registry {
         loads.running += 1;
         let number = Some(loads.begun);
         drop(served);
-        self.pending.send_modify(|n| *n += 1);
         FileLoad {
             registry: self.clone(),
             path: path.to_owned(),
@@ -380,14 +396,21 @@ impl Registry {
         registered
     }
 
-    /// List the tools a loading file's last load described, until its load
+    /// List the tools a loading file's last load described, until `load`
     /// ends (a call of one waits for `pending` to change: see
-    /// [`tool`](Self::tool)). Not when the file serves already (its version lists), nor when
-    /// another file has or announced a tool of the same name (the load
-    /// decides which serves). Whether the file's tools are listed.
-    fn announce(&self, path: &Path, announcement: Announcement) -> bool {
+    /// [`tool`](Self::tool)). Not when the file serves already (its version
+    /// lists), nor when another file has or announced a tool of the same
+    /// name (the load decides which serves), nor when `load` can no longer
+    /// serve (a later load served or the file was unloaded), which lists
+    /// nothing at once. Whether the file's tools are listed.
+    fn announce(&self, load: &FileLoad, announcement: Announcement) -> bool {
+        let path = load.path.as_path();
         let mut served = self.served_mut();
         if served.plugins.contains_key(path) {
+            return true;
+        }
+        let can_serve = |l: &FileLoads| load.number.is_some_and(|n| l.applies(n, true));
+        if !served.loads.get(path).is_some_and(can_serve) {
             return true;
         }
         let taken = |name: &str| {
@@ -436,9 +459,9 @@ impl Registry {
     /// A change of the listed tools bumps
     /// [`tools_changed`](Self::tools_changed); a new version with the same
     /// tools does not, nor a load that serves the tools it announced. A
-    /// load after which another of the file began, or the file was
-    /// unloaded, changes nothing: what serves is what the last load begun
-    /// read, or nothing.
+    /// load that a later one overtook ([`FileLoads::applies`]), or that
+    /// the file's unload came during, changes nothing but the file's
+    /// announcement, which goes.
     fn register(
         &self,
         mut load: FileLoad,
@@ -447,13 +470,19 @@ impl Registry {
         let number = load.number.take().expect("a load ends once");
         let path = load.path.as_path();
         let mut served = self.served_mut();
-        if !served.end_load(path, number) {
-            drop(served);
-            tracing::debug!(file = %path.display(), "another load of the file began, or it was unloaded; this load is not applied");
-            return Err(LoadError::new(path, LoadErrorKind::Superseded));
-        }
+        let (applies, latest) = served.loads.get(path).map_or((false, false), |l| {
+            (l.applies(number, result.is_ok()), number > l.refused)
+        });
         let announced = served.announced.remove(path);
-        let registered = self.serve(&mut served, path, result, announced.as_ref());
+        let registered = if applies {
+            let registered = self.serve(&mut served, path, result, announced.as_ref(), latest);
+            served.end_load(path, Some((number, registered.is_ok())));
+            registered
+        } else {
+            served.end_load(path, None);
+            tracing::debug!(file = %path.display(), "a later load of the file, or its unload, came first; this load is not applied");
+            Err(LoadError::new(path, LoadErrorKind::Superseded))
+        };
         drop(served);
         // The announced tools are no longer listed.
         if registered.is_err() && announced.is_some_and(|a| !a.tools.is_empty()) {
@@ -462,13 +491,15 @@ impl Registry {
         registered
     }
 
-    /// [`register`](Self::register) under the lock.
+    /// [`register`](Self::register) under the lock; a version that serves
+    /// forgets the file's refusal if it is `latest`, begun after it.
     fn serve(
         &self,
         served: &mut Served,
         path: &Path,
         result: Result<Plugin, LoadError>,
         announced: Option<&Announcement>,
+        latest: bool,
     ) -> Result<Arc<Plugin>, LoadError> {
         let serving = served.plugins.contains_key(path);
         let refuse = |served: &mut Served, e: LoadError| {
@@ -539,7 +570,9 @@ impl Registry {
             replaced = serving, "plugin loaded"
         );
         served.plugins.insert(path.to_owned(), plugin.clone());
-        served.refused.remove(path);
+        if latest {
+            served.refused.remove(path);
+        }
         if !same_tools {
             self.changed.send_modify(|g| *g += 1);
         }
@@ -551,7 +584,7 @@ impl Registry {
     pub(crate) fn unload(&self, path: &Path) -> bool {
         let mut served = self.served_mut();
         if let Some(loads) = served.loads.get_mut(path) {
-            loads.void = loads.begun;
+            (loads.served, loads.refused) = (loads.begun, loads.begun);
         }
         served.refused.remove(path);
         let removed = served.remove(path) | served.announced.remove(path).is_some();
@@ -873,10 +906,11 @@ mod tests {
     }
 
     /// A file rewritten while it loads is loaded again (the folder's watch
-    /// does so): whichever of the two loads ends first, the file serves
-    /// what the later one read, and the earlier one changes nothing.
+    /// does so). Whichever of the two loads ends first, the later version
+    /// serves in the end; when it is refused, the earlier serves and the
+    /// refusal is recorded.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn of_two_loads_of_a_file_the_one_begun_later_decides() {
+    async fn an_earlier_load_of_a_file_never_undoes_a_later_one() {
         let cache = tempfile::tempdir().expect("temp dir");
         let folder = tempfile::tempdir().expect("temp dir");
         let file = folder.path().join("plugin.wasm");
@@ -884,51 +918,92 @@ mod tests {
             let built = crate::testing::root().join(format!("dist/test-plugins/{name}.wasm"));
             std::fs::copy(built, &file).expect("copy");
         };
-        for earlier_ends_first in [true, false] {
+        let names = |r: &Registry| -> Vec<String> {
+            r.tools().iter().map(|e| e.tool.name.clone()).collect()
+        };
+        for (later_version, earlier_ends_first) in [
+            ("clash", true),
+            ("clash", false),
+            ("describe-trap", true),
+            ("describe-trap", false),
+        ] {
+            let case = format!("{later_version}, earlier ends first: {earlier_ends_first}");
             let registry = Arc::new(Registry::new(warm_config(cache.path())).expect("registry"));
-            // What each load read: behave, then clash.
+            // What each load read: behave, then the later version.
             holding("behave");
-            let earlier = registry.check(&file).await.expect("behave loads");
-            holding("clash");
-            let later = registry.check(&file).await.expect("clash loads");
-            let clash_tools: Vec<String> = later.tools.iter().map(|t| t.name.clone()).collect();
+            let earlier = registry.check(&file).await;
+            let mut behave_tools: Vec<String> = (earlier.as_ref().expect("behave loads").tools)
+                .iter()
+                .map(|t| t.name.clone())
+                .collect();
+            behave_tools.sort();
+            holding(later_version);
+            let later = registry.check(&file).await;
+            let later_tools = later.as_ref().ok().map(|p| {
+                let mut names: Vec<String> = p.tools.iter().map(|t| t.name.clone()).collect();
+                names.sort();
+                names
+            });
 
             let (first, second) = (registry.begin_load(&file), registry.begin_load(&file));
-            let overtaken = if earlier_ends_first {
-                let overtaken = registry.register(first, Ok(earlier));
-                registry
-                    .register(second, Ok(later))
-                    .expect("the later load serves");
-                overtaken
+            let earlier_ended = if earlier_ends_first {
+                let ended = registry.register(first, earlier);
+                let _ = registry.register(second, later);
+                ended
             } else {
-                registry
-                    .register(second, Ok(later))
-                    .expect("the later load serves");
-                registry.register(first, Ok(earlier))
+                let _ = registry.register(second, later);
+                registry.register(first, earlier)
             };
-            assert!(
-                matches!(&overtaken, Err(e) if matches!(e.kind, LoadErrorKind::Superseded)),
-                "earlier ends first: {earlier_ends_first}: {overtaken:?}"
-            );
-            let served: Vec<String> = registry
-                .tools()
-                .iter()
-                .map(|e| e.tool.name.clone())
-                .collect();
-            assert_eq!(
-                served, clash_tools,
-                "earlier ends first: {earlier_ends_first}"
-            );
-            assert!(registry.report().refused.is_empty(), "not a refusal");
-            assert!(!registry.loading());
+            match &later_tools {
+                Some(tools) => {
+                    assert_eq!(&names(&registry), tools, "{case}");
+                    assert!(registry.report().refused.is_empty(), "{case}");
+                    assert_eq!(
+                        matches!(&earlier_ended, Err(e) if matches!(e.kind, LoadErrorKind::Superseded)),
+                        !earlier_ends_first,
+                        "{case}: {earlier_ended:?}"
+                    );
+                }
+                None => {
+                    assert_eq!(names(&registry), behave_tools, "{case}");
+                    assert_eq!(registry.report().refused.len(), 1, "{case}");
+                    assert!(earlier_ended.is_ok(), "{case}");
+                }
+            }
 
             // A load whose future is dropped ends too; nothing is kept of a
             // file with no load under way.
-            let dropped = registry.begin_load(&file);
-            assert!(registry.loading());
-            drop(dropped);
-            assert!(!registry.loading() && registry.served().loads.is_empty());
+            drop(registry.begin_load(&file));
+            assert!(registry.served().loads.is_empty(), "{case}");
         }
+    }
+
+    /// An unload as a start begins voids the start's load of the file: its
+    /// tools are not announced after it, nor served, and a call of one
+    /// does not wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_unloaded_as_a_start_begins_is_neither_announced_nor_served() {
+        let cache = tempfile::tempdir().expect("temp dir");
+        let (behave, _) = described(cache.path()).await;
+        let (warm, held) = held_registry(cache.path()).await;
+        warm.start_loading_file(behave.clone());
+        warm.unload(&behave);
+        let wait = std::time::Duration::from_secs(20);
+        tokio::time::timeout(wait, warm.listed())
+            .await
+            .expect("listed");
+        assert!(
+            warm.listed_tools().is_empty(),
+            "{:?}",
+            names(&warm.listed_tools())
+        );
+        drop(held);
+        let report = tokio::time::timeout(wait, warm.ready())
+            .await
+            .expect("ends");
+        assert!(report.loaded.is_empty() && report.refused.is_empty());
+        let found = tokio::time::timeout(wait, warm.tool("ok")).await;
+        assert!(matches!(found, Ok(None)), "{found:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
