@@ -104,12 +104,11 @@ pub enum LoadErrorKind {
     /// The host stopped (its runtime shut down) before the load ended.
     #[error("the host stopped before the load ended")]
     Stopped,
-    /// A load of the file begun later served, or the file was unloaded,
-    /// before this load ended, which so changed nothing: an earlier load
-    /// never undoes a later one. Not a refusal: nothing is recorded.
-    #[error(
-        "a later load of the file served, or the file was unloaded, before this load ended; this load is not applied"
-    )]
+    /// A load of the file begun later, or its unload, ended first and
+    /// decides: a version that serves overrides every earlier load, a
+    /// refusal every earlier refusal. This load changed nothing, and is
+    /// not recorded as a refusal.
+    #[error("a later load of the file, or its unload, ended first; this load is not applied")]
     Superseded,
 }
 

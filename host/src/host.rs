@@ -184,12 +184,13 @@ impl Host {
     /// serves replaces it; when the new version is refused the old one goes
     /// on serving. Of loads of a file under way at once (the folder's watch
     /// reloads a file that changes), an earlier one never undoes a later
-    /// one: when the later has served, the earlier ends with
-    /// [`LoadErrorKind::Superseded`](crate::LoadErrorKind::Superseded), as
-    /// does a load under way when the file is [`unload`](Self::unload)ed.
+    /// one: it ends with
+    /// [`LoadErrorKind::Superseded`](crate::LoadErrorKind::Superseded)
+    /// when a later version served first, or when it is refused after a
+    /// later version was refused, as does a load under way when the file
+    /// is [`unload`](Self::unload)ed.
     ///
     /// # Cancel safety
-    ///
     /// Dropping the future ends the load unapplied, and changes nothing for
     /// the file's other loads.
     pub async fn load_file(&self, path: impl AsRef<Path>) -> Result<Arc<Plugin>, LoadError> {

@@ -366,9 +366,9 @@ impl Registry {
         *self.unlisted.borrow() > 0
     }
 
-    /// Load one plugin file and put it into service, unless a load of it
-    /// begun later serves first or it is unloaded meanwhile
-    /// ([`LoadErrorKind::Superseded`]).
+    /// Load one plugin file and put it into service, unless a later load
+    /// of it or its unload decides first ([`LoadErrorKind::Superseded`]:
+    /// see [`FileLoads::applies`]).
     pub(crate) async fn load_file(self: &Arc<Self>, path: &Path) -> Result<Arc<Plugin>, LoadError> {
         self.load_begun(self.begin_load(path)).await
     }
@@ -491,8 +491,9 @@ impl Registry {
         registered
     }
 
-    /// [`register`](Self::register) under the lock; a version that serves
-    /// forgets the file's refusal if it is `latest`, begun after it.
+    /// [`register`](Self::register) under the lock. Only a load that is
+    /// `latest`, begun after the file's recorded refusal, replaces or
+    /// forgets it.
     fn serve(
         &self,
         served: &mut Served,
@@ -510,7 +511,11 @@ impl Registry {
             } else {
                 tracing::error!(file = %path.display(), reason = %e.kind, "plugin refused");
             }
-            served.refused.insert(path.to_owned(), e.clone());
+            // An earlier load's name clash does not replace a later
+            // version's refusal.
+            if latest {
+                served.refused.insert(path.to_owned(), e.clone());
+            }
             Err(e)
         };
         let mut plugin = match result {
@@ -1006,6 +1011,48 @@ mod tests {
         assert!(matches!(found, Ok(None)), "{found:?}");
     }
 
+    /// An earlier load refused for a name clash, ending after a later
+    /// version was refused, leaves the later refusal recorded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_earlier_name_clash_does_not_replace_a_later_refusal() {
+        let cache = tempfile::tempdir().expect("temp dir");
+        let folder = tempfile::tempdir().expect("temp dir");
+        let registry = Arc::new(Registry::new(warm_config(cache.path())).expect("registry"));
+        // `clash` provides `word_count`, which rust-compute serves.
+        let compute = crate::testing::root().join("dist/plugins/rust-compute.wasm");
+        registry
+            .load_file(&compute)
+            .await
+            .expect("rust-compute serves");
+        let file = folder.path().join("plugin.wasm");
+        let holding = |name: &str| {
+            let built = crate::testing::root().join(format!("dist/test-plugins/{name}.wasm"));
+            std::fs::copy(built, &file).expect("copy");
+        };
+        holding("clash");
+        let clashing = registry.check(&file).await.expect("clash loads on its own");
+        holding("describe-trap");
+        let trapping = registry
+            .check(&file)
+            .await
+            .expect_err("describe-trap is refused");
+
+        let (first, second) = (registry.begin_load(&file), registry.begin_load(&file));
+        let _ = registry.register(second, Err(trapping));
+        let clashed = registry.register(first, Ok(clashing)).expect_err("a clash");
+        assert!(
+            matches!(clashed.kind, LoadErrorKind::NameClash { .. }),
+            "{clashed:?}"
+        );
+        let refused = registry.report().refused;
+        assert!(
+            matches!(&refused[..], [e] if matches!(e.kind, LoadErrorKind::DescribeTrapped(_))),
+            "{refused:?}"
+        );
+    }
+
+    /// A load that the file's unload came during serves nothing; one begun
+    /// after serves.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_load_under_way_when_its_file_is_unloaded_is_not_applied() {
         let cache = tempfile::tempdir().expect("temp dir");
