@@ -241,7 +241,7 @@ impl Registry {
     /// says; a call to a plugin not yet loaded waits for its load.
     pub(crate) fn start_loading_files(self: &Arc<Self>, paths: Vec<PathBuf>, loads: Loads) {
         // Begun now, so that an unload from here on voids them.
-        let mut begun: Vec<FileLoad> = paths.iter().map(|p| self.begin_load(p)).collect();
+        let begun: Vec<FileLoad> = paths.iter().map(|p| self.begin_load(p)).collect();
         self.pending.send_modify(|n| *n += paths.len());
         self.unlisted.send_modify(|n| *n += paths.len());
         let registry = self.clone();
@@ -265,7 +265,7 @@ impl Registry {
             }
             let workers = tokio::runtime::Handle::current().metrics().num_workers();
             let turns = Arc::new(Semaphore::new(workers.saturating_sub(1).max(1)));
-            for (load, listed) in begun.drain(..).zip(listed) {
+            for (load, listed) in begun.into_iter().zip(listed) {
                 let registry = registry.clone();
                 let turns = (loads == Loads::InTurns && listed).then(|| turns.clone());
                 tokio::spawn(async move {
@@ -923,7 +923,12 @@ mod tests {
             let built = crate::testing::root().join(format!("dist/test-plugins/{name}.wasm"));
             std::fs::copy(built, &file).expect("copy");
         };
-        let names = |r: &Registry| -> Vec<String> {
+        let sorted_names = |tools: &[Arc<Tool>]| {
+            let mut names: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
+            names.sort();
+            names
+        };
+        let serving = |r: &Registry| -> Vec<String> {
             r.tools().iter().map(|e| e.tool.name.clone()).collect()
         };
         for (later_version, earlier_ends_first) in [
@@ -937,18 +942,10 @@ mod tests {
             // What each load read: behave, then the later version.
             holding("behave");
             let earlier = registry.check(&file).await;
-            let mut behave_tools: Vec<String> = (earlier.as_ref().expect("behave loads").tools)
-                .iter()
-                .map(|t| t.name.clone())
-                .collect();
-            behave_tools.sort();
+            let behave_tools = sorted_names(&earlier.as_ref().expect("behave loads").tools);
             holding(later_version);
             let later = registry.check(&file).await;
-            let later_tools = later.as_ref().ok().map(|p| {
-                let mut names: Vec<String> = p.tools.iter().map(|t| t.name.clone()).collect();
-                names.sort();
-                names
-            });
+            let later_tools = later.as_ref().ok().map(|p| sorted_names(&p.tools));
 
             let (first, second) = (registry.begin_load(&file), registry.begin_load(&file));
             let earlier_ended = if earlier_ends_first {
@@ -961,7 +958,7 @@ mod tests {
             };
             match &later_tools {
                 Some(tools) => {
-                    assert_eq!(&names(&registry), tools, "{case}");
+                    assert_eq!(&serving(&registry), tools, "{case}");
                     assert!(registry.report().refused.is_empty(), "{case}");
                     assert_eq!(
                         matches!(&earlier_ended, Err(e) if matches!(e.kind, LoadErrorKind::Superseded)),
@@ -970,7 +967,7 @@ mod tests {
                     );
                 }
                 None => {
-                    assert_eq!(names(&registry), behave_tools, "{case}");
+                    assert_eq!(serving(&registry), behave_tools, "{case}");
                     assert_eq!(registry.report().refused.len(), 1, "{case}");
                     assert!(earlier_ended.is_ok(), "{case}");
                 }
