@@ -898,6 +898,8 @@ async fn a_host_whose_engine_cannot_be_set_up_says_why_and_refuses_its_loads() {
     let e = format!("{:#}", set_up.expect_err("no engine"));
     assert!(e.starts_with("setting up the engine: "), "{e}");
     let cause = &e["setting up the engine: ".len()..];
+    let failed = tokio::time::timeout(Duration::from_secs(5), host.set_up_failed()).await;
+    assert_eq!(format!("{:#}", failed.expect("said")), e);
     let after = host.load_file(test_plugin("behave")).await;
     for refused in [waiting, after] {
         let why = refused.expect_err("refused").to_string();
@@ -906,6 +908,64 @@ async fn a_host_whose_engine_cannot_be_set_up_says_why_and_refuses_its_loads() {
             "{why}"
         );
     }
+}
+
+/// A host made by `Host::opening` begins its set-up (the engine's, and
+/// the task store's opening) once its start's tools are listed, not beside
+/// the announcements a client's first `tools/list` waits for (#13), or
+/// when something needs it: here the store's opening says what the host
+/// listed when it began, and `set_up` begins it on a host with no start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_opening_begins_its_set_up_once_its_start_is_listed_or_when_needed() {
+    use std::sync::OnceLock;
+    use tokio::sync::oneshot;
+    use toolhost::store::{MemoryStore, StoreOptions, TaskStore};
+    let opening = || {
+        let host: Arc<OnceLock<Host>> = Arc::default();
+        let (said, listed) = oneshot::channel::<Vec<String>>();
+        let store = {
+            let host = host.clone();
+            async move {
+                let listed = (host.get())
+                    .map(|h| h.open_session(SessionOptions::default()).tools())
+                    .unwrap_or_default();
+                let _ = said.send(listed.into_iter().map(|t| t.name).collect());
+                Arc::new(MemoryStore::new(StoreOptions::default())) as Arc<dyn TaskStore>
+            }
+        };
+        let opened = Host::opening(config(), store);
+        let _ = host.set(opened.clone());
+        (opened, listed)
+    };
+    let begun = |listed: oneshot::Receiver<Vec<String>>| async move {
+        (tokio::time::timeout(Duration::from_secs(60), listed).await)
+            .expect("the set-up begins")
+            .expect("said")
+    };
+
+    // The compile cache knows the plugin at this path once it has loaded
+    // there: its tools are then announced before it loads. (A link to the
+    // built file, whose times are old enough for the cache to remember
+    // it: a copy made now would be read again.)
+    let folder = Folder::new();
+    let link = folder.path().join("rust-compute.wasm");
+    std::os::unix::fs::symlink(example("rust-compute"), &link).expect("link");
+    let warm = Host::new(config()).expect("host");
+    warm.load_dir(folder.path()).await.expect("load");
+    drop(warm);
+    let (host, listed) = opening();
+    host.start_loading(folder.path()).expect("start");
+    let listed = begun(listed).await;
+    assert!(listed.iter().any(|t| t == "word_count"), "{listed:?}");
+    let report = host.ready().await;
+    assert_eq!((report.loaded.len(), report.refused.len()), (1, 0));
+
+    let (host, listed) = opening();
+    tokio::time::timeout(Duration::from_secs(60), host.set_up())
+        .await
+        .expect("set up")
+        .expect("the engine");
+    assert_eq!(begun(listed).await, Vec::<String>::new());
 }
 
 /// B31 in part: the session keeps each call's record in memory while it

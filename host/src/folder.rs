@@ -43,9 +43,10 @@ impl Drop for FolderWatch {
 /// until a host follows them ([`Host::follow_folder`](crate::Host::follow_folder)).
 ///
 /// Made before the host, its set-up (which waits for notify's own thread)
-/// runs beside the engine's and the folder's first listing rather than
-/// before them. What changed between that listing and the watch is found
-/// when the host follows it: the listing remembered each file's stamp.
+/// runs beside the folder's first listing and the announcements of its
+/// tools rather than before them. What changed between that listing and
+/// the watch is found when the host follows it: the listing remembered
+/// each file's stamp.
 pub struct FolderChanges {
     watcher: notify::RecommendedWatcher,
     changed: Arc<Changed>,

@@ -16,6 +16,7 @@ use crate::plugin::Plugin;
 use crate::records::HostEvent;
 use crate::registry::{LoadReport, Loads, Registry, ToolEntry};
 use crate::session::{CancelError, Session, SessionOptions, WeakSession};
+use crate::startup::SetUpGate;
 use crate::store::{OpeningStore, StoreOptions, TaskStore};
 
 /// A toolhost: an engine, the plugins loaded into it, their tools, and the
@@ -64,10 +65,14 @@ impl Host {
     /// A host that serves while it is still being set up: its engine is
     /// set up on a blocking thread (a few milliseconds, mostly reserving
     /// the instance pool) and `store` runs on a task of its own, and the
-    /// host is returned at once. Meanwhile it lists the tools the compile
-    /// cache remembers of unchanged plugins ([`start_loading`](Self::start_loading)),
-    /// loads wait for the engine, and an engine that cannot be set up
-    /// refuses every load with why ([`set_up`](Self::set_up) says it once).
+    /// host is returned at once. Both begin once the tools the compile
+    /// cache remembers of unchanged plugins are listed
+    /// ([`start_loading`](Self::start_loading)), which a client's
+    /// `tools/list` waits for and they would slow on a small machine, or
+    /// as soon as something needs them: a load, [`set_up`](Self::set_up),
+    /// a call's record, a read of the store. Loads wait for the engine, and
+    /// an engine that cannot be set up refuses every load with why
+    /// ([`set_up`](Self::set_up) says it once).
     /// Until the store is open, the records calls write wait for it in
     /// order (at most [`StoreOptions::queue`](crate::store::StoreOptions::queue)
     /// writes; past that they are dropped and counted in its health), and
@@ -96,18 +101,20 @@ impl Host {
         mut config: HostConfig,
         store: impl Future<Output = Arc<dyn TaskStore>> + Send + 'static,
     ) -> Self {
-        let runtime = Runtime::building(&config.engine, config.cache_dir.clone());
+        let set_up = SetUpGate::default();
+        let runtime = Runtime::building(&config.engine, config.cache_dir.clone(), set_up.clone());
         let options = StoreOptions {
             retention: config.records,
             ..StoreOptions::default()
         };
-        config.store = Some(OpeningStore::spawn(store, options));
+        config.store = Some(OpeningStore::spawn(store, options, set_up));
         Self::serving(Registry::with_runtime(config, runtime))
     }
 
     /// Wait until the host's engine is set up, or say why it cannot be (a
     /// host made by [`opening`](Self::opening) sets it up in the
-    /// background; one made by [`new`](Self::new) has it already).
+    /// background, and begins now if it has not; one made by
+    /// [`new`](Self::new) has it already).
     ///
     /// # Cancel safety
     /// Cancel safe.
@@ -116,6 +123,18 @@ impl Host {
         (runtime.ready(crate::limits::Metering::Fuel).await)
             .map(|_| ())
             .context("setting up the engine")
+    }
+
+    /// Why the host's engine cannot be set up, once its set-up has begun
+    /// and failed; never if it succeeds. Unlike [`set_up`](Self::set_up),
+    /// waiting for it does not begin the set-up of a host made by
+    /// [`opening`](Self::opening): a command watches it beside what it
+    /// does, to end with why.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn set_up_failed(&self) -> anyhow::Error {
+        (self.registry.runtime.set_up_failed().await).context("setting up the engine")
     }
 
     pub fn config(&self) -> &HostConfig {

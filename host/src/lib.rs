@@ -53,6 +53,7 @@ mod sandbox;
 mod schema;
 mod session;
 mod slots;
+mod startup;
 pub mod store;
 mod templates;
 #[cfg(test)]

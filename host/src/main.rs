@@ -225,9 +225,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Tasks { show, filter } = &cli.command {
         return cli::tasks(state.as_deref(), show.as_ref(), filter).await;
     }
-    // The watch of the folder a server follows is set up beside the engine
-    // and the folder's first listing; `serve` catches up with what changed
-    // in between when it follows the watch.
+    // The watch of the folder a server follows is set up beside the
+    // folder's first listing; `serve` catches up with what changed in
+    // between when it follows the watch.
     let watching = matches!(cli.command, Command::Serve { .. }).then(|| {
         let dir = cli.plugins.clone();
         tokio::task::spawn_blocking(move || FolderChanges::watch(dir))
@@ -247,7 +247,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     };
     let code = tokio::select! {
         biased;
-        Err(e) = host.set_up() => Err(e),
+        e = host.set_up_failed() => Err(e),
         code = command(&host, cli, watching) => code,
     };
     // Lazy writes of the last calls reach the disk before the process ends.

@@ -235,9 +235,11 @@ impl Registry {
 
     /// Start loading plugin files in the background. First the tools the
     /// compile cache knows of each are announced (listed until its load
-    /// ends), all on one blocking thread before any load begins: the loads
-    /// would take the cores from it, and a start lists its tools once
-    /// every file is announced or loaded. Then the files load, as `loads`
+    /// ends), all on one blocking thread before any load begins, and for
+    /// a host still opening before its engine's set-up and its store's
+    /// opening begin (see [`crate::startup`]): these would take the cores
+    /// from it, and a start lists its tools once every file is announced
+    /// or loaded. Then the files load, as `loads`
     /// says; a call to a plugin not yet loaded waits for its load.
     pub(crate) fn start_loading_files(self: &Arc<Self>, paths: Vec<PathBuf>, loads: Loads) {
         // Begun now, so that an unload from here on voids them.
@@ -263,6 +265,9 @@ impl Registry {
                     registry.one_listed();
                 }
             }
+            // What the listing waited for is done: the engine's set-up and
+            // the task store's opening may take the cores now.
+            registry.runtime.begin_set_up();
             let workers = tokio::runtime::Handle::current().metrics().num_workers();
             let turns = Arc::new(Semaphore::new(workers.saturating_sub(1).max(1)));
             for (load, listed) in begun.into_iter().zip(listed) {

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SetOnce, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{
     Config, Engine, EngineWeak, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
@@ -29,6 +30,7 @@ use wasmtime::{
 
 use crate::limits::Metering;
 use crate::sandbox::CallState;
+use crate::startup::SetUpGate;
 
 pub(crate) use self::cache::{CacheOutcome, CompileCache, FileStamp, Known};
 pub(crate) use self::yielding::{Cooperative, HostCallSlices, run_slice};
@@ -167,6 +169,10 @@ fn count(usage: &watch::Sender<InstanceUse>, change: impl FnOnce(&mut InstanceUs
 /// engine at all.
 pub(crate) struct Runtime {
     fuel: Arc<SetOnce<Result<Sandboxes, String>>>,
+    /// Opened when the fuel engine's set-up may begin.
+    set_up: SetUpGate,
+    /// Dropped with the engines: a set-up not begun by then never begins.
+    _abandoned: Option<DropGuard>,
     /// The fuel engine's instances, counted from before it is set up.
     fuel_pool: Pool,
     epoch: OnceLock<Sandboxes>,
@@ -190,34 +196,51 @@ impl Drop for SettingUp {
 impl Runtime {
     /// The engines, the fuel one set up before this returns.
     pub(crate) fn new(config: &EngineConfig, cache_dir: Option<PathBuf>) -> Result<Self> {
-        let runtime = Self::unbuilt(config, cache_dir);
+        let runtime = Self::unbuilt(config, cache_dir, SetUpGate::opened());
         let (cache, pool) = (runtime.cache.clone(), runtime.fuel_pool.clone());
         let fuel = Sandboxes::set_up(config, Metering::Fuel, cache, pool);
         let _ = runtime.fuel.set(Ok(fuel.map_err(|e| anyhow::anyhow!(e))?));
         Ok(runtime)
     }
 
-    /// The engines, returned at once while the fuel engine is set up on a
+    /// The engines, returned at once; the fuel engine is set up on a
     /// blocking thread (a few milliseconds, mostly reserving the instance
-    /// pool). Must be called within a tokio runtime.
-    pub(crate) fn building(config: &EngineConfig, cache_dir: Option<PathBuf>) -> Self {
-        let runtime = Self::unbuilt(config, cache_dir);
+    /// pool) once `set_up` opens, which [`ready`](Self::ready) and
+    /// [`begin_set_up`](Self::begin_set_up) do (see [`crate::startup`]).
+    /// Must be called within a tokio runtime.
+    pub(crate) fn building(
+        config: &EngineConfig,
+        cache_dir: Option<PathBuf>,
+        set_up: SetUpGate,
+    ) -> Self {
+        let mut runtime = Self::unbuilt(config, cache_dir, set_up);
+        let abandoned = CancellationToken::new();
+        runtime._abandoned = Some(abandoned.clone().drop_guard());
         let setting_up = SettingUp(runtime.fuel.clone());
-        let (config, cache, pool) = (
+        let (config, cache, pool, gate) = (
             runtime.config.clone(),
             runtime.cache.clone(),
             runtime.fuel_pool.clone(),
+            runtime.set_up.clone(),
         );
-        tokio::task::spawn_blocking(move || {
-            let fuel = Sandboxes::set_up(&config, Metering::Fuel, cache, pool);
-            let _ = setting_up.0.set(fuel);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = gate.wait() => {}
+                () = abandoned.cancelled() => return,
+            }
+            tokio::task::spawn_blocking(move || {
+                let fuel = Sandboxes::set_up(&config, Metering::Fuel, cache, pool);
+                let _ = setting_up.0.set(fuel);
+            });
         });
         runtime
     }
 
-    fn unbuilt(config: &EngineConfig, cache_dir: Option<PathBuf>) -> Self {
+    fn unbuilt(config: &EngineConfig, cache_dir: Option<PathBuf>, set_up: SetUpGate) -> Self {
         Self {
             fuel: Arc::new(SetOnce::new()),
+            set_up,
+            _abandoned: None,
             fuel_pool: Pool::new(config),
             epoch: OnceLock::new(),
             building_epoch: Mutex::new(()),
@@ -238,17 +261,40 @@ impl Runtime {
         &self.cache
     }
 
+    /// Let the fuel engine's set-up begin, if it has not (see
+    /// [`crate::startup`]).
+    pub(crate) fn begin_set_up(&self) {
+        self.set_up.open();
+    }
+
+    /// Why the fuel engine could not be set up, once its set-up has begun
+    /// and failed; pending otherwise. Waiting for it does not begin the
+    /// set-up.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub(crate) async fn set_up_failed(&self) -> anyhow::Error {
+        match self.fuel.wait().await {
+            Err(e) => anyhow::anyhow!("{e}"),
+            Ok(_) => std::future::pending().await,
+        }
+    }
+
     /// Wait until the engine of `metering` is set up (the epoch one is
-    /// built now if it is not yet), or fails to be.
+    /// built now if it is not yet, the fuel one's set-up begun), or fails
+    /// to be.
     ///
     /// # Cancel safety
     /// Cancel safe.
     pub(crate) async fn ready(self: &Arc<Self>, metering: Metering) -> Result<&Sandboxes> {
         match metering {
-            Metering::Fuel => match self.fuel.wait().await {
-                Ok(fuel) => Ok(fuel),
-                Err(e) => Err(anyhow::anyhow!("{e}")),
-            },
+            Metering::Fuel => {
+                self.begin_set_up();
+                match self.fuel.wait().await {
+                    Ok(fuel) => Ok(fuel),
+                    Err(e) => Err(anyhow::anyhow!("{e}")),
+                }
+            }
             Metering::Epoch => {
                 if let Some(epoch) = self.epoch.get() {
                     return Ok(epoch);

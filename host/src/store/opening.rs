@@ -11,14 +11,17 @@ use std::time::SystemTime;
 
 use futures::future::BoxFuture;
 use tokio::sync::{SetOnce, oneshot};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
     CallEnd, CallSummary, Durability, Filter, Health, Listed, LostStarts, MemoryStore, Retention,
     StoreError, StoreOptions, TaskRecord, TaskStore, Ticket, arguments_and_result, update_weight,
 };
 use crate::records::UpdateRecord;
+use crate::startup::SetUpGate;
 
-/// A [`TaskStore`] whose store is being opened by a task of its own.
+/// A [`TaskStore`] whose store is opened by a task of its own, once the
+/// host's start lets it or it is first used (see [`crate::startup`]).
 ///
 /// Until it opens, writes wait in a queue of at most
 /// [`StoreOptions::queue`] writes and [`StoreOptions::queue_bytes`] bytes
@@ -38,6 +41,11 @@ pub(crate) struct OpeningStore {
     dropped_any: AtomicBool,
     bound: usize,
     bound_bytes: usize,
+    /// Opened when the store's opening may begin: by the host's start,
+    /// or by the first call here (see [`crate::startup`]).
+    begin: SetUpGate,
+    /// Dropped with the store: an opening not begun by then never begins.
+    _abandoned: DropGuard,
 }
 
 #[derive(Debug, Default)]
@@ -87,31 +95,49 @@ enum Deferred {
 }
 
 impl OpeningStore {
-    /// Open the store with `opening` on a task of its own, and serve as
-    /// [`OpeningStore`] says meanwhile. An opening that panics leaves a
-    /// [`MemoryStore`] whose health says so.
+    /// Open the store with `opening` on a task of its own once `begin`
+    /// opens, which any call here does, and serve as [`OpeningStore`]
+    /// says meanwhile. An opening that panics leaves a [`MemoryStore`]
+    /// whose health says so.
     pub(crate) fn spawn(
         opening: impl Future<Output = Arc<dyn TaskStore>> + Send + 'static,
         options: StoreOptions,
+        begin: SetUpGate,
     ) -> Arc<Self> {
+        let abandoned = CancellationToken::new();
         let this = Arc::new(OpeningStore {
             store: SetOnce::new(),
             waiting: Mutex::default(),
             dropped_any: AtomicBool::new(false),
             bound: options.queue.max(1),
             bound_bytes: options.queue_bytes,
+            begin: begin.clone(),
+            _abandoned: abandoned.clone().drop_guard(),
         });
-        let opened = this.clone();
-        let task = tokio::spawn(opening);
+        // Only weakly held meanwhile, so that a host dropped before it
+        // used its store leaves no task behind.
+        let opened = Arc::downgrade(&this);
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                () = begin.wait() => Some(opening.await),
+                () = abandoned.cancelled() => None,
+            }
+        });
         tokio::spawn(async move {
-            let store = task.await.unwrap_or_else(|e| {
-                tracing::error!(error = %e, "opening the task store failed");
-                Arc::new(MemoryStore::fallback(
-                    options,
-                    format!("opening the task store failed: {e}"),
-                ))
-            });
-            opened.opened(store);
+            let store = match task.await {
+                Ok(Some(store)) => store,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "opening the task store failed");
+                    Arc::new(MemoryStore::fallback(
+                        options,
+                        format!("opening the task store failed: {e}"),
+                    ))
+                }
+            };
+            if let Some(opened) = opened.upgrade() {
+                opened.opened(store);
+            }
         });
         this
     }
@@ -177,6 +203,14 @@ impl OpeningStore {
         if let Some(store) = self.store.get() {
             return forward(store.as_ref(), value);
         }
+        // Every write begins the opening, so before it has begun nothing
+        // waits to be flushed or settled: a barrier does not begin it (a
+        // command that ends before it used its store does not open it to
+        // flush it).
+        if kind == Kind::Barrier && !self.begin.is_open() {
+            return Ticket::ready(Ok(()));
+        }
+        self.begin.open();
         let mut waiting = self.waiting();
         if let Some(store) = self.store.get() {
             return forward(store.as_ref(), value);
@@ -218,6 +252,7 @@ impl OpeningStore {
     }
 
     async fn open(&self) -> &dyn TaskStore {
+        self.begin.open();
         self.store.wait().await.as_ref()
     }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 
 use super::*;
+use crate::startup::SetUpGate;
 
 /// Test times: whole seconds plus a few nanoseconds, to see that they
 /// read back exactly.
@@ -1719,6 +1720,7 @@ fn opening_later(path: &Path, options: StoreOptions) -> (oneshot::Sender<()>, Ar
                 as Arc<dyn TaskStore>
         },
         options,
+        SetUpGate::opened(),
     );
     (open, store)
 }
@@ -1876,7 +1878,7 @@ fn no_disk() -> Arc<dyn TaskStore> {
 
 #[tokio::test]
 async fn an_opening_that_panics_leaves_a_memory_store_that_says_so() {
-    let store = OpeningStore::spawn(async { no_disk() }, options());
+    let store = OpeningStore::spawn(async { no_disk() }, options(), SetUpGate::opened());
     let t1 = record("t1", "s1", "fire", CallStatus::Running, 1);
     store
         .start(t1.clone(), Durability::Durable)
@@ -1892,4 +1894,76 @@ async fn an_opening_that_panics_leaves_a_memory_store_that_says_so() {
         "{health:?}"
     );
     assert_eq!(store.get("t1").await.expect("get"), Some(t1));
+}
+
+/// The store begins to open when the host lets it (its start is announced)
+/// or when it is first used, whichever comes first; before that its
+/// opening has not begun, and a flush does not begin it (see
+/// `crate::startup`). On a paused clock: a wait gives every task its turn.
+#[tokio::test(start_paused = true)]
+async fn an_opening_store_begins_to_open_when_let_or_first_used() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let opening = |gate: SetUpGate| {
+        let begun = Arc::new(AtomicBool::new(false));
+        let flag = begun.clone();
+        let store = OpeningStore::spawn(
+            async move {
+                flag.store(true, Ordering::SeqCst);
+                Arc::new(MemoryStore::new(options())) as Arc<dyn TaskStore>
+            },
+            options(),
+            gate,
+        );
+        (store, begun)
+    };
+    let not_yet = |begun: &AtomicBool, what: &str| {
+        assert!(!begun.load(Ordering::SeqCst), "begun before {what}");
+    };
+    let begins = |begun: Arc<AtomicBool>| async move {
+        let begun = async {
+            while !begun.load(Ordering::SeqCst) {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), begun)
+            .await
+            .is_ok()
+    };
+    let a_while = || tokio::time::sleep(Duration::from_secs(1));
+
+    // Let by the host; a flush before that is answered without it.
+    let gate = SetUpGate::default();
+    let (store, begun) = opening(gate.clone());
+    store.flush().await.expect("nothing to flush");
+    a_while().await;
+    not_yet(&begun, "it was let");
+    assert_eq!(store.health().store, "opening");
+    gate.open();
+    assert!(begins(begun).await, "the gate begins the opening");
+    store.flush().await.expect("flush");
+    assert_eq!(store.health().store, "memory");
+
+    // A read.
+    let (store, begun) = opening(SetUpGate::default());
+    a_while().await;
+    not_yet(&begun, "it was used");
+    let read = tokio::time::timeout(Duration::from_secs(5), store.get("t1")).await;
+    assert_eq!(read.expect("a read opens the store").expect("get"), None);
+    assert!(begins(begun).await, "a read begins the opening");
+
+    // A lazy write, which nobody waits for.
+    let (store, begun) = opening(SetUpGate::default());
+    let t1 = record("t1", "s1", "fire", CallStatus::Running, 1);
+    store
+        .start(t1.clone(), Durability::Lazy)
+        .await
+        .expect("queued");
+    assert!(begins(begun).await, "a write begins the opening");
+    assert_eq!(store.get("t1").await.expect("get"), Some(t1));
+
+    // Dropped before anything used it: its opening never begins.
+    let (store, begun) = opening(SetUpGate::default());
+    drop(store);
+    a_while().await;
+    not_yet(&begun, "anything used it");
 }
