@@ -18,9 +18,10 @@ pub struct SessionFlags {
 }
 
 /// Load `plugins`, follow its `changes` (a watch being set up), and serve
-/// MCP until the client goes (stdio), or Ctrl-C, SIGTERM or SIGHUP: then
-/// every session closes as B24 says (cancel, grace, clean-up) before the
-/// process exits.
+/// MCP until the client goes (stdio), or Ctrl-C, SIGTERM or SIGHUP, or the
+/// folder turns out not to be watchable: then every session closes as B24
+/// says (cancel, grace, clean-up) before the process exits, with the
+/// watch's error if it failed.
 pub async fn serve(
     host: &Host,
     plugins: &Path,
@@ -32,10 +33,31 @@ pub async fn serve(
 ) -> Result<()> {
     host.start_loading(plugins)
         .with_context(|| format!("loading plugins from {}", plugins.display()))?;
-    // The watch was being set up meanwhile: the folder is listed and its
-    // tools announced without waiting for it, and what changed in between
-    // is applied once it is followed.
-    let _watch = host.follow_folder(changes.await?);
+    // The watch was being set up meanwhile, and is followed once it is:
+    // the folder is listed, its tools announced and MCP served without
+    // waiting for it (its set-up waits for notify's own thread, on two
+    // busy cores a few milliseconds of a client's first `initialize`), and
+    // what changed in between is applied then. A folder that cannot be
+    // watched shuts the server down, and it ends with why.
+    let failed = std::sync::Mutex::new(None);
+    let (stop, watch_failed) = tokio::sync::oneshot::channel::<()>();
+    let follow = async {
+        match changes.await {
+            Ok(changes) => {
+                let _watch = host.follow_folder(changes);
+                std::future::pending().await
+            }
+            Err(e) => {
+                // The error ends the process, once every session has closed.
+                tracing::info!("shutting down: the plugin folder cannot be watched");
+                *failed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                let _ = stop.send(());
+                std::future::pending::<()>().await
+            }
+        }
+    };
     let mut options = McpOptions::default();
     options.allowed_hosts.extend(allow_host);
     if let Some(max) = sessions.max {
@@ -51,22 +73,41 @@ pub async fn serve(
         .or(host.config().profile.as_ref().and_then(|p| p.answer))
         .unwrap_or_default();
     let ctrl_c = shutdown_signal()?;
-    match http {
-        None => mcp::serve_stdio(host, options, ctrl_c).await?,
-        Some(addr) => {
-            let dashboard = dashboard_beside_mcp(host, addr, &options);
-            let mut server = mcp::bind_http(host, addr, options).await?;
-            let base = format!("http://{}/", server.local_addr());
-            // On stderr, so a script or test can learn a port picked with :0.
-            eprintln!("toolhost: serving MCP on {}", server.url());
-            if let Some((dashboard, token)) = dashboard {
-                server = server.with_dashboard(dashboard);
-                eprintln!("toolhost: dashboard on {base}?token={token}");
-            }
-            server.run(ctrl_c).await;
+    let shutdown = async {
+        tokio::select! {
+            () = ctrl_c => {}
+            _ = watch_failed => {}
         }
+    };
+    let served = async {
+        match http {
+            None => mcp::serve_stdio(host, options, shutdown).await?,
+            Some(addr) => {
+                let dashboard = dashboard_beside_mcp(host, addr, &options);
+                let mut server = mcp::bind_http(host, addr, options).await?;
+                let base = format!("http://{}/", server.local_addr());
+                // On stderr, so a script or test can learn a port picked with :0.
+                eprintln!("toolhost: serving MCP on {}", server.url());
+                if let Some((dashboard, token)) = dashboard {
+                    server = server.with_dashboard(dashboard);
+                    eprintln!("toolhost: dashboard on {base}?token={token}");
+                }
+                server.run(shutdown).await;
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    tokio::select! {
+        served = served => served?,
+        () = follow => unreachable!("following the folder goes on until the server ends"),
     }
-    Ok(())
+    match failed
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// The dashboard that `serve --http` serves beside `/mcp`, with the same
