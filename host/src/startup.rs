@@ -13,11 +13,20 @@
 use std::sync::Arc;
 
 use tokio::sync::SetOnce;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// Opened once, by whatever comes first of what may open it; what waits
-/// for it begins then. Cheap to clone; clones share the gate.
+/// for it begins then, unless the host was dropped first (the gate is
+/// then abandoned, and nothing waits for it any more). Cheap to clone;
+/// clones share the gate.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SetUpGate(Arc<SetOnce<()>>);
+pub(crate) struct SetUpGate(Arc<Gate>);
+
+#[derive(Debug, Default)]
+struct Gate {
+    open: SetOnce<()>,
+    abandoned: CancellationToken,
+}
 
 impl SetUpGate {
     /// A gate opened already: the set-up begins at once.
@@ -29,20 +38,32 @@ impl SetUpGate {
 
     /// Let the set-up begin (again is nothing).
     pub(crate) fn open(&self) {
-        let _ = self.0.set(());
+        let _ = self.0.open.set(());
     }
 
     /// Whether the set-up may begin (or has).
     pub(crate) fn is_open(&self) -> bool {
-        self.0.initialized()
+        self.0.open.initialized()
     }
 
-    /// Wait until the gate is open.
+    /// What abandons the gate when it is dropped: held by what the
+    /// set-up is for (the host's engines), so that a host dropped before
+    /// it was set up leaves no task waiting.
+    pub(crate) fn abandon_on_drop(&self) -> DropGuard {
+        self.0.abandoned.clone().drop_guard()
+    }
+
+    /// Wait until the gate is open (`true`), or abandoned while it was
+    /// closed (`false`).
     ///
     /// # Cancel safety
     /// Cancel safe.
-    pub(crate) async fn wait(&self) {
-        self.0.wait().await;
+    pub(crate) async fn wait(&self) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.0.open.wait() => true,
+            () = self.0.abandoned.cancelled() => false,
+        }
     }
 }
 
@@ -66,12 +87,14 @@ mod tests {
         gate.open();
         gate.open();
         assert!(gate.is_open());
-        tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("through once open")
-            .expect("joined");
-        tokio::time::timeout(Duration::from_secs(5), SetUpGate::opened().wait())
-            .await
-            .expect("an opened gate is open");
+        let through = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(through.expect("through once open").expect("joined"));
+        let opened = tokio::time::timeout(Duration::from_secs(5), SetUpGate::opened().wait()).await;
+        assert!(opened.expect("an opened gate is open"));
+
+        let gate = SetUpGate::default();
+        drop(gate.abandon_on_drop());
+        let abandoned = tokio::time::timeout(Duration::from_secs(5), gate.wait()).await;
+        assert!(!abandoned.expect("an abandoned gate ends the wait"));
     }
 }

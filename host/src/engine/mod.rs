@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SetOnce, watch};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::DropGuard;
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{
     Config, Engine, EngineWeak, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
@@ -171,8 +171,9 @@ pub(crate) struct Runtime {
     fuel: Arc<SetOnce<Result<Sandboxes, String>>>,
     /// Opened when the fuel engine's set-up may begin.
     set_up: SetUpGate,
-    /// Dropped with the engines: a set-up not begun by then never begins.
-    _abandoned: Option<DropGuard>,
+    /// Dropped with the engines: a set-up not begun by then never begins,
+    /// nor does the store's opening that waits for the same gate.
+    _abandon: Option<DropGuard>,
     /// The fuel engine's instances, counted from before it is set up.
     fuel_pool: Pool,
     epoch: OnceLock<Sandboxes>,
@@ -214,8 +215,7 @@ impl Runtime {
         set_up: SetUpGate,
     ) -> Self {
         let mut runtime = Self::unbuilt(config, cache_dir, set_up);
-        let abandoned = CancellationToken::new();
-        runtime._abandoned = Some(abandoned.clone().drop_guard());
+        runtime._abandon = Some(runtime.set_up.abandon_on_drop());
         let setting_up = SettingUp(runtime.fuel.clone());
         let (config, cache, pool, gate) = (
             runtime.config.clone(),
@@ -224,9 +224,8 @@ impl Runtime {
             runtime.set_up.clone(),
         );
         tokio::spawn(async move {
-            tokio::select! {
-                () = gate.wait() => {}
-                () = abandoned.cancelled() => return,
+            if !gate.wait().await {
+                return;
             }
             tokio::task::spawn_blocking(move || {
                 let fuel = Sandboxes::set_up(&config, Metering::Fuel, cache, pool);
@@ -240,7 +239,7 @@ impl Runtime {
         Self {
             fuel: Arc::new(SetOnce::new()),
             set_up,
-            _abandoned: None,
+            _abandon: None,
             fuel_pool: Pool::new(config),
             epoch: OnceLock::new(),
             building_epoch: Mutex::new(()),

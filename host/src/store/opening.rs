@@ -11,7 +11,6 @@ use std::time::SystemTime;
 
 use futures::future::BoxFuture;
 use tokio::sync::{SetOnce, oneshot};
-use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
     CallEnd, CallSummary, Durability, Filter, Health, Listed, LostStarts, MemoryStore, Retention,
@@ -44,8 +43,6 @@ pub(crate) struct OpeningStore {
     /// Opened when the store's opening may begin: by the host's start,
     /// or by the first call here (see [`crate::startup`]).
     begin: SetUpGate,
-    /// Dropped with the store: an opening not begun by then never begins.
-    _abandoned: DropGuard,
 }
 
 #[derive(Debug, Default)]
@@ -104,7 +101,6 @@ impl OpeningStore {
         options: StoreOptions,
         begin: SetUpGate,
     ) -> Arc<Self> {
-        let abandoned = CancellationToken::new();
         let this = Arc::new(OpeningStore {
             store: SetOnce::new(),
             waiting: Mutex::default(),
@@ -112,32 +108,25 @@ impl OpeningStore {
             bound: options.queue.max(1),
             bound_bytes: options.queue_bytes,
             begin: begin.clone(),
-            _abandoned: abandoned.clone().drop_guard(),
         });
-        // Only weakly held meanwhile, so that a host dropped before it
-        // used its store leaves no task behind.
-        let opened = Arc::downgrade(&this);
-        let task = tokio::spawn(async move {
-            tokio::select! {
-                () = begin.wait() => Some(opening.await),
-                () = abandoned.cancelled() => None,
-            }
-        });
+        let opened = this.clone();
         tokio::spawn(async move {
-            let store = match task.await {
-                Ok(Some(store)) => store,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::error!(error = %e, "opening the task store failed");
-                    Arc::new(MemoryStore::fallback(
-                        options,
-                        format!("opening the task store failed: {e}"),
-                    ))
-                }
-            };
-            if let Some(opened) = opened.upgrade() {
-                opened.opened(store);
+            if !begin.wait().await {
+                // The host was dropped before anything used its store:
+                // whoever still holds it reads an empty one that says so.
+                let why = "the host was dropped before its task store opened";
+                opened.opened(Arc::new(MemoryStore::fallback(options, why.into())));
+                return;
             }
+            // A task of its own, so that a panic is caught.
+            let store = tokio::spawn(opening).await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "opening the task store failed");
+                Arc::new(MemoryStore::fallback(
+                    options,
+                    format!("opening the task store failed: {e}"),
+                ))
+            });
+            opened.opened(store);
         });
         this
     }

@@ -1898,8 +1898,9 @@ async fn an_opening_that_panics_leaves_a_memory_store_that_says_so() {
 
 /// The store begins to open when the host lets it (its start is announced)
 /// or when it is first used, whichever comes first; before that its
-/// opening has not begun, and a flush does not begin it (see
-/// `crate::startup`). On a paused clock: a wait gives every task its turn.
+/// opening has not begun, and a flush does not begin it; a host dropped
+/// first abandons it (see `crate::startup`). On a paused clock: a wait
+/// gives every task its turn.
 #[tokio::test(start_paused = true)]
 async fn an_opening_store_begins_to_open_when_let_or_first_used() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -1922,7 +1923,7 @@ async fn an_opening_store_begins_to_open_when_let_or_first_used() {
     let begins = |begun: Arc<AtomicBool>| async move {
         let begun = async {
             while !begun.load(Ordering::SeqCst) {
-                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         };
         tokio::time::timeout(Duration::from_secs(5), begun)
@@ -1961,9 +1962,44 @@ async fn an_opening_store_begins_to_open_when_let_or_first_used() {
     assert!(begins(begun).await, "a write begins the opening");
     assert_eq!(store.get("t1").await.expect("get"), Some(t1));
 
-    // Dropped before anything used it: its opening never begins.
-    let (store, begun) = opening(SetUpGate::default());
-    drop(store);
+    // Its host dropped before anything used it: its opening never begins,
+    // and whoever still holds it reads an empty store that says why.
+    let gate = SetUpGate::default();
+    let (store, begun) = opening(gate.clone());
+    drop(gate.abandon_on_drop());
     a_while().await;
+    assert_eq!(store.get("t1").await.expect("get"), None);
     not_yet(&begun, "anything used it");
+    let health = store.health();
+    assert!(
+        (health.problem.as_deref()).is_some_and(|p| p.contains("dropped before")),
+        "{health:?}"
+    );
+}
+
+/// What was written while the store opened reaches it even when its last
+/// holder lets go of it before it is open: a durable write's ticket still
+/// resolves once the store has the write.
+#[tokio::test]
+async fn writes_made_while_the_store_opens_reach_it_when_its_holder_lets_go() {
+    let memory = Arc::new(MemoryStore::new(options()));
+    let (open, gate) = oneshot::channel::<()>();
+    let store = {
+        let memory = memory.clone();
+        OpeningStore::spawn(
+            async move {
+                let _ = gate.await;
+                memory as Arc<dyn TaskStore>
+            },
+            options(),
+            SetUpGate::opened(),
+        )
+    };
+    let t1 = record("t1", "s1", "fire", CallStatus::Running, 1);
+    let ticket = store.start(t1.clone(), Durability::Durable);
+    drop(store);
+    open.send(()).expect("opening");
+    let kept = tokio::time::timeout(Duration::from_secs(5), ticket).await;
+    kept.expect("answered").expect("kept");
+    assert_eq!(memory.get("t1").await.expect("get"), Some(t1));
 }
