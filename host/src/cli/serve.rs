@@ -39,8 +39,7 @@ pub async fn serve(
     // busy cores a few milliseconds of a client's first `initialize`), and
     // what changed in between is applied then. A folder that cannot be
     // watched shuts the server down, and it ends with why.
-    let failed = std::sync::Mutex::new(None);
-    let (stop, watch_failed) = tokio::sync::oneshot::channel::<()>();
+    let failed = tokio::sync::SetOnce::new();
     let follow = async {
         match changes.await {
             Ok(changes) => {
@@ -50,10 +49,7 @@ pub async fn serve(
             Err(e) => {
                 // The error ends the process, once every session has closed.
                 tracing::info!("shutting down: the plugin folder cannot be watched");
-                *failed
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
-                let _ = stop.send(());
+                let _ = failed.set(e);
                 std::future::pending::<()>().await
             }
         }
@@ -76,7 +72,7 @@ pub async fn serve(
     let shutdown = async {
         tokio::select! {
             () = ctrl_c => {}
-            _ = watch_failed => {}
+            _ = failed.wait() => {}
         }
     };
     let served = async {
@@ -101,13 +97,7 @@ pub async fn serve(
         served = served => served?,
         () = follow => unreachable!("following the folder goes on until the server ends"),
     }
-    match failed
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-    {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    failed.into_inner().map_or(Ok(()), Err)
 }
 
 /// The dashboard that `serve --http` serves beside `/mcp`, with the same
