@@ -1903,13 +1903,12 @@ async fn an_opening_that_panics_leaves_a_memory_store_that_says_so() {
 /// gives every task its turn.
 #[tokio::test(start_paused = true)]
 async fn an_opening_store_begins_to_open_when_let_or_first_used() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::sync::oneshot::error::TryRecvError;
     let opening = |gate: SetUpGate| {
-        let begun = Arc::new(AtomicBool::new(false));
-        let flag = begun.clone();
+        let (begins, begun) = oneshot::channel::<()>();
         let store = OpeningStore::spawn(
             async move {
-                flag.store(true, Ordering::SeqCst);
+                let _ = begins.send(());
                 Arc::new(MemoryStore::new(options())) as Arc<dyn TaskStore>
             },
             options(),
@@ -1917,27 +1916,27 @@ async fn an_opening_store_begins_to_open_when_let_or_first_used() {
         );
         (store, begun)
     };
-    let not_yet = |begun: &AtomicBool, what: &str| {
-        assert!(!begun.load(Ordering::SeqCst), "begun before {what}");
+    // The opening sends first thing: nothing sent (the opening waits, or
+    // was dropped unpolled) is an opening not begun.
+    let not_yet = |begun: &mut oneshot::Receiver<()>, what: &str| {
+        let sent = begun.try_recv();
+        assert!(
+            matches!(sent, Err(TryRecvError::Empty | TryRecvError::Closed)),
+            "begun before {what}"
+        );
     };
-    let begins = |begun: Arc<AtomicBool>| async move {
-        let begun = async {
-            while !begun.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), begun)
-            .await
-            .is_ok()
+    let begins = |begun: oneshot::Receiver<()>| async move {
+        let begun = tokio::time::timeout(Duration::from_secs(5), begun).await;
+        begun.is_ok_and(|sent| sent.is_ok())
     };
     let a_while = || tokio::time::sleep(Duration::from_secs(1));
 
     // Let by the host; a flush before that is answered without it.
     let gate = SetUpGate::default();
-    let (store, begun) = opening(gate.clone());
+    let (store, mut begun) = opening(gate.clone());
     store.flush().await.expect("nothing to flush");
     a_while().await;
-    not_yet(&begun, "it was let");
+    not_yet(&mut begun, "it was let");
     assert_eq!(store.health().store, "opening");
     gate.open();
     assert!(begins(begun).await, "the gate begins the opening");
@@ -1945,9 +1944,9 @@ async fn an_opening_store_begins_to_open_when_let_or_first_used() {
     assert_eq!(store.health().store, "memory");
 
     // A read.
-    let (store, begun) = opening(SetUpGate::default());
+    let (store, mut begun) = opening(SetUpGate::default());
     a_while().await;
-    not_yet(&begun, "it was used");
+    not_yet(&mut begun, "it was used");
     let read = tokio::time::timeout(Duration::from_secs(5), store.get("t1")).await;
     assert_eq!(read.expect("a read opens the store").expect("get"), None);
     assert!(begins(begun).await, "a read begins the opening");
@@ -1965,11 +1964,11 @@ async fn an_opening_store_begins_to_open_when_let_or_first_used() {
     // Its host dropped before anything used it: its opening never begins,
     // and whoever still holds it reads an empty store that says why.
     let gate = SetUpGate::default();
-    let (store, begun) = opening(gate.clone());
+    let (store, mut begun) = opening(gate.clone());
     drop(gate.abandon_on_drop());
     a_while().await;
     assert_eq!(store.get("t1").await.expect("get"), None);
-    not_yet(&begun, "anything used it");
+    not_yet(&mut begun, "anything used it");
     let health = store.health();
     assert!(
         (health.problem.as_deref()).is_some_and(|p| p.contains("dropped before")),
