@@ -125,7 +125,10 @@ impl Served {
 
 /// A load of one file under way ([`Registry::begin_load`]); its end goes
 /// to [`Registry::register`]. Dropped, it ends unapplied, and changes
-/// nothing for the file's other loads.
+/// nothing for the file's other loads; when none is left, the file's
+/// announcement goes, as it would at the load's end: nothing is left to
+/// serve what it lists, and a call of one would wait for a load that never
+/// ends.
 pub(crate) struct FileLoad {
     registry: Arc<Registry>,
     path: PathBuf,
@@ -135,8 +138,19 @@ pub(crate) struct FileLoad {
 
 impl Drop for FileLoad {
     fn drop(&mut self) {
-        if self.number.take().is_some() {
-            self.registry.served_mut().end_load(&self.path, None);
+        if self.number.take().is_none() {
+            return;
+        }
+        let mut served = self.registry.served_mut();
+        served.end_load(&self.path, None);
+        let announced = if served.loads.contains_key(&self.path) {
+            None
+        } else {
+            served.announced.remove(&self.path)
+        };
+        drop(served);
+        if announced.is_some_and(|a| !a.tools.is_empty()) {
+            self.registry.changed.send_modify(|g| *g += 1);
         }
     }
 }
@@ -983,6 +997,31 @@ mod tests {
             drop(registry.begin_load(&file));
             assert!(registry.served().loads.is_empty(), "{case}");
         }
+    }
+
+    /// A load dropped before it ends takes its file's announcement with it
+    /// once no other load of the file is under way: nothing would serve
+    /// the tools listed, and a call of one would wait for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_load_takes_its_announcement_when_it_was_the_last() {
+        let cache = tempfile::tempdir().expect("temp dir");
+        let (behave, tools) = described(cache.path()).await;
+        let warm = Arc::new(Registry::new(warm_config(cache.path())).expect("registry"));
+        let changed = warm.tools_changed();
+        let (first, second) = (warm.begin_load(&behave), warm.begin_load(&behave));
+        let announcement = plugin::announcement(warm.runtime.cache(), &behave);
+        assert!(warm.announce(&second, announcement.expect("in the cache")));
+        assert_eq!(names(&warm.listed_tools()), tools);
+        let announced = *changed.borrow();
+
+        drop(first);
+        assert_eq!(names(&warm.listed_tools()), tools, "the other load goes on");
+        drop(second);
+        assert!(warm.listed_tools().is_empty(), "nothing left to serve them");
+        assert_eq!(*changed.borrow(), announced + 1, "the list changed");
+        let wait = std::time::Duration::from_secs(20);
+        let found = tokio::time::timeout(wait, warm.tool("ok"));
+        assert!(found.await.expect("no wait").is_none());
     }
 
     /// An unload as a start begins voids the start's load of the file: its
