@@ -155,6 +155,39 @@ impl Drop for FileLoad {
     }
 }
 
+/// A start's load of one file ([`Registry::start_loading_files`]). Its
+/// fields drop in order: the load first, so that its announcement is gone
+/// (when it never ended) before the count wakes whoever waits.
+struct StartLoad {
+    load: FileLoad,
+    counted: Counted,
+}
+
+/// A start's load of one file, counted in `pending` and, until it is
+/// listed, in `unlisted`. Dropped, it is no longer counted, however its
+/// task ended: a panic or the runtime's shutdown leaves no count behind
+/// that a start's listing or a call would wait on for ever.
+struct Counted {
+    registry: Arc<Registry>,
+    listed: bool,
+}
+
+impl Counted {
+    /// The file's tools are listed: announced, or its load ended.
+    fn listed(&mut self) {
+        if !std::mem::replace(&mut self.listed, true) {
+            self.registry.one_listed();
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.listed();
+        self.registry.pending.send_modify(|n| *n -= 1);
+    }
+}
+
 /// The runtime, the host's settings and what is served.
 pub(crate) struct Registry {
     pub(crate) runtime: Arc<Runtime>,
@@ -257,9 +290,7 @@ impl Registry {
     /// says; a call to a plugin not yet loaded waits for its load.
     pub(crate) fn start_loading_files(self: &Arc<Self>, paths: Vec<PathBuf>, loads: Loads) {
         // Begun now, so that an unload from here on voids them.
-        let begun: Vec<FileLoad> = paths.iter().map(|p| self.begin_load(p)).collect();
-        self.pending.send_modify(|n| *n += paths.len());
-        self.unlisted.send_modify(|n| *n += paths.len());
+        let mut begun: Vec<StartLoad> = paths.iter().map(|p| self.start_load(p)).collect();
         let registry = self.clone();
         tokio::spawn(async move {
             let cache = registry.runtime.cache().clone();
@@ -270,13 +301,11 @@ impl Registry {
                     .collect::<Vec<_>>()
             });
             let announcements = announcements.await.unwrap_or_default();
-            let mut listed = vec![false; paths.len()];
-            for (i, announcement) in announcements.into_iter().enumerate() {
+            for (start, announcement) in begun.iter_mut().zip(announcements) {
                 if let Some(a) = announcement
-                    && registry.announce(&begun[i], a)
+                    && registry.announce(&start.load, a)
                 {
-                    listed[i] = true;
-                    registry.one_listed();
+                    start.counted.listed();
                 }
             }
             // What the listing waited for is done: the engine's set-up and
@@ -284,10 +313,14 @@ impl Registry {
             registry.runtime.begin_set_up();
             let workers = tokio::runtime::Handle::current().metrics().num_workers();
             let turns = Arc::new(Semaphore::new(workers.saturating_sub(1).max(1)));
-            for (load, listed) in begun.into_iter().zip(listed) {
+            for StartLoad { load, counted } in begun {
                 let registry = registry.clone();
+                let listed = counted.listed;
                 let turns = (loads == Loads::InTurns && listed).then(|| turns.clone());
                 tokio::spawn(async move {
+                    // Declared before the load, so dropped after it: an
+                    // announcement goes before the waiters are told.
+                    let counted = counted;
                     // A refusal is logged and kept in the report.
                     let load = registry.load_begun(load);
                     tokio::pin!(load);
@@ -308,14 +341,24 @@ impl Registry {
                     if !done {
                         let _ = load.await;
                     }
-                    if !listed {
-                        registry.one_listed();
-                    }
-                    registry.pending.send_modify(|n| *n -= 1);
+                    drop(counted);
                     registry.prepare_when_loaded();
                 });
             }
         });
+    }
+
+    /// A start's load of `path`, begun and counted.
+    fn start_load(self: &Arc<Self>, path: &Path) -> StartLoad {
+        self.pending.send_modify(|n| *n += 1);
+        self.unlisted.send_modify(|n| *n += 1);
+        StartLoad {
+            load: self.begin_load(path),
+            counted: Counted {
+                registry: self.clone(),
+                listed: false,
+            },
+        }
     }
 
     /// Once no plugin is loading, build on a blocking thread the validators
@@ -1022,6 +1065,38 @@ mod tests {
         let wait = std::time::Duration::from_secs(20);
         let found = tokio::time::timeout(wait, warm.tool("ok"));
         assert!(found.await.expect("no wait").is_none());
+    }
+
+    /// A start's load of a file whose task ends before the load does (a
+    /// panic in it; the runtime's shutdown ends the load as `Stopped`)
+    /// leaves nothing to wait on: the file no longer counts as loading or
+    /// unlisted, its announcement is gone, and a call of one of its tools
+    /// that was waiting for the load is told there is no such tool.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_start_load_dropped_before_it_ends_leaves_nothing_to_wait_on() {
+        let cache = tempfile::tempdir().expect("temp dir");
+        let (behave, tools) = described(cache.path()).await;
+        let warm = Arc::new(Registry::new(warm_config(cache.path())).expect("registry"));
+        let mut start = warm.start_load(&behave);
+        let announcement = plugin::announcement(warm.runtime.cache(), &behave);
+        assert!(warm.announce(&start.load, announcement.expect("in the cache")));
+        start.counted.listed();
+        assert_eq!(names(&warm.listed_tools()), tools);
+        assert!(warm.loading() && !warm.listing());
+
+        let mut lookup = std::pin::pin!(warm.tool("ok"));
+        let first = tokio::select! {
+            biased;
+            found = &mut lookup => Some(found),
+            () = std::future::ready(()) => None,
+        };
+        assert!(first.is_none(), "the lookup waits for the load: {first:?}");
+        drop(start);
+        let wait = std::time::Duration::from_secs(20);
+        let found = tokio::time::timeout(wait, lookup).await;
+        assert!(found.expect("the lookup waits no more").is_none());
+        assert!(!warm.loading() && !warm.listing(), "nothing counted");
+        assert!(warm.listed_tools().is_empty(), "nothing left to serve them");
     }
 
     /// An unload as a start begins voids the start's load of the file: its
