@@ -28,6 +28,9 @@ pub(crate) fn session_id() -> String {
     next("session")
 }
 
+/// The most digits a `u64` is written with.
+const U64_DIGITS: usize = 20;
+
 fn next(kind: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(1);
     static RUN: OnceLock<String> = OnceLock::new();
@@ -37,11 +40,8 @@ fn next(kind: &str) -> String {
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     // At its length from the start: `format!` grew it twice, on every call.
-    let mut id = String::with_capacity(kind.len() + run.len() + 2 + 20);
-    for part in [kind, "_", run, "_"] {
-        id.push_str(part);
-    }
-    write!(id, "{n}").expect("a String takes any text");
+    let mut id = String::with_capacity(kind.len() + run.len() + 2 + U64_DIGITS);
+    write!(id, "{kind}_{run}_{n}").expect("a String takes any text");
     id
 }
 
@@ -52,7 +52,16 @@ mod tests {
         let a = super::call_id();
         let b = super::call_id();
         assert_ne!(a, b);
-        assert!(a.starts_with("call_") && a.len() > "call_".len() + 9, "{a}");
-        assert!(super::session_id().starts_with("session_"));
+        for (id, kind) in [(a, "call"), (super::session_id(), "session")] {
+            let parts: Vec<&str> = id.split('_').collect();
+            assert_eq!(parts.len(), 3, "{id}");
+            assert_eq!(parts[0], kind, "{id}");
+            assert!(
+                parts[1].len() == 8 && parts[1].bytes().all(|b| b.is_ascii_hexdigit()),
+                "{id}"
+            );
+            assert!(parts[2].parse::<u64>().is_ok(), "{id}");
+        }
+        assert_eq!(u64::MAX.to_string().len(), super::U64_DIGITS);
     }
 }
