@@ -279,8 +279,8 @@ pub(crate) fn problems(
     max: usize,
 ) -> Result<Vec<String>, String> {
     let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // Most values are valid, and saying so stops at nothing and builds
-        // nothing; the errors are gathered only for a value that is not.
+        // Checking a valid value builds no errors: they are gathered only
+        // for a value that fails, most calls' arguments being valid.
         if validator.is_valid(value) {
             return Vec::new();
         }
