@@ -155,24 +155,33 @@ impl Drop for FileLoad {
     }
 }
 
-/// A start's load of one file ([`Registry::start_loading_files`]). Its
-/// fields drop in order: the load first, so that its announcement is gone
-/// (when it never ended) before the count wakes whoever waits.
+/// A start's load of one file ([`Registry::start_loading_files`]).
 struct StartLoad {
     load: FileLoad,
     counted: Counted,
 }
 
 /// A start's load of one file, counted in `pending` and, until it is
-/// listed, in `unlisted`. Dropped, it is no longer counted, however its
-/// task ended: a panic or the runtime's shutdown leaves no count behind
-/// that a start's listing or a call would wait on for ever.
+/// listed, in `unlisted`. Dropped, it is no longer counted, however the
+/// start's tasks ended: a panic leaves no count behind that a start's
+/// listing or a call would wait on for ever. (When the last load ends so,
+/// the validators are not built ahead: each is built at its tool's first
+/// call instead.)
 struct Counted {
     registry: Arc<Registry>,
     listed: bool,
 }
 
 impl Counted {
+    fn new(registry: &Arc<Registry>) -> Counted {
+        registry.pending.send_modify(|n| *n += 1);
+        registry.unlisted.send_modify(|n| *n += 1);
+        Counted {
+            registry: registry.clone(),
+            listed: false,
+        }
+    }
+
     /// The file's tools are listed: announced, or its load ended.
     fn listed(&mut self) {
         if !std::mem::replace(&mut self.listed, true) {
@@ -318,9 +327,6 @@ impl Registry {
                 let listed = counted.listed;
                 let turns = (loads == Loads::InTurns && listed).then(|| turns.clone());
                 tokio::spawn(async move {
-                    // Declared before the load, so dropped after it: an
-                    // announcement goes before the waiters are told.
-                    let counted = counted;
                     // A refusal is logged and kept in the report.
                     let load = registry.load_begun(load);
                     tokio::pin!(load);
@@ -348,16 +354,12 @@ impl Registry {
         });
     }
 
-    /// A start's load of `path`, begun and counted.
+    /// A start's load of `path`, counted, then begun.
     fn start_load(self: &Arc<Self>, path: &Path) -> StartLoad {
-        self.pending.send_modify(|n| *n += 1);
-        self.unlisted.send_modify(|n| *n += 1);
+        let counted = Counted::new(self);
         StartLoad {
             load: self.begin_load(path),
-            counted: Counted {
-                registry: self.clone(),
-                listed: false,
-            },
+            counted,
         }
     }
 
@@ -724,8 +726,10 @@ impl Registry {
             return Some(t);
         }
         let mut loads = self.pending.subscribe();
+        let mut list = self.changed.subscribe();
         loop {
             loads.mark_unchanged();
+            list.mark_unchanged();
             // Before the lookup: an announcement gone by then was replaced
             // by what its load served, or refused.
             let announced = self.announced(name).is_some();
@@ -738,9 +742,14 @@ impl Registry {
                 }
                 return self.find(name);
             }
-            // Every counted load ends by changing `pending`.
-            if loads.changed().await.is_err() {
-                return None;
+            // Every counted load ends by changing `pending`, and an
+            // announcement that goes changes the list, whichever comes
+            // first.
+            tokio::select! {
+                ended = loads.changed() => if ended.is_err() {
+                    return None;
+                },
+                _ = list.changed() => {}
             }
         }
     }
@@ -1067,9 +1076,8 @@ mod tests {
         assert!(found.await.expect("no wait").is_none());
     }
 
-    /// A start's load of a file whose task ends before the load does (a
-    /// panic in it; the runtime's shutdown ends the load as `Stopped`)
-    /// leaves nothing to wait on: the file no longer counts as loading or
+    /// A start's load of a file dropped before the load ends (its task
+    /// panicked) leaves nothing to wait on: the file no longer counts as loading or
     /// unlisted, its announcement is gone, and a call of one of its tools
     /// that was waiting for the load is told there is no such tool.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
