@@ -868,6 +868,15 @@ mod tests {
         config
     }
 
+    /// What `future` gives when polled once: `None` when it waits.
+    async fn polled_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            out = future => Some(out),
+            () = std::future::ready(()) => None,
+        }
+    }
+
     fn names(tools: &[(Arc<str>, Arc<Tool>)]) -> Vec<String> {
         tools.iter().map(|(_, t)| t.name.clone()).collect()
     }
@@ -910,11 +919,7 @@ mod tests {
 
         // A call of an announced tool waits for the load, then finds it.
         let mut lookup = std::pin::pin!(warm.tool("ok"));
-        let first = tokio::select! {
-            biased;
-            found = &mut lookup => Some(found),
-            () = std::future::ready(()) => None,
-        };
+        let first = polled_once(&mut lookup).await;
         assert!(first.is_none(), "the lookup waits: {first:?}");
         drop(held);
         let found = tokio::time::timeout(wait, lookup).await.expect("load ends");
@@ -1093,11 +1098,7 @@ mod tests {
         assert!(warm.loading() && !warm.listing());
 
         let mut lookup = std::pin::pin!(warm.tool("ok"));
-        let first = tokio::select! {
-            biased;
-            found = &mut lookup => Some(found),
-            () = std::future::ready(()) => None,
-        };
+        let first = polled_once(&mut lookup).await;
         assert!(first.is_none(), "the lookup waits for the load: {first:?}");
         drop(start);
         let wait = std::time::Duration::from_secs(20);
