@@ -106,29 +106,30 @@ impl Served {
     }
 
     /// One load of `path` ended; `applied`, when it did, with its number
-    /// and whether it served.
-    fn end_load(&mut self, path: &Path, applied: Option<(u64, bool)>) {
-        let Some(loads) = self.loads.get_mut(path) else {
-            return;
-        };
+    /// and whether it served. When it was the file's last load under way,
+    /// the file's announcement goes, and is given back: nothing is left to
+    /// serve what it lists.
+    fn end_load(&mut self, path: &Path, applied: Option<(u64, bool)>) -> Option<Announcement> {
+        let loads = self.loads.get_mut(path)?;
         match applied {
             Some((number, true)) => loads.served = number,
             Some((number, false)) => loads.refused = loads.refused.max(number),
             None => {}
         }
         loads.running -= 1;
-        if loads.running == 0 {
-            self.loads.remove(path);
+        if loads.running > 0 {
+            return None;
         }
+        self.loads.remove(path);
+        self.announced.remove(path)
     }
 }
 
 /// A load of one file under way ([`Registry::begin_load`]); its end goes
 /// to [`Registry::register`]. Dropped, it ends unapplied, and changes
 /// nothing for the file's other loads; when none is left, the file's
-/// announcement goes, as it would at the load's end: nothing is left to
-/// serve what it lists, and a call of one would wait for a load that never
-/// ends.
+/// announcement goes ([`Served::end_load`]), as it would at the load's end,
+/// and a call of one of its tools stops waiting.
 pub(crate) struct FileLoad {
     registry: Arc<Registry>,
     path: PathBuf,
@@ -141,14 +142,7 @@ impl Drop for FileLoad {
         if self.number.take().is_none() {
             return;
         }
-        let mut served = self.registry.served_mut();
-        served.end_load(&self.path, None);
-        let announced = if served.loads.contains_key(&self.path) {
-            None
-        } else {
-            served.announced.remove(&self.path)
-        };
-        drop(served);
+        let announced = self.registry.served_mut().end_load(&self.path, None);
         if announced.is_some_and(|a| !a.tools.is_empty()) {
             self.registry.changed.send_modify(|g| *g += 1);
         }
@@ -1082,9 +1076,10 @@ mod tests {
     }
 
     /// A start's load of a file dropped before the load ends (its task
-    /// panicked) leaves nothing to wait on: the file no longer counts as loading or
-    /// unlisted, its announcement is gone, and a call of one of its tools
-    /// that was waiting for the load is told there is no such tool.
+    /// panicked) leaves nothing to wait on: the file no longer counts as
+    /// loading or unlisted, its announcement is gone, and a call of one of
+    /// its tools that was waiting for the load is told there is no such
+    /// tool.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_start_load_dropped_before_it_ends_leaves_nothing_to_wait_on() {
         let cache = tempfile::tempdir().expect("temp dir");
