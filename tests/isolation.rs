@@ -264,6 +264,52 @@ async fn a_call_followed_as_a_task_while_it_starts_runs_to_its_end() {
     assert!(report.refused.is_empty(), "{:?}", report.refused);
 }
 
+/// A table of tasks never holds more running tasks than `max_tasks`, even
+/// for calls sent together: each holds its place from its start. Five
+/// calls sent at once to a table of two: two are followed as tasks, three
+/// are refused naming the limit. (Each call checked for room only at its
+/// start, while the table was still empty, so all five became tasks
+/// `task_after` later.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_sent_together_never_overfill_the_task_table() {
+    let folder = behave();
+    let host = toolhost::Host::new(crate::common::config()).expect("host");
+    let report = host.load_dir(folder.path()).await.expect("load");
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let mut options = toolhost::mcp::McpOptions::default();
+    options.max_tasks = 2;
+    options.task_after = Duration::from_millis(300);
+    let addr = "127.0.0.1:0".parse().expect("addr");
+    let server = toolhost::mcp::bind_http(&host, addr, options)
+        .await
+        .expect("bind");
+    let client = Client::new(&server.url());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let calls: Vec<Value> = (1..=5)
+        .map(|id| call(id, "sleep", json!({ "ms": 2000 }), true))
+        .collect();
+    let answers = futures::future::join_all(calls.iter().map(|c| client.send(c))).await;
+    let tasks = answers
+        .iter()
+        .filter(|a| a["result"]["taskId"].is_string())
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|a| {
+            a["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("max_tasks"))
+        })
+        .count();
+    assert_eq!((tasks, refused), (2, 3), "{answers:#?}");
+    let _ = stop.send(());
+    serving.await.expect("served");
+}
+
 /// A sessionless call without tasks waits for its end: its session ends
 /// with the request, so nothing could follow a released call up later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

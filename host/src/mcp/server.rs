@@ -18,7 +18,7 @@ use super::McpOptions;
 use super::connection::{Connection, Owned};
 use super::convert;
 use super::sessions::{CallProgress, DirectSlot};
-use super::tasks::{Found, Tasks};
+use super::tasks::{Found, Reservation, Tasks};
 use crate::catalog::ToolView;
 use crate::host::Host;
 use crate::records::{CallEvent, CallStatus, EventKind};
@@ -193,6 +193,7 @@ impl ToolServer {
     /// `tasks/get` finds it after a restart too.
     async fn task(
         &self,
+        reservation: Reservation,
         call_id: &str,
         status_message: Option<String>,
         events: broadcast::Receiver<CallEvent>,
@@ -204,6 +205,7 @@ impl ToolServer {
             .task_id(call_id)
             .unwrap_or_else(crate::store::new_task_id);
         let task = connection.tasks().create(
+            reservation,
             Arc::downgrade(&connection),
             task_id,
             call_id,
@@ -251,7 +253,14 @@ impl ToolServer {
             && context
                 .client_capabilities()
                 .is_some_and(|c| c.supports_tasks());
-        if tasks && !connection.tasks().has_room() {
+        // Held from the start, so that calls started together cannot all
+        // find room and then overfill the table.
+        let mut reservation = if tasks {
+            connection.tasks().reserve()
+        } else {
+            None
+        };
+        if tasks && reservation.is_none() {
             let max = connection.tasks().max();
             tracing::warn!(session = %session.id(), %tool, max, "task limit reached");
             return Err(ErrorData::internal_error(
@@ -326,10 +335,12 @@ impl ToolServer {
             if task_due
                 && !cancel_asked
                 && let Some(record) = session.record(&call_id)
-                && let Some(events) = events
+                && reservation.is_some()
+                && events.is_some()
+                && let (Some(reservation), Some(events)) = (reservation.take(), events.take())
             {
                 let message = record.updates.last().map(|u| u.message.clone());
-                return Ok(self.task(&call_id, message, events).await);
+                return Ok(self.task(reservation, &call_id, message, events).await);
             }
         };
         // The call's updates were all emitted before its answer: send the
@@ -340,22 +351,24 @@ impl ToolServer {
                 progress.forward(&call_id, Ok(event)).await;
             }
         }
-        match (answer.kind, events) {
-            (AnswerKind::Released | AnswerKind::Queued, Some(events)) if tasks => {
-                let message = match answer.kind {
-                    AnswerKind::Released => session
-                        .record(&call_id)
-                        .and_then(|r| r.updates.last().map(|u| u.message.clone())),
-                    _ => Some(answer.output.clone()),
-                };
-                return Ok(self.task(&call_id, message, events).await);
-            }
-            // The first update answered the call; its progress notification
-            // goes out before the answer, while the request is still open.
-            (AnswerKind::Released, Some(mut events)) => {
-                progress.flush_first(&call_id, &mut events).await;
-            }
-            _ => {}
+        let followed = matches!(answer.kind, AnswerKind::Released | AnswerKind::Queued);
+        if let Some(reservation) = reservation.take_if(|_| followed)
+            && let Some(events) = events.take()
+        {
+            let message = match answer.kind {
+                AnswerKind::Released => session
+                    .record(&call_id)
+                    .and_then(|r| r.updates.last().map(|u| u.message.clone())),
+                _ => Some(answer.output.clone()),
+            };
+            return Ok(self.task(reservation, &call_id, message, events).await);
+        }
+        // The first update answered the call; its progress notification
+        // goes out before the answer, while the request is still open.
+        if answer.kind == AnswerKind::Released
+            && let Some(mut events) = events
+        {
+            progress.flush_first(&call_id, &mut events).await;
         }
         progress.settle().await;
         Ok(CallToolResponse::Complete(convert::answer(&answer)))

@@ -8,10 +8,13 @@
 //! read a task. A finished task is kept for the TTL after its end, and at
 //! most `max` tasks are kept: the oldest finished ones go first. A running
 //! one is kept until it ends (its call is bounded by the tool's timeout);
-//! a table full of running tasks refuses new ones.
+//! a table full of running tasks refuses new ones. A call that may become
+//! a task holds a [`Reservation`] from its start, so calls started
+//! together cannot all find room and then overfill the table.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use rmcp::model::{DetailedTask, JsonObject, Task, TaskPayload, TaskStatus};
@@ -30,6 +33,16 @@ struct Entry {
     ended: Option<Instant>,
 }
 
+/// Room for one task in a [`Tasks`] table, counted as a running task
+/// while held.
+pub(crate) struct Reservation(Arc<AtomicUsize>);
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A task found by its id: what `tasks/get` answers, and what
 /// `tasks/cancel` needs to reach its call.
 pub(crate) struct Found {
@@ -41,6 +54,9 @@ pub(crate) struct Found {
 
 pub(crate) struct Tasks {
     entries: Mutex<HashMap<String, Entry>>,
+    /// Reservations held (each counts as a running task); raised only
+    /// under `entries`' lock.
+    reserved: Arc<AtomicUsize>,
     poll_interval: Duration,
     ttl: Duration,
     max: usize,
@@ -50,6 +66,7 @@ impl Tasks {
     pub(crate) fn new(poll_interval: Duration, ttl: Duration, max: usize) -> Self {
         Self {
             entries: Mutex::default(),
+            reserved: Arc::default(),
             poll_interval,
             ttl,
             max: max.max(1),
@@ -77,18 +94,27 @@ impl Tasks {
         self.max
     }
 
-    /// Whether a new task would find room: false when every kept task is
-    /// still running.
-    pub(crate) fn has_room(&self) -> bool {
+    /// Room for one more task, held until [`Tasks::create`] takes it or
+    /// it is dropped; `None` when the running tasks and the reservations
+    /// held fill the table.
+    pub(crate) fn reserve(&self) -> Option<Reservation> {
         let entries = self.entries();
-        entries.len() < self.max || entries.values().any(|e| e.ended.is_some())
+        let running = entries.values().filter(|e| e.ended.is_none()).count();
+        // Raised under the lock: two calls cannot both take the last place.
+        if running + self.reserved.load(Ordering::SeqCst) >= self.max {
+            return None;
+        }
+        self.reserved.fetch_add(1, Ordering::SeqCst);
+        Some(Reservation(self.reserved.clone()))
     }
 
     /// A new working task `task_id` (the call's id in the task store,
-    /// random) that follows `call_id` of `connection`'s session, making room
-    /// by dropping the oldest finished tasks.
+    /// random) that follows `call_id` of `connection`'s session, in the
+    /// room `reservation` held, making room by dropping the oldest
+    /// finished tasks.
     pub(crate) fn create(
         &self,
+        reservation: Reservation,
         connection: Weak<Connection>,
         task_id: String,
         call_id: &str,
@@ -121,6 +147,8 @@ impl Tasks {
                 ended: None,
             },
         );
+        // Counted as running now: given back under the lock.
+        drop(reservation);
         task
     }
 
@@ -224,7 +252,14 @@ mod tests {
     #[test]
     fn a_task_goes_from_working_to_its_end_and_is_kept_for_the_ttl() {
         let tasks = Tasks::new(Duration::from_millis(100), Duration::from_millis(50), 10);
-        let task = tasks.create(Weak::new(), new_task_id(), "call_1", Some("step 1".into()));
+        let room = tasks.reserve().expect("room");
+        let task = tasks.create(
+            room,
+            Weak::new(),
+            new_task_id(),
+            "call_1",
+            Some("step 1".into()),
+        );
         assert_eq!(task.status, TaskStatus::Working);
         assert_eq!(
             tasks.find(&task.task_id).map(|f| f.call_id).as_deref(),
@@ -264,21 +299,42 @@ mod tests {
                 None,
             )
         };
-        let a = tasks
-            .create(Weak::new(), new_task_id(), "call_a", None)
-            .task_id;
-        let b = tasks
-            .create(Weak::new(), new_task_id(), "call_b", None)
-            .task_id;
-        assert!(!tasks.has_room(), "two running tasks fill a table of two");
+        let create = |id: &str| {
+            let room = tasks.reserve().expect("room");
+            tasks
+                .create(room, Weak::new(), new_task_id(), id, None)
+                .task_id
+        };
+        let a = create("call_a");
+        let b = create("call_b");
+        assert!(
+            tasks.reserve().is_none(),
+            "two running tasks fill a table of two"
+        );
         done(&a);
         std::thread::sleep(Duration::from_millis(2));
         done(&b);
-        assert!(tasks.has_room());
-        let c = tasks
-            .create(Weak::new(), new_task_id(), "call_c", None)
-            .task_id;
+        let c = create("call_c");
         assert!(tasks.find(&a).is_none(), "the oldest finished task stays");
         assert!(tasks.find(&b).is_some() && tasks.find(&c).is_some());
+    }
+
+    /// Calls that start together each hold a place from their start: once
+    /// the places are all held, a further call finds no room, even before
+    /// any of them became a task; a place given back without a task is
+    /// free again.
+    #[test]
+    fn reservations_count_as_running_tasks_until_they_are_given_back() {
+        let tasks = Tasks::new(Duration::from_secs(1), Duration::from_secs(60), 2);
+        let first = tasks.reserve().expect("room for the first");
+        let second = tasks.reserve().expect("room for the second");
+        assert!(
+            tasks.reserve().is_none(),
+            "two places held fill a table of two"
+        );
+        tasks.create(first, Weak::new(), new_task_id(), "call_a", None);
+        assert!(tasks.reserve().is_none(), "one task and one place held");
+        drop(second);
+        assert!(tasks.reserve().is_some(), "the place given back is free");
     }
 }
