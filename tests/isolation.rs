@@ -264,6 +264,83 @@ async fn a_call_followed_as_a_task_while_it_starts_runs_to_its_end() {
     assert!(report.refused.is_empty(), "{:?}", report.refused);
 }
 
+/// `behave` served over streamable HTTP in this process with `options`
+/// (the library's own, some of which the command line does not set).
+struct InProcess {
+    _folder: Folder,
+    host: toolhost::Host,
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl InProcess {
+    async fn serve(options: toolhost::mcp::McpOptions) -> Self {
+        let folder = behave();
+        let host = toolhost::Host::new(crate::common::config()).expect("host");
+        let report = host.load_dir(folder.path()).await.expect("load");
+        assert!(report.refused.is_empty(), "{:?}", report.refused);
+        let addr = "127.0.0.1:0".parse().expect("addr");
+        let server = toolhost::mcp::bind_http(&host, addr, options)
+            .await
+            .expect("bind");
+        let url = server.url();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            _folder: folder,
+            host,
+            url,
+            stop,
+            serving,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.serving.await.expect("served");
+    }
+}
+
+/// The id of the next call of `tool` to start.
+async fn started(
+    events: &mut tokio::sync::broadcast::Receiver<toolhost::HostEvent>,
+    tool: &str,
+) -> String {
+    let next = async {
+        loop {
+            let event = events.recv().await.expect("events");
+            if event.event.tool == tool && event.event.kind == toolhost::EventKind::Started {
+                return event.event.call_id;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), next)
+        .await
+        .unwrap_or_else(|_| panic!("no call of {tool} started"))
+}
+
+/// Whether call `call_id` ends as cancelled within 10 s.
+async fn ends_cancelled(
+    events: &mut tokio::sync::broadcast::Receiver<toolhost::HostEvent>,
+    call_id: &str,
+) -> bool {
+    let end = async {
+        loop {
+            let event = events.recv().await.expect("events");
+            if event.event.call_id == call_id
+                && let toolhost::EventKind::Ended { status, .. } = event.event.kind
+            {
+                return status;
+            }
+        }
+    };
+    let status = tokio::time::timeout(Duration::from_secs(10), end).await;
+    status == Ok(toolhost::CallStatus::Cancelled)
+}
+
 /// A table of tasks never holds more running tasks than `max_tasks`, even
 /// for calls sent together: each holds its place from its start. Five
 /// calls sent at once to a table of two: two are followed as tasks, three
@@ -272,22 +349,11 @@ async fn a_call_followed_as_a_task_while_it_starts_runs_to_its_end() {
 /// `task_after` later.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_sent_together_never_overfill_the_task_table() {
-    let folder = behave();
-    let host = toolhost::Host::new(crate::common::config()).expect("host");
-    let report = host.load_dir(folder.path()).await.expect("load");
-    assert!(report.refused.is_empty(), "{:?}", report.refused);
     let mut options = toolhost::mcp::McpOptions::default();
     options.max_tasks = 2;
     options.task_after = Duration::from_millis(300);
-    let addr = "127.0.0.1:0".parse().expect("addr");
-    let server = toolhost::mcp::bind_http(&host, addr, options)
-        .await
-        .expect("bind");
-    let client = Client::new(&server.url());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    let server = InProcess::serve(options).await;
+    let client = Client::new(&server.url);
 
     let calls: Vec<Value> = (1..=5)
         .map(|id| call(id, "sleep", json!({ "ms": 2000 }), true))
@@ -306,8 +372,7 @@ async fn calls_sent_together_never_overfill_the_task_table() {
         })
         .count();
     assert_eq!((tasks, refused), (2, 3), "{answers:#?}");
-    let _ = stop.send(());
-    serving.await.expect("served");
+    server.stop().await;
 }
 
 /// A sessionless call without tasks waits for its end: its session ends
@@ -1062,6 +1127,78 @@ async fn post_in(http: &reqwest::Client, url: &str, session: &str, body: &Value)
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
     (status, answer_of(&text))
+}
+
+/// B24 over HTTP: a session ended by `DELETE` stops its calls, also one
+/// that cannot be cancelled and whose request is still open (answer mode
+/// "final"): by force, once the close bound is over. (That request's
+/// handler held the session's connection, and the session closed only
+/// when the handler ended, with its call.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b24_a_deleted_http_session_stops_a_call_that_cannot_be_cancelled() {
+    let mut options = toolhost::mcp::McpOptions::default();
+    options.session.close_timeout = Duration::from_millis(500);
+    let server = InProcess::serve(options).await;
+    let mut events = server.host.subscribe();
+    let (http, url) = (reqwest::Client::new(), server.url.clone());
+    let (status, answer, session) = initialize(&http, &url, 1).await;
+    assert_eq!(status, 200, "{answer}");
+    let session = session.expect("a session id");
+    let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+    post_in(&http, &url, &session, &initialized).await;
+
+    // `sleep` is not cancellable; a minute is longer than this test waits.
+    let sleep = json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {
+            "name": "sleep", "arguments": { "ms": 60_000 },
+            "_meta": { "dev.toolhost/answer": "final" }
+        }
+    });
+    let waiting = tokio::spawn({
+        let (http, url, session) = (http.clone(), url.clone(), session.clone());
+        async move { post_in(&http, &url, &session, &sleep).await }
+    });
+    let call_id = started(&mut events, "sleep").await;
+    let deleted = http
+        .delete(&url)
+        .header("Mcp-Session-Id", &session)
+        .header("Mcp-Protocol-Version", "2025-06-18")
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(deleted.status().as_u16(), 200);
+    assert!(
+        ends_cancelled(&mut events, &call_id).await,
+        "the deleted session's call is stopped, not left to run its minute"
+    );
+    waiting.abort();
+    server.stop().await;
+}
+
+/// B24 for a sessionless request: its session ends with it. A client that
+/// goes away while its call (one that cannot be cancelled) runs has the
+/// call stopped once the close bound is over, not left to run on with
+/// nobody to read its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b24_a_sessionless_request_dropped_stops_its_call() {
+    let mut options = toolhost::mcp::McpOptions::default();
+    options.session.close_timeout = Duration::from_millis(500);
+    let server = InProcess::serve(options).await;
+    let mut events = server.host.subscribe();
+    let client = Client::new(&server.url);
+
+    // `sleep` is not cancellable; a minute is longer than this test waits.
+    let sleep = call(1, "sleep", json!({ "ms": 60_000 }), false);
+    let waiting = tokio::spawn(async move { client.send(&sleep).await });
+    let call_id = started(&mut events, "sleep").await;
+    // The client goes: its request, and the connection, are dropped.
+    waiting.abort();
+    assert!(
+        ends_cancelled(&mut events, &call_id).await,
+        "the dropped request's call is stopped, not left to run its minute"
+    );
+    server.stop().await;
 }
 
 /// A session whose call is still being answered is not idle, however long

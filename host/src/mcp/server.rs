@@ -91,7 +91,7 @@ impl ToolServer {
         }
     }
 
-    fn connection(&self) -> &Arc<Connection> {
+    pub(crate) fn connection(&self) -> &Arc<Connection> {
         match &self.lane {
             Lane::Fixed(c) => c,
             Lane::Http { lane, own } => {
@@ -323,6 +323,14 @@ impl ToolServer {
                 () = context.ct.cancelled(), if !cancel_asked => {
                     cancel_asked = true;
                     cancel_for_client(&connection, &call_id);
+                    // A sessionless request is its session, which ends
+                    // with it (B24): a call that cannot be cancelled is
+                    // stopped after the close bound, not left to run with
+                    // nobody to read its end.
+                    if self.sessionless() {
+                        let connection = connection.clone();
+                        tokio::spawn(async move { connection.close().await });
+                    }
                 }
                 () = &mut task_after, if !task_due => task_due = true,
                 event = next_event(&mut events) => progress.forward(&call_id, event).await,

@@ -277,6 +277,12 @@ impl DirectSession {
         for running in lock(&self.calls).running.values() {
             running.events.send_modify(|e| e.end(End::Stopped));
         }
+        // The session's calls end with it (B24) now, not once whatever
+        // holds its connection lets go: the handler of a call that cannot
+        // be cancelled holds it until the call ends, and the session's
+        // queued calls would still start meanwhile.
+        let connection = self.server.connection().clone();
+        tokio::spawn(async move { connection.close().await });
     }
 }
 
