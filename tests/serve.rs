@@ -61,6 +61,33 @@ fn final_mode_answers_with_the_result_after_every_update_as_progress() {
     );
 }
 
+/// Over stdio a call's sandbox (its instance, and its slot under the
+/// plugin's cap) is freed after its answer is written, not as the call
+/// ends: with one slot, calls one after the other each find it free again,
+/// and so does a call after one answered by its first update.
+#[test]
+fn stdio_calls_give_their_plugins_one_slot_back_after_each_answer() {
+    let folder = Folder::new();
+    folder.add_with_manifest(
+        &test_plugin("behave"),
+        "behave",
+        "[limits]\nmax-concurrency = 1\n",
+    );
+    let mut s = Server::start(folder.path(), &["--answer", "release"]);
+    for round in 0..10 {
+        let messages = s.call("ok", json!({}));
+        assert!(
+            messages.last().is_some_and(|m| m.get("result").is_some()),
+            "call {round}: {messages:?}"
+        );
+        let messages = s.call("progress", json!({ "n": 1, "sleep_ms": 0 }));
+        assert!(
+            messages.last().is_some_and(|m| m.get("result").is_some()),
+            "released call {round}: {messages:?}"
+        );
+    }
+}
+
 #[test]
 fn a_request_chooses_its_answer_mode_with_meta() {
     let folder = behave_folder();

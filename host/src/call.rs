@@ -90,8 +90,8 @@ pub(crate) async fn run(
     let (result, fuel_used) = async {
         let limits = &plugin.limits;
         // The slot and the instance are held until after the store below
-        // is dropped (declared before it).
-        let (_slot, _instance) = match enter(runtime, plugin, turns, &control).await {
+        // is freed (see the end).
+        let (slot, pooled) = match enter(runtime, plugin, turns, &control).await {
             Ok(held) => held,
             Err(e) => return (Err(e), 0),
         };
@@ -156,11 +156,11 @@ pub(crate) async fn run(
             Ok(Ok(Err(ToolError::Failed(m)))) => Err(CallError::ToolFailed(m)),
             // Checked under the plugin's slot, which bounds how many of its
             // results are held at once.
-            Ok(Ok(Ok(out))) => {
-                drop(store);
-                check_output(tool, out.text, out.data, limits.result_size).await
-            }
+            Ok(Ok(Ok(out))) => check_output(tool, out.text, out.data, limits.result_size).await,
         };
+        // The store first, then the slot and the instance it held: freed
+        // now, or once the answer is out where the caller writes it.
+        crate::leftovers::leave((store, slot, pooled));
         (result, fuel_used)
     }
     .await;

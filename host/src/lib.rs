@@ -38,6 +38,7 @@ mod folder;
 mod fuzz;
 mod host;
 mod ids;
+mod leftovers;
 mod limits;
 mod listen;
 pub mod manifest;

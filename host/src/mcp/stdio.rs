@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::FutureExt;
 use rmcp::model::{
     ClientJsonRpcMessage, ClientNotification, ClientRequest, JsonRpcMessage, JsonRpcRequest,
     RequestId, ServerJsonRpcMessage,
@@ -54,6 +55,7 @@ use super::McpOptions;
 use super::direct::{self, cancelled_id, ends_in_first_poll, id_in_use};
 use super::server::ToolServer;
 use super::wire::{self, Read};
+use crate::leftovers::{self, Leftovers};
 use crate::session::Session;
 
 /// Answers waiting to be written. Small: the bound on unanswered requests
@@ -91,6 +93,8 @@ struct Outgoing {
     /// The serial of the request it answers, whose permit its write frees;
     /// `None` for a refusal of a line, which answers none.
     answers: Option<u64>,
+    /// What its call left to free once the answer is written.
+    left: Leftovers,
 }
 
 impl Outgoing {
@@ -98,6 +102,7 @@ impl Outgoing {
         Self {
             message,
             answers: None,
+            left: Leftovers::default(),
         }
     }
 }
@@ -210,6 +215,7 @@ impl Transport<RoleServer> for StdioTransport {
                     .send(Outgoing {
                         message: item,
                         answers,
+                        left: Leftovers::default(),
                     })
                     .await
                     .map_err(|_| closed()),
@@ -631,12 +637,14 @@ struct Answering {
 }
 
 impl Answering {
-    /// Hand `answer` to the writer, whose write frees the permit.
-    async fn answer(mut self, answer: ServerJsonRpcMessage) {
+    /// Hand `answer` to the writer, whose write frees the permit, and then
+    /// what its call `left`.
+    async fn answer(mut self, answer: ServerJsonRpcMessage, left: Leftovers) {
         // Fails only once the connection is closed.
         let answer = Outgoing {
             message: answer,
             answers: Some(self.serial),
+            left,
         };
         self.answered = self.answers.send(answer).await.is_ok();
     }
@@ -652,16 +660,18 @@ impl Drop for Answering {
 
 /// Handle `request` ([`direct::answer`]) and hand its answer to the
 /// writer, unless the client cancelled it (`cancel` cancelled while the
-/// server does not stop).
+/// server does not stop). The call's sandbox goes with the answer, and is
+/// freed once it is written ([`leftovers`]).
 async fn call_directly(
     direct: Arc<Direct>,
     request: JsonRpcRequest<ClientRequest>,
     cancel: CancellationToken,
     answering: Answering,
 ) {
-    let answer = direct::answer(&direct.server, &direct.peer, request, cancel.clone()).await;
+    let answered = direct::answer(&direct.server, &direct.peer, request, cancel.clone());
+    let (answer, left) = leftovers::keeping(answered).await;
     if !cancel.is_cancelled() || direct.stop.is_cancelled() {
-        answering.answer(answer).await;
+        answering.answer(answer, left).await;
     }
 }
 
@@ -674,7 +684,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     pending: Pending,
 ) {
     let mut cork = Cork::default();
-    while let Some(Outgoing { message, answers }) = to_write.recv().await {
+    while let Some(Outgoing {
+        message,
+        answers,
+        left,
+    }) = to_write.recv().await
+    {
         // Out of `pending` before the write, so that a client reusing the
         // id once it has read the answer is not refused; its permit held
         // until the write is done.
@@ -696,7 +711,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 cork.tried(!to_write.is_empty());
             }
             if to_write.is_empty() {
-                output.flush().await?;
+                // What the call left is freed once the answer is out, or
+                // at once when the client is not reading: it holds an
+                // instance of the pool and a slot of the plugin.
+                if let Some(flushed) = output.flush().now_or_never() {
+                    flushed?;
+                } else {
+                    drop(left);
+                    output.flush().await?;
+                }
             }
             std::io::Result::Ok(())
         };
