@@ -322,6 +322,8 @@ impl ToolServer {
                 answer = &mut call => break answer,
                 () = context.ct.cancelled(), if !cancel_asked => {
                     cancel_asked = true;
+                    // Nobody reads its answer now: it becomes no task.
+                    reservation = None;
                     cancel_for_client(&connection, &call_id);
                     // A sessionless request is its session, which ends
                     // with it (B24): a call that cannot be cancelled is

@@ -62,6 +62,9 @@ use crate::session::Session;
 /// is what limits the host's memory; this only smooths the writes.
 const OUTGOING: usize = 64;
 
+/// The writer's buffer: answers that fit go out in one write.
+const WRITE_BUFFER: usize = 8 << 10;
+
 /// How long closing waits for the last answers to be written: a client
 /// that stopped reading would otherwise hold the host at exit.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -173,7 +176,7 @@ impl StdioTransport {
             options.max_message_size,
         ));
         let writer = tokio::spawn(write_loop(
-            BufWriter::new(output),
+            BufWriter::with_capacity(WRITE_BUFFER, output),
             to_write,
             pending.clone(),
         ));
@@ -637,15 +640,19 @@ struct Answering {
 }
 
 impl Answering {
-    /// Hand `answer` to the writer, whose write frees the permit, and then
-    /// what its call `left`.
+    /// Hand `answer` to the writer, whose write frees the permit, and with
+    /// it what its call `left` if the writer has nothing else to write:
+    /// an answer queued behind others frees its call's sandbox now, as
+    /// the calls of a batch would be held up by each other's otherwise,
+    /// and a client that stops reading would keep a queue of them.
     async fn answer(mut self, answer: ServerJsonRpcMessage, left: Leftovers) {
-        // Fails only once the connection is closed.
+        let idle = self.answers.capacity() == self.answers.max_capacity();
         let answer = Outgoing {
             message: answer,
             answers: Some(self.serial),
-            left,
+            left: if idle { left } else { Leftovers::default() },
         };
+        // Fails only once the connection is closed.
         self.answered = self.answers.send(answer).await.is_ok();
     }
 }
@@ -677,13 +684,16 @@ async fn call_directly(
 
 /// Write answers as they come, flushing whenever none is waiting (see
 /// [`Cork`]); an answer written frees the permit of the request it
-/// answers.
+/// answers. What the answers' calls left is freed after the flush that
+/// sends them, or before a write that would wait for the client to read:
+/// it holds instances of the pool and slots of plugins.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut output: BufWriter<W>,
     mut to_write: mpsc::Receiver<Outgoing>,
     pending: Pending,
 ) {
     let mut cork = Cork::default();
+    let mut left_over: Vec<Leftovers> = Vec::new();
     while let Some(Outgoing {
         message,
         answers,
@@ -704,22 +714,27 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
         };
         bytes.push(b'\n');
+        left_over.push(left);
         let written = async {
+            if output.buffer().len() + bytes.len() > WRITE_BUFFER {
+                // Written through to the client, which may not be reading.
+                left_over.clear();
+            }
             output.write_all(&bytes).await?;
             if to_write.is_empty() && cork.worth_trying() && !lock(&pending).is_empty() {
                 tokio::task::yield_now().await;
                 cork.tried(!to_write.is_empty());
             }
             if to_write.is_empty() {
-                // What the call left is freed once the answer is out, or
-                // at once when the client is not reading: it holds an
-                // instance of the pool and a slot of the plugin.
-                if let Some(flushed) = output.flush().now_or_never() {
-                    flushed?;
-                } else {
-                    drop(left);
-                    output.flush().await?;
+                match output.flush().now_or_never() {
+                    Some(flushed) => flushed?,
+                    // The client is not reading.
+                    None => {
+                        left_over.clear();
+                        output.flush().await?;
+                    }
                 }
+                left_over.clear();
             }
             std::io::Result::Ok(())
         };
@@ -816,6 +831,8 @@ async fn read_line<R: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use tokio::io::{AsyncBufReadExt, DuplexStream, Lines, ReadHalf, WriteHalf};
 
@@ -1297,5 +1314,111 @@ mod tests {
             read_line(&mut input, &mut line, 8).await,
             Ok(Line::End)
         ));
+    }
+
+    /// Counts its drops: a call's sandbox, as far as the writer sees.
+    struct Sandbox(Arc<AtomicUsize>);
+
+    impl Drop for Sandbox {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// What a call that left a [`Sandbox`] leaves.
+    async fn left_by_a_call(freed: &Arc<AtomicUsize>) -> Leftovers {
+        let sandbox = Sandbox(freed.clone());
+        leftovers::keeping(async move { leftovers::leave(sandbox) })
+            .await
+            .1
+    }
+
+    fn empty_answer(id: i64) -> ServerJsonRpcMessage {
+        ServerJsonRpcMessage::response(rmcp::model::ServerResult::empty(()), RequestId::Number(id))
+    }
+
+    /// The sandbox of a call whose answer went out is freed after the
+    /// write; one whose answer waits for a client that does not read is
+    /// freed at once, not held until the client reads.
+    #[tokio::test]
+    async fn a_calls_sandbox_is_freed_after_its_answer_or_when_the_client_does_not_read() {
+        let (client, server) = tokio::io::duplex(64);
+        let (to_write, queue) = mpsc::channel(OUTGOING);
+        let output = BufWriter::with_capacity(WRITE_BUFFER, server);
+        let writer = tokio::spawn(write_loop(output, queue, Pending::default()));
+        let freed = Arc::new(AtomicUsize::new(0));
+        let mut lines = BufReader::new(client).lines();
+
+        let sent = Outgoing {
+            message: empty_answer(1),
+            answers: None,
+            left: left_by_a_call(&freed).await,
+        };
+        assert!(to_write.send(sent).await.is_ok());
+        let line = lines.next_line().await.expect("read").expect("a line");
+        assert!(line.contains(r#""id":1"#), "{line}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while freed.load(Ordering::SeqCst) < 1 {
+            assert!(std::time::Instant::now() < deadline, "never freed");
+            tokio::task::yield_now().await;
+        }
+
+        // The client stops reading: the pipe's 64 bytes fill, and the
+        // writer waits for it with the second answer unwritten.
+        for id in 2..4 {
+            let sent = Outgoing {
+                message: empty_answer(id),
+                answers: None,
+                left: left_by_a_call(&freed).await,
+            };
+            assert!(to_write.send(sent).await.is_ok());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while freed.load(Ordering::SeqCst) < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "held while the client does not read: {} of 3 freed",
+                freed.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop((to_write, lines));
+        writer.abort();
+    }
+
+    /// An answer queued behind another frees its call's sandbox at once:
+    /// only one that goes straight out holds it until it is written.
+    #[tokio::test]
+    async fn an_answer_queued_behind_another_frees_its_calls_sandbox_at_once() {
+        let (answers, mut queue) = mpsc::channel(OUTGOING);
+        let freed = Arc::new(AtomicUsize::new(0));
+        let answering = |id: i64| Answering {
+            id: RequestId::Number(id),
+            serial: 0,
+            pending: Pending::default(),
+            answers: answers.clone(),
+            answered: false,
+        };
+        let first = left_by_a_call(&freed).await;
+        answering(1).answer(empty_answer(1), first).await;
+        assert_eq!(
+            freed.load(Ordering::SeqCst),
+            0,
+            "the first goes straight out"
+        );
+        let second = left_by_a_call(&freed).await;
+        answering(2).answer(empty_answer(2), second).await;
+        assert_eq!(
+            freed.load(Ordering::SeqCst),
+            1,
+            "the second waits behind it"
+        );
+        let written: Vec<Outgoing> = vec![
+            queue.recv().await.expect("1"),
+            queue.recv().await.expect("2"),
+        ];
+        drop(written);
+        assert_eq!(freed.load(Ordering::SeqCst), 2);
     }
 }
