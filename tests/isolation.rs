@@ -298,47 +298,58 @@ impl InProcess {
         }
     }
 
+    /// Served with sessions that stop their calls by force half a second
+    /// after they close (B24), and the host's events.
+    async fn closing_soon() -> (Self, Events) {
+        let mut options = toolhost::mcp::McpOptions::default();
+        options.session.close_timeout = Duration::from_millis(500);
+        let server = Self::serve(options).await;
+        let events = server.host.subscribe();
+        (server, events)
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(());
         self.serving.await.expect("served");
     }
 }
 
-/// The id of the next call of `tool` to start.
-async fn started(
-    events: &mut tokio::sync::broadcast::Receiver<toolhost::HostEvent>,
-    tool: &str,
-) -> String {
+type Events = tokio::sync::broadcast::Receiver<toolhost::HostEvent>;
+
+/// What `pick` makes of the first event it takes, within `within`.
+async fn first_event<T>(
+    events: &mut Events,
+    within: Duration,
+    mut pick: impl FnMut(toolhost::HostEvent) -> Option<T>,
+) -> Option<T> {
     let next = async {
         loop {
-            let event = events.recv().await.expect("events");
-            if event.event.tool == tool && event.event.kind == toolhost::EventKind::Started {
-                return event.event.call_id;
+            if let Some(picked) = pick(events.recv().await.expect("events")) {
+                return picked;
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(30), next)
-        .await
-        .unwrap_or_else(|_| panic!("no call of {tool} started"))
+    tokio::time::timeout(within, next).await.ok()
+}
+
+/// The id of the next call of `tool` to start.
+async fn started(events: &mut Events, tool: &str) -> String {
+    first_event(events, Duration::from_secs(30), |e| {
+        (e.event.tool == tool && e.event.kind == toolhost::EventKind::Started)
+            .then_some(e.event.call_id)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no call of {tool} started"))
 }
 
 /// Whether call `call_id` ends as cancelled within 10 s.
-async fn ends_cancelled(
-    events: &mut tokio::sync::broadcast::Receiver<toolhost::HostEvent>,
-    call_id: &str,
-) -> bool {
-    let end = async {
-        loop {
-            let event = events.recv().await.expect("events");
-            if event.event.call_id == call_id
-                && let toolhost::EventKind::Ended { status, .. } = event.event.kind
-            {
-                return status;
-            }
-        }
-    };
-    let status = tokio::time::timeout(Duration::from_secs(10), end).await;
-    status == Ok(toolhost::CallStatus::Cancelled)
+async fn ends_cancelled(events: &mut Events, call_id: &str) -> bool {
+    let status = first_event(events, Duration::from_secs(10), |e| match e.event.kind {
+        toolhost::EventKind::Ended { status, .. } if e.event.call_id == call_id => Some(status),
+        _ => None,
+    })
+    .await;
+    status == Some(toolhost::CallStatus::Cancelled)
 }
 
 /// A table of tasks never holds more running tasks than `max_tasks`, even
@@ -1136,10 +1147,7 @@ async fn post_in(http: &reqwest::Client, url: &str, session: &str, body: &Value)
 /// when the handler ended, with its call.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b24_a_deleted_http_session_stops_a_call_that_cannot_be_cancelled() {
-    let mut options = toolhost::mcp::McpOptions::default();
-    options.session.close_timeout = Duration::from_millis(500);
-    let server = InProcess::serve(options).await;
-    let mut events = server.host.subscribe();
+    let (server, mut events) = InProcess::closing_soon().await;
     let (http, url) = (reqwest::Client::new(), server.url.clone());
     let (status, answer, session) = initialize(&http, &url, 1).await;
     assert_eq!(status, 200, "{answer}");
@@ -1182,10 +1190,7 @@ async fn b24_a_deleted_http_session_stops_a_call_that_cannot_be_cancelled() {
 /// nobody to read its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b24_a_sessionless_request_dropped_stops_its_call() {
-    let mut options = toolhost::mcp::McpOptions::default();
-    options.session.close_timeout = Duration::from_millis(500);
-    let server = InProcess::serve(options).await;
-    let mut events = server.host.subscribe();
+    let (server, mut events) = InProcess::closing_soon().await;
     let client = Client::new(&server.url);
 
     // `sleep` is not cancellable; a minute is longer than this test waits.
