@@ -112,6 +112,10 @@ pub const TASK_ID_KEY: &str = "dev.toolhost/task_id";
 ///   running a call that would become a task is refused with an error
 ///   naming the limit. A finished task holds its result (up to the
 ///   plugin's `result-size`), which is why the bound is a count this low.
+/// - `max_task_bytes`: 64 MiB of results kept per table (as they sit in
+///   memory, about their JSON size): past it the oldest finished tasks are
+///   dropped, all but the newest; `tasks/get` then reads a dropped task
+///   from the task store (B31), as it does one past its TTL
 /// - `max_message_size`: 4 MiB, the longest message a client may send
 ///   (a stdio line or an HTTP body); a longer one is skipped unread and
 ///   answered with an error naming the limit (over HTTP with status 413)
@@ -151,6 +155,7 @@ pub struct McpOptions {
     pub task_poll_interval: Duration,
     pub task_ttl: Duration,
     pub max_tasks: usize,
+    pub max_task_bytes: usize,
     pub max_message_size: usize,
     pub max_in_flight: usize,
     pub max_sessions: usize,
@@ -170,6 +175,7 @@ impl Default for McpOptions {
             task_poll_interval: Duration::from_millis(500),
             task_ttl: Duration::from_secs(3600),
             max_tasks: 1_000,
+            max_task_bytes: 64 << 20,
             max_message_size: 4 * 1024 * 1024,
             max_in_flight: 64,
             max_sessions: 256,

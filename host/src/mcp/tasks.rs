@@ -8,7 +8,9 @@
 //! read a task. A finished task is kept for the TTL after its end, and at
 //! most `max` tasks are kept: the oldest finished ones go first. A running
 //! one is kept until it ends (its call is bounded by the tool's timeout);
-//! a table full of running tasks refuses new ones. A call that may become
+//! a table full of running tasks refuses new ones. The results kept weigh
+//! at most `max_bytes` together: past it the oldest finished tasks go,
+//! all but the newest. A call that may become
 //! a task holds a [`Reservation`] from its start, so calls started
 //! together cannot all find room and then overfill the table.
 
@@ -31,6 +33,8 @@ struct Entry {
     task: Task,
     payload: TaskPayload,
     ended: Option<Instant>,
+    /// What its payload weighs ([`payload_weight`]), once it ended.
+    weight: usize,
 }
 
 /// Room for one task in a [`Tasks`] table, counted as a running task
@@ -60,16 +64,23 @@ pub(crate) struct Tasks {
     poll_interval: Duration,
     ttl: Duration,
     max: usize,
+    max_bytes: usize,
 }
 
 impl Tasks {
-    pub(crate) fn new(poll_interval: Duration, ttl: Duration, max: usize) -> Self {
+    pub(crate) fn new(
+        poll_interval: Duration,
+        ttl: Duration,
+        max: usize,
+        max_bytes: usize,
+    ) -> Self {
         Self {
             entries: Mutex::default(),
             reserved: Arc::default(),
             poll_interval,
             ttl,
             max: max.max(1),
+            max_bytes,
         }
     }
 
@@ -79,6 +90,7 @@ impl Tasks {
             options.task_poll_interval,
             options.task_ttl,
             options.max_tasks,
+            options.max_task_bytes,
         )
     }
 
@@ -145,6 +157,7 @@ impl Tasks {
                 task: task.clone(),
                 payload: TaskPayload::Working,
                 ended: None,
+                weight: 0,
             },
         );
         // Counted as running now: given back under the lock.
@@ -162,16 +175,36 @@ impl Tasks {
         }
     }
 
-    /// The task's call ended: `payload` is terminal.
+    /// The task's call ended: `payload` is terminal. Past `max_bytes` of
+    /// results kept, the oldest finished tasks are dropped, all but this
+    /// one.
     pub(crate) fn finish(&self, task_id: &str, payload: TaskPayload, message: Option<String>) {
-        if let Some(e) = self.entries().get_mut(task_id)
-            && e.ended.is_none()
-        {
-            e.task.status = payload.status();
-            e.task.status_message = message;
-            e.task.last_updated_at = timestamp();
-            e.payload = payload;
-            e.ended = Some(Instant::now());
+        let mut entries = self.entries();
+        let Some(e) = entries.get_mut(task_id).filter(|e| e.ended.is_none()) else {
+            return;
+        };
+        e.task.status = payload.status();
+        e.task.status_message = message;
+        e.task.last_updated_at = timestamp();
+        e.weight = payload_weight(&payload);
+        e.payload = payload;
+        e.ended = Some(Instant::now());
+        let mut kept: usize = entries.values().map(|e| e.weight).sum();
+        if kept <= self.max_bytes {
+            return;
+        }
+        let mut finished: Vec<(Instant, String, usize)> = entries
+            .iter()
+            .filter(|(id, _)| id.as_str() != task_id)
+            .filter_map(|(id, e)| e.ended.map(|at| (at, id.clone(), e.weight)))
+            .collect();
+        finished.sort_unstable();
+        for (_, id, weight) in finished {
+            if kept <= self.max_bytes {
+                break;
+            }
+            entries.remove(&id);
+            kept -= weight;
         }
     }
 
@@ -236,6 +269,20 @@ pub(crate) fn stored(record: &TaskRecord, options: &McpOptions) -> DetailedTask 
     DetailedTask::new(task, payload)
 }
 
+/// What a finished task's payload holds, about as it sits in memory.
+fn payload_weight(payload: &TaskPayload) -> usize {
+    let map = |m: &JsonObject| {
+        m.iter()
+            .map(|(k, v)| k.len() + crate::records::json_weight(v))
+            .sum::<usize>()
+    };
+    match payload {
+        TaskPayload::Completed { result } => map(result),
+        TaskPayload::Failed { error } => map(error),
+        _ => 0,
+    }
+}
+
 fn timestamp() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
@@ -251,7 +298,12 @@ mod tests {
 
     #[test]
     fn a_task_goes_from_working_to_its_end_and_is_kept_for_the_ttl() {
-        let tasks = Tasks::new(Duration::from_millis(100), Duration::from_millis(50), 10);
+        let tasks = Tasks::new(
+            Duration::from_millis(100),
+            Duration::from_millis(50),
+            10,
+            1 << 20,
+        );
         let room = tasks.reserve().expect("room");
         let task = tasks.create(
             room,
@@ -289,7 +341,7 @@ mod tests {
 
     #[test]
     fn a_full_table_drops_its_oldest_finished_task_and_refuses_when_all_run() {
-        let tasks = Tasks::new(Duration::from_secs(1), Duration::from_secs(60), 2);
+        let tasks = Tasks::new(Duration::from_secs(1), Duration::from_secs(60), 2, 1 << 20);
         let done = |id: &str| {
             tasks.finish(
                 id,
@@ -325,7 +377,7 @@ mod tests {
     /// free again.
     #[test]
     fn reservations_count_as_running_tasks_until_they_are_given_back() {
-        let tasks = Tasks::new(Duration::from_secs(1), Duration::from_secs(60), 2);
+        let tasks = Tasks::new(Duration::from_secs(1), Duration::from_secs(60), 2, 1 << 20);
         let first = tasks.reserve().expect("room for the first");
         let second = tasks.reserve().expect("room for the second");
         assert!(
@@ -336,5 +388,41 @@ mod tests {
         assert!(tasks.reserve().is_none(), "one task and one place held");
         drop(second);
         assert!(tasks.reserve().is_some(), "the place given back is free");
+    }
+
+    /// The results kept weigh at most `max_bytes`: a finished task whose
+    /// result would take the table past it drops the oldest finished
+    /// tasks, and is kept itself whatever it weighs.
+    #[test]
+    fn results_past_the_byte_bound_drop_the_oldest_finished_tasks() {
+        let tasks = Tasks::new(Duration::from_secs(1), Duration::from_secs(60), 100, 10_000);
+        let result = |bytes: usize| {
+            let mut result = JsonObject::new();
+            result.insert("text".into(), "x".repeat(bytes).into());
+            TaskPayload::Completed { result }
+        };
+        let mut ids = Vec::new();
+        for (n, bytes) in [4_000, 4_000, 4_000, 20_000].into_iter().enumerate() {
+            let room = tasks.reserve().expect("room");
+            let id = tasks
+                .create(room, Weak::new(), new_task_id(), &format!("call_{n}"), None)
+                .task_id;
+            tasks.finish(&id, result(bytes), None);
+            std::thread::sleep(Duration::from_millis(2));
+            ids.push(id);
+        }
+        let kept: Vec<bool> = ids.iter().map(|id| tasks.find(id).is_some()).collect();
+        assert_eq!(kept, [false, false, false, true], "the newest stays alone");
+
+        let room = tasks.reserve().expect("room");
+        let small = tasks
+            .create(room, Weak::new(), new_task_id(), "call_small", None)
+            .task_id;
+        tasks.finish(&small, result(100), None);
+        assert!(tasks.find(&small).is_some());
+        assert!(
+            tasks.find(&ids[3]).is_none(),
+            "the oldest finished goes first"
+        );
     }
 }
