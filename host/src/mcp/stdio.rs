@@ -164,11 +164,13 @@ impl StdioTransport {
         let direct = Arc::new(SetOnce::new());
         let (to_rmcp, incoming) = mpsc::channel(1);
         let (outgoing, to_write) = mpsc::channel(OUTGOING);
+        let stalled = Stalled::default();
         let reader = tokio::spawn(read_loop(
             BufReader::new(input),
             Lanes {
                 rmcp: to_rmcp,
                 answers: outgoing.clone(),
+                stalled: stalled.clone(),
                 direct: direct.clone(),
             },
             pending.clone(),
@@ -178,6 +180,7 @@ impl StdioTransport {
         let writer = tokio::spawn(write_loop(
             BufWriter::with_capacity(WRITE_BUFFER, output),
             to_write,
+            stalled,
             pending.clone(),
         ));
         Self {
@@ -406,8 +409,12 @@ fn closed() -> std::io::Error {
 struct Lanes {
     rmcp: mpsc::Sender<ClientJsonRpcMessage>,
     answers: mpsc::Sender<Outgoing>,
+    stalled: Stalled,
     direct: Arc<SetOnce<Arc<Direct>>>,
 }
+
+/// Set while the writer waits for the client to read.
+type Stalled = Arc<std::sync::atomic::AtomicBool>;
 
 /// Read messages until stdin ends, waiting for a permit before each request.
 async fn read_loop<R: AsyncRead + Unpin>(
@@ -475,6 +482,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                             serial,
                             pending: pending.clone(),
                             answers: lanes.answers.clone(),
+                            stalled: lanes.stalled.clone(),
                             answered: false,
                         };
                         // Boxed: rmcp's dispatch makes the handler's future
@@ -636,17 +644,21 @@ struct Answering {
     serial: u64,
     pending: Pending,
     answers: mpsc::Sender<Outgoing>,
+    stalled: Stalled,
     answered: bool,
 }
 
 impl Answering {
     /// Hand `answer` to the writer, whose write frees the permit, and with
     /// it what its call `left` if the writer has nothing else to write:
-    /// an answer queued behind others frees its call's sandbox now, as
-    /// the calls of a batch would be held up by each other's otherwise,
-    /// and a client that stops reading would keep a queue of them.
+    /// an answer queued behind others, or behind a client that does not
+    /// read, frees its call's sandbox now. (The calls of a batch would be
+    /// held up by each other's otherwise, and a client that stops reading
+    /// would keep a queue of them; calls that end at the same instant as
+    /// the writer stalls may still each keep one, at most one a thread.)
     async fn answer(mut self, answer: ServerJsonRpcMessage, left: Leftovers) {
-        let idle = self.answers.capacity() == self.answers.max_capacity();
+        let idle = self.answers.capacity() == self.answers.max_capacity()
+            && !self.stalled.load(std::sync::atomic::Ordering::Relaxed);
         let answer = Outgoing {
             message: answer,
             answers: Some(self.serial),
@@ -690,8 +702,10 @@ async fn call_directly(
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut output: BufWriter<W>,
     mut to_write: mpsc::Receiver<Outgoing>,
+    stalled: Stalled,
     pending: Pending,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut cork = Cork::default();
     let mut left_over: Vec<Leftovers> = Vec::new();
     while let Some(Outgoing {
@@ -716,11 +730,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         bytes.push(b'\n');
         left_over.push(left);
         let written = async {
-            if output.buffer().len() + bytes.len() > WRITE_BUFFER {
-                // Written through to the client, which may not be reading.
+            // One that does not fit goes through to the client, which may
+            // not be reading.
+            let through = output.buffer().len() + bytes.len() >= WRITE_BUFFER;
+            if through {
                 left_over.clear();
+                stalled.store(true, Relaxed);
             }
             output.write_all(&bytes).await?;
+            stalled.store(false, Relaxed);
             if to_write.is_empty() && cork.worth_trying() && !lock(&pending).is_empty() {
                 tokio::task::yield_now().await;
                 cork.tried(!to_write.is_empty());
@@ -731,7 +749,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     // The client is not reading.
                     None => {
                         left_over.clear();
+                        stalled.store(true, Relaxed);
                         output.flush().await?;
+                        stalled.store(false, Relaxed);
                     }
                 }
                 left_over.clear();
@@ -1333,6 +1353,41 @@ mod tests {
             .1
     }
 
+    /// A writer to a pipe that holds `bytes` unread: its queue, whether it
+    /// is stalled, the client's end, and its task.
+    fn writer_to_a_pipe_of(
+        bytes: usize,
+    ) -> (
+        mpsc::Sender<Outgoing>,
+        Stalled,
+        DuplexStream,
+        JoinHandle<()>,
+    ) {
+        let (client, server) = tokio::io::duplex(bytes);
+        let (to_write, queue) = mpsc::channel(OUTGOING);
+        let stalled = Stalled::default();
+        let output = BufWriter::with_capacity(WRITE_BUFFER, server);
+        let writer = tokio::spawn(write_loop(
+            output,
+            queue,
+            stalled.clone(),
+            Pending::default(),
+        ));
+        (to_write, stalled, client, writer)
+    }
+
+    /// Whether `freed` reaches `n` within 5 s.
+    async fn freed_within(freed: &AtomicUsize, n: usize) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while freed.load(Ordering::SeqCst) < n {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     fn empty_answer(id: i64) -> ServerJsonRpcMessage {
         ServerJsonRpcMessage::response(rmcp::model::ServerResult::empty(()), RequestId::Number(id))
     }
@@ -1342,10 +1397,7 @@ mod tests {
     /// freed at once, not held until the client reads.
     #[tokio::test]
     async fn a_calls_sandbox_is_freed_after_its_answer_or_when_the_client_does_not_read() {
-        let (client, server) = tokio::io::duplex(64);
-        let (to_write, queue) = mpsc::channel(OUTGOING);
-        let output = BufWriter::with_capacity(WRITE_BUFFER, server);
-        let writer = tokio::spawn(write_loop(output, queue, Pending::default()));
+        let (to_write, _, client, writer) = writer_to_a_pipe_of(64);
         let freed = Arc::new(AtomicUsize::new(0));
         let mut lines = BufReader::new(client).lines();
 
@@ -1357,11 +1409,7 @@ mod tests {
         assert!(to_write.send(sent).await.is_ok());
         let line = lines.next_line().await.expect("read").expect("a line");
         assert!(line.contains(r#""id":1"#), "{line}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while freed.load(Ordering::SeqCst) < 1 {
-            assert!(std::time::Instant::now() < deadline, "never freed");
-            tokio::task::yield_now().await;
-        }
+        assert!(freed_within(&freed, 1).await, "never freed");
 
         // The client stops reading: the pipe's 64 bytes fill, and the
         // writer waits for it with the second answer unwritten.
@@ -1374,15 +1422,10 @@ mod tests {
             assert!(to_write.send(sent).await.is_ok());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while freed.load(Ordering::SeqCst) < 3 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "held while the client does not read: {} of 3 freed",
-                freed.load(Ordering::SeqCst)
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        assert!(
+            freed_within(&freed, 3).await,
+            "held while the client does not read"
+        );
         drop((to_write, lines));
         writer.abort();
     }
@@ -1398,6 +1441,7 @@ mod tests {
             serial: 0,
             pending: Pending::default(),
             answers: answers.clone(),
+            stalled: Stalled::default(),
             answered: false,
         };
         let first = left_by_a_call(&freed).await;
@@ -1420,5 +1464,64 @@ mod tests {
         ];
         drop(written);
         assert_eq!(freed.load(Ordering::SeqCst), 2);
+    }
+
+    /// An answer longer than the writer's buffer goes straight through to
+    /// the client: the sandbox its call left is freed before that write,
+    /// which waits for a client that does not read.
+    #[tokio::test]
+    async fn a_long_answer_to_a_client_that_does_not_read_frees_its_calls_sandbox() {
+        let (to_write, _, _client, writer) = writer_to_a_pipe_of(64);
+        let freed = Arc::new(AtomicUsize::new(0));
+        let text = "x".repeat(2 * WRITE_BUFFER);
+        let result =
+            rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(text)]);
+        let sent = Outgoing {
+            message: ServerJsonRpcMessage::response(
+                rmcp::model::ServerResult::CallToolResult(result),
+                RequestId::Number(1),
+            ),
+            answers: None,
+            left: left_by_a_call(&freed).await,
+        };
+        assert!(to_write.send(sent).await.is_ok());
+        assert!(
+            freed_within(&freed, 1).await,
+            "held while the client does not read"
+        );
+        writer.abort();
+    }
+
+    /// While the writer waits for a client that does not read, a call that
+    /// ends frees its sandbox at once, though the writer's queue is empty.
+    #[tokio::test]
+    async fn an_answer_behind_a_stalled_writer_frees_its_calls_sandbox_at_once() {
+        let (to_write, stalled, _client, writer) = writer_to_a_pipe_of(64);
+        for id in 1.. {
+            let sent = Outgoing {
+                message: empty_answer(id),
+                answers: None,
+                left: Leftovers::default(),
+            };
+            assert!(to_write.send(sent).await.is_ok());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if stalled.load(Ordering::SeqCst) {
+                break;
+            }
+            assert!(id < 100, "the writer never stalled");
+        }
+        let freed = Arc::new(AtomicUsize::new(0));
+        let answering = Answering {
+            id: RequestId::Number(0),
+            serial: 0,
+            pending: Pending::default(),
+            answers: to_write.clone(),
+            stalled,
+            answered: false,
+        };
+        let left = left_by_a_call(&freed).await;
+        answering.answer(empty_answer(0), left).await;
+        assert_eq!(freed.load(Ordering::SeqCst), 1);
+        writer.abort();
     }
 }

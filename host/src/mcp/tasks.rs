@@ -179,6 +179,9 @@ impl Tasks {
     /// results kept, the oldest finished tasks are dropped, all but this
     /// one.
     pub(crate) fn finish(&self, task_id: &str, payload: TaskPayload, message: Option<String>) {
+        // Weighed, and what it drops freed, outside the table's lock.
+        let weight = payload_weight(&payload);
+        let mut dropped = Vec::new();
         let mut entries = self.entries();
         let Some(e) = entries.get_mut(task_id).filter(|e| e.ended.is_none()) else {
             return;
@@ -186,7 +189,7 @@ impl Tasks {
         e.task.status = payload.status();
         e.task.status_message = message;
         e.task.last_updated_at = timestamp();
-        e.weight = payload_weight(&payload);
+        e.weight = weight;
         e.payload = payload;
         e.ended = Some(Instant::now());
         let mut kept: usize = entries.values().map(|e| e.weight).sum();
@@ -203,9 +206,11 @@ impl Tasks {
             if kept <= self.max_bytes {
                 break;
             }
-            entries.remove(&id);
+            dropped.extend(entries.remove(&id));
             kept -= weight;
         }
+        drop(entries);
+        drop(dropped);
     }
 
     /// The task `task_id`, if kept.
