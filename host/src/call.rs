@@ -158,9 +158,10 @@ pub(crate) async fn run(
             // results are held at once.
             Ok(Ok(Ok(out))) => check_output(tool, out.text, out.data, limits.result_size).await,
         };
-        // The store first, then the slot and the instance it held: freed
-        // now, or once the answer is out where the caller writes it.
-        crate::leftovers::leave((store, slot, pooled));
+        // The store first, then the instance and the slot it held (a call
+        // waiting for the slot then finds an instance free): freed now, or
+        // once the answer is out where the caller writes it.
+        crate::leftovers::leave((store, pooled, slot));
         (result, fuel_used)
     }
     .await;

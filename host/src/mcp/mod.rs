@@ -108,10 +108,10 @@ pub const TASK_ID_KEY: &str = "dev.toolhost/task_id";
 ///   finished task is kept after its end
 /// - `max_tasks`: 1 000 tasks kept per table (each stdio connection and
 ///   legacy HTTP session has one; sessionless HTTP requests share one):
-///   past it the oldest finished task is dropped, and when all are still
-///   running a call that would become a task is refused with an error
-///   naming the limit. A finished task holds its result (up to the
-///   plugin's `result-size`), which is why the bound is a count this low.
+///   past it the oldest finished task is dropped, and when running tasks
+///   and the calls that may still become one (each holds a place from its
+///   start) fill it, a call that would become a task is refused with an
+///   error naming the limit
 /// - `max_task_bytes`: 64 MiB of results kept per table (as they sit in
 ///   memory, about their JSON size): past it the oldest finished tasks are
 ///   dropped, all but the newest; `tasks/get` then reads a dropped task

@@ -659,10 +659,17 @@ impl Answering {
     async fn answer(mut self, answer: ServerJsonRpcMessage, left: Leftovers) {
         let idle = self.answers.capacity() == self.answers.max_capacity()
             && !self.stalled.load(std::sync::atomic::Ordering::Relaxed);
+        let left = if idle {
+            left
+        } else {
+            // Before the send, which waits while the queue is full.
+            drop(left);
+            Leftovers::default()
+        };
         let answer = Outgoing {
             message: answer,
             answers: Some(self.serial),
-            left: if idle { left } else { Leftovers::default() },
+            left,
         };
         // Fails only once the connection is closed.
         self.answered = self.answers.send(answer).await.is_ok();
@@ -1430,11 +1437,12 @@ mod tests {
         writer.abort();
     }
 
-    /// An answer queued behind another frees its call's sandbox at once:
-    /// only one that goes straight out holds it until it is written.
+    /// An answer queued behind another frees its call's sandbox at once,
+    /// before it waits for room in the writer's queue: only one that goes
+    /// straight out holds it until it is written.
     #[tokio::test]
     async fn an_answer_queued_behind_another_frees_its_calls_sandbox_at_once() {
-        let (answers, mut queue) = mpsc::channel(OUTGOING);
+        let (answers, mut queue) = mpsc::channel(1);
         let freed = Arc::new(AtomicUsize::new(0));
         let answering = |id: i64| Answering {
             id: RequestId::Number(id),
@@ -1451,18 +1459,17 @@ mod tests {
             0,
             "the first goes straight out"
         );
+        // The queue is full: the second waits for room.
         let second = left_by_a_call(&freed).await;
-        answering(2).answer(empty_answer(2), second).await;
-        assert_eq!(
-            freed.load(Ordering::SeqCst),
-            1,
-            "the second waits behind it"
+        let waiting = tokio::spawn(answering(2).answer(empty_answer(2), second));
+        assert!(
+            freed_within(&freed, 1).await,
+            "held while it waits behind the first"
         );
-        let written: Vec<Outgoing> = vec![
-            queue.recv().await.expect("1"),
-            queue.recv().await.expect("2"),
-        ];
-        drop(written);
+        assert!(!waiting.is_finished(), "still waiting for room");
+        drop(queue.recv().await.expect("the first"));
+        waiting.await.expect("sent");
+        drop(queue.recv().await.expect("the second"));
         assert_eq!(freed.load(Ordering::SeqCst), 2);
     }
 
