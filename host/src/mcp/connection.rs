@@ -101,6 +101,12 @@ impl Connection {
         tracing::info!(session = %self.session.id(), "MCP connection closed");
     }
 
+    /// Start [`close`](Self::close) on a task of its own.
+    pub(crate) fn close_soon(self: &Arc<Self>) {
+        let connection = self.clone();
+        tokio::spawn(async move { connection.close().await });
+    }
+
     /// The changes of a load going on when the connection opened (the
     /// folder's first, at start) are no news: `tools/list` waits until the
     /// whole folder is listed ([`Host::listed`]), so the client's list has

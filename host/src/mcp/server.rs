@@ -330,8 +330,7 @@ impl ToolServer {
                     // stopped after the close bound, not left to run with
                     // nobody to read its end.
                     if self.sessionless() {
-                        let connection = connection.clone();
-                        tokio::spawn(async move { connection.close().await });
+                        connection.close_soon();
                     }
                 }
                 () = &mut task_after, if !task_due => task_due = true,
@@ -615,8 +614,7 @@ async fn follow_task(
             // its calls end, and the task follows them to their end.
             () = stopping(&mut keep) => {
                 keep = None;
-                let closing = connection.clone();
-                tokio::spawn(async move { closing.close().await });
+                connection.close_soon();
                 continue;
             }
         };

@@ -281,8 +281,7 @@ impl DirectSession {
         // holds its connection lets go: the handler of a call that cannot
         // be cancelled holds it until the call ends, and the session's
         // queued calls would still start meanwhile.
-        let connection = self.server.connection().clone();
-        tokio::spawn(async move { connection.close().await });
+        self.server.connection().close_soon();
     }
 }
 

@@ -139,13 +139,8 @@ impl Tasks {
         task.status_message = status_message;
         let mut entries = self.entries();
         if entries.len() >= self.max {
-            let mut finished: Vec<(Instant, String)> = entries
-                .iter()
-                .filter_map(|(id, e)| e.ended.map(|at| (at, id.clone())))
-                .collect();
-            finished.sort_unstable();
             let excess = entries.len() + 1 - self.max;
-            for (_, id) in finished.into_iter().take(excess) {
+            for (_, id, _) in oldest_finished(&entries, None).into_iter().take(excess) {
                 entries.remove(&id);
             }
         }
@@ -196,13 +191,7 @@ impl Tasks {
         if kept <= self.max_bytes {
             return;
         }
-        let mut finished: Vec<(Instant, String, usize)> = entries
-            .iter()
-            .filter(|(id, _)| id.as_str() != task_id)
-            .filter_map(|(id, e)| e.ended.map(|at| (at, id.clone(), e.weight)))
-            .collect();
-        finished.sort_unstable();
-        for (_, id, weight) in finished {
+        for (_, id, weight) in oldest_finished(&entries, Some(task_id)) {
             if kept <= self.max_bytes {
                 break;
             }
@@ -272,6 +261,21 @@ pub(crate) fn stored(record: &TaskRecord, options: &McpOptions) -> DetailedTask 
     .with_poll_interval_ms(millis(options.task_poll_interval));
     task.status_message = message;
     DetailedTask::new(task, payload)
+}
+
+/// The finished tasks of `entries` but `except`, oldest first: when each
+/// ended, its id and what it weighs.
+fn oldest_finished(
+    entries: &HashMap<String, Entry>,
+    except: Option<&str>,
+) -> Vec<(Instant, String, usize)> {
+    let mut finished: Vec<(Instant, String, usize)> = entries
+        .iter()
+        .filter(|(id, _)| Some(id.as_str()) != except)
+        .filter_map(|(id, e)| e.ended.map(|at| (at, id.clone(), e.weight)))
+        .collect();
+    finished.sort_unstable();
+    finished
 }
 
 /// What a finished task's payload holds, about as it sits in memory.
